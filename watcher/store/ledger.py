@@ -1,0 +1,149 @@
+"""The double-entry ledger: accounts, journal transactions and balances.
+
+Guarantees:
+- A journal transaction is posted with all its entries and the balance changes in the
+  caller's DB transaction, or not at all; its legs balance per asset (checked by
+  ``watcher.domain.journal.check_balanced`` before anything is written).
+- Posting is idempotent on ``ref``: posting the same ref again returns the existing
+  transaction and changes nothing (a unique constraint backs the check).
+- ``lock_account`` serializes every decision about one account: ``SELECT ... FOR
+  UPDATE`` on PostgreSQL; on SQLite the transaction already holds the writer lock
+  (``BEGIN IMMEDIATE``, see db.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.domain.journal import Leg, TxKind, check_balanced
+from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
+
+
+@dataclass(frozen=True)
+class Posted:
+    transaction: JournalTransaction
+    created: bool  # False when the ref already existed (idempotent replay)
+
+
+def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+
+def account_kind(key: str) -> str:
+    return "system" if key.startswith("system:") else "user"
+
+
+async def ensure_account(session: AsyncSession, key: str) -> Account:
+    """Return the account for ``key``, creating it if needed (race-safe)."""
+    found = await session.scalar(select(Account).where(Account.key == key))
+    if found is not None:
+        return found
+    stmt = (
+        _insert(session)(Account)
+        .values(key=key, kind=account_kind(key), multi_asset_mode=False, version=0, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    await session.execute(stmt)
+    account = await session.scalar(select(Account).where(Account.key == key))
+    assert account is not None
+    return account
+
+
+async def find_account(session: AsyncSession, key: str) -> Account | None:
+    return await session.scalar(select(Account).where(Account.key == key))
+
+
+async def lock_account(session: AsyncSession, key: str) -> Account:
+    """Take the account's lock for the rest of the DB transaction."""
+    await ensure_account(session, key)
+    account = await session.scalar(
+        select(Account).where(Account.key == key).with_for_update()
+    )
+    assert account is not None
+    account.version += 1
+    await session.flush()
+    return account
+
+
+async def _balance_row(session: AsyncSession, account_id: int, asset: str, wallet: str) -> Balance:
+    key = (account_id, asset, wallet)
+    row = await session.get(Balance, key, with_for_update=True)
+    if row is None:
+        await session.execute(
+            _insert(session)(Balance)
+            .values(account_id=account_id, asset=asset, wallet=wallet, amount=0, updated_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+        row = await session.get(Balance, key, with_for_update=True, populate_existing=True)
+        assert row is not None
+    return row
+
+
+async def post(
+    session: AsyncSession,
+    *,
+    kind: TxKind,
+    ref: str,
+    legs: Iterable[Leg],
+    account_key: str | None = None,
+    memo: str = "",
+) -> Posted:
+    """Post one balanced journal transaction and apply it to the balances."""
+    checked = check_balanced(legs)
+    existing = await session.scalar(select(JournalTransaction).where(JournalTransaction.ref == ref))
+    if existing is not None:
+        return Posted(existing, created=False)
+    owner = await ensure_account(session, account_key) if account_key else None
+    tx = JournalTransaction(
+        kind=str(kind), ref=ref, account_id=owner.id if owner else None, memo=memo
+    )
+    session.add(tx)
+    await session.flush()
+    ids: dict[str, int] = {}
+    for leg in checked:
+        if leg.account not in ids:
+            ids[leg.account] = (await ensure_account(session, leg.account)).id
+    # Lock balance rows in a stable order so two posters never deadlock on PostgreSQL.
+    for leg in sorted(checked, key=lambda x: (ids[x.account], x.asset, x.wallet)):
+        account_id = ids[leg.account]
+        session.add(
+            JournalEntry(
+                transaction_id=tx.id,
+                account_id=account_id,
+                asset=leg.asset,
+                wallet=leg.wallet,
+                amount=leg.amount,
+            )
+        )
+        row = await _balance_row(session, account_id, leg.asset, leg.wallet)
+        row.amount = row.amount + leg.amount
+        row.updated_at = utcnow()
+    await session.flush()
+    return Posted(tx, created=True)
+
+
+async def balances(session: AsyncSession, key: str) -> dict[tuple[str, str], int]:
+    """{(asset, wallet): amount} for one account (zero rows included)."""
+    account = await find_account(session, key)
+    if account is None:
+        return {}
+    rows = await session.scalars(select(Balance).where(Balance.account_id == account.id))
+    return {(r.asset, r.wallet): r.amount for r in rows}
+
+
+async def wallet_balances(session: AsyncSession, key: str, wallet: str) -> dict[str, int]:
+    return {asset: amt for (asset, w), amt in (await balances(session, key)).items() if w == wallet}
+
+
+async def journal_sums(session: AsyncSession) -> dict[tuple[int, str, str], int]:
+    """Recompute every balance from the journal (for reconciliation and tests)."""
+    sums: dict[tuple[int, str, str], int] = defaultdict(int)
+    for entry in await session.scalars(select(JournalEntry)):
+        sums[(entry.account_id, entry.asset, entry.wallet)] += entry.amount
+    return dict(sums)
