@@ -1,0 +1,605 @@
+"""Local devnet: an anvil process, the contract deployment, and its network config.
+
+Guarantees:
+- ``start_anvil`` never leaks the anvil process. It is terminated (then killed
+  after a grace period) when the context exits for any reason, including
+  cancellation; on Linux the child also gets SIGTERM from the kernel if the
+  Python process dies without running its cleanup (``PR_SET_PDEATHSIG``).
+- ``deploy_devnet`` deploys from dev account 0 with nonces 0, 1, 2 in a fixed
+  order (Vault, USDT, USDC), so on a fresh chain with id 31337 the addresses are
+  always 0x5FbDB2315678afecb367f032d93F642f64180aa3, 0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512
+  and 0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0. Every transaction's receipt
+  is awaited and must have status 1.
+- ``run_devnet`` writes the network file atomically, so two devnets sharing one
+  config directory never see each other's half-written files.
+
+This module is for local chains and tests only; nothing in the watcher's run
+path imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import aiohttp
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
+from web3 import AsyncWeb3
+from web3.providers.rpc import AsyncHTTPProvider
+from web3.types import TxParams
+
+from watcher.chain.artifacts import Artifact, load_artifact
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+STARTUP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+_POLL_INTERVAL_S = 0.05
+_PORT_ATTEMPTS = 5
+
+# (symbol, name, decimals), deployed in this order after the vault.
+DEVNET_TOKENS: tuple[tuple[str, str, int], ...] = (
+    ("USDT", "Tether USD (devnet)", 18),
+    ("USDC", "USD Coin (devnet)", 6),
+)
+
+
+class DevnetError(RuntimeError):
+    """anvil could not be started, or a devnet deployment step failed."""
+
+
+# ---------------------------------------------------------------------------- anvil
+
+
+def anvil_binary() -> Path:
+    """Path of the native anvil binary installed by npm in contracts/."""
+    path = CONTRACTS_DIR / ANVIL_RELATIVE
+    if not path.is_file():
+        raise DevnetError(
+            f"anvil not found at {path}: run `make setup` (or `npm ci` in contracts/)"
+        )
+    if not os.access(path, os.X_OK):
+        raise DevnetError(f"anvil at {path} is not executable (chmod +x it or rerun npm ci)")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class AnvilNode:
+    url: str
+    port: int
+    chain_id: int
+    process: asyncio.subprocess.Process
+
+
+def _death_signal_preexec() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when its parent dies.
+
+    libc and prctl are resolved here, before the fork, so the child only makes
+    one foreign call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    sigterm = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return preexec
+
+
+async def _rpc_chain_id(session: aiohttp.ClientSession, url: str) -> int | None:
+    """eth_chainId, or None if the node does not answer (yet)."""
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        async with session.post(url, json=payload) as resp:
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    result = body.get("result") if isinstance(body, dict) else None
+    return int(result, 16) if isinstance(result, str) else None
+
+
+def _tail(stream: IO[bytes], limit: int = 2000) -> str:
+    stream.seek(0)
+    text = stream.read().decode("utf-8", errors="replace").strip()
+    return text[-limit:] if text else "(no output)"
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """Terminate, wait, kill after STOP_TIMEOUT_S. Kills synchronously if cancelled."""
+    if process.returncode is not None:
+        return
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    except BaseException:
+        # Cancelled (or worse) while waiting: make sure the process does not outlive us.
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        raise
+
+
+class _PortInUse(DevnetError):
+    pass
+
+
+def _check_port_free(port: int) -> None:
+    """Fail fast if something listens on the port: otherwise the readiness poll
+    could be answered by that other node while our anvil is still failing to bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise _PortInUse(f"port {port} on 127.0.0.1 is already in use: {exc}") from None
+
+
+async def _spawn_and_wait(args: list[str], url: str, chain_id: int) -> asyncio.subprocess.Process:
+    """Spawn anvil and return once eth_chainId answers; the process is stopped on failure."""
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=_death_signal_preexec(),
+        )
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            timeout = aiohttp.ClientTimeout(total=0.5)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                while True:
+                    if process.returncode is not None:
+                        output = _tail(stderr)
+                        message = (
+                            f"anvil exited with code {process.returncode} before answering "
+                            f"on {url}: {output}"
+                        )
+                        if "address already in use" in output.lower():
+                            raise _PortInUse(message)
+                        raise DevnetError(message)
+                    answered = await _rpc_chain_id(session, url)
+                    if answered is not None:
+                        if answered != chain_id:
+                            raise DevnetError(
+                                f"node on {url} reports chain id {answered}, expected "
+                                f"{chain_id} (is another node on that port?)"
+                            )
+                        return process
+                    if time.monotonic() > deadline:
+                        raise DevnetError(
+                            f"anvil did not answer eth_chainId on {url} within "
+                            f"{STARTUP_TIMEOUT_S:.0f} s: {_tail(stderr)}"
+                        )
+                    # returncode is only updated by the child watcher; give it a chance.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(process.wait(), _POLL_INTERVAL_S)
+        except BaseException:
+            await _stop(process)
+            raise
+
+
+@asynccontextmanager
+async def start_anvil(
+    port: int | None = None,
+    chain_id: int = 31337,
+    block_time: float | None = None,
+    extra_args: Sequence[str] = (),
+    state_path: Path | None = None,
+) -> AsyncIterator[AnvilNode]:
+    """Run anvil on 127.0.0.1 for the duration of the context.
+
+    ``block_time`` None means automine (a block per transaction). With
+    ``state_path``, the state is loaded from it if the file exists and dumped
+    back to it when anvil stops. With ``port`` None a free port is picked, and
+    another one tried if it is taken in the meantime.
+    """
+    binary = anvil_binary()
+    attempts = _PORT_ATTEMPTS if port is None else 1
+    process: asyncio.subprocess.Process | None = None
+    chosen = 0
+    for attempt in range(attempts):
+        chosen = port if port is not None else free_port()
+        args = _anvil_args(binary, chosen, chain_id, block_time, state_path, extra_args)
+        try:
+            _check_port_free(chosen)
+        except _PortInUse:
+            if attempt + 1 >= attempts:
+                raise
+            continue
+        url = f"http://127.0.0.1:{chosen}"
+        try:
+            process = await _spawn_and_wait(args, url, chain_id)
+            break
+        except _PortInUse:
+            if attempt + 1 >= attempts:
+                raise
+    assert process is not None
+    try:
+        yield AnvilNode(
+            url=f"http://127.0.0.1:{chosen}", port=chosen, chain_id=chain_id, process=process
+        )
+    finally:
+        await _stop(process)
+
+
+def _anvil_args(
+    binary: Path,
+    port: int,
+    chain_id: int,
+    block_time: float | None,
+    state_path: Path | None,
+    extra_args: Sequence[str],
+) -> list[str]:
+    args = [
+        str(binary),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--mnemonic",
+        DEV_MNEMONIC,
+        "--silent",
+    ]
+    if block_time is not None:
+        args += ["--block-time", _format_seconds(block_time)]
+    if state_path is not None:
+        # Load only what exists (first run starts empty); always dump back on exit.
+        if state_path.exists():
+            args += ["--load-state", str(state_path)]
+        args += ["--dump-state", str(state_path)]
+    return args + list(extra_args)
+
+
+def _format_seconds(value: float) -> str:
+    if value <= 0:
+        raise ValueError(f"block_time must be positive, got {value}")
+    # anvil accepts fractional seconds; repr keeps e.g. 0.5 exact and 1.0 as "1".
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+# ---------------------------------------------------------------------------- accounts
+
+
+def dev_account(index: int) -> LocalAccount:
+    """Dev account ``index`` of the standard anvil/hardhat mnemonic (m/44'/60'/0'/0/index)."""
+    if index < 0:
+        raise ValueError(f"account index must be >= 0, got {index}")
+    Account.enable_unaudited_hdwallet_features()
+    account: LocalAccount = Account.from_mnemonic(
+        DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
+    )
+    return account
+
+
+# ---------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    address: str
+    decimals: int
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    rpc_url: str
+    vault: str
+    tokens: dict[str, TokenInfo]
+    deploy_block: int
+    operator: str
+    guardian: str
+    owner: str
+
+
+class _Sender:
+    """Signs and sends transactions from one account with locally tracked nonces."""
+
+    def __init__(self, w3: AsyncWeb3[Any], account: LocalAccount, chain_id: int) -> None:
+        self.w3 = w3
+        self.account = account
+        self.chain_id = chain_id
+        self.nonce = -1
+        self.max_fee = 0
+        self.tip = 0
+
+    async def prepare(self) -> None:
+        self.nonce = await self.w3.eth.get_transaction_count(self.account.address, "pending")
+        latest = await self.w3.eth.get_block("latest")
+        base_fee = int(latest.get("baseFeePerGas", 0))
+        self.tip = 1_000_000_000
+        # Twice the base fee plus the tip survives six full blocks of base-fee increases.
+        self.max_fee = 2 * base_fee + self.tip
+
+    async def send(self, tx: dict[str, Any]) -> HexBytes:
+        full = {
+            "chainId": self.chain_id,
+            "nonce": self.nonce,
+            "maxFeePerGas": self.max_fee,
+            "maxPriorityFeePerGas": self.tip,
+            "value": 0,
+            **tx,
+        }
+        if "gas" not in full:
+            params = cast(TxParams, {**full, "from": self.account.address})
+            estimate = await self.w3.eth.estimate_gas(params)
+            full["gas"] = estimate * 6 // 5 + 10_000
+        signed = self.account.sign_transaction(full)
+        tx_hash = await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        self.nonce += 1
+        return HexBytes(tx_hash)
+
+
+async def _receipt_ok(w3: AsyncWeb3[Any], tx_hash: HexBytes, what: str) -> dict[str, Any]:
+    receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
+    if receipt["status"] != 1:
+        raise DevnetError(f"{what} failed (tx {tx_hash.to_0x_hex()}, status {receipt['status']})")
+    return dict(receipt)
+
+
+def constructor_data(artifact: Artifact, *args: Any) -> str:
+    """Deployment calldata: the creation bytecode followed by the ABI-encoded arguments."""
+    inputs: list[dict[str, Any]] = next(
+        (entry.get("inputs", []) for entry in artifact.abi if entry.get("type") == "constructor"),
+        [],
+    )
+    if len(inputs) != len(args):
+        raise TypeError(
+            f"{artifact.name} constructor takes {len(inputs)} arguments, got {len(args)}"
+        )
+    encoded = abi_encode([str(i["type"]) for i in inputs], list(args))
+    return artifact.bytecode + encoded.hex()
+
+
+# A mint to a fresh holder writes two zero→non-zero slots (balance, totalSupply
+# update is non-zero→non-zero): ~70k gas. A fixed limit lets mints be sent before
+# the token's deployment is mined when anvil runs with a block time.
+_MINT_GAS = 120_000
+
+
+async def deploy_devnet(
+    rpc_url: str, *, fund_accounts: int = 10, fund_amount_tokens: int = 1_000_000
+) -> Deployment:
+    """Deploy Vault, USDT (18 decimals) and USDC (6 decimals) and fund the dev accounts.
+
+    Each of dev accounts 0..fund_accounts-1 and the operator (dev account 1, the hot
+    wallet) receives ``fund_amount_tokens`` whole tokens of each token.
+    """
+    if fund_accounts < 0 or fund_amount_tokens < 0:
+        raise ValueError("fund_accounts and fund_amount_tokens must be >= 0")
+    owner = dev_account(0)
+    operator = dev_account(1)
+    guardian = owner
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        chain_id = await w3.eth.chain_id
+        sender = _Sender(w3, owner, chain_id)
+        await sender.prepare()
+
+        vault_art = load_artifact("Vault")
+        token_art = load_artifact("TestToken")
+        deploys: list[tuple[str, HexBytes]] = []
+        data = constructor_data(vault_art, operator.address, guardian.address)
+        deploys.append(("Vault", await sender.send({"data": data})))
+        for symbol, name, decimals in DEVNET_TOKENS:
+            data = constructor_data(token_art, name, symbol, decimals)
+            deploys.append((symbol, await sender.send({"data": data})))
+
+        addresses: dict[str, str] = {}
+        deploy_block = 0
+        for what, tx_hash in deploys:
+            receipt = await _receipt_ok(w3, tx_hash, f"deploying {what}")
+            address = receipt.get("contractAddress")
+            if not address:
+                raise DevnetError(f"deploying {what}: receipt has no contract address")
+            addresses[what] = to_checksum_address(address)
+            if what == "Vault":
+                deploy_block = int(receipt["blockNumber"])
+
+        holders = [dev_account(i).address for i in range(fund_accounts)]
+        if operator.address not in holders:
+            holders.append(operator.address)
+        mints: list[tuple[str, HexBytes]] = []
+        if fund_amount_tokens > 0:
+            for symbol, _name, decimals in DEVNET_TOKENS:
+                token = w3.eth.contract(
+                    address=to_checksum_address(addresses[symbol]), abi=token_art.abi
+                )
+                amount = fund_amount_tokens * 10**decimals
+                for holder in holders:
+                    data = token.encode_abi("mint", args=[holder, amount])
+                    tx = {"to": addresses[symbol], "data": data, "gas": _MINT_GAS}
+                    mints.append((f"minting {symbol} to {holder}", await sender.send(tx)))
+        for what, tx_hash in mints:
+            await _receipt_ok(w3, tx_hash, what)
+
+        return Deployment(
+            chain_id=chain_id,
+            rpc_url=rpc_url,
+            vault=addresses["Vault"],
+            tokens={
+                symbol: TokenInfo(address=addresses[symbol], decimals=decimals)
+                for symbol, _name, decimals in DEVNET_TOKENS
+            },
+            deploy_block=deploy_block,
+            operator=operator.address,
+            guardian=guardian.address,
+            owner=owner.address,
+        )
+    finally:
+        await w3.provider.disconnect()
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def _toml_str(value: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = ['"']
+    for ch in value:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def network_toml(
+    dep: Deployment, *, name: str, confirmations: int = 3, block_time_seconds: int = 1
+) -> str:
+    """The config/networks/<name>.toml text for a devnet deployment."""
+    lines = [
+        f"# Written by `watcher devnet` for the anvil on {dep.rpc_url}.",
+        f"name = {_toml_str(name)}",
+        f"chain_id = {dep.chain_id}",
+        "enabled = true",
+        f"confirmations = {int(confirmations)}",
+        f"block_time_seconds = {int(block_time_seconds)}",
+        f"rpc_urls = [{_toml_str(dep.rpc_url)}]",
+        f"vault = {_toml_str(dep.vault)}",
+        f"start_block = {dep.deploy_block}",
+        'native_asset = "ETH"',
+        "native_decimals = 18",
+    ]
+    for symbol, token in dep.tokens.items():
+        lines += [
+            "",
+            "[[tokens]]",
+            f"symbol = {_toml_str(symbol)}",
+            f"asset = {_toml_str(symbol)}",
+            f"address = {_toml_str(token.address)}",
+            f"decimals = {token.decimals}",
+            'min_withdrawal = "1"',
+            'withdraw_fee = "0"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    _write_atomic(dst, src.read_text(encoding="utf-8"))
+
+
+def prepare_config_dir(out_dir: Path, base_config: Path) -> None:
+    """Make ``out_dir`` a full config dir by copying ``base_config`` if it is not one yet.
+
+    Copies default.toml, assets.toml, brackets/ and networks/*.toml except
+    networks/devnet*.toml. default.toml is written last: its presence marks a
+    complete directory, so a second devnet sharing ``out_dir`` skips the copy.
+    """
+    if (out_dir / "default.toml").exists():
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assets = base_config / "assets.toml"
+    if assets.is_file():
+        _copy_atomic(assets, out_dir / "assets.toml")
+    brackets = base_config / "brackets"
+    if brackets.is_dir():
+        for src in sorted(brackets.rglob("*")):
+            if src.is_file():
+                dst = out_dir / "brackets" / src.relative_to(brackets)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+    networks = base_config / "networks"
+    if networks.is_dir():
+        for src in sorted(networks.glob("*.toml")):
+            if not src.name.startswith("devnet"):
+                _copy_atomic(src, out_dir / "networks" / src.name)
+    default = base_config / "default.toml"
+    if not default.is_file():
+        raise DevnetError(f"base config {base_config} has no default.toml")
+    _copy_atomic(default, out_dir / "default.toml")
+
+
+async def run_devnet(
+    *,
+    port: int,
+    chain_id: int,
+    block_time: float | None,
+    out_dir: Path,
+    name: str,
+    base_config: Path,
+    confirmations: int,
+    echo: Callable[[str], None],
+) -> None:
+    """Start anvil, deploy, write ``out_dir/networks/<name>.toml`` and run until cancelled."""
+    async with start_anvil(port=port, chain_id=chain_id, block_time=block_time) as node:
+        dep = await deploy_devnet(node.url)
+        prepare_config_dir(out_dir, base_config)
+        block_seconds = max(1, round(block_time)) if block_time is not None else 1
+        text = network_toml(
+            dep, name=name, confirmations=confirmations, block_time_seconds=block_seconds
+        )
+        target = out_dir / "networks" / f"{name}.toml"
+        _write_atomic(target, text)
+        echo(f"devnet {name!r}: anvil on {node.url} (chain id {chain_id}), config {target}")
+        echo(text)
+        echo("Press Ctrl-C to stop.")
+        await asyncio.Event().wait()
