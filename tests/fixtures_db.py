@@ -33,7 +33,9 @@ async def _create_pg_database() -> str:
 
 async def _drop_pg_database(url: str) -> None:
     name = make_url(url).database
-    admin = create_async_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(
+        make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
     async with admin.connect() as conn:
         await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     await admin.dispose()

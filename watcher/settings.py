@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -181,7 +181,7 @@ class NetworkConfig(_Model):
     @property
     def rule_text(self) -> str:
         if self.confirmations is not None:
-            return f"{self.confirmations} confirmations"
+            return f"{self.confirmations} blocks"
         return f"{self.finality} tag"
 
     def token_by_address(self, address: str) -> TokenConfig | None:
@@ -249,7 +249,8 @@ def _explain(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{path}: {key or '(file)'}: {msg}")
+        # Model-level checks name their key at the start of the message themselves.
+        lines.append(f"{path}: {key}: {msg}" if key else f"{path}: {msg}")
     return ConfigError("\n".join(lines))
 
 

@@ -62,7 +62,9 @@ async def test_posting_moves_balances_and_is_idempotent(sessions: SessionFactory
         [Leg(ALICE, "USDT", 0), Leg("system:engine", "USDT", 0)],
     ],
 )
-async def test_unbalanced_transaction_writes_nothing(sessions: SessionFactory, legs: list[Leg]) -> None:
+async def test_unbalanced_transaction_writes_nothing(
+    sessions: SessionFactory, legs: list[Leg]
+) -> None:
     with pytest.raises(UnbalancedTransaction):
         async with sessions.begin() as s:
             await ledger.post(s, kind=TxKind.COMMISSION, ref="bad", legs=legs, account_key=ALICE)
@@ -75,7 +77,9 @@ async def test_failure_mid_transaction_rolls_back_everything(sessions: SessionFa
     legs = [Leg(ALICE, "USDT", 7), Leg("system:engine", "USDT", -7)]
     with pytest.raises(RuntimeError):
         async with sessions.begin() as s:
-            await ledger.post(s, kind=TxKind.REALIZED_PNL, ref="pnl:1", legs=legs, account_key=ALICE)
+            await ledger.post(
+                s, kind=TxKind.REALIZED_PNL, ref="pnl:1", legs=legs, account_key=ALICE
+            )
             raise RuntimeError("crash after posting, before commit")
     async with sessions() as s:
         assert await ledger.balances(s, ALICE) == {}

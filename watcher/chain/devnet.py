@@ -588,9 +588,15 @@ async def run_devnet(
     base_config: Path,
     confirmations: int,
     echo: Callable[[str], None],
+    listen_host: str = "127.0.0.1",
 ) -> None:
-    """Start anvil, deploy, write ``out_dir/networks/<name>.toml`` and run until cancelled."""
-    async with start_anvil(port=port, chain_id=chain_id, block_time=block_time) as node:
+    """Start anvil, deploy, write ``out_dir/networks/<name>.toml`` and run until cancelled.
+
+    ``listen_host`` 0.0.0.0 exposes anvil beyond loopback (the docker-compose service)."""
+    extra = ("--host", listen_host) if listen_host != "127.0.0.1" else ()
+    async with start_anvil(
+        port=port, chain_id=chain_id, block_time=block_time, extra_args=extra
+    ) as node:
         dep = await deploy_devnet(node.url)
         prepare_config_dir(out_dir, base_config)
         block_seconds = max(1, round(block_time)) if block_time is not None else 1

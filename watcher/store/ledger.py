@@ -31,8 +31,12 @@ class Posted:
     created: bool  # False when the ref already existed (idempotent replay)
 
 
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
 def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
 
 
 def account_kind(key: str) -> str:
@@ -46,7 +50,9 @@ async def ensure_account(session: AsyncSession, key: str) -> Account:
         return found
     stmt = (
         _insert(session)(Account)
-        .values(key=key, kind=account_kind(key), multi_asset_mode=False, version=0, created_at=utcnow())
+        .values(
+            key=key, kind=account_kind(key), multi_asset_mode=False, version=0, created_at=utcnow()
+        )
         .on_conflict_do_nothing(index_elements=["key"])
     )
     await session.execute(stmt)
@@ -62,9 +68,7 @@ async def find_account(session: AsyncSession, key: str) -> Account | None:
 async def lock_account(session: AsyncSession, key: str) -> Account:
     """Take the account's lock for the rest of the DB transaction."""
     await ensure_account(session, key)
-    account = await session.scalar(
-        select(Account).where(Account.key == key).with_for_update()
-    )
+    account = await session.scalar(select(Account).where(Account.key == key).with_for_update())
     assert account is not None
     account.version += 1
     await session.flush()
@@ -77,7 +81,9 @@ async def _balance_row(session: AsyncSession, account_id: int, asset: str, walle
     if row is None:
         await session.execute(
             _insert(session)(Balance)
-            .values(account_id=account_id, asset=asset, wallet=wallet, amount=0, updated_at=utcnow())
+            .values(
+                account_id=account_id, asset=asset, wallet=wallet, amount=0, updated_at=utcnow()
+            )
             .on_conflict_do_nothing()
         )
         row = await session.get(Balance, key, with_for_update=True, populate_existing=True)

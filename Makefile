@@ -1,0 +1,75 @@
+# The README's commands. Each target does its own setup on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NPM_STAMP := contracts/node_modules/.installed
+# docker-compose 1.29 (pip) validates docker-compose.yml offline; kept apart from the
+# app's venv because it needs old pins (cython<3 to build PyYAML 5).
+COMPOSE_VENV := .venv-compose
+COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run test check lint typecheck contracts bench bench-deposits bench-withdrawals clean test-pg
+
+setup: $(STAMP) $(NPM_STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+$(NPM_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Local devnet (anvil + deployed vault and tokens) and the daemon on SQLite.
+run: setup
+	@mkdir -p var
+	@$(BIN)/watcher devnet --out var/devnet & DEVNET=$$!; \
+	  trap 'kill $$DEVNET 2>/dev/null; wait $$DEVNET 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 1 100); do [ -f var/devnet/networks/devnet.toml ] && [ var/devnet/networks/devnet.toml -nt $(STAMP) ] && break; sleep 0.2; done; \
+	  sleep 1; \
+	  WATCHER_ADMIN_TOKEN=$${WATCHER_ADMIN_TOKEN:-devnet-admin-token} \
+	  WATCHER_SIGNER_KEY=$${WATCHER_SIGNER_KEY:-$$($(BIN)/python -m watcher.chain.devnet_key)} \
+	  $(BIN)/watcher run --config var/devnet
+
+$(COMPOSE_STAMP):
+	$(PY) -m venv $(COMPOSE_VENV)
+	echo 'cython<3' > $(COMPOSE_VENV)/constraints.txt
+	PIP_CONSTRAINT=$(COMPOSE_VENV)/constraints.txt $(COMPOSE_VENV)/bin/pip install -q docker-compose==1.29.2
+	touch $@
+
+test: setup $(COMPOSE_STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+contracts: $(NPM_STAMP)
+	cd contracts && node scripts/compile.js
+
+bench: bench-deposits bench-withdrawals
+
+bench-deposits: setup
+	$(BIN)/python bench/deposits.py
+
+bench-withdrawals: setup
+	$(BIN)/python bench/withdrawals.py
+
+# The suite against a throwaway local PostgreSQL as well (what CI does).
+test-pg: setup
+	@url=$$(scripts/pg-throwaway.sh start var/pgdata 55432) && \
+	  WATCHER_TEST_DATABASE_URL=$$url $(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	  scripts/pg-throwaway.sh stop var/pgdata; exit $$rc
+
+clean:
+	rm -rf $(VENV) $(COMPOSE_VENV) contracts/node_modules var/*.db var/devnet .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""Shared test helpers: config directories for real devnets, HTTP polling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from watcher.chain.devnet import Deployment, network_toml, prepare_config_dir
+from watcher.settings import DEFAULT_CONFIG_DIR
+
+
+def write_config(
+    root: Path,
+    networks: list[tuple[str, Deployment, int]],
+    *,
+    default_toml_extra: str = "",
+) -> Path:
+    """A full config dir with only the given devnets as networks (name, deployment, depth)."""
+    cfg = root / "config"
+    prepare_config_dir(cfg, DEFAULT_CONFIG_DIR)
+    for path in (cfg / "networks").glob("*.toml"):
+        path.unlink()
+    for name, dep, depth in networks:
+        (cfg / "networks" / f"{name}.toml").write_text(
+            network_toml(dep, name=name, confirmations=depth)
+        )
+    if default_toml_extra:
+        with (cfg / "default.toml").open("a") as fh:
+            fh.write("\n" + default_toml_extra)
+    return cfg
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 20.0, every: float = 0.1
+) -> None:
+    """Poll an async condition (for out-of-process daemons only; in-process tests call tick())."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(every)

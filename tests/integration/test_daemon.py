@@ -1,0 +1,96 @@
+"""`watcher run` as a real process against a real anvil: migrations on start, /healthz
+answers, SIGTERM stops it cleanly; a bad config stops it before anything starts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.helpers import eventually, write_config
+from watcher.chain.devnet import AnvilNode, Deployment, free_port
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_run_serves_health_and_stops_on_sigterm(
+    tmp_path: Path, anvil: AnvilNode, deployment: Deployment
+) -> None:
+    cfg = write_config(tmp_path, [("devnet", deployment, 3)])
+    port = free_port()
+    db = tmp_path / "daemon.db"
+    env = {
+        **os.environ,
+        "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "WATCHER_ADMIN_TOKEN": "test-admin-token",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "run",
+        "--config",
+        str(cfg),
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+
+        async def healthy() -> bool:
+            try:
+                status, _ = await _get(f"http://127.0.0.1:{port}/healthz")
+            except aiohttp.ClientError:
+                return False
+            return status in (200, 503)
+
+        await eventually(healthy, within=30)
+        status, body = await _get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, body
+        assert db.exists()
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), timeout=30)
+        out = (await proc.stdout.read()).decode() if proc.stdout else ""
+        assert rc == 0, out
+        assert "stopped" in out
+        assert "test-admin-token" not in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_bad_config_fails_fast_and_starts_nothing(
+    tmp_path: Path, deployment: Deployment
+) -> None:
+    cfg = write_config(tmp_path, [("devnet", deployment, 3)])
+    path = cfg / "networks" / "devnet.toml"
+    path.write_text(path.read_text().replace("confirmations = 3", "confirmations = 0"))
+    db = tmp_path / "never.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "run",
+        "--config",
+        str(cfg),
+        "--port",
+        str(free_port()),
+        env={**os.environ, "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    rc = await asyncio.wait_for(proc.wait(), timeout=30)
+    out = (await proc.stdout.read()).decode() if proc.stdout else ""
+    assert rc == 2
+    assert "devnet.toml" in out and "confirmations" in out
+    assert not db.exists()

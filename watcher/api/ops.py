@@ -1,0 +1,29 @@
+"""Operations endpoints: /healthz, /metrics, /openapi.json."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from watcher.api.errors import json_response
+from watcher.services.health import health
+
+
+async def healthz(request: web.Request) -> web.Response:
+    from watcher.api.server import app_of
+
+    doc = await health(app_of(request))
+    return json_response(doc, status=200 if doc["status"] == "ok" else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from watcher.api.server import app_of
+
+    body = app_of(request).metrics.render()
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+def add_routes(web_app: web.Application) -> None:
+    web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/metrics", metrics)

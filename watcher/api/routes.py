@@ -1,0 +1,9 @@
+"""User and engine routes; each capability registers its handlers here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(web_app: web.Application) -> None:
+    return None

@@ -1,0 +1,237 @@
+"""Composition root: builds the engine, clients, services, scheduler and HTTP API
+from the settings, and runs them until told to stop.
+
+Stop guarantees: on SIGTERM/SIGINT no new tick starts, every tick in flight runs to
+its end (its DB transaction commits or rolls back as a whole), then the HTTP server
+and the connections close. A tick that is cut anyway (SIGKILL, power loss) leaves the
+database as it was before that tick: each service resumes from its DB cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from watcher import logs
+from watcher.metrics import Metrics
+from watcher.settings import Settings
+from watcher.store.db import SessionFactory, create_engine, session_factory
+from watcher.store.ledger import dialect_name
+from watcher.store.migrate import upgrade
+from watcher.store.models import Asset, Heartbeat, utcnow
+
+log = logging.getLogger("watcher.app")
+
+DAEMON_HEARTBEAT = "daemon"
+HEARTBEAT_SECONDS = 5
+
+
+class Service(Protocol):
+    """A role with one idempotent step; the scheduler calls tick() on an interval."""
+
+    name: str
+    interval_seconds: float
+
+    async def tick(self) -> None: ...
+
+
+@dataclass
+class TickStats:
+    runs: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_duration: float = 0.0
+    last_finished: float | None = None
+
+
+@dataclass
+class Runner:
+    """Runs service ticks one at a time per service and knows which are in flight."""
+
+    stats: dict[str, TickStats] = field(default_factory=dict)
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    stopping: bool = False
+    on_tick: Callable[[str, float, bool], None] | None = None
+
+    async def run(self, name: str, tick: Callable[[], Awaitable[None]]) -> None:
+        if self.stopping:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.inflight.add(task)  # type: ignore[arg-type]
+        stats = self.stats.setdefault(name, TickStats())
+        started = time.monotonic()
+        ok = False
+        try:
+            await tick()
+            ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the daemon boundary: log, count, retry next tick
+            stats.failures += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("tick failed: %s", name)
+        finally:
+            stats.runs += 1
+            stats.last_duration = time.monotonic() - started
+            stats.last_finished = time.time()
+            self.inflight.discard(task)  # type: ignore[arg-type]
+            if self.on_tick is not None:
+                self.on_tick(name, stats.last_duration, ok)
+
+    async def drain(self, limit_seconds: float) -> None:
+        self.stopping = True
+        pending = [t for t in self.inflight if t is not asyncio.current_task()]
+        if pending:
+            log.info("waiting for %d tick(s) to finish", len(pending))
+            await asyncio.wait(pending, timeout=limit_seconds)
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    http: aiohttp.ClientSession
+    runner: Runner
+    metrics: Metrics = field(default_factory=Metrics)
+    services: list[Service] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.engine.dispose()
+
+
+async def sync_assets(app: App) -> None:
+    """Mirror the configured ledger assets into the assets table (idempotent)."""
+    async with app.sessions.begin() as s:
+        ins = postgresql.insert if dialect_name(s) == "postgresql" else sqlite.insert
+        for code, cfg in app.settings.assets.items():
+            stmt = ins(Asset).values(code=code, precision=cfg.precision)
+            await s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["code"], set_={"precision": cfg.precision}
+                )
+            )
+
+
+async def beat(app: App, name: str = DAEMON_HEARTBEAT) -> None:
+    info = {
+        "uptime": int(time.time() - app.started_at),
+        "ticks": {
+            k: {"runs": v.runs, "failures": v.failures, "lastError": v.last_error}
+            for k, v in app.runner.stats.items()
+        },
+    }
+    async with app.sessions.begin() as s:
+        row = await s.get(Heartbeat, name)
+        if row is None:
+            s.add(Heartbeat(name=name, at=utcnow(), pid=os.getpid(), info=info))
+        else:
+            row.at, row.pid, row.info = utcnow(), os.getpid(), info
+
+
+async def build(settings: Settings) -> App:
+    """Everything the daemon and the tests need, without starting any loop."""
+    logs.register_secret(
+        settings.secrets.admin_token.get_secret_value() if settings.secrets.admin_token else None
+    )
+    logs.register_secret(
+        settings.secrets.signer_key.get_secret_value() if settings.secrets.signer_key else None
+    )
+    engine = create_engine(settings.database.url)
+    await upgrade(engine)
+    timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
+    app = App(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        http=aiohttp.ClientSession(timeout=timeout),
+        runner=Runner(),
+    )
+    app.runner.on_tick = app.metrics.on_tick
+    await sync_assets(app)
+    from watcher.services.registry import build_services
+
+    app.services = await build_services(app)
+    return app
+
+
+def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
+    for service in app.services:
+        scheduler.add_job(
+            app.runner.run,
+            "interval",
+            args=[service.name, service.tick],
+            seconds=float(service.interval_seconds),
+            id=service.name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=None if getattr(service, "delay_first", False) else _now(),
+        )
+    scheduler.add_job(
+        app.runner.run,
+        "interval",
+        args=["heartbeat", lambda: beat(app)],
+        seconds=HEARTBEAT_SECONDS,
+        id="heartbeat",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=_now(),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    from watcher.api.server import make_web_app
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = await build(settings)
+    web_app = make_web_app(app)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api.host, settings.api.port)
+    await site.start()
+    scheduler = AsyncIOScheduler()
+    schedule(app, scheduler)
+    scheduler.start()
+    names = ", ".join(n.name for n in settings.enabled_networks) or "none"
+    log.info(
+        "watcher running: api http://%s:%d, networks: %s",
+        settings.api.host,
+        settings.api.port,
+        names,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: no new ticks; finishing the ticks in flight")
+        scheduler.pause()
+        await app.runner.drain(limit_seconds=60)
+        scheduler.shutdown(wait=False)
+        await runner.cleanup()
+        await app.close()
+        log.info("stopped")

@@ -1,0 +1,158 @@
+"""The ``watcher`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from watcher.settings import ConfigError, NetworkConfig, Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="On-chain deposit/withdraw watcher"
+)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="config directory (default: config/ or $WATCHER_CONFIG_DIR)"
+    ),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL (or $WATCHER_DATABASE_URL)")
+]
+
+
+def _settings(config: Path | None, database_url: str | None = None, **kw: object) -> Settings:
+    try:
+        return load_settings(config, database_url=database_url, **kw)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]\n{exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _configure_logs(settings: Settings) -> None:
+    from watcher import logs
+
+    logs.configure(settings.logging.level, settings.logging.json_lines)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    host: Annotated[str | None, typer.Option(help="API host (or $WATCHER_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (or $WATCHER_API_PORT)")] = None,
+) -> None:
+    """Run the daemon: listeners, sender, tracker, scheduler jobs and the HTTP API."""
+    settings = _settings(config, database_url, api_host=host, api_port=port)
+    _configure_logs(settings)
+    from watcher.app import serve
+
+    asyncio.run(serve(settings))
+
+
+def credit_time(network: NetworkConfig) -> str:
+    if network.confirmations is None:
+        return f"when {network.finality}"
+    seconds = network.confirmations * network.block_time_seconds
+    if seconds < 60:
+        return f"~{seconds.normalize():f} s"
+    return f"~{(seconds / 60).quantize(Decimal('0.1')).normalize():f} min"
+
+
+@app.command()
+def networks(config: ConfigOpt = None) -> None:
+    """The processing-time reference table of the loaded configuration."""
+    settings = _settings(config)
+    table = Table(title="Deposit processing time by network", title_justify="left")
+    for col in ("network", "chain id", "on", "rule", "block", "credit time"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("assets")
+    for n in sorted(settings.networks.values(), key=lambda n: n.chain_id):
+        tokens = " ".join([n.native_asset, *(t.symbol for t in n.tokens)])
+        table.add_row(
+            n.name,
+            str(n.chain_id),
+            "yes" if n.enabled else "no",
+            n.rule_text,
+            f"{n.block_time_seconds.normalize():f} s",
+            credit_time(n),
+            tokens,
+        )
+    console.print(table)
+
+
+@app.command()
+def devnet(
+    port: Annotated[int, typer.Option(help="anvil port")] = 8545,
+    chain_id: Annotated[int, typer.Option(help="chain id")] = 31337,
+    block_time: Annotated[
+        float | None, typer.Option(help="seconds per block (default: mine on each tx)")
+    ] = 1.0,
+    name: Annotated[str, typer.Option(help="network name in the written config")] = "devnet",
+    out: Annotated[Path, typer.Option(help="config directory to write")] = Path("var/devnet"),
+    confirmations: Annotated[int, typer.Option(help="confirmation depth")] = 3,
+    listen: Annotated[str, typer.Option(help="anvil listen address")] = "127.0.0.1",
+    config: ConfigOpt = None,
+) -> None:
+    """Start anvil, deploy the vault and test tokens, fund accounts, write the config."""
+    from watcher.chain.devnet import run_devnet
+    from watcher.settings import DEFAULT_CONFIG_DIR
+
+    bt = None if block_time is None or block_time <= 0 else block_time
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_devnet(
+                port=port,
+                chain_id=chain_id,
+                block_time=bt,
+                out_dir=out,
+                name=name,
+                base_config=config or DEFAULT_CONFIG_DIR,
+                confirmations=confirmations,
+                listen_host=listen,
+                echo=lambda line: console.print(line, highlight=False, markup=False),
+            )
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Apply the database migrations."""
+    settings = _settings(config, database_url)
+    from watcher.store.db import create_engine
+    from watcher.store.migrate import upgrade
+
+    async def go() -> None:
+        engine = create_engine(settings.database.url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    console.print("database is at the latest schema")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per daemon (tests can run several side by side)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.head = Gauge("watcher_chain_head", "Latest block seen", ["network"], registry=r)
+        self.cursor = Gauge(
+            "watcher_cursor_block", "Highest block fully scanned", ["network"], registry=r
+        )
+        self.lag_blocks = Gauge("watcher_lag_blocks", "Head minus cursor", ["network"], registry=r)
+        self.lag_seconds = Gauge(
+            "watcher_lag_seconds", "Age of the cursor block", ["network"], registry=r
+        )
+        self.deposits = Counter(
+            "watcher_deposits", "Deposits by event", ["network", "event"], registry=r
+        )
+        self.withdrawals = Gauge(
+            "watcher_withdrawals", "Withdrawals by state", ["state"], registry=r
+        )
+        self.withdrawal_events = Counter(
+            "watcher_withdrawal_events",
+            "Withdrawal pipeline events",
+            ["network", "event"],
+            registry=r,
+        )
+        self.rpc_calls = Counter(
+            "watcher_rpc_calls", "RPC calls", ["network", "endpoint", "method"], registry=r
+        )
+        self.rpc_errors = Counter(
+            "watcher_rpc_errors", "RPC errors", ["network", "endpoint", "kind"], registry=r
+        )
+        self.reorgs = Counter("watcher_reorgs", "Reorgs detected", ["network"], registry=r)
+        self.reorg_depth = Gauge(
+            "watcher_reorg_depth_last", "Depth of the last reorg", ["network"], registry=r
+        )
+        self.reconciliation_diff = Gauge(
+            "watcher_reconciliation_difference",
+            "Vault minus ledger, token units",
+            ["network", "token"],
+            registry=r,
+        )
+        self.alarms = Gauge("watcher_alarms_active", "Latched alarms", ["kind"], registry=r)
+        self.ticks = Histogram("watcher_tick_seconds", "Tick durations", ["service"], registry=r)
+        self.tick_failures = Counter(
+            "watcher_tick_failures", "Failed ticks", ["service"], registry=r
+        )
+
+    def on_tick(self, service: str, seconds: float, ok: bool) -> None:
+        self.ticks.labels(service).observe(seconds)
+        if not ok:
+            self.tick_failures.labels(service).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,14 @@
+"""Which services the daemon runs, built from the settings. Each capability adds its
+services here (deposit listeners per network, withdrawal sender and tracker, ...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watcher.app import App, Service
+
+
+async def build_services(app: App) -> list[Service]:
+    services: list[Service] = []
+    return services
