@@ -1,0 +1,66 @@
+"""Latched alarms: raised by services, they stay active until an operator
+acknowledges them (``watcher alarms ack ID``); raising the same (kind, key) again
+while active bumps its count instead of adding a row."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.store.models import Alarm, utcnow
+
+
+class AlarmKind(StrEnum):
+    FINALITY_VIOLATED = "finality_violated"  # a credited deposit was reorged out
+    RECONCILIATION_MISMATCH = "reconciliation_mismatch"
+    HOT_WALLET_LOW = "hot_wallet_low"
+    RPC_DOWN = "rpc_down"
+    LAG_OVER_BUDGET = "lag_over_budget"
+    WITHDRAWAL_STUCK = "withdrawal_stuck"
+
+
+async def raise_alarm(
+    session: AsyncSession,
+    kind: AlarmKind,
+    key: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    severity: str = "critical",
+) -> Alarm:
+    active = await session.scalar(
+        select(Alarm).where(
+            Alarm.kind == str(kind), Alarm.key == key, Alarm.acknowledged_at.is_(None)
+        )
+    )
+    if active is not None:
+        active.count += 1
+        active.last_seen_at = utcnow()
+        active.message = message
+        if details:
+            active.details = details
+        return active
+    alarm = Alarm(
+        kind=str(kind), key=key, severity=severity, message=message, details=details or {}
+    )
+    session.add(alarm)
+    await session.flush()
+    return alarm
+
+
+async def active_alarms(session: AsyncSession) -> list[Alarm]:
+    rows = await session.scalars(
+        select(Alarm).where(Alarm.acknowledged_at.is_(None)).order_by(Alarm.id)
+    )
+    return list(rows)
+
+
+async def acknowledge(session: AsyncSession, alarm_id: int, by: str) -> Alarm | None:
+    alarm = await session.get(Alarm, alarm_id)
+    if alarm is None or alarm.acknowledged_at is not None:
+        return alarm
+    alarm.acknowledged_at = utcnow()
+    alarm.acknowledged_by = by
+    return alarm
