@@ -125,7 +125,7 @@ def decode_deposit_log(raw: Mapping[str, Any], chain_id: int) -> DepositLog:
         addresses.append(_checksum_lower(match.group("addr").lower()))
     data = _field(raw, "data")
     if not isinstance(data, str) or not _WORD.fullmatch(data):
-        size = (len(data) - 2) / 2 if isinstance(data, str) and data.startswith("0x") else "?"
+        size = (len(data) - 2) // 2 if isinstance(data, str) and data.startswith("0x") else "?"
         raise MalformedLogError(f"Deposit data must be one 32-byte word, got {size} bytes")
     return DepositLog(
         chain_id=chain_id,

@@ -288,9 +288,10 @@ class RpcClient:
         now = self._clock()
         ready = [e for e in usable if e.cooldown_until <= now]
         if not ready:
-            # Everything is cooling down: try the one that recovers first
+            # Everything is cooling down (this is a retry after a failed
+            # attempt): try them all, the one that recovers first first,
             # rather than failing without asking anybody.
-            return [min(usable, key=lambda e: e.cooldown_until)]
+            return sorted(usable, key=lambda e: (e.cooldown_until, e.index))
         best = self._best_head()
         return sorted(ready, key=lambda e: (self._is_lagging(e, best), e.index))
 
