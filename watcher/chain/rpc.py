@@ -377,8 +377,7 @@ class RpcClient:
                 return
             if e.excluded is not None:
                 raise e.excluded
-            request = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_chainId"}
-            request["params"] = []
+            request = _request(next(self._ids), "eth_chainId", [])
             started = self._clock()
             response = await self._post(e, request, ["eth_chainId"])
             actual = _to_int(self._unwrap(e, response, "eth_chainId"), e.label, "eth_chainId")
@@ -495,12 +494,7 @@ class RpcClient:
         check: Check | None = None,
     ) -> tuple[Any, _Endpoint]:
         async def send(e: _Endpoint) -> Any:
-            request = {
-                "jsonrpc": "2.0",
-                "id": next(self._ids),
-                "method": method,
-                "params": list(params),
-            }
+            request = _request(next(self._ids), method, params)
             result = self._unwrap(e, await self._post(e, request, [method]), method)
             if check is not None:
                 check(result)
@@ -536,10 +530,7 @@ class RpcClient:
 
         async def send(e: _Endpoint) -> list[Any]:
             ids = [next(self._ids) for _ in chunk]
-            body = [
-                {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)}
-                for i, (m, p) in zip(ids, chunk, strict=True)
-            ]
+            body = [_request(i, m, p) for i, (m, p) in zip(ids, chunk, strict=True)]
             response = await self._post(e, body, methods)
             if isinstance(response, dict):
                 # Some servers answer a rejected batch with one error object.
@@ -588,8 +579,7 @@ class RpcClient:
 
     async def _block_number_on(self, e: _Endpoint) -> int:
         async def send(ep: _Endpoint) -> Any:
-            request = {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_blockNumber"}
-            request["params"] = []
+            request = _request(next(self._ids), "eth_blockNumber", [])
             response = await self._post(ep, request, ["eth_blockNumber"])
             return self._unwrap(ep, response, "eth_blockNumber")
 
@@ -672,6 +662,10 @@ class RpcClient:
         result = await self.call("eth_getLogs", [flt], check=check)
         logs: list[dict[str, Any]] = result
         return logs
+
+
+def _request(rid: int, method: str, params: Sequence[Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": list(params)}
 
 
 def _blocks_check(numbers: Sequence[int]) -> Check:
