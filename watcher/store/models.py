@@ -286,6 +286,23 @@ class Alarm(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    # How many raises the webhook has been told about (count > notified_count: notify).
+    notified_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Reconciliation(Base):
+    """The last reconciliation result per (network, asset), for status and metrics."""
+
+    __tablename__ = "reconciliations"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    asset: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    onchain: Mapped[int] = mapped_column(BigAmount)  # token base units
+    expected: Mapped[int] = mapped_column(BigAmount)  # token base units
+    difference: Mapped[int] = mapped_column(BigAmount)  # onchain - expected
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Heartbeat(Base):
