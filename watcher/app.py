@@ -27,8 +27,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from watcher import logs
+from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
-from watcher.settings import Settings
+from watcher.settings import NetworkConfig, Settings
 from watcher.store.db import SessionFactory, create_engine, session_factory
 from watcher.store.ledger import dialect_name
 from watcher.store.migrate import upgrade
@@ -109,12 +110,29 @@ class App:
     http: aiohttp.ClientSession
     runner: Runner
     metrics: Metrics = field(default_factory=Metrics)
+    # One RPC client per enabled network (by name), shared by listener, sender,
+    # tracker and reconciler, so endpoint health and failover are one view.
+    rpc: dict[str, RpcClient] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
+        for client in self.rpc.values():
+            await client.close()
         await self.http.close()
         await self.engine.dispose()
+
+
+def make_client(
+    network: NetworkConfig, settings: Settings, http: aiohttp.ClientSession
+) -> RpcClient:
+    return RpcClient(
+        network.rpc_urls,
+        chain_id=network.chain_id,
+        session=http,
+        timeout=float(settings.listener.rpc_timeout_seconds),
+        lag_tolerance=settings.listener.lag_budget_blocks,
+    )
 
 
 async def sync_assets(app: App) -> None:
@@ -165,6 +183,7 @@ async def build(settings: Settings) -> App:
         runner=Runner(),
     )
     app.runner.on_tick = app.metrics.on_tick
+    app.rpc = {n.name: make_client(n, settings, app.http) for n in settings.enabled_networks}
     await sync_assets(app)
     from watcher.services.registry import build_services
 
