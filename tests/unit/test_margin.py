@@ -78,10 +78,11 @@ def test_position_margin_table(
 
 
 def test_inexact_im_is_rounded_up_never_down() -> None:
-    # 1 BTC at 40,000, 3×: IM = 13,333.333… ; the 78-digit value sits just above.
+    # 1 BTC at 40,000, 3×: IM = 13,333.333… rounded up at the 30th decimal.
     im = initial_margin(pos("1", "40000", 3), D(40000))
     with localcontext(Context(prec=200)):
-        assert D(0) < im * 3 - D(40000) < D("1e-70")
+        assert D(0) < im * 3 - D(40000) < D("3e-30")
+    assert im == D("13333." + "3" * 29 + "4")
     assert ceil_to(im, 8) == D("13333.33333334")
     assert floor_to(im, 8) == D("13333.33333333")
 

@@ -14,6 +14,10 @@ Arithmetic policy (ARCHITECTURE.md principle 10):
   78 digits. Because directed rounding is monotone and every ledger grid point is
   representable in 78 digits, ``floor_to(div_floor(a, b), p)`` equals the floor of the
   exact quotient (same for ceil): no double-rounding error is possible.
+* An inexact quotient that feeds further sums (only IM = notional / leverage) is
+  rounded up to :data:`MARGIN_PLACES` (30) decimals, so the sums stay exact in 78
+  digits for any magnitude below 10^48; a liability rounded up by < 10^-30 can only
+  lower a floored limit, never raise it.
 * Results are quantized to an asset's ledger precision only with :func:`floor_to`
   (limits: max withdrawable, max transfer, credits) or :func:`ceil_to` (debits).
 * ``float`` is rejected everywhere with a ``TypeError``.
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from watcher.domain.brackets import BracketTable
 
 PRECISION_DIGITS = 78
+#: Decimal places of an inexact intermediate margin figure (IM), rounded up.
+MARGIN_PLACES = 30
 _BASE_TRAPS = [InvalidOperation, DivisionByZero, Overflow]
 
 #: Context for + − × and comparisons: raises ``decimal.Inexact`` instead of rounding.

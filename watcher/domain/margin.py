@@ -1,8 +1,9 @@
 """Per-position margin (DOMAIN.md §1), all in the quote asset (USDT).
 
 * notional = |size| × markPrice
-* IM = notional / leverage — the one inexact step; it is rounded *up* at 78 digits
-  (a liability is never understated, so limits derived from it stay conservative).
+* IM = notional / leverage — the one inexact step; it is rounded *up* to 30 decimals
+  (``MARGIN_PLACES``): a liability is never understated, so limits derived from it
+  stay conservative, and sums of IMs stay exact.
 * uPnL = size × (markPrice − entryPrice)
 * MM = notional × MMR − cum with the bracket of the notional.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from watcher.domain.account import Position, div_ceil, exact
+from watcher.domain.account import MARGIN_PLACES, Position, ceil_to, div_ceil, exact
 from watcher.domain.brackets import BracketTable
 
 
@@ -31,8 +32,10 @@ def notional(position: Position, mark_price: Decimal) -> Decimal:
 
 
 def initial_margin(position: Position, mark_price: Decimal) -> Decimal:
-    """IM = notional / leverage (IMR = 1 / leverage), rounded up at 78 digits."""
-    return div_ceil(notional(position, mark_price), Decimal(position.leverage))
+    """IM = notional / leverage (IMR = 1 / leverage), rounded up to ``MARGIN_PLACES``."""
+    return ceil_to(
+        div_ceil(notional(position, mark_price), Decimal(position.leverage)), MARGIN_PLACES
+    )
 
 
 def unrealized_pnl(position: Position, mark_price: Decimal) -> Decimal:
