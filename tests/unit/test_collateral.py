@@ -99,12 +99,6 @@ MULTI_CASES = [
         {"USDT": "100"}, [btc("1", "60000", 100)], {"BTCUSDT": "55000"},
         "USDT", "0", "margin", id="negative-headroom",
     ),
-    pytest.param(
-        # POL 1,000 @ 0.5 × 0.9 = 450 and USDT 100 → 549.99; cross order IM 300 → B = 249.99
-        # → POL max 249.99 / 0.45 = 555.5333… → balance 1,000 is larger → 555.53333333
-        {"USDT": "100", "POL": "1000"}, [], {}, "POL", "555.53333333", "margin",
-        id="pol-haircut-with-cross-order",
-    ),
 ]  # fmt: skip
 
 
@@ -119,11 +113,21 @@ def test_multi_asset_max_withdrawable(
     expected: str,
     limited_by: str,
 ) -> None:
-    orders = [cross_order("300")] if asset == "POL" else []
-    snap = snapshot(balances, positions, orders, marks, PRICES, multi=True)
+    snap = snapshot(balances, positions, [], marks, PRICES, multi=True)
     quote = max_withdrawable(snap, asset)
     assert quote.quantity == D(expected)
     assert quote.limited_by == limited_by
+
+
+def test_pol_haircut_with_cross_order() -> None:
+    # POL 1,000 @ 0.5 × 0.9 = 450 and USDT 100 → 549.99; cross order IM 300 → B = 249.99
+    # → POL max 249.99 / 0.45 = 555.5333… (balance 1,000 is larger) → 555.53333333
+    snap = snapshot(
+        {"USDT": "100", "POL": "1000"}, [], [cross_order("300")], {}, PRICES, multi=True
+    )
+    quote = max_withdrawable(snap, "POL")
+    assert quote.quantity == D("555.53333333")
+    assert quote.limited_by == "margin"
 
 
 def test_withdrawing_the_multi_max_leaves_headroom_non_negative() -> None:
