@@ -164,8 +164,11 @@ async def beat(app: App, name: str = DAEMON_HEARTBEAT) -> None:
             row.at, row.pid, row.info = utcnow(), os.getpid(), info
 
 
-async def build(settings: Settings) -> App:
-    """Everything the daemon and the tests need, without starting any loop."""
+async def build(settings: Settings, *, migrate: bool = True, services: bool = True) -> App:
+    """Everything the daemon and the tests need, without starting any loop.
+
+    ``migrate=False, services=False`` gives the read-only view that ``watcher status``
+    and the operator commands use beside a running daemon."""
     logs.register_secret(
         settings.secrets.admin_token.get_secret_value() if settings.secrets.admin_token else None
     )
@@ -173,7 +176,8 @@ async def build(settings: Settings) -> App:
         settings.secrets.signer_key.get_secret_value() if settings.secrets.signer_key else None
     )
     engine = create_engine(settings.database.url)
-    await upgrade(engine)
+    if migrate:
+        await upgrade(engine)
     timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
     app = App(
         settings=settings,
@@ -184,6 +188,8 @@ async def build(settings: Settings) -> App:
     )
     app.runner.on_tick = app.metrics.on_tick
     app.rpc = {n.name: make_client(n, settings, app.http) for n in settings.enabled_networks}
+    if not services:
+        return app
     await sync_assets(app)
     from watcher.services.registry import build_services
 

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema")
 app.add_typer(db_app, name="db")
+alarms_app = typer.Typer(no_args_is_help=True, help="Latched alarms")
+app.add_typer(alarms_app, name="alarms")
 
 console = Console()
 err = Console(stderr=True)
@@ -145,6 +147,67 @@ def db_upgrade(config: ConfigOpt = None, database_url: DbOpt = None) -> None:
 
     asyncio.run(go())
     console.print("database is at the latest schema")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the status document as JSON")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh in place")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+) -> None:
+    """Networks, deposits, withdrawals, balances, alarms. Exit 0 healthy, 1 degraded, 2 down."""
+    from watcher import ops_cli
+
+    settings = _settings(config, database_url)
+    raise typer.Exit(
+        ops_cli.status(settings, as_json=as_json, watch=watch, interval=interval, console=console)
+    )
+
+
+@app.command()
+def reconcile(
+    network: Annotated[str | None, typer.Option("--network", help="only this network")] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Vault balances against ledger liabilities, now. Exit 1 when they differ."""
+    from watcher import ops_cli
+
+    settings = _settings(config, database_url)
+    if network is not None and network not in {n.name for n in settings.enabled_networks}:
+        err.print(f"unknown or disabled network: {network}")
+        raise typer.Exit(2)
+    raise typer.Exit(ops_cli.reconcile(settings, network, as_json=as_json, console=console))
+
+
+@alarms_app.command("list")
+def alarms_list(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Alarms that are latched (not yet acknowledged)."""
+    from watcher import ops_cli
+
+    raise typer.Exit(
+        ops_cli.alarms_list(_settings(config, database_url), as_json=as_json, console=console)
+    )
+
+
+@alarms_app.command("ack")
+def alarms_ack(
+    alarm_id: Annotated[int, typer.Argument(help="alarm id")],
+    by: Annotated[str, typer.Option(help="who acknowledges (recorded)")] = "operator",
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Acknowledge a latched alarm (it stops counting against health)."""
+    from watcher import ops_cli
+
+    raise typer.Exit(ops_cli.alarms_ack(_settings(config, database_url), alarm_id, by, console))
 
 
 def main() -> None:

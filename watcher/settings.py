@@ -110,10 +110,32 @@ class WithdrawalSettings(_Model):
     max_fee_per_gas_gwei: ExactDecimal = Decimal(500)
     max_priority_fee_per_gas_gwei: ExactDecimal = Decimal(5)
     gas_limit: int = Field(default=200_000, ge=21_000)
+    # Also "stuck" after this many new blocks since broadcast (counted while running).
+    stuck_after_blocks: int | None = Field(default=None, ge=1)
+    # Withdrawals signed and broadcast per sender tick (one DB transaction per batch).
+    batch_size: int = Field(default=500, ge=1)
+    # Per-account limit over the last 24 h, in USD (asset prices from the engine feed or
+    # assets.toml); None = no limit.
+    daily_limit_usd: ExactDecimal | None = Field(default=None, gt=0)
+    # Per ledger asset: a withdrawal of at least this many units waits in `review`.
+    review_threshold: dict[str, ExactDecimal] = Field(default_factory=dict)
+    # Per account (checksummed address): the only destinations it may withdraw to.
+    # Accounts not listed may withdraw anywhere.
+    allowlist: dict[str, list[Address]] = Field(default_factory=dict)
+    # The system account that receives withdrawal fees when a withdrawal completes.
+    fee_account: str = "system:fees"
 
 
 class SchedulerSettings(_Model):
     reconcile_interval_seconds: int = Field(default=300, ge=1)
+    # A vault/ledger difference up to this many token units is not an alarm.
+    reconcile_tolerance: ExactDecimal = Field(default=Decimal(0), ge=0)
+
+
+class AlarmSettings(_Model):
+    # Optional webhook per alarm kind ("*" for every kind): an aiohttp POST, retried.
+    webhooks: dict[str, str] = Field(default_factory=dict)
+    webhook_timeout_seconds: Seconds = Decimal(5)
 
 
 class LoggingSettings(_Model):
@@ -151,6 +173,8 @@ class NetworkConfig(_Model):
     start_block: int = Field(default=0, ge=0)
     native_asset: str
     native_decimals: int = Field(default=18, ge=0, le=77)
+    native_min_withdrawal: ExactDecimal = Field(default=Decimal(0), ge=0)
+    native_withdraw_fee: ExactDecimal = Field(default=Decimal(0), ge=0)
     max_log_range: int | None = Field(default=None, ge=1)
     tokens: list[TokenConfig] = Field(default_factory=list)
 
@@ -212,6 +236,7 @@ class Settings(_Model):
     listener: ListenerSettings = ListenerSettings()
     withdrawals: WithdrawalSettings = WithdrawalSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    alarms: AlarmSettings = AlarmSettings()
     logging: LoggingSettings = LoggingSettings()
     assets: dict[str, AssetConfig] = Field(default_factory=dict)
     networks: dict[str, NetworkConfig] = Field(default_factory=dict)
@@ -299,7 +324,16 @@ def load_settings(
         put("logging", "json", js.lower() in ("1", "true", "yes"))
 
     sections: dict[str, Any] = {}
-    for name in ("database", "api", "ledger", "listener", "withdrawals", "scheduler", "logging"):
+    for name in (
+        "database",
+        "api",
+        "ledger",
+        "listener",
+        "withdrawals",
+        "scheduler",
+        "alarms",
+        "logging",
+    ):
         if name in base:
             sections[name] = base.pop(name)
     if base:

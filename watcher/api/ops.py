@@ -24,6 +24,14 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def status(request: web.Request) -> web.Response:
+    from watcher.api.server import app_of
+    from watcher.services.status import collect_status
+
+    return json_response(await collect_status(app_of(request)))
+
+
 def add_routes(web_app: web.Application) -> None:
+    web_app.router.add_get("/v1/status", status)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)

@@ -11,4 +11,9 @@ if TYPE_CHECKING:
 
 async def build_services(app: App) -> list[Service]:
     services: list[Service] = []
+    from watcher.services.notifier import Notifier
+    from watcher.services.reconciler import Reconciler
+
+    services.append(Reconciler(app))
+    services.append(Notifier(app))
     return services

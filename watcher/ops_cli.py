@@ -1,0 +1,231 @@
+"""Operator commands that read the shared database beside a running daemon:
+`watcher status`, `watcher reconcile`, `watcher alarms`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from watcher.settings import Settings
+
+T = TypeVar("T")
+STYLE = {"healthy": "bold green", "degraded": "bold yellow", "down": "bold red"}
+
+
+async def with_app(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from watcher.app import build
+
+    app = await build(settings, migrate=False, services=False)
+    try:
+        return await fn(app)
+    finally:
+        await app.close()
+
+
+def render_status(doc: dict[str, Any]) -> Group:
+    parts: list[Any] = []
+    head = Text(f"watcher: {doc['status'].upper()}", style=STYLE[doc["status"]])
+    d = doc["daemon"]
+    if d.get("running"):
+        head.append(f"   daemon pid {d.get('pid')}, heartbeat {d.get('heartbeatAgeSeconds')} s ago")
+    else:
+        head.append("   daemon NOT running", style="red")
+    parts.append(head)
+    for reason in doc["reasons"]:
+        parts.append(Text(f"  - {reason}", style="yellow"))
+
+    nets = Table(title="Networks", title_justify="left")
+    for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc"):
+        nets.add_column(col, no_wrap=True)
+    for n in doc["networks"]:
+        rpc = " ".join(("ok" if e["ok"] else "DOWN") for e in n["rpc"]) or "-"
+        lag = "-" if n["lagBlocks"] is None else f"{n['lagBlocks']} blk / {n['lagSeconds']} s"
+        if n.get("backfill") and not n["backfill"]["done"]:
+            lag += f" (backfill {n['backfill']['progress']})"
+        nets.add_row(
+            n["name"],
+            str(n["chainId"]),
+            str(n["head"]),
+            f"{n['safe']}/{n['finalized']}",
+            str(n["cursor"]),
+            lag,
+            n["rule"],
+            rpc,
+        )
+    parts.append(nets)
+
+    waiting = doc["deposits"]["waiting"]
+    dep = Table(
+        title=f"Deposits waiting ({len(waiting)})  by state: {doc['deposits']['byState']}",
+        title_justify="left",
+    )
+    for col in ("chain", "tx", "account", "amount", "conf", "eta"):
+        dep.add_column(col, no_wrap=True)
+    for w in waiting[:20]:
+        dep.add_row(
+            str(w["chainId"]),
+            w["txHash"][:12] + "…",
+            w["account"][:10] + "…",
+            f"{w['amount']} {w['asset'] or '?'}",
+            f"{w['confirmations']}/{w['required']}",
+            "-" if w["etaSeconds"] is None else f"{w['etaSeconds']} s",
+        )
+    parts.append(dep)
+
+    wd = Table(title="Withdrawals by state", title_justify="left")
+    wd.add_column("state")
+    wd.add_column("count")
+    wd.add_column("oldest")
+    for state, v in sorted(doc["withdrawals"]["byState"].items()):
+        wd.add_row(state, str(v["count"]), f"{v['oldestAgeSeconds']} s")
+    parts.append(wd)
+
+    bal = Table(title="Vault and hot wallet", title_justify="left")
+    for col in ("network", "asset", "vault", "pending out", "hot wallet gas"):
+        bal.add_column(col, no_wrap=True)
+    for b in doc["balances"]:
+        for a in b["assets"]:
+            bal.add_row(
+                b["network"], a["asset"], a["vaultBalance"], a["pendingOutflow"], b.get("gas", "-")
+            )
+    parts.append(bal)
+
+    if doc["reconciliation"]:
+        rec = Table(title="Reconciliation (last run)", title_justify="left")
+        for col in ("chain", "asset", "block", "difference", "status"):
+            rec.add_column(col)
+        for r in doc["reconciliation"]:
+            rec.add_row(
+                str(r["chainId"]), r["asset"], str(r["block"]), r["difference"], str(r["status"])
+            )
+        parts.append(rec)
+
+    al = Table(title=f"Latched alarms ({len(doc['alarms'])})", title_justify="left")
+    for col in ("id", "kind", "severity", "count", "message"):
+        al.add_column(col)
+    for a in doc["alarms"]:
+        al.add_row(str(a["id"]), a["kind"], a["severity"], str(a["count"]), a["message"])
+    parts.append(al)
+    return Group(*parts)
+
+
+def status(
+    settings: Settings, *, as_json: bool, watch: bool, interval: float, console: Console
+) -> int:
+    from watcher.services.status import collect_status
+
+    async def once(app: Any) -> dict[str, Any]:
+        return await collect_status(app)
+
+    async def run() -> int:
+        from watcher.app import build
+
+        app = await build(settings, migrate=False, services=False)
+        try:
+            doc = await collect_status(app)
+            if not watch:
+                if as_json:
+                    console.print_json(json.dumps(doc, default=str))
+                else:
+                    console.print(render_status(doc))
+                return int(doc["exitCode"])
+            with Live(render_status(doc), console=console, refresh_per_second=4) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    doc = await collect_status(app)
+                    live.update(render_status(doc))
+        finally:
+            await app.close()
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
+def reconcile(settings: Settings, network: str | None, *, as_json: bool, console: Console) -> int:
+    from watcher.services.reconciler import reconcile as run_reconcile
+
+    async def go(app: Any) -> dict[str, Any]:
+        report = await run_reconcile(app, network)
+        return report.as_dict()
+
+    doc = asyncio.run(with_app(settings, go))
+    if as_json:
+        console.print_json(json.dumps(doc))
+    else:
+        table = Table(title="Vault vs ledger", title_justify="left")
+        for col in ("network", "block", "asset", "vault", "ledger expects", "difference", "status"):
+            table.add_column(col, no_wrap=True)
+        for n in doc["networks"]:
+            if n["skipped"]:
+                table.add_row(n["network"], "-", "-", "-", "-", "-", n["skipped"])
+            for a in n["assets"]:
+                table.add_row(
+                    n["network"],
+                    str(n["block"]),
+                    a["asset"],
+                    a["vaultBalance"],
+                    a["ledgerExpected"],
+                    a["difference"],
+                    a["status"],
+                )
+        console.print(table)
+        for p in doc["integrity"]:
+            console.print(f"[red]ledger integrity: {p['problem']}: {p['detail']}[/]")
+        console.print("[green]consistent[/]" if doc["ok"] else "[red]differences found[/]")
+    return 0 if doc["ok"] else 1
+
+
+def alarms_list(settings: Settings, *, as_json: bool, console: Console) -> int:
+    from watcher.services.notifier import alarm_document
+    from watcher.store.alarms import active_alarms
+
+    async def go(app: Any) -> list[dict[str, Any]]:
+        async with app.sessions() as s:
+            return [alarm_document(a) for a in await active_alarms(s)]
+
+    docs = asyncio.run(with_app(settings, go))
+    if as_json:
+        console.print_json(json.dumps(docs))
+        return 0
+    table = Table(title=f"Latched alarms ({len(docs)})", title_justify="left")
+    for col in ("id", "kind", "key", "severity", "count", "raised", "message"):
+        table.add_column(col)
+    for a in docs:
+        table.add_row(
+            str(a["id"]),
+            a["kind"],
+            a["key"],
+            a["severity"],
+            str(a["count"]),
+            a["raisedAt"][:19],
+            a["message"],
+        )
+    console.print(table)
+    return 0
+
+
+def alarms_ack(settings: Settings, alarm_id: int, by: str, console: Console) -> int:
+    from watcher.store.alarms import acknowledge
+
+    async def go(app: Any) -> str:
+        async with app.sessions.begin() as s:
+            alarm = await acknowledge(s, alarm_id, by)
+            if alarm is None:
+                return "missing"
+            return "ok"
+
+    result = asyncio.run(with_app(settings, go))
+    if result == "missing":
+        console.print(f"[red]no alarm {alarm_id}[/]")
+        return 1
+    console.print(f"alarm {alarm_id} acknowledged by {by}")
+    return 0

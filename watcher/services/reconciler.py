@@ -1,0 +1,223 @@
+"""Reconciler: the vault's on-chain balances against the ledger's liabilities, and the
+ledger against itself.
+
+Guarantees:
+- Read-only towards money: it never posts a journal entry; it records its findings
+  (``reconciliations`` table, metrics) and latches alarms.
+- Chain and ledger are compared at the same block: the deposit listener's scanned
+  block C (``eth_call``/``eth_getBalance`` at C), so deposits in flight are not
+  mistaken for a difference. A network whose listener has not scanned yet is skipped.
+- A surplus beyond tolerance is an *unattributed inflow* (e.g. a token transferred
+  to the vault directly instead of through ``deposit``): reported and alarmed as a
+  warning. A shortfall is critical. A ledger whose balances differ from its journal,
+  or whose journal transactions do not balance, latches a critical alarm.
+- Safe to run at any time and concurrently with the daemon (`watcher reconcile`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eth_abi.abi import encode
+from sqlalchemy import select
+
+from watcher.domain.amounts import format_amount, parse_decimal_amount
+from watcher.settings import NetworkConfig
+from watcher.store.alarms import AlarmKind, raise_alarm
+from watcher.store.models import NetworkCursor, Reconciliation, utcnow
+from watcher.store.reconciliation import IntegrityProblem, ledger_integrity, ledger_view
+
+if TYPE_CHECKING:
+    from watcher.app import App
+
+log = logging.getLogger("watcher.reconciler")
+
+ZERO = "0x0000000000000000000000000000000000000000"
+BALANCE_OF = "0x70a08231"
+INTEGRITY_KEY = "ledger-integrity"
+
+
+@dataclass
+class AssetResult:
+    asset: str
+    token: str
+    decimals: int
+    onchain: int
+    expected: int
+    breakdown: dict[str, str]
+    tolerance: int
+
+    @property
+    def difference(self) -> int:
+        return self.onchain - self.expected
+
+    @property
+    def status(self) -> str:
+        if abs(self.difference) <= self.tolerance:
+            return "ok"
+        return "unattributed_inflow" if self.difference > 0 else "shortfall"
+
+    def as_dict(self) -> dict[str, Any]:
+        def fmt(units: int) -> str:
+            return format_amount(units, self.decimals)
+
+        return {
+            "asset": self.asset,
+            "token": self.token,
+            "vaultBalance": fmt(self.onchain),
+            "ledgerExpected": fmt(self.expected),
+            "difference": fmt(self.difference),
+            "status": self.status,
+            "breakdown": {k: fmt(int(v)) for k, v in self.breakdown.items()},
+        }
+
+
+@dataclass
+class NetworkResult:
+    network: str
+    chain_id: int
+    block: int | None
+    assets: list[AssetResult] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "network": self.network,
+            "chainId": self.chain_id,
+            "block": self.block,
+            "skipped": self.skipped,
+            "assets": [a.as_dict() for a in self.assets],
+        }
+
+
+@dataclass
+class Report:
+    networks: list[NetworkResult]
+    integrity: list[IntegrityProblem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.integrity and all(a.status == "ok" for n in self.networks for a in n.assets)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "networks": [n.as_dict() for n in self.networks],
+            "integrity": [{"problem": p.what, "detail": p.detail} for p in self.integrity],
+        }
+
+
+def _assets_of(network: NetworkConfig) -> list[tuple[str, str, int]]:
+    pairs = [(network.native_asset, ZERO, network.native_decimals)]
+    pairs += [(t.asset, t.address, t.decimals) for t in network.tokens]
+    return pairs
+
+
+async def _onchain_balance(app: App, network: NetworkConfig, token: str, block: int) -> int:
+    client = app.rpc[network.name]
+    tag = hex(block)
+    if token == ZERO:
+        return int(await client.call("eth_getBalance", [network.vault, tag]), 16)
+    data = BALANCE_OF + encode(["address"], [network.vault]).hex()
+    raw = await client.call("eth_call", [{"to": token, "data": data}, tag])
+    return int(raw, 16) if raw not in ("0x", None) else 0
+
+
+async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
+    result = NetworkResult(network.name, network.chain_id, None)
+    async with app.sessions() as s:
+        cursor = await s.get(NetworkCursor, network.chain_id)
+    if cursor is None:
+        result.skipped = "the deposit listener has not scanned this network yet"
+        return result
+    block = result.block = cursor.scanned_block
+    tolerance_units = app.settings.scheduler.reconcile_tolerance
+    for asset, token, decimals in _assets_of(network):
+        onchain = await _onchain_balance(app, network, token, block)
+        precision = app.settings.assets[asset].precision
+        async with app.sessions() as s:
+            view = await ledger_view(
+                s,
+                chain_id=network.chain_id,
+                asset=asset,
+                token=token,
+                token_decimals=decimals,
+                ledger_precision=precision,
+                block=block,
+            )
+        tolerance = parse_decimal_amount(format(tolerance_units.normalize(), "f"), decimals)
+        result.assets.append(
+            AssetResult(asset, token, decimals, onchain, view.expected, view.as_dict(), tolerance)
+        )
+    return result
+
+
+async def reconcile(app: App, network_name: str | None = None) -> Report:
+    networks = [
+        n for n in app.settings.enabled_networks if network_name is None or n.name == network_name
+    ]
+    results = [await reconcile_network(app, n) for n in networks]
+    async with app.sessions() as s:
+        problems = await ledger_integrity(s)
+    report = Report(results, problems)
+    await _record(app, report)
+    return report
+
+
+async def _record(app: App, report: Report) -> None:
+    async with app.sessions.begin() as s:
+        for net in report.networks:
+            for a in net.assets:
+                assert net.block is not None
+                row = await s.get(Reconciliation, (net.chain_id, a.asset))
+                if row is None:
+                    row = Reconciliation(chain_id=net.chain_id, asset=a.asset)
+                    s.add(row)
+                row.token, row.block_number = a.token, net.block
+                row.onchain, row.expected, row.difference = a.onchain, a.expected, a.difference
+                row.details, row.checked_at = {"status": a.status, **a.breakdown}, utcnow()
+                app.metrics.reconciliation_diff.labels(net.network, a.asset).set(
+                    a.difference / 10**a.decimals
+                )
+                if a.status != "ok":
+                    what = "unattributed inflow" if a.difference > 0 else "shortfall"
+                    await raise_alarm(
+                        s,
+                        AlarmKind.RECONCILIATION_MISMATCH,
+                        f"{net.chain_id}:{a.asset}",
+                        f"{net.network} {a.asset}: vault {what} of "
+                        f"{format_amount(abs(a.difference), a.decimals)} at block {net.block}",
+                        a.as_dict(),
+                        severity="warning" if a.difference > 0 else "critical",
+                    )
+                    log.warning("reconciliation: %s %s %s", net.network, a.asset, what)
+        if report.integrity:
+            await raise_alarm(
+                s,
+                AlarmKind.RECONCILIATION_MISMATCH,
+                INTEGRITY_KEY,
+                f"ledger integrity: {len(report.integrity)} problem(s): "
+                f"{report.integrity[0].detail}",
+                {"problems": [p.detail for p in report.integrity[:50]]},
+            )
+
+
+async def last_results(app: App) -> list[Reconciliation]:
+    async with app.sessions() as s:
+        return list(await s.scalars(select(Reconciliation).order_by(Reconciliation.chain_id)))
+
+
+class Reconciler:
+    """The scheduled job around :func:`reconcile`."""
+
+    name = "reconciler"
+    delay_first = True
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.interval_seconds = float(app.settings.scheduler.reconcile_interval_seconds)
+
+    async def tick(self) -> None:
+        await reconcile(self.app)

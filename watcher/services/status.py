@@ -1,0 +1,353 @@
+"""The status document: what `watcher status`, ``GET /v1/status`` and operators read.
+
+Built from the shared database (so it works from another process beside the daemon)
+plus a direct probe of every RPC endpoint and of the hot wallet's and vault's
+balances. It never contains secrets: RPC URLs are redacted and the hot wallet is
+shown by address only.
+
+Verdict: ``down`` (exit 2) when the daemon's heartbeat is missing or stale, or when
+no RPC endpoint of an enabled network answers; ``degraded`` (exit 1) when an alarm
+is latched, a network lags beyond its budget, an endpoint is down or a withdrawal
+waits for hot-wallet funds; else ``healthy`` (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from eth_abi.abi import encode
+from sqlalchemy import func, select
+
+from watcher.chain.rpc import redact_url
+from watcher.domain.amounts import format_amount
+from watcher.domain.confirmations import ConfirmationRule, confirmations, eta_seconds
+from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState
+from watcher.settings import NetworkConfig, Settings
+from watcher.store.alarms import active_alarms
+from watcher.store.models import (
+    Block,
+    Deposit,
+    Heartbeat,
+    NetworkCursor,
+    Reconciliation,
+    Withdrawal,
+)
+
+if TYPE_CHECKING:
+    from watcher.app import App
+
+HEARTBEAT_STALE_SECONDS = 30
+PROBE_TIMEOUT_SECONDS = 3
+ZERO = "0x0000000000000000000000000000000000000000"
+EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
+
+
+def rule_of(network: NetworkConfig) -> ConfirmationRule:
+    if network.confirmations is not None:
+        return ConfirmationRule.of_depth(network.confirmations)
+    assert network.finality is not None
+    return ConfirmationRule.of_tag(network.finality)
+
+
+def hot_wallet_address(settings: Settings) -> str | None:
+    """The hot wallet's address, without keeping the key around."""
+    from eth_account import Account
+
+    if settings.secrets.signer_key is not None:
+        return str(Account.from_key(settings.secrets.signer_key.get_secret_value()).address)
+    if settings.secrets.signer_keystore is not None:
+        import json
+
+        try:
+            doc = json.loads(settings.secrets.signer_keystore.read_text())
+        except (OSError, ValueError):
+            return None
+        address = doc.get("address")
+        return f"0x{address.removeprefix('0x')}" if isinstance(address, str) else None
+    return None
+
+
+async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> dict[str, Any]:
+    body = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []},
+    ]
+    started = time.monotonic()
+    result: dict[str, Any] = {"url": redact_url(url), "ok": False}
+    try:
+        async with http.post(
+            url, json=body, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
+        ) as resp:
+            data = await resp.json(content_type=None)
+        by_id = {item.get("id"): item.get("result") for item in data}
+        chain_id, head = int(by_id[1], 16), int(by_id[2], 16)
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+        result["error"] = type(exc).__name__
+        return result
+    result.update(latencyMs=round((time.monotonic() - started) * 1000), head=head, chainId=chain_id)
+    if chain_id != expected_chain:
+        result["error"] = f"serves chain {chain_id}"
+    else:
+        result["ok"] = True
+    return result
+
+
+async def _rpc_json(http: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    async with http.post(
+        url, json=body, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
+    ) as resp:
+        data = await resp.json(content_type=None)
+    if "error" in data:
+        raise ValueError(str(data["error"].get("message")))
+    return data["result"]
+
+
+async def _balance(http: aiohttp.ClientSession, url: str, holder: str, token: str) -> int:
+    if token == ZERO:
+        return int(await _rpc_json(http, url, "eth_getBalance", [holder, "latest"]), 16)
+    data = "0x70a08231" + encode(["address"], [holder]).hex()
+    raw = await _rpc_json(http, url, "eth_call", [{"to": token, "data": data}, "latest"])
+    return int(raw, 16) if raw not in ("0x", None) else 0
+
+
+def _age(then: datetime | None, now: datetime) -> int | None:
+    return None if then is None else max(0, int((now - then).total_seconds()))
+
+
+async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
+    settings = app.settings
+    now = datetime.now(UTC)
+    reasons: list[str] = []
+    down: list[str] = []
+
+    async with app.sessions() as s:
+        beat = await s.get(Heartbeat, "daemon")
+        cursors = {c.chain_id: c for c in await s.scalars(select(NetworkCursor))}
+        pending = list(
+            await s.scalars(
+                select(Deposit)
+                .where(Deposit.state == DepositState.PENDING)
+                .order_by(Deposit.block_number)
+                .limit(200)
+            )
+        )
+        deposit_counts = dict(
+            (await s.execute(select(Deposit.state, func.count()).group_by(Deposit.state))).all()
+        )
+        w_rows = (
+            await s.execute(
+                select(Withdrawal.state, func.count(), func.min(Withdrawal.created_at)).group_by(
+                    Withdrawal.state
+                )
+            )
+        ).all()
+        open_withdrawals = list(
+            await s.scalars(
+                select(Withdrawal).where(Withdrawal.state.not_in(list(WITHDRAWAL_TERMINAL)))
+            )
+        )
+        alarms = await active_alarms(s)
+        recon = list(await s.scalars(select(Reconciliation)))
+        block_times: dict[tuple[int, int], int] = {}
+        for c in cursors.values():
+            for number in (c.scanned_block, c.head):
+                if number is not None:
+                    blk = await s.get(Block, (c.chain_id, number))
+                    if blk is not None:
+                        block_times[(c.chain_id, number)] = blk.timestamp
+
+    # Daemon heartbeat
+    daemon: dict[str, Any] = {"running": False}
+    if beat is None:
+        down.append("daemon is not running (no heartbeat in this database)")
+    else:
+        age = _age(beat.at, now) or 0
+        daemon = {
+            "running": age <= HEARTBEAT_STALE_SECONDS,
+            "heartbeatAt": beat.at.isoformat(),
+            "heartbeatAgeSeconds": age,
+            "pid": beat.pid,
+            **beat.info,
+        }
+        if age > HEARTBEAT_STALE_SECONDS:
+            down.append(f"daemon is not running (last heartbeat {age} s ago)")
+
+    # Networks
+    networks: list[dict[str, Any]] = []
+    probes: dict[str, list[dict[str, Any]]] = {}
+    if probe:
+        names = [n for n in settings.enabled_networks]
+        results = await asyncio.gather(
+            *(asyncio.gather(*(_probe(app.http, u, n.chain_id) for u in n.rpc_urls)) for n in names)
+        )
+        probes = {n.name: list(r) for n, r in zip(names, results, strict=True)}
+    for n in sorted(settings.enabled_networks, key=lambda x: x.chain_id):
+        cur = cursors.get(n.chain_id)
+        endpoints = probes.get(n.name, [])
+        live_heads = [e["head"] for e in endpoints if e.get("ok")]
+        head = max(live_heads) if live_heads else (cur.head if cur else None)
+        cursor = cur.scanned_block if cur else None
+        lag_blocks = head - cursor if head is not None and cursor is not None else None
+        t_head = block_times.get((n.chain_id, cur.head)) if cur and cur.head is not None else None
+        t_cur = block_times.get((n.chain_id, cursor)) if cursor is not None else None
+        if t_head is not None and t_cur is not None:
+            lag_seconds: int | None = max(0, t_head - t_cur)
+        elif lag_blocks is not None:
+            lag_seconds = int(lag_blocks * n.block_time_seconds)
+        else:
+            lag_seconds = None
+        entry: dict[str, Any] = {
+            "name": n.name,
+            "chainId": n.chain_id,
+            "rule": n.rule_text,
+            "head": head,
+            "safe": cur.safe if cur else None,
+            "finalized": cur.finalized if cur else None,
+            "cursor": cursor,
+            "lagBlocks": lag_blocks,
+            "lagSeconds": lag_seconds,
+            "rpc": endpoints,
+        }
+        if cur is not None and cur.backfill_to is not None and cur.backfill_from is not None:
+            span = max(1, cur.backfill_to - cur.backfill_from)
+            done = min(max(0, cur.scanned_block - cur.backfill_from), span)
+            entry["backfill"] = {
+                "from": cur.backfill_from,
+                "to": cur.backfill_to,
+                "progress": f"{(Decimal(done) * 100 / span).quantize(Decimal('0.1'))}%",
+                "done": cur.scanned_block >= cur.backfill_to,
+            }
+        networks.append(entry)
+        if probe and endpoints and not any(e["ok"] for e in endpoints):
+            down.append(f"{n.name}: no RPC endpoint answers")
+        elif probe and any(not e["ok"] for e in endpoints):
+            reasons.append(f"{n.name}: {sum(not e['ok'] for e in endpoints)} RPC endpoint(s) down")
+        if cur is None:
+            reasons.append(f"{n.name}: not scanned yet")
+        elif lag_blocks is not None and lag_blocks > settings.listener.lag_budget_blocks:
+            reasons.append(
+                f"{n.name}: lag {lag_blocks} blocks > budget {settings.listener.lag_budget_blocks}"
+            )
+
+    # Deposits waiting
+    waiting: list[dict[str, Any]] = []
+    for d in pending:
+        net = settings.network_by_chain(d.chain_id)
+        dcur = cursors.get(d.chain_id)
+        if net is None or dcur is None or dcur.head is None:
+            continue
+        rule = rule_of(net)
+        tagged = dcur.finalized if net.finality == "finalized" else dcur.safe
+        required = net.confirmations
+        try:
+            eta: int | None = eta_seconds(
+                rule, d.block_number, dcur.head, net.block_time_seconds, tagged=tagged
+            )
+        except ValueError:
+            eta = None
+        token = net.token_by_address(d.token)
+        decimals = token.decimals if token else net.native_decimals
+        waiting.append(
+            {
+                "chainId": d.chain_id,
+                "txHash": d.tx_hash,
+                "logIndex": d.log_index,
+                "account": d.account,
+                "asset": d.asset,
+                "amount": format_amount(d.amount, decimals),
+                "confirmations": confirmations(dcur.head, d.block_number),
+                "required": required if required is not None else net.finality,
+                "etaSeconds": eta,
+            }
+        )
+
+    # Withdrawals by state
+    by_state = {
+        state: {"count": count, "oldestAgeSeconds": _age(oldest, now)}
+        for state, count, oldest in w_rows
+    }
+    queued = by_state.get("queued", {}).get("count", 0)
+    if queued:
+        reasons.append(f"{queued} withdrawal(s) queued waiting for hot-wallet funds")
+
+    # Hot wallet and vault balances against the pending outflow
+    outflow: dict[tuple[int, str], int] = defaultdict(int)
+    for w in open_withdrawals:
+        outflow[(w.chain_id, w.token)] += w.amount
+    hot = hot_wallet_address(settings)
+    wallets: list[dict[str, Any]] = []
+    if probe:
+        for n in settings.enabled_networks:
+            urls = [e for e in probes.get(n.name, []) if e.get("ok")]
+            if not urls:
+                continue
+            url = n.rpc_urls[[redact_url(u) for u in n.rpc_urls].index(urls[0]["url"])]
+            tokens = [(n.native_asset, ZERO, n.native_decimals)]
+            tokens += [(t.asset, t.address, t.decimals) for t in n.tokens]
+            item: dict[str, Any] = {"network": n.name, "hotWallet": hot, "assets": []}
+            try:
+                if hot:
+                    gas = await _balance(app.http, url, hot, ZERO)
+                    item["gas"] = format_amount(gas, n.native_decimals)
+                for asset, token_addr, decimals in tokens:
+                    vault_bal = await _balance(app.http, url, n.vault, token_addr)
+                    out = outflow.get((n.chain_id, token_addr), 0)
+                    item["assets"].append(
+                        {
+                            "asset": asset,
+                            "vaultBalance": format_amount(vault_bal, decimals),
+                            "pendingOutflow": format_amount(out, decimals),
+                            "covered": vault_bal >= out,
+                        }
+                    )
+                    if vault_bal < out:
+                        reasons.append(f"{n.name}: vault {asset} below pending outflow")
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                item["error"] = type(exc).__name__
+            wallets.append(item)
+
+    reconciliation = [
+        {
+            "chainId": r.chain_id,
+            "asset": r.asset,
+            "block": r.block_number,
+            "difference": str(r.difference),
+            "status": r.details.get("status"),
+            "checkedAt": r.checked_at.isoformat(),
+        }
+        for r in recon
+    ]
+    for a in alarms:
+        reasons.append(f"alarm {a.id} {a.kind}: {a.message}")
+
+    verdict = "down" if down else ("degraded" if reasons else "healthy")
+    return {
+        "status": verdict,
+        "exitCode": EXIT_CODES[verdict],
+        "reasons": down + reasons,
+        "generatedAt": now.isoformat(),
+        "daemon": daemon,
+        "networks": networks,
+        "deposits": {"byState": deposit_counts, "waiting": waiting},
+        "withdrawals": {"byState": by_state},
+        "balances": wallets,
+        "reconciliation": reconciliation,
+        "alarms": [
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "severity": a.severity,
+                "message": a.message,
+                "count": a.count,
+                "raisedAt": a.raised_at.isoformat(),
+            }
+            for a in alarms
+        ],
+    }
