@@ -66,14 +66,15 @@ class _JsonLines(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for field in CONTEXT_FIELDS:
             if (value := getattr(record, field, None)) is not None:
-                doc[field] = value
+                doc[field] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(doc, default=str))
+            doc["exc"] = redact(self.formatException(record.exc_info))
+        # Redact values before encoding: patterns must not eat JSON quoting.
+        return json.dumps(doc, default=str)
 
 
 class _Context(logging.Filter):

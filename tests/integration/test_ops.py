@@ -1,0 +1,218 @@
+"""Operations against real parts: status verdicts and exit codes (real anvil, real
+daemon heartbeat rows), alarm webhooks against a real local HTTP server, the alarms
+CLI, and secret redaction in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import write_config
+from watcher import logs
+from watcher.app import App, beat, build
+from watcher.chain.devnet import Deployment, free_port
+from watcher.services.notifier import Notifier
+from watcher.services.status import collect_status
+from watcher.settings import load_settings
+from watcher.store.alarms import AlarmKind, active_alarms, raise_alarm
+from watcher.store.models import Heartbeat, NetworkCursor, utcnow
+
+pytestmark = pytest.mark.usefixtures("chain_snapshot")
+
+
+async def _app(tmp_path: Path, db_url: str, dep: Deployment, extra: str = "") -> App:
+    cfg = write_config(tmp_path, [("devnet", dep, 3)], default_toml_extra=extra)
+    settings = load_settings(cfg, env={}, database_url=db_url)
+    return await build(settings)
+
+
+@pytest.fixture
+async def app(tmp_path: Path, db_url: str, deployment: Deployment) -> AsyncIterator[App]:
+    a = await _app(tmp_path, db_url, deployment)
+    yield a
+    await a.close()
+
+
+async def _scanned(app: App, block: int) -> None:
+    async with app.sessions.begin() as s:
+        s.add(NetworkCursor(chain_id=31337, name="devnet", scanned_block=block, head=block))
+
+
+async def test_status_down_without_daemon_then_healthy_then_degraded(app: App) -> None:
+    doc = await collect_status(app)
+    assert doc["status"] == "down" and doc["exitCode"] == 2
+    assert any("daemon is not running" in r for r in doc["reasons"])
+
+    await beat(app)
+    head = int(await app.rpc["devnet"].call("eth_blockNumber", []), 16)
+    await _scanned(app, head)
+    doc = await collect_status(app)
+    assert doc["status"] == "healthy", doc["reasons"]
+    assert doc["exitCode"] == 0
+    net = doc["networks"][0]
+    assert net["chainId"] == 31337 and net["head"] == head and net["cursor"] == head
+    assert net["rpc"][0]["ok"] is True
+    assert doc["daemon"]["running"] is True
+
+    async with app.sessions.begin() as s:
+        await raise_alarm(s, AlarmKind.LAG_OVER_BUDGET, "devnet", "test alarm")
+    doc = await collect_status(app)
+    assert doc["status"] == "degraded" and doc["exitCode"] == 1
+
+
+async def test_status_down_when_heartbeat_is_stale(app: App) -> None:
+    await beat(app)
+    head = int(await app.rpc["devnet"].call("eth_blockNumber", []), 16)
+    await _scanned(app, head)
+    async with app.sessions.begin() as s:
+        row = await s.get(Heartbeat, "daemon")
+        assert row is not None
+        row.at = utcnow() - timedelta(minutes=5)
+    doc = await collect_status(app)
+    assert doc["exitCode"] == 2
+    assert any("last heartbeat" in r for r in doc["reasons"])
+
+
+async def test_status_down_when_no_rpc_answers(
+    tmp_path: Path, db_url: str, deployment: Deployment
+) -> None:
+    dead = deployment.__class__(
+        **{**deployment.__dict__, "rpc_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    app = await _app(tmp_path, db_url, dead)
+    try:
+        await beat(app)
+        doc = await collect_status(app)
+        assert doc["exitCode"] == 2
+        assert any("no RPC endpoint answers" in r for r in doc["reasons"])
+        assert doc["networks"][0]["rpc"][0]["ok"] is False
+    finally:
+        await app.close()
+
+
+async def test_status_cli_exit_code_and_json(tmp_path: Path, deployment: Deployment) -> None:
+    cfg = write_config(tmp_path, [("devnet", deployment, 3)])
+    db = tmp_path / "cli.db"
+    env = {**os.environ, "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    upgrade = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "db",
+        "upgrade",
+        "--config",
+        str(cfg),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert await upgrade.wait() == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "status",
+        "--json",
+        "--config",
+        str(cfg),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 2
+    doc = json.loads(out)
+    assert doc["status"] == "down" and doc["daemon"]["running"] is False
+
+
+class Hook:
+    def __init__(self, fail_first: int) -> None:
+        self.fail_first = fail_first
+        self.calls: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append(await request.json())
+        if len(self.calls) <= self.fail_first:
+            return web.Response(status=503)
+        return web.Response(text="ok")
+
+
+async def test_alarm_webhook_is_retried_and_delivered_once(
+    tmp_path: Path, db_url: str, deployment: Deployment
+) -> None:
+    hook = Hook(fail_first=2)
+    server = web.Application()
+    server.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    extra = f'[alarms]\nwebhooks = {{ "finality_violated" = "http://127.0.0.1:{port}/hook" }}\n'
+    app = await _app(tmp_path, db_url, deployment, extra)
+    try:
+        async with app.sessions.begin() as s:
+            await raise_alarm(
+                s, AlarmKind.FINALITY_VIOLATED, "31337:0xabc", "credited deposit reorged"
+            )
+            await raise_alarm(s, AlarmKind.LAG_OVER_BUDGET, "devnet", "no hook for this kind")
+        notifier = Notifier(app)
+        await notifier.tick()
+        assert len(hook.calls) == 3  # two 503s, then delivered
+        assert hook.calls[-1]["kind"] == "finality_violated"
+        assert hook.calls[-1]["message"] == "credited deposit reorged"
+        await notifier.tick()
+        assert len(hook.calls) == 3  # not sent again
+        async with app.sessions.begin() as s:
+            await raise_alarm(s, AlarmKind.FINALITY_VIOLATED, "31337:0xabc", "again")
+        await notifier.tick()
+        assert len(hook.calls) == 4 and hook.calls[-1]["count"] == 2
+    finally:
+        await app.close()
+        await runner.cleanup()
+
+
+async def test_alarms_ack_unlatches(app: App) -> None:
+    from watcher.store.alarms import acknowledge
+
+    async with app.sessions.begin() as s:
+        alarm = await raise_alarm(s, AlarmKind.RPC_DOWN, "devnet", "rpc down")
+        again = await raise_alarm(s, AlarmKind.RPC_DOWN, "devnet", "rpc still down")
+    assert again.id == alarm.id and again.count == 2
+    async with app.sessions.begin() as s:
+        await acknowledge(s, alarm.id, "tester")
+    async with app.sessions() as s:
+        assert await active_alarms(s) == []
+    async with app.sessions.begin() as s:
+        fresh = await raise_alarm(s, AlarmKind.RPC_DOWN, "devnet", "down again")
+    assert fresh.id != alarm.id
+
+
+def test_secrets_are_redacted_in_both_log_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    key = "0x" + "ab" * 32
+    logs.register_secret("my-admin-token-123")
+    for json_lines in (False, True):
+        logs.configure("INFO", json_lines=json_lines)
+        log = logging.getLogger("watcher.test")
+        log.info("signer key %s", key.replace("0x", "private_key=0x"))
+        log.info(
+            "auth Bearer my-admin-token-123 url https://user:pw@rpc.example/v3/x?apikey=zzz",
+            extra={"chain_id": 31337, "tx_hash": "0x" + "cd" * 32},
+        )
+        err = capsys.readouterr().err
+        assert "ab" * 32 not in err
+        assert "my-admin-token-123" not in err
+        assert "user:pw" not in err and "zzz" not in err
+        assert "cd" * 32 in err  # tx hashes are context, not secrets
+        if json_lines:
+            line = json.loads(err.strip().splitlines()[-1])
+            assert line["chain_id"] == 31337
+    logging.getLogger().handlers.clear()
