@@ -474,15 +474,19 @@ class RpcClient:
         *,
         endpoint: int | None = None,
         check: Check | None = None,
+        retry: bool = True,
     ) -> Any:
         """One JSON-RPC call with failover and retry; returns ``result``.
 
         ``endpoint`` pins the call to one endpoint (by position in ``urls``),
-        e.g. to cross-check an answer with a second node; it is still retried.
+        e.g. to cross-check an answer with a second node; it is still retried
+        unless ``retry`` is False (then one attempt: ask every endpoint once).
         ``check(result)`` may raise :class:`RetryableRpcError` to reject an
         answer (a lagging node's null block) and fail over to the next endpoint.
         """
-        result, _ = await self._call_with_endpoint(method, params, endpoint=endpoint, check=check)
+        result, _ = await self._call_with_endpoint(
+            method, params, endpoint=endpoint, check=check, retry=retry
+        )
         return result
 
     async def _call_with_endpoint(
@@ -492,6 +496,7 @@ class RpcClient:
         *,
         endpoint: int | None = None,
         check: Check | None = None,
+        retry: bool = True,
     ) -> tuple[Any, _Endpoint]:
         async def send(e: _Endpoint) -> Any:
             request = _request(next(self._ids), method, params)
@@ -501,6 +506,8 @@ class RpcClient:
             return result
 
         only = None if endpoint is None else self._endpoint(endpoint)
+        if not retry:
+            return await self._attempt(send, [method], only)
         result, e = await self._run(send, [method], only)
         return result, e
 
@@ -577,6 +584,37 @@ class RpcClient:
         pairs = await asyncio.gather(*(one(e) for e in usable))
         return dict(pairs)
 
+    @property
+    def usable_endpoints(self) -> list[int]:
+        """Positions (in ``urls``) of the endpoints not excluded for a wrong chain id."""
+        return [e.index for e in self._endpoints if e.excluded is None]
+
+    async def get_block_on_each(self, number: int) -> dict[str, BlockRef | RpcError | None]:
+        """Header of block ``number`` from every usable endpoint, one attempt each.
+
+        For cross-checks before acting on a reorg: ``None`` is a node that does
+        not have the block (lagging), an :class:`RpcError` a node that failed.
+        """
+
+        async def one(e: _Endpoint) -> tuple[str, BlockRef | RpcError | None]:
+            try:
+                raw = await self.call(
+                    "eth_getBlockByNumber", [hex(number), False], endpoint=e.index, retry=False
+                )
+                if raw is None:
+                    return e.label, None
+                ref = _block_ref(raw, e.label)
+            except RpcError as exc:
+                return e.label, exc
+            if ref.number != number:
+                return e.label, RetryableRpcError(
+                    f"asked for block {number}, node returned {ref.number}", endpoint=e.label
+                )
+            return e.label, ref
+
+        usable = [e for e in self._endpoints if e.excluded is None]
+        return dict(await asyncio.gather(*(one(e) for e in usable)))
+
     async def _block_number_on(self, e: _Endpoint) -> int:
         async def send(ep: _Endpoint) -> Any:
             request = _request(next(self._ids), "eth_blockNumber", [])
@@ -640,8 +678,13 @@ class RpcClient:
         from_block: int | str | None = None,
         to_block: int | str | None = None,
         block_hash: str | None = None,
+        *,
+        endpoint: int | None = None,
+        retry: bool = True,
     ) -> list[dict[str, Any]]:
-        """Raw ``eth_getLogs``; with ``block_hash`` the range is ignored (EIP-234)."""
+        """Raw ``eth_getLogs``; with ``block_hash`` the range is ignored (EIP-234).
+
+        ``endpoint``/``retry`` as in :meth:`call` (pin to one node, one attempt)."""
         flt: dict[str, Any] = {}
         if address is not None:
             flt["address"] = address if isinstance(address, str) else list(address)
@@ -659,7 +702,7 @@ class RpcClient:
             if not isinstance(result, list):
                 raise RetryableRpcError("eth_getLogs did not return a list", method="eth_getLogs")
 
-        result = await self.call("eth_getLogs", [flt], check=check)
+        result = await self.call("eth_getLogs", [flt], check=check, endpoint=endpoint, retry=retry)
         logs: list[dict[str, Any]] = result
         return logs
 

@@ -11,9 +11,25 @@ if TYPE_CHECKING:
 
 async def build_services(app: App) -> list[Service]:
     services: list[Service] = []
+    from watcher.services.listener import build_listener
+
+    for network in app.settings.enabled_networks:
+        services.append(
+            build_listener(
+                network=network,
+                listener=app.settings.listener,
+                assets=app.settings.assets,
+                sessions=app.sessions,
+                metrics=app.metrics,
+                http=app.http,
+            )
+        )
     from watcher.services.notifier import Notifier
     from watcher.services.reconciler import Reconciler
 
     services.append(Reconciler(app))
     services.append(Notifier(app))
+    from watcher.services.withdrawal_services import withdrawal_services
+
+    services.extend(withdrawal_services(app))
     return services

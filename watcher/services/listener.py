@@ -1,0 +1,411 @@
+"""The deposit listener of one network: a tick is fetch → reconcile → persist.
+
+One :class:`DepositListener` per enabled network; the daemon runs them
+concurrently. A tick runs *steps* until the cursor reaches the head (or the
+tick's time budget is spent, so a long backfill still lets the daemon stop
+between steps). A step:
+
+1. **read state** — the cursor C and the stored block window (DB, short read);
+2. **fetch** — :func:`watcher.services.poller.scan`: head (and the tag block under
+   a tag rule), headers, and the vault's Deposit logs of ``[C+1, min(head, C+R)]``,
+   verified against the headers (no DB transaction is open meanwhile);
+3. **reconcile** — the headers must link to the stored window; if not, the reorg is
+   confirmed with the other endpoints and rolled back (:mod:`reorgs`), and the next
+   step re-scans from the common ancestor;
+4. **persist** — in ONE DB transaction: the verified headers of the window, the new
+   deposits (``pending``, or ``credited`` at once if already final, or
+   ``unsupported``), the credits of pending deposits that became final
+   (:mod:`confirmer`), and the cursor moved to the range end.
+
+Guarantees across crash, restart and reorg:
+
+* **Exactly once.** A deposit is keyed on (chain_id, tx_hash, log_index) and its
+  credit on the same key; a step commits its deposits, credits and cursor together
+  or not at all. Killed mid-step (cursor 100, range 101..120): nothing of the step
+  is stored; the restarted listener scans 101..120 again and stores each deposit
+  once. Killed just after the commit: it continues at 121.
+* **The cursor never passes a block that failed.** Any RPC error, inconsistent log
+  or header aborts the step before its transaction; the next tick retries from
+  the same cursor. Example: logs of 101..120 fail on every endpoint → cursor stays
+  100, lag grows, ``health_reasons`` reports it past the budget.
+* **The cursor only moves if nobody else moved it** (checked inside the transaction),
+  so a second daemon pointed at the same database cannot interleave steps.
+* **Lagging nodes.** A head below the cursor (cursor 120, node says 115) is a
+  lagging node: the step does nothing. Reorgs are only acted on after a cross-check
+  (see :mod:`watcher.services.reorgs`).
+* **Reorgs.** Stored 100..102 (depth 3, deposit in 101 pending with 2 confirmations),
+  the chain replaces 101..102: the step finds ancestor 100, orphans the deposit,
+  resets the cursor to 100 and re-scans; if its transaction was re-included in
+  block 101' it is pending again there and credited at tip 103'. Had it been
+  credited (a 5-block reorg 98..102 after credit at tip 102), it is reversed with a
+  compensating entry, and a ``finality_violated`` alarm is latched.
+* **Backfill** from ``start_block``: ranges of ``max_log_range`` blocks, headers
+  only where needed; progress is logged and stored on the cursor row
+  (``backfill_from``/``backfill_to``) for ``watcher status``, and cleared when the
+  cursor reaches the head.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
+from watcher.chain.rpc import RpcClient
+from watcher.domain.confirmations import ConfirmationRule
+from watcher.domain.reorg import (
+    BlockRef,
+    ReorgDepthExceeded,
+    WindowExhausted,
+    check_continuity,
+    is_deep,
+)
+from watcher.metrics import Metrics
+from watcher.settings import AssetConfig, ListenerSettings, NetworkConfig
+from watcher.store import chainstate, deposits
+from watcher.store.alarms import AlarmKind, raise_alarm
+from watcher.store.db import SessionFactory
+
+from . import confirmer, poller, reorgs
+
+log = logging.getLogger("watcher.listener")
+
+# Already-final blocks whose headers we keep above the confirmation window: the
+# deepest reorg whose common ancestor we can still find without guessing.
+REORG_MARGIN = 64
+TICK_BUDGET_SECONDS = 10.0
+
+
+def rule_of(network: NetworkConfig) -> ConfirmationRule:
+    if network.confirmations is not None:
+        return ConfirmationRule.of_depth(network.confirmations)
+    assert network.finality is not None
+    return ConfirmationRule.of_tag(network.finality)
+
+
+@dataclass
+class _Seen:
+    head: int | None = None
+    cursor: int | None = None
+    rpc_down: str | None = None
+
+
+class DepositListener:
+    """A :class:`watcher.app.Service` for one network."""
+
+    def __init__(
+        self,
+        network: NetworkConfig,
+        listener: ListenerSettings,
+        assets: Mapping[str, AssetConfig],
+        sessions: SessionFactory,
+        client: RpcClient,
+        metrics: Metrics | None = None,
+        *,
+        margin: int = REORG_MARGIN,
+        tick_budget_seconds: float = TICK_BUDGET_SECONDS,
+    ) -> None:
+        if not network.vault:
+            raise ValueError(f"network {network.name}: no vault address")
+        self.network = network
+        self.listener = listener
+        self.assets = assets
+        self.sessions = sessions
+        self.client = client
+        self.metrics = metrics or Metrics()
+        self.rule = rule_of(network)
+        self.margin = margin
+        self.tick_budget_seconds = tick_budget_seconds
+        self.max_range = network.max_log_range or listener.max_log_range
+        self.name = f"deposits:{network.name}"
+        self.interval_seconds = float(listener.poll_interval_seconds)
+        self.seen = _Seen()
+        self._rpc_fed: dict[tuple[str, ...], int] = {}
+
+    @property
+    def chain_id(self) -> int:
+        return self.network.chain_id
+
+    # --- service ------------------------------------------------------------
+
+    async def tick(self) -> None:
+        deadline = time.monotonic() + self.tick_budget_seconds
+        try:
+            while await self.step() and time.monotonic() < deadline:
+                pass
+            self.seen.rpc_down = None
+        except (RetryableRpcError, NoUsableEndpointError) as exc:
+            states = {s.state for s in self.client.health()}
+            if states <= {"cooldown", "excluded"} or isinstance(exc, NoUsableEndpointError):
+                self.seen.rpc_down = str(exc)
+            raise
+        finally:
+            self._feed_rpc_metrics()
+
+    def health_reasons(self) -> list[str]:
+        reasons = []
+        name = self.network.name
+        if self.seen.rpc_down is not None:
+            reasons.append(f"{name}: all RPC endpoints down ({self.seen.rpc_down})")
+        if self.seen.head is not None and self.seen.cursor is not None:
+            lag = self.seen.head - self.seen.cursor
+            if lag > self.listener.lag_budget_blocks:
+                reasons.append(
+                    f"{name}: cursor {self.seen.cursor} is {lag} blocks behind head "
+                    f"{self.seen.head} (budget {self.listener.lag_budget_blocks})"
+                )
+        return reasons
+
+    # --- one step -----------------------------------------------------------
+
+    async def step(self) -> bool:
+        """One fetch → reconcile → persist round; True if more work is waiting."""
+        async with self.sessions.begin() as s:
+            row = await chainstate.ensure_cursor(
+                s, self.chain_id, self.network.name, self.network.start_block
+            )
+            start_cursor = row.scanned_block
+            stored = await chainstate.canonical_window(s, self.chain_id)
+
+        scan = await poller.scan(
+            self.client,
+            vault=self.network.vault,
+            rule=self.rule,
+            cursor=start_cursor,
+            max_range=self.max_range,
+            margin=self.margin,
+        )
+        self._observe(scan.head, start_cursor)
+        if scan.lagging:
+            log.warning(
+                "%s: node head %d is below our cursor %d: lagging node, waiting",
+                self.network.name,
+                scan.head,
+                start_cursor,
+            )
+            return False
+
+        continuity = check_continuity(
+            {n: b.hash for n, b in stored.items()}, list(scan.headers.values())
+        )
+        if not continuity.ok:
+            assert continuity.mismatch_at is not None
+            if continuity.mismatch_at not in stored:
+                raise RetryableRpcError(f"headers do not link: {continuity.reason}")
+            return await self._reorg(continuity.mismatch_at, stored, start_cursor, scan.tagged)
+
+        return await self._persist(scan, stored, start_cursor)
+
+    async def _persist(
+        self, scan: poller.Scan, stored: dict[int, BlockRef], start_cursor: int
+    ) -> bool:
+        network = self.network
+        tip = scan.headers[scan.to_block] if not scan.empty else stored.get(start_cursor)
+        tip_number = tip.number if tip is not None else start_cursor
+        window = poller.window_size(self.rule, scan.head, scan.tagged, self.margin)
+        keep_from = scan.head - window + 1
+        log_blocks = {d.block_number for d in scan.logs}
+        keep = [
+            b
+            for n, b in scan.headers.items()
+            if scan.from_block <= n <= scan.to_block
+            and (n >= keep_from or n in log_blocks or n == scan.to_block)
+        ]
+        canonical = {n: b.hash for n, b in stored.items()}
+        canonical.update({b.number: b.hash for b in keep})
+        upto = confirmer.final_upto(self.rule, tip_number, scan.tagged)
+        behind = scan.head - tip_number
+
+        async with self.sessions.begin() as s:
+            row = await chainstate.cursor(s, self.chain_id)
+            if row is None or row.scanned_block != start_cursor:
+                log.warning("%s: cursor moved under us; step abandoned", network.name)
+                return False
+            await chainstate.store_blocks(s, self.chain_id, keep)
+            recorded = await deposits.record_logs(
+                s, scan.logs, network, self.assets, final_upto=upto
+            )
+            credited = await confirmer.credit_final(s, self.chain_id, upto, canonical)
+            if tip is not None:
+                safe = scan.tagged.number if scan.tagged and self.rule.tag == "safe" else None
+                fin = scan.tagged.number if scan.tagged and self.rule.tag == "finalized" else None
+                chainstate.advance(
+                    row,
+                    to=tip,
+                    head=scan.head,
+                    head_time=tip.timestamp if behind == 0 else None,
+                    safe=safe,
+                    finalized=fin,
+                )
+            if behind > self.max_range:
+                start = row.backfill_from if row.backfill_from is not None else scan.from_block
+                chainstate.set_backfill(row, start, scan.head)
+            elif row.backfill_from is not None:
+                chainstate.set_backfill(row, None, None)
+            lowest_pending = await deposits.lowest_pending_block(s, self.chain_id)
+            prune = keep_from if lowest_pending is None else min(keep_from, lowest_pending)
+            await chainstate.prune_blocks_below(s, self.chain_id, min(prune, tip_number))
+            backfill = (row.backfill_from, row.backfill_to)
+
+        if backfill[0] is not None and backfill[1] is not None:
+            total = max(1, backfill[1] - backfill[0] + 1)
+            done = tip_number - backfill[0] + 1
+            log.info(
+                "%s backfill: block %d of %d..%d (%d%%), %d deposits in this range",
+                network.name,
+                tip_number,
+                backfill[0],
+                backfill[1],
+                100 * done // total,
+                len(scan.logs),
+            )
+        self._count(recorded, credited_later=len(credited))
+        self._observe(scan.head, tip_number, tip)
+        return behind > 0
+
+    async def _reorg(
+        self,
+        mismatch_at: int,
+        stored: dict[int, BlockRef],
+        start_cursor: int,
+        tagged: BlockRef | None,
+    ) -> bool:
+        name = self.network.name
+        confirmation = await reorgs.confirm_mismatch(
+            self.client, mismatch_at, stored[mismatch_at].hash
+        )
+        if not confirmation.confirmed:
+            log.warning(
+                "%s: block %d differs from the stored hash on one read but not confirmed "
+                "(still ours: %d, other: %d, silent: %d); waiting",
+                name,
+                mismatch_at,
+                confirmation.votes_old,
+                confirmation.votes_new,
+                confirmation.silent,
+            )
+            return False
+        hashes = {n: b.hash for n, b in stored.items()}
+        found = await reorgs.find_ancestor(self.client, hashes, mismatch_at)
+        if isinstance(found, WindowExhausted):
+            async with self.sessions.begin() as s:
+                await raise_alarm(
+                    s,
+                    AlarmKind.FINALITY_VIOLATED,
+                    f"chain:{self.chain_id}",
+                    f"{name}: reorg deeper than the stored window "
+                    f"(no stored block from {found.lowest_checked} to {found.tip} is canonical)",
+                    {"lowest_checked": found.lowest_checked, "tip": found.tip},
+                )
+            self.metrics.reorgs.labels(name).inc()
+            raise ReorgDepthExceeded(
+                chain_id=self.chain_id, tip=found.tip, depth=found.min_depth, rule=self.rule
+            )
+        ancestor = stored[found.number]
+        depth = start_cursor - ancestor.number
+        async with self.sessions.begin() as s:
+            row = await chainstate.cursor(s, self.chain_id)
+            if row is None or row.scanned_block != start_cursor:
+                log.warning("%s: cursor moved under us; reorg handling abandoned", name)
+                return False
+            last_tagged = row.finalized if self.rule.tag == "finalized" else row.safe
+            dropped = await deposits.drop_above(s, self.chain_id, ancestor.number)
+            await chainstate.drop_blocks_above(s, self.chain_id, ancestor.number)
+            chainstate.rewind(row, ancestor)
+            deep = is_deep(depth, self.rule, tip=start_cursor, tagged_block_number=last_tagged)
+            if dropped.reversed or deep:
+                reversed_keys = [f"{d.tx_hash}:{d.log_index}" for d in dropped.reversed]
+                await raise_alarm(
+                    s,
+                    AlarmKind.FINALITY_VIOLATED,
+                    f"chain:{self.chain_id}",
+                    f"{name}: reorg of {depth} blocks above {ancestor.number} "
+                    f"(rule {self.rule}); {len(reversed_keys)} credited deposit(s) reversed",
+                    {
+                        "ancestor": ancestor.number,
+                        "tip": start_cursor,
+                        "depth": depth,
+                        "reversed": reversed_keys,
+                    },
+                )
+        log.warning(
+            "%s: reorg of %d block(s) above %d: %d deposit(s) orphaned, %d reversed",
+            name,
+            depth,
+            ancestor.number,
+            len(dropped.orphaned),
+            len(dropped.reversed),
+        )
+        self.metrics.reorgs.labels(name).inc()
+        self.metrics.reorg_depth.labels(name).set(depth)
+        self.metrics.deposits.labels(name, "orphaned").inc(len(dropped.orphaned))
+        self.metrics.deposits.labels(name, "reversed").inc(len(dropped.reversed))
+        self.metrics.cursor.labels(name).set(ancestor.number)
+        return True
+
+    # --- observability ------------------------------------------------------
+
+    def _observe(self, head: int, cursor: int, tip: BlockRef | None = None) -> None:
+        name = self.network.name
+        self.seen.head, self.seen.cursor = head, cursor
+        self.metrics.head.labels(name).set(head)
+        self.metrics.cursor.labels(name).set(cursor)
+        self.metrics.lag_blocks.labels(name).set(max(0, head - cursor))
+        if tip is not None:
+            self.metrics.lag_seconds.labels(name).set(max(0.0, time.time() - tip.timestamp))
+
+    def _count(self, recorded: deposits.Recorded, *, credited_later: int) -> None:
+        name = self.network.name
+        m = self.metrics.deposits
+        if recorded.new:
+            m.labels(name, "seen").inc(recorded.new)
+        if recorded.unsupported:
+            m.labels(name, "unsupported").inc(recorded.unsupported)
+        if recorded.repointed:
+            m.labels(name, "repointed").inc(recorded.repointed)
+        credited = len(recorded.credited) + credited_later
+        if credited:
+            m.labels(name, "credited").inc(credited)
+
+    def _feed_rpc_metrics(self) -> None:
+        name = self.network.name
+        for (endpoint, method), n in self.client.stats.calls.items():
+            key: tuple[str, ...] = ("call", endpoint, method)
+            delta = n - self._rpc_fed.get(key, 0)
+            if delta:
+                self.metrics.rpc_calls.labels(name, endpoint, method).inc(delta)
+                self._rpc_fed[key] = n
+        for (endpoint, method, kind), n in self.client.stats.errors.items():
+            key = ("error", endpoint, method, kind)
+            delta = n - self._rpc_fed.get(key, 0)
+            if delta:
+                self.metrics.rpc_errors.labels(name, endpoint, kind).inc(delta)
+                self._rpc_fed[key] = n
+
+
+def build_listener(
+    *,
+    network: NetworkConfig,
+    listener: ListenerSettings,
+    assets: Mapping[str, AssetConfig],
+    sessions: SessionFactory,
+    metrics: Metrics,
+    http: object | None = None,
+) -> DepositListener:
+    """The listener of ``network`` with its own RPC client (shared HTTP session)."""
+    import aiohttp
+
+    session = http if isinstance(http, aiohttp.ClientSession) else None
+    client = RpcClient(
+        network.rpc_urls,
+        chain_id=network.chain_id,
+        session=session,
+        timeout=float(listener.rpc_timeout_seconds),
+        lag_tolerance=2,
+    )
+    return DepositListener(network, listener, assets, sessions, client, metrics)
+
+
+__all__ = ["DepositListener", "RpcError", "build_listener", "rule_of"]

@@ -1,0 +1,189 @@
+"""The fetch half of a listener step: read the chain for the next range, touch no DB.
+
+Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
+
+* ``head`` is a head some endpoint reported. A head below our cursor is a
+  *lagging* node (``Scan.lagging``), never a reorg: nothing is fetched or changed.
+* The range is ``[cursor + 1, min(head, cursor + max_range)]``. Every header we
+  return was fetched in this step: the range end, every block of the
+  *unconfirmed window* (``head - window + 1 .. head``) inside the range, every
+  block that has a deposit log, and the link block (``cursor + 1``, whose parent
+  hash proves the stored tip is still canonical; with nothing new, the tip itself).
+  Example, cursor 100, head 103, window 70: headers 101, 102, 103 (1 batch).
+  Backfill, cursor 1000, head 50,000, range 2000: headers 1001, 3000 and the
+  blocks with logs (2 batches), not 2000 headers.
+* Every log is a well-formed vault ``Deposit`` inside the range whose block hash
+  equals the header we fetched for its block number; otherwise the step fails
+  (:class:`InconsistentLogsError`, retryable) and nothing is persisted.
+* **Truncated log lists.** With one endpoint, its answer is trusted to be complete
+  (JSON-RPC gives no way to prove completeness short of reading every receipt).
+  With several endpoints, every usable endpoint is asked for the range (one
+  attempt each) and the answers are merged by the deposit key: a log is missed
+  only if *every* endpoint that answered omitted it. Endpoints whose logs do not
+  match the headers (another fork) are left out of the merge; if none answered,
+  the normal failover-and-retry path is used. Cost: one eth_getLogs per extra
+  endpoint per step (steady state with one endpoint: 3 calls per new block —
+  eth_blockNumber, one header, one eth_getLogs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from watcher.chain.errors import InconsistentLogsError, RpcError
+from watcher.chain.fetch import fetch_deposit_logs
+from watcher.chain.logs import DepositLog
+from watcher.chain.rpc import RpcClient
+from watcher.domain.confirmations import ConfirmationRule
+from watcher.domain.reorg import BlockRef
+
+log = logging.getLogger("watcher.poller")
+
+
+@dataclass(frozen=True)
+class Scan:
+    head: int
+    tagged: BlockRef | None
+    from_block: int
+    to_block: int  # from_block - 1 when there is nothing new
+    headers: dict[int, BlockRef] = field(default_factory=dict)
+    logs: list[DepositLog] = field(default_factory=list)
+    lagging: bool = False
+    divergent_endpoints: int = 0  # endpoints whose log lists differed from the merge
+
+    @property
+    def empty(self) -> bool:
+        return self.to_block < self.from_block
+
+
+class _Pinned:
+    """A :class:`~watcher.chain.fetch.LogSource` pinned to one endpoint, one attempt."""
+
+    def __init__(self, client: RpcClient, index: int) -> None:
+        self.client = client
+        self.index = index
+        self.expected_chain_id = client.expected_chain_id
+
+    async def get_logs(
+        self,
+        address: str | Sequence[str] | None,
+        topics: Sequence[str | Sequence[str] | None] | None,
+        from_block: int | str | None = None,
+        to_block: int | str | None = None,
+        block_hash: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return await self.client.get_logs(
+            address, topics, from_block, to_block, block_hash, endpoint=self.index, retry=False
+        )
+
+
+async def read_head(client: RpcClient, rule: ConfirmationRule) -> tuple[int, BlockRef | None]:
+    head = await client.block_number()
+    tagged = await client.get_block(rule.tag) if rule.tag is not None else None
+    return head, tagged
+
+
+def window_size(rule: ConfirmationRule, head: int, tagged: BlockRef | None, margin: int) -> int:
+    """How many blocks below the head we keep every header of: the blocks not yet
+    final, plus ``margin`` already-final ones (room to find the ancestor of a reorg
+    deeper than the rule). Depth 3, margin 64 → 67."""
+    if rule.depth is not None:
+        return rule.depth + margin
+    unfinal = head - tagged.number + 1 if tagged is not None else 0
+    return max(unfinal, 1) + margin
+
+
+async def scan(
+    client: RpcClient,
+    *,
+    vault: str,
+    rule: ConfirmationRule,
+    cursor: int,
+    max_range: int,
+    margin: int,
+) -> Scan:
+    head, tagged = await read_head(client, rule)
+    if head < cursor:
+        return Scan(head, tagged, cursor + 1, cursor, lagging=True)
+    start, end = cursor + 1, min(head, cursor + max_range)
+    window = window_size(rule, head, tagged, margin)
+    needed: set[int] = {end} if end >= start else set()
+    if cursor >= 0:
+        needed.add(cursor + 1 if end >= start else cursor)
+    needed.update(range(max(start, head - window + 1), end + 1))
+    headers = {b.number: b for b in await client.get_blocks(sorted(needed))}
+    if tagged is not None:
+        headers.setdefault(tagged.number, tagged)
+    if end < start:
+        return Scan(head, tagged, start, end, headers)
+    logs, divergent = await _logs(client, vault, start, end, max_range, headers)
+    return Scan(head, tagged, start, end, headers, logs, divergent_endpoints=divergent)
+
+
+async def _logs(
+    client: RpcClient,
+    vault: str,
+    start: int,
+    end: int,
+    max_range: int,
+    headers: dict[int, BlockRef],
+) -> tuple[list[DepositLog], int]:
+    endpoints = client.usable_endpoints
+    answers: list[list[DepositLog]] = []
+    if len(endpoints) > 1:
+        results = await asyncio.gather(
+            *(
+                fetch_deposit_logs(_Pinned(client, i), vault, start, end, max_range)
+                for i in endpoints
+            ),
+            return_exceptions=True,
+        )
+        for i, result in zip(endpoints, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, RpcError):
+                log.info("logs %d..%d from endpoint #%d failed: %s", start, end, i, result)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            answers.append(result)
+    if not answers:
+        answers = [await fetch_deposit_logs(client, vault, start, end, max_range)]
+
+    missing = sorted({d.block_number for a in answers for d in a} - set(headers))
+    if missing:
+        headers.update({b.number: b for b in await client.get_blocks(missing)})
+    consistent = [a for a in answers if _matches(a, headers)]
+    if not consistent:
+        raise InconsistentLogsError(
+            f"logs of {start}..{end} do not match the canonical headers (another fork?)",
+            method="eth_getLogs",
+        )
+    merged: dict[tuple[str, int], DepositLog] = {}
+    for answer in consistent:
+        for d in answer:
+            merged.setdefault((d.tx_hash, d.log_index), d)
+    divergent = sum(1 for a in answers if len(a) != len(merged))
+    if divergent:
+        log.warning(
+            "logs of %d..%d: %d endpoint(s) disagree with the merged %d logs (sizes %s)",
+            start,
+            end,
+            divergent,
+            len(merged),
+            [len(a) for a in answers],
+        )
+    out = sorted(merged.values(), key=lambda d: (d.block_number, d.log_index))
+    return out, divergent
+
+
+def _matches(logs: Sequence[DepositLog], headers: Mapping[int, BlockRef]) -> bool:
+    for d in logs:
+        header = headers.get(d.block_number)
+        if header is None or header.hash != d.block_hash:
+            return False
+    return True

@@ -1,0 +1,420 @@
+"""Deposit repository: record seen logs, credit, orphan and reverse, and the history view.
+
+Every function runs in the caller's DB transaction and changes states only through
+:func:`watcher.domain.states.check_deposit`. A deposit is keyed on
+``(chain_id, tx_hash, log_index)``; its credit is the journal transaction with ref
+``deposit:<chain_id>:<tx_hash>:<log_index>`` (``#<n>`` appended for the n-th credit
+of a deposit that was reversed and then re-included), so replaying a range or a
+crashed tick can never credit the same deposit twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils.address import is_address, to_checksum_address
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.chain.logs import ZERO_ADDRESS, DepositLog
+from watcher.domain.amounts import chain_to_ledger, format_amount
+from watcher.domain.confirmations import ConfirmationRule, confirmations, eta_seconds
+from watcher.domain.journal import Leg, TxKind, vault_account
+from watcher.domain.states import DepositState, check_deposit
+from watcher.settings import AssetConfig, NetworkConfig, Settings
+from watcher.store.ledger import post
+from watcher.store.ledger_batch import Posting, post_many
+from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, utcnow
+
+log = logging.getLogger("watcher.store.deposits")
+
+_CHUNK = 500
+S = DepositState
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """What a deposit is worth in the ledger; ``asset`` None = token not configured."""
+
+    asset: str | None
+    ledger_amount: int | None
+    dust: int
+    precision: int | None
+
+
+def valuate(
+    token: str, amount: int, network: NetworkConfig, assets: Mapping[str, AssetConfig]
+) -> Valuation:
+    """Map the log's token to a ledger asset and convert, flooring to its precision.
+
+    Native deposits carry the zero address and map to the network's native asset.
+    Example: 1.234567891234567891 USDT (18 decimals) with precision 8 →
+    ledger 123_456_789, dust 1_234_567_891 base units.
+    """
+    if token.lower() == ZERO_ADDRESS:
+        asset, decimals = network.native_asset, network.native_decimals
+    else:
+        configured = network.token_by_address(token)
+        if configured is None:
+            return Valuation(None, None, 0, None)
+        asset, decimals = configured.asset, configured.decimals
+    cfg = assets.get(asset)
+    if cfg is None:
+        return Valuation(None, None, 0, None)
+    units, dust = chain_to_ledger(amount, decimals, cfg.precision)
+    return Valuation(asset, units, dust, cfg.precision)
+
+
+def credit_ref(chain_id: int, tx_hash: str, log_index: int, generation: int = 0) -> str:
+    base = f"deposit:{chain_id}:{tx_hash}:{log_index}"
+    return base if generation == 0 else f"{base}#{generation}"
+
+
+def _credit_posting(
+    chain_id: int, tx_hash: str, log_index: int, account: str, asset: str, units: int, gen: int
+) -> Posting:
+    return Posting(
+        kind=TxKind.DEPOSIT,
+        ref=credit_ref(chain_id, tx_hash, log_index, gen),
+        legs=[
+            Leg(account, asset, units),
+            Leg(vault_account(chain_id), asset, -units),
+        ],
+        account_key=account,
+    )
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class Recorded:
+    new: int = 0
+    credited: list[Deposit | dict[str, Any]] = field(default_factory=list)
+    unsupported: int = 0
+    repointed: int = 0
+
+
+async def by_keys(
+    session: AsyncSession, chain_id: int, logs: Sequence[DepositLog]
+) -> dict[tuple[str, int], Deposit]:
+    """Stored deposits for these logs, keyed on (tx_hash, log_index)."""
+    found: dict[tuple[str, int], Deposit] = {}
+    hashes = sorted({d.tx_hash for d in logs})
+    for start in range(0, len(hashes), _CHUNK):
+        rows = await session.scalars(
+            select(Deposit).where(
+                Deposit.chain_id == chain_id, Deposit.tx_hash.in_(hashes[start : start + _CHUNK])
+            )
+        )
+        found.update({(r.tx_hash, r.log_index): r for r in rows})
+    return found
+
+
+async def record_logs(
+    session: AsyncSession,
+    logs: Sequence[DepositLog],
+    network: NetworkConfig,
+    assets: Mapping[str, AssetConfig],
+    *,
+    final_upto: int | None,
+) -> Recorded:
+    """Store verified logs: new ones ``pending`` (or ``unsupported``), and credited at
+    once when their block is already final (``block_number <= final_upto``: the backfill
+    path). A log seen again after a reorg moves its orphaned/reversed deposit back to
+    ``pending`` in its new block; a log seen again in the same block changes nothing.
+    """
+    out = Recorded()
+    if not logs:
+        return out
+    chain_id = network.chain_id
+    known = await by_keys(session, chain_id, logs)
+    now = utcnow()
+    fresh: list[dict[str, Any]] = []
+    postings: list[Posting] = []
+    for d in logs:
+        row = known.get((d.tx_hash, d.log_index))
+        if row is not None:
+            if _repoint(row, d):
+                out.repointed += 1
+            continue
+        value = valuate(d.token, d.amount, network, assets)
+        state = S.PENDING if value.asset is not None else S.UNSUPPORTED
+        item: dict[str, Any] = {
+            "chain_id": chain_id,
+            "tx_hash": d.tx_hash,
+            "log_index": d.log_index,
+            "block_number": d.block_number,
+            "block_hash": d.block_hash,
+            "account": d.account,
+            "token": d.token,
+            "amount": d.amount,
+            "asset": value.asset,
+            "ledger_amount": value.ledger_amount,
+            "dust": value.dust,
+            "state": str(state),
+            "credit_tx_id": None,
+            "seen_at": now,
+            "credited_at": None,
+            "updated_at": now,
+        }
+        if state is S.UNSUPPORTED:
+            out.unsupported += 1
+        elif final_upto is not None and d.block_number <= final_upto:
+            check_deposit(S.PENDING, S.CREDITED)
+            item["state"] = str(S.CREDITED)
+            item["credited_at"] = now
+            units = value.ledger_amount or 0
+            if units > 0 and value.asset is not None:
+                postings.append(
+                    _credit_posting(
+                        chain_id, d.tx_hash, d.log_index, d.account, value.asset, units, 0
+                    )
+                )
+            out.credited.append(item)
+        fresh.append(item)
+    if postings:
+        ids = await post_many(session, postings)
+        for item in fresh:
+            ref = credit_ref(chain_id, item["tx_hash"], item["log_index"])
+            if item["state"] == S.CREDITED and ref in ids:
+                item["credit_tx_id"] = ids[ref]
+    for start in range(0, len(fresh), _CHUNK):
+        await session.execute(insert(Deposit), fresh[start : start + _CHUNK])
+    out.new = len(fresh)
+    return out
+
+
+def _repoint(row: Deposit, d: DepositLog) -> bool:
+    """The same log found again; True when it moved to another block."""
+    state = S(row.state)
+    if row.block_hash == d.block_hash and state not in (S.ORPHANED, S.REVERSED):
+        return False
+    if state in (S.ORPHANED, S.REVERSED, S.PENDING):
+        check_deposit(state, S.PENDING)
+        row.state = str(S.PENDING)
+    elif state is S.CREDITED:
+        # Credited in a block we no longer hold: reorg handling reverses credits before
+        # any re-scan, so this means the reorg was below our stored window.
+        log.error(
+            "credited deposit %s:%d found again in block %d (%s), credited in %s; left as is",
+            d.tx_hash,
+            d.log_index,
+            d.block_number,
+            d.block_hash,
+            row.block_hash,
+        )
+        return False
+    row.block_number = d.block_number
+    row.block_hash = d.block_hash
+    row.updated_at = utcnow()
+    return True
+
+
+# --------------------------------------------------------------------------- crediting
+
+
+async def pending_upto(session: AsyncSession, chain_id: int, block: int) -> list[Deposit]:
+    rows = await session.scalars(
+        select(Deposit)
+        .where(
+            Deposit.chain_id == chain_id,
+            Deposit.state == str(S.PENDING),
+            Deposit.block_number <= block,
+        )
+        .order_by(Deposit.block_number, Deposit.log_index)
+    )
+    return list(rows)
+
+
+async def lowest_pending_block(session: AsyncSession, chain_id: int) -> int | None:
+    row = await session.scalar(
+        select(Deposit.block_number)
+        .where(Deposit.chain_id == chain_id, Deposit.state == str(S.PENDING))
+        .order_by(Deposit.block_number)
+        .limit(1)
+    )
+    return int(row) if row is not None else None
+
+
+async def _generation(session: AsyncSession, row: Deposit) -> int:
+    """0 for a first credit; n+1 after the n-th credit was reversed."""
+    if row.credit_tx_id is None:
+        return 0
+    old = await session.get(JournalTransaction, row.credit_tx_id)
+    if old is None or "#" not in old.ref:
+        return 1
+    return int(old.ref.rsplit("#", 1)[1]) + 1
+
+
+async def credit(session: AsyncSession, rows: Sequence[Deposit]) -> list[Deposit]:
+    """Credit pending deposits (the caller checked finality and hashes): deposit row,
+    balanced journal (user cross +L, ``system:vault:<chain>`` −L) and balances, in the
+    caller's transaction. A deposit worth 0 ledger units (all dust) is credited
+    without a journal entry."""
+    postings: list[tuple[Deposit, Posting]] = []
+    for row in rows:
+        check_deposit(S(row.state), S.CREDITED)
+        units = row.ledger_amount or 0
+        if units > 0 and row.asset is not None:
+            gen = await _generation(session, row)
+            posting = _credit_posting(
+                row.chain_id, row.tx_hash, row.log_index, row.account, row.asset, units, gen
+            )
+            postings.append((row, posting))
+    ids = await post_many(session, [p for _, p in postings]) if postings else {}
+    now = utcnow()
+    for row in rows:
+        row.state = str(S.CREDITED)
+        row.credited_at = now
+        row.updated_at = now
+    for row, posting in postings:
+        row.credit_tx_id = ids[posting.ref]
+    await session.flush()
+    return list(rows)
+
+
+# --------------------------------------------------------------------------- reorgs
+
+
+@dataclass
+class Dropped:
+    orphaned: list[Deposit] = field(default_factory=list)
+    reversed: list[Deposit] = field(default_factory=list)
+
+
+async def drop_above(session: AsyncSession, chain_id: int, ancestor: int) -> Dropped:
+    """Deposits in blocks above the common ancestor of a reorg: pending ones become
+    ``orphaned``; credited ones are ``reversed`` with a compensating journal entry
+    (the user's cross wallet is debited and may go negative)."""
+    out = Dropped()
+    rows = await session.scalars(
+        select(Deposit)
+        .where(
+            Deposit.chain_id == chain_id,
+            Deposit.block_number > ancestor,
+            Deposit.state.in_([str(S.PENDING), str(S.CREDITED)]),
+        )
+        .order_by(Deposit.block_number, Deposit.log_index)
+    )
+    now = utcnow()
+    for row in rows:
+        if row.state == S.PENDING:
+            check_deposit(S.PENDING, S.ORPHANED)
+            row.state = str(S.ORPHANED)
+            out.orphaned.append(row)
+        else:
+            check_deposit(S.CREDITED, S.REVERSED)
+            units = row.ledger_amount or 0
+            if units > 0 and row.asset is not None and row.credit_tx_id is not None:
+                credited = await session.get(JournalTransaction, row.credit_tx_id)
+                ref = (
+                    credited.ref
+                    if credited is not None
+                    else credit_ref(chain_id, row.tx_hash, row.log_index)
+                )
+                await post(
+                    session,
+                    kind=TxKind.DEPOSIT_REVERSAL,
+                    ref=f"reversal:{ref}",
+                    legs=[
+                        Leg(row.account, row.asset, -units),
+                        Leg(vault_account(chain_id), row.asset, units),
+                    ],
+                    account_key=row.account,
+                    memo=f"block {row.block_number} {row.block_hash} reorged out after credit",
+                )
+            row.state = str(S.REVERSED)
+            out.reversed.append(row)
+        row.updated_at = now
+    await session.flush()
+    return out
+
+
+# --------------------------------------------------------------------------- visibility
+
+
+def _rule(network: NetworkConfig) -> ConfirmationRule:
+    if network.confirmations is not None:
+        return ConfirmationRule.of_depth(network.confirmations)
+    assert network.finality is not None
+    return ConfirmationRule.of_tag(network.finality)
+
+
+async def deposit_history(
+    session: AsyncSession, account: str, settings: Settings
+) -> list[dict[str, Any]]:
+    """The account's deposits, newest first, for ``GET /v1/accounts/{address}/history``.
+
+    Per item: type "deposit", asset, amount (decimal string in asset units: the ledger
+    amount, or the raw base units of an unsupported token), state, txHash, chainId,
+    time (ISO, when first seen), confirmations n, requiredConfirmations N and
+    etaSeconds (pending only; counted against the head the listener last stored).
+    Under a tag rule N is the tag's current distance to the head plus one.
+    """
+    if not is_address(account):
+        return []
+    address = str(to_checksum_address(account))
+    rows = list(
+        await session.scalars(
+            select(Deposit)
+            .where(Deposit.account == address)
+            .order_by(Deposit.seen_at.desc(), Deposit.id.desc())
+        )
+    )
+    cursors = {c.chain_id: c for c in await session.scalars(select(NetworkCursor))}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        network = settings.network_by_chain(row.chain_id)
+        cur = cursors.get(row.chain_id)
+        state = S(row.state)
+        precision = settings.assets[row.asset].precision if row.asset in settings.assets else None
+        if row.ledger_amount is not None and precision is not None:
+            amount = format_amount(row.ledger_amount, precision)
+        else:
+            amount = str(row.amount)
+        n: int | None = None
+        required: int | None = None
+        eta: int | None = None
+        if network is not None:
+            rule = _rule(network)
+            head = cur.head if cur is not None and cur.head is not None else None
+            tagged = None
+            if cur is not None and rule.tag is not None:
+                tagged = cur.finalized if rule.tag == "finalized" else cur.safe
+            if rule.depth is not None:
+                required = rule.depth
+            elif head is not None and tagged is not None:
+                required = head - tagged + 1
+            if state is S.PENDING and head is not None:
+                n = confirmations(head, row.block_number)
+                if rule.depth is not None or tagged is not None:
+                    eta = eta_seconds(
+                        rule, row.block_number, head, network.block_time_seconds, tagged
+                    )
+            elif state is S.CREDITED:
+                n = required
+                eta = 0
+            else:
+                n = 0
+        out.append(
+            {
+                "type": "deposit",
+                "asset": row.asset or row.token,
+                "amount": amount,
+                "state": str(state),
+                "txHash": row.tx_hash,
+                "chainId": row.chain_id,
+                "time": row.seen_at.isoformat(),
+                "confirmations": n,
+                "requiredConfirmations": required,
+                "etaSeconds": eta,
+            }
+        )
+    return out
