@@ -1,0 +1,86 @@
+"""Calldata for the vault and ERC-20 calls the withdrawal pipeline makes, and the
+JSON-RPC fragments to read their answers. Encoding is eth_abi's; the selectors are
+derived from the committed Vault ABI, so a contract change that renames or retypes
+``withdraw`` fails loudly at import instead of sending garbage.
+
+Pure: no I/O. The sender/tracker pass these to :class:`~watcher.chain.rpc.RpcClient`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
+
+from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+WITHDRAW_SIGNATURE = "withdraw(uint256,address,address,uint256)"
+WITHDRAWN_CALL_SIGNATURE = "withdrawn(uint256)"
+BALANCE_OF_SIGNATURE = "balanceOf(address)"
+
+__all__ = [
+    "WITHDRAWN_TOPIC",
+    "ZERO_ADDRESS",
+    "balance_of_call",
+    "decode_uint",
+    "id_topic",
+    "withdraw_calldata",
+    "withdrawn_call",
+]
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+def _abi_signature(name: str) -> str:
+    for entry in load_artifact("Vault").abi:
+        if entry.get("type") == "function" and entry.get("name") == name:
+            types = ",".join(str(i["type"]) for i in entry.get("inputs", []))
+            return f"{name}({types})"
+    raise LookupError(f"Vault ABI has no function {name}")
+
+
+if _abi_signature("withdraw") != WITHDRAW_SIGNATURE:  # pragma: no cover - contract drift
+    raise RuntimeError(f"Vault.withdraw is now {_abi_signature('withdraw')}; update vault.py")
+
+_WITHDRAW = _selector(WITHDRAW_SIGNATURE)
+_WITHDRAWN = _selector(WITHDRAWN_CALL_SIGNATURE)
+_BALANCE_OF = _selector(BALANCE_OF_SIGNATURE)
+
+
+def withdraw_calldata(withdrawal_id: int, token: str, to: str, amount: int) -> str:
+    """0x-hex calldata of ``vault.withdraw(id, token, to, amount)`` (token 0x0 = native)."""
+    args = abi_encode(
+        ["uint256", "address", "address", "uint256"], [withdrawal_id, token, to, amount]
+    )
+    return "0x" + (_WITHDRAW + args).hex()
+
+
+def withdrawn_call(vault: str, withdrawal_id: int) -> dict[str, Any]:
+    """eth_call object for ``vault.withdrawn(id)`` (True once the id has paid)."""
+    data = _WITHDRAWN + abi_encode(["uint256"], [withdrawal_id])
+    return {"to": vault, "data": "0x" + data.hex()}
+
+
+def balance_of_call(token: str, holder: str) -> dict[str, Any]:
+    data = _BALANCE_OF + abi_encode(["address"], [holder])
+    return {"to": token, "data": "0x" + data.hex()}
+
+
+def decode_uint(result: str) -> int:
+    """A single uint256 (or bool) return value from eth_call's 0x-hex result."""
+    raw = bytes.fromhex(result.removeprefix("0x"))
+    if not raw:
+        raise ValueError("empty eth_call result (no contract at that address?)")
+    (value,) = abi_decode(["uint256"], raw)
+    return int(value)
+
+
+def id_topic(withdrawal_id: int) -> str:
+    """The indexed ``id`` topic of the vault's Withdrawn event."""
+    return "0x" + withdrawal_id.to_bytes(32, "big").hex()

@@ -1,0 +1,342 @@
+"""Withdrawal sender: one per (network, hot wallet). Turns approved withdrawals into
+signed ``vault.withdraw(id, token, to, amount)`` EIP-1559 transactions and broadcasts
+them to every configured RPC endpoint.
+
+Guarantees across crash, restart and reorg:
+
+* **Persist, then broadcast.** A batch is signed outside the database (signing is the
+  slow part and must not hold SQLite's writer lock), then ONE DB transaction stores
+  every signed raw tx and its hash (attempt ``signed``), moves the withdrawals to
+  ``signed`` and advances the stored nonce. Only after that commit is anything sent.
+  A crash before the commit leaves nothing signed anywhere; a crash after it leaves
+  ``signed`` attempts that the next tick broadcasts byte for byte (same hash), so a
+  withdrawal is never signed twice under two nonces.
+* If any withdrawal of the batch changed state meanwhile (an operator cancelled it) or
+  the stored nonce is not the one the batch was signed with, the whole batch is
+  dropped unsent and rebuilt next tick: no nonce is ever skipped.
+* Funds first: the VAULT pays the token (``withdraw`` transfers from its balance) and
+  the HOT WALLET pays gas. Before signing, the vault's balance of each token minus the
+  amounts already signed but not mined must cover the withdrawal, and the hot
+  wallet's ETH must cover ``gas_limit × maxFeePerGas`` for it and for every unmined
+  attempt. Otherwise the withdrawal waits as ``queued`` with the reason in its
+  ``reason`` field and a HOT_WALLET_LOW alarm is latched; it is sent on the first
+  tick after the funds arrive.
+* On start the stored nonce is synced with the chain and a nonce gap is repaired
+  (see ``services.nonces``). The vault's id guard (``AlreadyWithdrawn``) makes a
+  second payout of one id impossible whatever happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from sqlalchemy import select
+
+from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
+from watcher.chain.rpc import RpcClient
+from watcher.chain.signer import HotSigner, SignedTx
+from watcher.chain.vault import ZERO_ADDRESS, balance_of_call, withdraw_calldata
+from watcher.domain.amounts import format_amount
+from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
+from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.nonces import NonceManager
+from watcher.settings import NetworkConfig, WithdrawalSettings
+from watcher.store import withdrawals as repo
+from watcher.store.alarms import AlarmKind, raise_alarm
+from watcher.store.db import SessionFactory
+from watcher.store.models import TxAttempt, Withdrawal, utcnow
+
+log = logging.getLogger("watcher.sender")
+
+W = WithdrawalState
+A = AttemptState
+
+
+def fee_caps(settings: WithdrawalSettings) -> FeeCaps:
+    return FeeCaps(
+        max_fee_per_gas=gwei_to_wei(settings.max_fee_per_gas_gwei),
+        max_priority_fee_per_gas=gwei_to_wei(settings.max_priority_fee_per_gas_gwei),
+    )
+
+
+def build_withdraw_tx(
+    *, chain_id: int, vault: str, w: Withdrawal, nonce: int, gas: int, fees: Fees
+) -> dict[str, object]:
+    return {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": vault,
+        "value": 0,
+        "data": withdraw_calldata(w.id, w.token, w.destination, w.amount),
+        "gas": gas,
+        "maxFeePerGas": fees.max_fee_per_gas,
+        "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+    }
+
+
+@dataclass
+class SendReport:
+    signed: int = 0
+    broadcast: int = 0
+    queued: int = 0
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        network: NetworkConfig,
+        settings: WithdrawalSettings,
+        sessions: SessionFactory,
+        rpc: RpcClient,
+        http: aiohttp.ClientSession,
+        signer: HotSigner,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.network = network
+        self.settings = settings
+        self.sessions = sessions
+        self.rpc = rpc
+        self.http = http
+        self.signer = signer
+        self.clock = clock
+        self.chain_id = network.chain_id
+        self.name = f"sender:{network.name}"
+        self.interval_seconds = float(settings.poll_interval_seconds)
+        self.caps = fee_caps(settings)
+        self.nonces = NonceManager(sessions, rpc, network.chain_id, signer.address)
+        self.started = False
+        self.last = SendReport()
+
+    # ------------------------------------------------------------------ tick
+
+    async def tick(self) -> None:
+        self.last = SendReport()
+        if not self.started:
+            await self.start()
+        await self.broadcast_signed()
+        if await self.sign_ready():
+            await self.broadcast_signed()
+
+    async def start(self) -> None:
+        """Sync the stored nonce with the chain and repair a gap (once per process)."""
+        sync = await self.nonces.sync()
+        if sync.gap:
+            quote = await fee_quote(self.rpc)
+            await self.nonces.repair_gap(
+                sync,
+                http=self.http,
+                urls=self.network.rpc_urls,
+                signer=self.signer,
+                filler_fees=initial_fees(quote.base_fee, quote.tip, self.caps),
+            )
+        self.started = True
+
+    # ------------------------------------------------------------------ broadcast
+
+    async def broadcast_signed(self) -> int:
+        """Broadcast every persisted attempt not yet known to be sent (crash recovery and
+        the normal path alike), in nonce order."""
+        async with self.sessions() as s:
+            attempts = await repo.attempts_in(
+                s, self.chain_id, [A.SIGNED.value], sender=self.signer.address
+            )
+            pending = [(a.id, a.withdrawal_id, a.raw_tx) for a in attempts]
+        if not pending:
+            return 0
+        results = await broadcast_raw(
+            self.http, self.network.rpc_urls, [raw for _, _, raw in pending]
+        )
+        sent: list[tuple[int, int]] = []
+        for (attempt_id, withdrawal_id, _), result in zip(pending, results, strict=True):
+            # "nonce too low" means the nonce is consumed, most likely by this very tx
+            # before a crash; the tracker finds its receipt (or alarms if another won).
+            if result.outcome.is_in_pool or result.outcome is Outcome.NONCE_USED:
+                sent.append((attempt_id, withdrawal_id))
+            else:
+                log.warning(
+                    "attempt %d of withdrawal %d not accepted: %s %s",
+                    attempt_id,
+                    withdrawal_id,
+                    result.outcome.value,
+                    "; ".join(result.messages),
+                    extra={"chain_id": self.chain_id, "withdrawal_id": withdrawal_id},
+                )
+        if sent:
+            await self._mark_broadcast(sent)
+        self.last.broadcast += len(sent)
+        return len(sent)
+
+    async def _mark_broadcast(self, sent: Sequence[tuple[int, int]]) -> None:
+        now = utcnow()
+        async with self.sessions.begin() as s:
+            attempts = {
+                a.id: a
+                for a in await s.scalars(
+                    select(TxAttempt).where(TxAttempt.id.in_([a for a, _ in sent]))
+                )
+            }
+            ws = await repo.withdrawals_by_id(s, [w for _, w in sent])
+            for attempt_id, withdrawal_id in sent:
+                a = attempts[attempt_id]
+                if a.state != A.SIGNED.value:
+                    continue  # the tracker got there first (e.g. found its receipt)
+                repo.move_attempt(a, A.BROADCAST)
+                a.broadcast_at = now
+                w = ws[withdrawal_id]
+                if w.state == W.SIGNED.value:
+                    repo.move(w, W.BROADCAST)
+
+    # ------------------------------------------------------------------ sign
+
+    async def sign_ready(self) -> int:
+        """Sign and persist the next batch of approved withdrawals; returns how many."""
+        async with self.sessions() as s:
+            candidates = await repo.ready_to_send(s, self.chain_id, self.settings.batch_size)
+            if not candidates:
+                return 0
+            outflow = await repo.in_flight_outflow(s, self.chain_id)
+            unmined = await repo.count_unmined(s, self.chain_id)
+            row = await repo.nonce_row(s, self.chain_id, self.signer.address)
+            assert row is not None, "nonce row is created by start()"
+            first_nonce = row.next_nonce
+            snapshot = {w.id: (w.state, w.reason) for w in candidates}
+
+        quote = await fee_quote(self.rpc)
+        fees = initial_fees(quote.base_fee, quote.tip, self.caps)
+        tokens = sorted({w.token for w in candidates})
+        vault_balances, gas_balance = await self._balances(tokens)
+        gas_each = self.settings.gas_limit * fees.max_fee_per_gas
+        gas_left = gas_balance - unmined * gas_each
+        available = {t: vault_balances[t] - outflow.get(t, 0) for t in tokens}
+
+        chosen: list[Withdrawal] = []
+        short: dict[int, str] = {}
+        for w in candidates:
+            if gas_left < gas_each:
+                short[w.id] = (
+                    f"hot wallet {self.signer.address} lacks gas: needs "
+                    f"{format_amount(gas_each, 18)} {self.network.native_asset} per withdrawal, "
+                    f"{format_amount(max(gas_left, 0), 18)} free"
+                )
+                continue
+            if available[w.token] < w.amount:
+                short[w.id] = (
+                    f"vault lacks {self._token_label(w.token)}: needs {w.amount} base units, "
+                    f"{max(available[w.token], 0)} free"
+                )
+                continue
+            available[w.token] -= w.amount
+            gas_left -= gas_each
+            chosen.append(w)
+
+        signed: list[tuple[Withdrawal, int, SignedTx]] = []
+        for offset, w in enumerate(chosen):
+            nonce = first_nonce + offset
+            tx = build_withdraw_tx(
+                chain_id=self.chain_id,
+                vault=self.network.vault,
+                w=w,
+                nonce=nonce,
+                gas=self.settings.gas_limit,
+                fees=fees,
+            )
+            signed.append((w, nonce, self.signer.sign_transaction(tx)))
+            if offset % 200 == 199:
+                await asyncio.sleep(0)  # let the API breathe during a large batch
+
+        ok = await self._persist(signed, short, snapshot, first_nonce, fees)
+        if not ok:
+            return 0
+        self.last.signed += len(signed)
+        self.last.queued += len(short)
+        self.last.reasons.update(short)
+        return len(signed)
+
+    async def _persist(
+        self,
+        signed: Sequence[tuple[Withdrawal, int, SignedTx]],
+        short: dict[int, str],
+        snapshot: dict[int, tuple[str, str | None]],
+        first_nonce: int,
+        fees: Fees,
+    ) -> bool:
+        async with self.sessions.begin() as s:
+            ws = await repo.withdrawals_by_id(s, list(snapshot))
+            changed = [i for i, (state, _) in snapshot.items() if ws[i].state != state]
+            row = await repo.nonce_row(s, self.chain_id, self.signer.address, lock=True)
+            if changed or row is None or row.next_nonce != first_nonce:
+                log.info(
+                    "sign batch dropped unsent (withdrawals %s changed or nonce moved); "
+                    "rebuilding next tick",
+                    changed[:5],
+                    extra={"chain_id": self.chain_id},
+                )
+                return False
+            if signed:
+                await repo.reserve_nonces(s, self.chain_id, self.signer.address, len(signed))
+            for w_detached, nonce, tx in signed:
+                w = ws[w_detached.id]
+                s.add(
+                    TxAttempt(
+                        withdrawal_id=w.id,
+                        chain_id=self.chain_id,
+                        sender=self.signer.address,
+                        nonce=nonce,
+                        tx_hash=tx.tx_hash,
+                        raw_tx=tx.raw,
+                        max_fee_per_gas=fees.max_fee_per_gas,
+                        max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                        state=A.SIGNED.value,
+                    )
+                )
+                repo.move(w, W.SIGNED)
+                w.tx_hash = tx.tx_hash
+            alarms: dict[str, str] = {}
+            for withdrawal_id, reason in short.items():
+                w = ws[withdrawal_id]
+                if w.state == W.REQUESTED.value:
+                    repo.move(w, W.QUEUED, reason)
+                elif w.reason != reason:
+                    w.reason = reason
+                    w.updated_at = utcnow()
+                key = "gas" if "lacks gas" in reason else w.token
+                alarms.setdefault(key, reason)
+            for key, reason in alarms.items():
+                await raise_alarm(
+                    s,
+                    AlarmKind.HOT_WALLET_LOW,
+                    f"{self.chain_id}:{key}",
+                    f"{self.network.name}: withdrawals queued: {reason}",
+                    {"chainId": self.chain_id, "hotWallet": self.signer.address},
+                    severity="warning",
+                )
+        return True
+
+    # ------------------------------------------------------------------ chain reads
+
+    async def _balances(self, tokens: Sequence[str]) -> tuple[dict[str, int], int]:
+        vault = self.network.vault
+        requests: list[tuple[str, list[object]]] = []
+        for token in tokens:
+            if token == ZERO_ADDRESS:
+                requests.append(("eth_getBalance", [vault, "latest"]))
+            else:
+                requests.append(("eth_call", [balance_of_call(token, vault), "latest"]))
+        requests.append(("eth_getBalance", [self.signer.address, "latest"]))
+        results = await self.rpc.batch(requests)
+        balances = {t: int(r, 16) for t, r in zip(tokens, results[:-1], strict=True)}
+        return balances, int(results[-1], 16)
+
+    def _token_label(self, token: str) -> str:
+        if token == ZERO_ADDRESS:
+            return self.network.native_asset
+        cfg = self.network.token_by_address(token)
+        return cfg.symbol if cfg else token

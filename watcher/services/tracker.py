@@ -1,0 +1,345 @@
+"""Transaction tracker: follows every broadcast withdrawal attempt to its receipt and
+then to the network's confirmation rule (depth N, or the safe/finalized tag).
+
+Guarantees across crash, restart and reorg:
+
+* Everything it knows is in the DB (attempt state, block number and hash); a tick
+  starts from there, so a restart loses nothing. On its first tick it re-broadcasts
+  every unmined attempt's raw bytes (a node may have lost its pool while we were down).
+* **Receipt → mined.** An attempt with a receipt becomes ``mined`` (block number and
+  hash stored) and the withdrawal ``confirming``; the other attempts under the same
+  nonce (fee bumps) become ``dropped``: only one transaction per nonce can be mined.
+* **Reorg.** Each tick compares a mined attempt's block hash with the canonical hash
+  at that height. If it differs, the attempt goes back to ``broadcast``, the
+  withdrawal back to ``broadcast``, and the raw tx is re-sent; the next receipt
+  (same hash, new block) is tracked from scratch. Worked example, depth 3: mined in
+  block 100 (hash 0xaa), head 101 → 2 confirmations; a reorg replaces 100 with 0xbb
+  → back to broadcast; re-mined in 102, final at head 104.
+* **Final.** Success → withdrawal ``completed`` and the hold settled (hold →
+  ``system:vault:<chain>`` + fee account) in one DB transaction. A revert → the vault
+  is asked ``withdrawn(id)``: false → ``failed`` and the hold released; true means
+  another transaction paid this id (the vault's guard made ours revert with
+  AlreadyWithdrawn), so the payer is looked up by the ``Withdrawn`` event, recorded as
+  the withdrawal's tx hash, and the hold is settled, never released: a second payout
+  is impossible on chain and a double credit impossible in the ledger.
+* **Stuck.** The newest attempt of a nonce not mined after ``stuck_after_seconds``
+  (or ``stuck_after_blocks`` new blocks seen by this process) is replaced under the
+  SAME nonce with both fee fields bumped by ≥ max(10 %, fee_bump_percent), capped by
+  the configured maximum (``domain.gas.bumped_fees``). The replacement is persisted
+  (``signed``) with the old one marked ``replaced`` in one DB transaction before it
+  is broadcast. If the caps forbid a valid bump, a WITHDRAWAL_STUCK alarm is latched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
+from watcher.chain.rpc import RpcClient
+from watcher.chain.signer import HotSigner
+from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_call
+from watcher.domain.confirmations import ConfirmationRule, is_final
+from watcher.domain.gas import Fees, bumped_fees
+from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.sender import build_withdraw_tx, fee_caps
+from watcher.settings import NetworkConfig, WithdrawalSettings
+from watcher.store import withdrawals as repo
+from watcher.store.alarms import AlarmKind, raise_alarm
+from watcher.store.db import SessionFactory
+from watcher.store.models import TxAttempt, utcnow
+
+log = logging.getLogger("watcher.tracker")
+
+W = WithdrawalState
+A = AttemptState
+UNMINED = (A.BROADCAST.value, A.REPLACED.value)
+
+
+def network_rule(network: NetworkConfig) -> ConfirmationRule:
+    if network.confirmations is not None:
+        return ConfirmationRule.of_depth(network.confirmations)
+    assert network.finality is not None
+    return ConfirmationRule.of_tag(network.finality)
+
+
+@dataclass
+class TrackReport:
+    mined: int = 0
+    completed: int = 0
+    failed: int = 0
+    reorged: int = 0
+    replaced: int = 0
+
+
+class Tracker:
+    def __init__(
+        self,
+        *,
+        network: NetworkConfig,
+        settings: WithdrawalSettings,
+        sessions: SessionFactory,
+        rpc: RpcClient,
+        http: aiohttp.ClientSession,
+        signer: HotSigner,
+        clock: Callable[[], float] = time.time,
+        fee_account: str | None = None,
+    ) -> None:
+        self.network = network
+        self.settings = settings
+        self.sessions = sessions
+        self.rpc = rpc
+        self.http = http
+        self.signer = signer
+        self.clock = clock
+        self.chain_id = network.chain_id
+        self.rule = network_rule(network)
+        self.fee_account = fee_account or settings.fee_account
+        self.name = f"tracker:{network.name}"
+        self.interval_seconds = float(settings.poll_interval_seconds)
+        self.caps = fee_caps(settings)
+        self.rebroadcast_on_start = True
+        self.first_seen_head: dict[int, int] = {}  # attempt id → head when first tracked
+        self.last = TrackReport()
+
+    async def tick(self) -> None:
+        self.last = TrackReport()
+        head = await self.rpc.block_number()
+        tagged = None
+        if self.rule.is_tag:
+            ref = await self.rpc.get_block(str(self.rule.tag))
+            tagged = ref.number if ref is not None else None
+        if self.rebroadcast_on_start:
+            await self._rebroadcast_unmined()
+            self.rebroadcast_on_start = False
+        await self._find_receipts(head)
+        await self._check_mined(head, tagged)
+        await self._replace_stuck(head)
+
+    # ------------------------------------------------------------------ receipts
+
+    async def _attempts(self, states: Sequence[str]) -> list[TxAttempt]:
+        async with self.sessions() as s:
+            return await repo.attempts_in(s, self.chain_id, states, sender=self.signer.address)
+
+    async def _rebroadcast_unmined(self) -> None:
+        attempts = await self._attempts([A.BROADCAST.value])
+        if attempts:
+            await broadcast_raw(self.http, self.network.rpc_urls, [a.raw_tx for a in attempts])
+
+    async def _find_receipts(self, head: int) -> None:
+        attempts = await self._attempts(UNMINED)
+        if not attempts:
+            return
+        receipts = await self.rpc.batch(
+            [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
+        )
+        found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
+        if not found:
+            return
+        async with self.sessions.begin() as s:
+            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a, _ in found])
+            for detached, receipt in found:
+                a = await s.get(TxAttempt, detached.id)
+                assert a is not None
+                if a.state not in UNMINED:
+                    continue
+                repo.move_attempt(a, A.MINED)
+                a.block_number = int(receipt["blockNumber"], 16)
+                a.block_hash = str(receipt["blockHash"])
+                a.status = int(receipt["status"], 16)
+                w = ws[a.withdrawal_id]
+                if w.state in (W.SIGNED.value, W.BROADCAST.value):
+                    repo.move(w, W.CONFIRMING)
+                w.tx_hash = a.tx_hash
+                w.block_number = a.block_number
+                w.confirmations = max(0, head - a.block_number + 1)
+                for sibling in await repo.attempts_of(s, w.id):
+                    if sibling.id != a.id and sibling.state in (*UNMINED, A.SIGNED.value):
+                        if sibling.state == A.SIGNED.value:
+                            repo.move_attempt(sibling, A.REPLACED)
+                        repo.move_attempt(sibling, A.DROPPED)
+                self.last.mined += 1
+
+    # ------------------------------------------------------------------ confirmations
+
+    async def _check_mined(self, head: int, tagged: int | None) -> None:
+        attempts = await self._attempts([A.MINED.value])
+        if not attempts:
+            return
+        numbers = sorted({a.block_number for a in attempts if a.block_number is not None})
+        raws = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        # A height the node no longer has (the chain got shorter) counts as reorged out.
+        canonical = {n: (raw or {}).get("hash") for n, raw in zip(numbers, raws, strict=True)}
+        reorged = [a for a in attempts if canonical.get(a.block_number or -1) != a.block_hash]
+        final = [
+            a
+            for a in attempts
+            if a not in reorged
+            and a.block_number is not None
+            and is_final(self.rule, a.block_number, head, tagged)
+        ]
+        paid_elsewhere = {
+            a.withdrawal_id: await self._payer(a.withdrawal_id) for a in final if a.status == 0
+        }
+        async with self.sessions.begin() as s:
+            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in attempts])
+            for detached in attempts:
+                a = await s.get(TxAttempt, detached.id)
+                assert a is not None
+                if a.state != A.MINED.value:
+                    continue
+                w = ws[a.withdrawal_id]
+                if detached in reorged:
+                    repo.move_attempt(a, A.BROADCAST)
+                    a.block_number = a.block_hash = a.status = None
+                    a.broadcast_at = utcnow()
+                    repo.move(w, W.BROADCAST, "block reorged out; re-sent")
+                    w.block_number = None
+                    w.confirmations = 0
+                    self.last.reorged += 1
+                    continue
+                assert a.block_number is not None
+                w.confirmations = max(0, head - a.block_number + 1)
+                if detached not in final:
+                    continue
+                repo.move_attempt(a, A.CONFIRMED)
+                if a.status == 1:
+                    repo.move(w, W.COMPLETED)
+                    w.tx_hash = a.tx_hash
+                    await repo.settle(s, w, self.fee_account)
+                    self.last.completed += 1
+                elif (payer := paid_elsewhere.get(w.id)) is not None:
+                    repo.move(w, W.COMPLETED, f"paid by {payer} (our {a.tx_hash} reverted)")
+                    w.tx_hash = payer
+                    await repo.settle(s, w, self.fee_account)
+                    self.last.completed += 1
+                else:
+                    repo.move(w, W.FAILED, f"transaction {a.tx_hash} reverted")
+                    await repo.release(s, w, "failed: reverted on chain")
+                    self.last.failed += 1
+        if reorged:
+            await broadcast_raw(self.http, self.network.rpc_urls, [a.raw_tx for a in reorged])
+
+    async def _payer(self, withdrawal_id: int) -> str | None:
+        """The tx that paid ``withdrawal_id`` if the vault says it was paid, else None."""
+        result = await self.rpc.call(
+            "eth_call", [withdrawn_call(self.network.vault, withdrawal_id), "latest"]
+        )
+        if not decode_uint(result):
+            return None
+        logs: list[dict[str, Any]] = await self.rpc.get_logs(
+            self.network.vault,
+            [WITHDRAWN_TOPIC, id_topic(withdrawal_id)],
+            from_block=self.network.start_block,
+            to_block="latest",
+        )
+        return str(logs[-1]["transactionHash"]) if logs else "unknown (vault says paid)"
+
+    # ------------------------------------------------------------------ stuck
+
+    def _is_stuck(self, a: TxAttempt, head: int, now: float) -> bool:
+        seen = self.first_seen_head.setdefault(a.id, head)
+        blocks = self.settings.stuck_after_blocks
+        if blocks is not None and head - seen >= blocks:
+            return True
+        sent = a.broadcast_at or a.created_at
+        if sent.tzinfo is None:
+            sent = sent.replace(tzinfo=UTC)
+        return now - sent.timestamp() >= self.settings.stuck_after_seconds
+
+    async def _replace_stuck(self, head: int) -> None:
+        attempts = await self._attempts([A.BROADCAST.value])
+        now = self.clock()
+        stuck = [a for a in attempts if self._is_stuck(a, head, now)]
+        if not stuck:
+            return
+        quote = await fee_quote(self.rpc)
+        replacements: list[tuple[TxAttempt, TxAttempt]] = []
+        too_expensive: list[TxAttempt] = []
+        async with self.sessions() as s:
+            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in stuck])
+        for old in stuck:
+            fees = bumped_fees(
+                Fees(old.max_fee_per_gas, old.max_priority_fee_per_gas),
+                quote.base_fee,
+                quote.tip,
+                self.settings.fee_bump_percent,
+                self.caps,
+            )
+            if fees is None:
+                too_expensive.append(old)
+                continue
+            tx = build_withdraw_tx(
+                chain_id=self.chain_id,
+                vault=self.network.vault,
+                w=ws[old.withdrawal_id],
+                nonce=old.nonce,
+                gas=self.settings.gas_limit,
+                fees=fees,
+            )
+            signed = self.signer.sign_transaction(tx)
+            new = TxAttempt(
+                withdrawal_id=old.withdrawal_id,
+                chain_id=self.chain_id,
+                sender=self.signer.address,
+                nonce=old.nonce,
+                tx_hash=signed.tx_hash,
+                raw_tx=signed.raw,
+                max_fee_per_gas=fees.max_fee_per_gas,
+                max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                state=A.SIGNED.value,
+            )
+            replacements.append((old, new))
+        async with self.sessions.begin() as s:
+            persisted: list[TxAttempt] = []
+            for old_detached, new in replacements:
+                current = await s.get(TxAttempt, old_detached.id)
+                assert current is not None
+                if current.state != A.BROADCAST.value:
+                    continue  # mined meanwhile
+                repo.move_attempt(current, A.REPLACED)
+                s.add(new)
+                w = await repo.get(s, current.withdrawal_id)
+                assert w is not None
+                w.tx_hash = new.tx_hash
+                w.updated_at = utcnow()
+                persisted.append(new)
+            for a in too_expensive:
+                await raise_alarm(
+                    s,
+                    AlarmKind.WITHDRAWAL_STUCK,
+                    f"{self.chain_id}:{a.withdrawal_id}",
+                    f"{self.network.name}: withdrawal {a.withdrawal_id} (nonce {a.nonce}) is "
+                    "not mined and the fee caps allow no further bump",
+                    {"txHash": a.tx_hash, "maxFeePerGas": str(a.max_fee_per_gas)},
+                )
+            await s.flush()
+            ids = [(n.id, n.raw_tx, n.withdrawal_id) for n in persisted]
+        if not ids:
+            return
+        results = await broadcast_raw(self.http, self.network.rpc_urls, [r for _, r, _ in ids])
+        async with self.sessions.begin() as s:
+            for (attempt_id, _, withdrawal_id), result in zip(ids, results, strict=True):
+                sent = await s.get(TxAttempt, attempt_id)
+                assert sent is not None
+                if sent.state != A.SIGNED.value:
+                    continue
+                if result.outcome.is_in_pool or result.outcome is Outcome.NONCE_USED:
+                    repo.move_attempt(sent, A.BROADCAST)
+                    sent.broadcast_at = datetime.fromtimestamp(self.clock(), UTC)
+                    self.last.replaced += 1
+                else:
+                    log.warning(
+                        "fee-bumped attempt %s of withdrawal %d not accepted: %s",
+                        sent.tx_hash,
+                        withdrawal_id,
+                        "; ".join(result.messages),
+                        extra={"chain_id": self.chain_id, "withdrawal_id": withdrawal_id},
+                    )

@@ -1,0 +1,254 @@
+"""Withdrawals, their transaction attempts and the hot wallets' nonces.
+
+Every state change goes through :func:`move` / :func:`move_attempt`, which check the
+transition against ``watcher.domain.states`` first: an illegal one raises and the
+caller's DB transaction rolls back. The ledger side of a withdrawal is three journal
+transactions with fixed refs, so each is posted at most once whatever retries:
+
+* ``withdrawal:<id>:hold``    cross → hold, amount + fee (at intake)
+* ``withdrawal:<id>:settle``  hold → ``system:vault:<chain>`` (amount) and the fee
+                              account (fee), when the payout is final
+* ``withdrawal:<id>:release`` hold → cross, amount + fee (failed, rejected, cancelled)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
+from watcher.domain.states import (
+    AttemptState,
+    WithdrawalState,
+    check_attempt,
+    check_withdrawal,
+)
+from watcher.store import ledger
+from watcher.store.ledger import dialect_name
+from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
+
+W = WithdrawalState
+A = AttemptState
+
+# Attempts that may still be (or become) mined.
+LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
+
+
+# ------------------------------------------------------------------ reads
+
+
+async def get(
+    session: AsyncSession, withdrawal_id: int, *, lock: bool = False
+) -> Withdrawal | None:
+    return await session.get(Withdrawal, withdrawal_id, with_for_update=lock)
+
+
+async def find_by_account_nonce(
+    session: AsyncSession, account: str, nonce: int
+) -> Withdrawal | None:
+    return await session.scalar(
+        select(Withdrawal).where(Withdrawal.account == account, Withdrawal.nonce == nonce)
+    )
+
+
+async def listing(
+    session: AsyncSession, *, state: str | None = None, limit: int = 50
+) -> list[Withdrawal]:
+    stmt = select(Withdrawal).order_by(Withdrawal.id.desc()).limit(limit)
+    if state:
+        stmt = stmt.where(Withdrawal.state == state)
+    return list(await session.scalars(stmt))
+
+
+async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> list[Withdrawal]:
+    """Approved withdrawals waiting for a transaction, oldest first (locked on PG)."""
+    stmt = (
+        select(Withdrawal)
+        .where(
+            Withdrawal.chain_id == chain_id,
+            Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)),
+        )
+        .order_by(Withdrawal.id)
+        .limit(limit)
+    )
+    if dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(await session.scalars(stmt))
+
+
+async def in_flight_outflow(session: AsyncSession, chain_id: int) -> dict[str, int]:
+    """Token base units signed or broadcast but not yet mined, per token address: the
+    vault still holds them, but they are spoken for."""
+    rows = await session.execute(
+        select(Withdrawal.token, func.count(), Withdrawal.amount)
+        .where(
+            Withdrawal.chain_id == chain_id,
+            Withdrawal.state.in_((W.SIGNED.value, W.BROADCAST.value)),
+        )
+        .group_by(Withdrawal.token, Withdrawal.amount)
+    )
+    out: dict[str, int] = {}
+    for token, count, amount in rows:
+        out[token] = out.get(token, 0) + int(count) * int(amount)
+    return out
+
+
+async def count_unmined(session: AsyncSession, chain_id: int) -> int:
+    value = await session.scalar(
+        select(func.count())
+        .select_from(Withdrawal)
+        .where(
+            Withdrawal.chain_id == chain_id,
+            Withdrawal.state.in_((W.SIGNED.value, W.BROADCAST.value)),
+        )
+    )
+    return int(value or 0)
+
+
+async def attempts_in(
+    session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str | None = None
+) -> list[TxAttempt]:
+    stmt = (
+        select(TxAttempt)
+        .where(TxAttempt.chain_id == chain_id, TxAttempt.state.in_(list(states)))
+        .order_by(TxAttempt.nonce, TxAttempt.id)
+    )
+    if sender is not None:
+        stmt = stmt.where(TxAttempt.sender == sender)
+    return list(await session.scalars(stmt))
+
+
+async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttempt]:
+    return list(
+        await session.scalars(
+            select(TxAttempt).where(TxAttempt.withdrawal_id == withdrawal_id).order_by(TxAttempt.id)
+        )
+    )
+
+
+async def withdrawals_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Withdrawal]:
+    if not ids:
+        return {}
+    rows = await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(list(set(ids)))))
+    return {w.id: w for w in rows}
+
+
+async def held_since(session: AsyncSession, account: str, since: datetime) -> list[tuple[str, int]]:
+    """(asset, ledger amount incl. fee) of the account's withdrawals since ``since`` that
+    are paid or may still be paid (everything but failed, rejected, cancelled)."""
+    gone = (W.FAILED.value, W.REJECTED.value, W.CANCELLED.value)
+    rows = await session.execute(
+        select(Withdrawal.asset, Withdrawal.ledger_amount).where(
+            Withdrawal.account == account,
+            Withdrawal.created_at >= since,
+            Withdrawal.state.not_in(gone),
+        )
+    )
+    return [(asset, int(amount)) for asset, amount in rows]
+
+
+async def counts_by_state(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state))
+    return {state: int(n) for state, n in rows}
+
+
+# ------------------------------------------------------------------ state changes
+
+
+def move(w: Withdrawal, new: WithdrawalState, reason: str | None = None) -> None:
+    """Change a withdrawal's state after checking the transition is allowed."""
+    old = WithdrawalState(w.state)
+    check_withdrawal(old, new)
+    w.state = new.value
+    w.reason = reason
+    w.updated_at = utcnow()
+
+
+def move_attempt(a: TxAttempt, new: AttemptState) -> None:
+    check_attempt(AttemptState(a.state), new)
+    a.state = new.value
+    a.updated_at = utcnow()
+
+
+# ------------------------------------------------------------------ ledger
+
+
+def hold_legs(account: str, asset: str, held: int) -> list[Leg]:
+    return transfer(asset, held, debit=(account, CROSS), credit=(account, HOLD))
+
+
+async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
+    posted = await ledger.post(
+        session,
+        kind=TxKind.WITHDRAWAL_HOLD,
+        ref=f"withdrawal:{w.id}:hold",
+        legs=hold_legs(w.account, w.asset, w.ledger_amount),
+        account_key=w.account,
+        memo=f"withdrawal {w.id} on chain {w.chain_id}",
+    )
+    return posted.transaction.id
+
+
+async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None:
+    """The payout is final: the hold leaves the account for the vault and the fee account."""
+    paid = w.ledger_amount - w.fee
+    legs = [Leg(w.account, w.asset, -w.ledger_amount, HOLD)]
+    if paid:
+        legs.append(Leg(vault_account(w.chain_id), w.asset, paid, CROSS))
+    if w.fee:
+        legs.append(Leg(fee_account, w.asset, w.fee, CROSS))
+    await ledger.post(
+        session,
+        kind=TxKind.WITHDRAWAL_SETTLE,
+        ref=f"withdrawal:{w.id}:settle",
+        legs=legs,
+        account_key=w.account,
+        memo=f"withdrawal {w.id} paid by {w.tx_hash}",
+    )
+
+
+async def release(session: AsyncSession, w: Withdrawal, why: str) -> None:
+    """Nothing was (or will be) paid: the hold goes back to the cross wallet."""
+    await ledger.post(
+        session,
+        kind=TxKind.WITHDRAWAL_RELEASE,
+        ref=f"withdrawal:{w.id}:release",
+        legs=transfer(w.asset, w.ledger_amount, debit=(w.account, HOLD), credit=(w.account, CROSS)),
+        account_key=w.account,
+        memo=f"withdrawal {w.id} {why}",
+    )
+
+
+# ------------------------------------------------------------------ nonces
+
+
+async def nonce_row(
+    session: AsyncSession, chain_id: int, address: str, *, lock: bool = False
+) -> SenderNonce | None:
+    return await session.get(SenderNonce, (chain_id, address), with_for_update=lock)
+
+
+async def set_next_nonce(session: AsyncSession, chain_id: int, address: str, value: int) -> None:
+    row = await nonce_row(session, chain_id, address, lock=True)
+    if row is None:
+        session.add(SenderNonce(chain_id=chain_id, address=address, next_nonce=value))
+    else:
+        row.next_nonce = value
+        row.updated_at = utcnow()
+    await session.flush()
+
+
+async def reserve_nonces(session: AsyncSession, chain_id: int, address: str, count: int) -> int:
+    """Take ``count`` consecutive nonces in the caller's transaction; returns the first.
+    The row must exist (the nonce manager creates it when it syncs on start)."""
+    row = await nonce_row(session, chain_id, address, lock=True)
+    if row is None:
+        raise LookupError(f"no nonce row for {address} on chain {chain_id}: sync first")
+    first = row.next_nonce
+    row.next_nonce = first + count
+    row.updated_at = utcnow()
+    await session.flush()
+    return first
