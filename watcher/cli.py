@@ -210,6 +210,20 @@ def alarms_ack(
     raise typer.Exit(ops_cli.alarms_ack(_settings(config, database_url), alarm_id, by, console))
 
 
+@app.command()
+def rebalance(
+    account: Annotated[str, typer.Argument(help="account address (any case)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the conversion as JSON")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Operator-triggered auto-conversion of an account's negative balances."""
+    from watcher.rebalance_cli import rebalance_command
+
+    settings = _settings(config, database_url)
+    raise typer.Exit(rebalance_command(settings, account, as_json=as_json, console=console))
+
+
 def main() -> None:
     try:
         app()

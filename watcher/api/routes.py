@@ -6,4 +6,7 @@ from aiohttp import web
 
 
 def add_routes(web_app: web.Application) -> None:
-    return None
+    from watcher.api import accounts, engine
+
+    engine.add_routes(web_app)
+    accounts.add_routes(web_app)

@@ -1,0 +1,72 @@
+"""`watcher rebalance ACCOUNT`: operator-triggered auto-conversion (DOMAIN.md §3).
+
+Runs the same locked decision as the user's signed ``POST .../rebalance`` against the
+shared database, beside a running daemon. Exit status: 0 converted, 1 nothing to do
+(no negative balance, or nothing to convert), 2 bad input or unevaluable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from watcher.services.rebalance import (
+    AccountStateError,
+    NothingToRebalance,
+    RebalanceResult,
+    rebalance_now,
+)
+from watcher.settings import Settings
+from watcher.store.db import create_engine, session_factory
+from watcher.store.migrate import upgrade
+
+
+async def _run(settings: Settings, account: str) -> RebalanceResult:
+    engine = create_engine(settings.database.url)
+    try:
+        await upgrade(engine)
+        return await rebalance_now(session_factory(engine), settings, account)
+    finally:
+        await engine.dispose()
+
+
+def rebalance_command(settings: Settings, account: str, *, as_json: bool, console: Console) -> int:
+    from eth_utils.address import is_address, to_checksum_address
+
+    if not is_address(account):
+        console.print(f"[red]not an address:[/] {account}", highlight=False)
+        return 2
+    key = str(to_checksum_address(account))
+    try:
+        result = asyncio.run(_run(settings, key))
+    except NothingToRebalance as exc:
+        if as_json:
+            console.print_json(json.dumps({"account": key, "converted": False, "reason": str(exc)}))
+        else:
+            console.print(f"nothing to rebalance for {key}: {exc}", highlight=False)
+        return 1
+    except AccountStateError as exc:
+        console.print(f"[red]cannot evaluate {key}:[/] {exc}", highlight=False)
+        return 2
+    doc = result.as_dict()
+    if as_json:
+        console.print_json(json.dumps(doc))
+        return 0
+    table = Table(title=f"auto-conversion for {key} (journal tx {result.transaction_id})")
+    for col in ("asset", "change", "balance after"):
+        table.add_column(col, justify="right" if col != "asset" else "left")
+    after = doc.get("balancesAfter", {})
+    assert isinstance(after, dict)
+    changes = doc.get("changes", [])
+    assert isinstance(changes, list)
+    for change in changes:
+        table.add_row(change["asset"], change["amount"], str(after.get(change["asset"], "")))
+    console.print(table)
+    remaining = doc.get("negativeAssets") or []
+    assert isinstance(remaining, list)
+    if remaining:
+        console.print(f"[yellow]still negative:[/] {', '.join(remaining)}", highlight=False)
+    return 0

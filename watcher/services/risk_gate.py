@@ -1,0 +1,231 @@
+"""The locked decision: the one place where a rule says yes and money moves.
+
+Every movement that a risk rule must approve — a withdrawal hold (cross → hold), an
+isolated-margin transfer (cross ↔ ``iso:<SYMBOL>``), an auto-conversion — goes through
+:func:`locked_decision`, inside the caller's DB transaction:
+
+1. if a journal transaction with ``ref`` already exists, it is returned as a replay
+   (nothing is decided again, nothing moves);
+2. the account is locked (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
+   transaction holds the database's writer lock since ``BEGIN IMMEDIATE``), and the
+   ``ref`` is checked again (a concurrent twin may have committed while we waited);
+3. the snapshot is loaded *after* the lock, so it includes every decision committed
+   before ours and none can commit until ours ends;
+4. the pure rule decides; if it says no, nothing is written and the reasons return;
+5. if it says yes, the legs are built from the same snapshot and posted as one
+   balanced journal transaction.
+
+Guarantees: concurrent requests on one account are serialized, so together they can
+never exceed a limit that each checked alone (tests/store/test_concurrency.py fires 50
+at once on SQLite and PostgreSQL). The decision and the posting commit or roll back
+with the caller's transaction: a crash in between leaves nothing. Replays of the same
+``ref`` are idempotent.
+
+A snapshot the rules cannot evaluate (a missing mark or asset price, a notional past
+the last bracket, ...) raises :class:`AccountStateError`: it is fail-closed, never an
+approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.domain.account import SnapshotError
+from watcher.domain.brackets import BracketError
+from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, isolated_wallet, transfer
+from watcher.domain.margin import PositionError
+from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal
+from watcher.settings import Settings
+from watcher.store import ledger
+from watcher.store.accounts import AccountState, load_state, units_to_decimal
+from watcher.store.models import JournalTransaction
+
+#: Errors of a snapshot the rules cannot evaluate (data defects, not user answers).
+STATE_ERRORS: tuple[type[Exception], ...] = (SnapshotError, PositionError, BracketError)
+
+
+class AccountStateError(Exception):
+    """The account's state cannot be evaluated (missing price, bad position data...)."""
+
+
+class Verdict(Protocol):
+    """What a pure rule returns (``WithdrawalDecision``, ``IsolatedTransferDecision``...)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def details(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A verdict built by a caller (for rules that are not a domain function)."""
+
+    allowed: bool
+    reason: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+Decide = Callable[[AccountState], Verdict]
+LegsBuilder = Callable[[AccountState], Sequence[Leg]]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one locked decision."""
+
+    allowed: bool
+    reason: str | None
+    details: Mapping[str, object]
+    #: The state the decision saw (None for a replay: nothing was decided).
+    state: AccountState | None
+    #: The posted (or, for a replay, the existing) journal transaction when allowed.
+    transaction: JournalTransaction | None
+    replayed: bool = False
+
+
+async def _by_ref(session: AsyncSession, ref: str) -> JournalTransaction | None:
+    return await session.scalar(select(JournalTransaction).where(JournalTransaction.ref == ref))
+
+
+async def locked_decision(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    account: str,
+    decide: Decide,
+    kind: TxKind,
+    ref: str,
+    legs: LegsBuilder,
+    memo: str = "",
+) -> GateResult:
+    """Lock ``account``, load its snapshot, ``decide``, and if allowed post ``legs``.
+
+    Runs inside the caller's transaction (``async with sessions.begin() as s``): the
+    caller may write its own rows (a withdrawal, a replay record) in the same
+    transaction, and everything commits or rolls back together. ``ref`` is the
+    idempotency key of the journal transaction.
+    """
+    existing = await _by_ref(session, ref)
+    if existing is None:
+        await ledger.lock_account(session, account)
+        existing = await _by_ref(session, ref)
+    if existing is not None:
+        return GateResult(True, None, {"ref": ref}, None, existing, replayed=True)
+    state = await load_state(session, settings, account)
+    try:
+        verdict = decide(state)
+        built = list(legs(state)) if verdict.allowed else []
+    except STATE_ERRORS as exc:
+        raise AccountStateError(str(exc)) from exc
+    if not verdict.allowed:
+        return GateResult(False, verdict.reason, dict(verdict.details), state, None)
+    posted = await ledger.post(
+        session, kind=kind, ref=ref, legs=built, account_key=account, memo=memo
+    )
+    return GateResult(True, None, dict(verdict.details), state, posted.transaction)
+
+
+# --------------------------------------------------------------------------- withdrawals
+
+
+def hold_legs(account: str, asset: str, units: int) -> LegsBuilder:
+    """The default withdrawal hold: ``units`` of ``asset`` from cross to hold."""
+
+    def build(_state: AccountState) -> Sequence[Leg]:
+        return transfer(asset, units, debit=(account, CROSS), credit=(account, HOLD))
+
+    return build
+
+
+async def withdrawal_hold(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    account: str,
+    asset: str,
+    units: int,
+    ref: str,
+    legs: LegsBuilder | None = None,
+    memo: str = "",
+) -> GateResult:
+    """Decide a withdrawal of ``units`` (ledger units of ``asset``, fee included) out of
+    the cross wallet with :func:`~watcher.domain.risk.decide_withdrawal`, and if allowed
+    post a ``withdrawal_hold`` (by default cross → hold; pass ``legs`` to build another
+    balanced set from the locked snapshot). Reasons: ``UNKNOWN_ASSET``,
+    ``AMOUNT_NOT_POSITIVE``, ``NEGATIVE_BALANCE`` (details list the assets),
+    ``INSUFFICIENT_WITHDRAWABLE`` (details carry the max and the breakdown)."""
+    cfg = settings.assets.get(asset)
+
+    def decide(state: AccountState) -> Verdict:
+        amount = units_to_decimal(units, cfg.precision) if cfg else units_to_decimal(units, 0)
+        return decide_withdrawal(state.snapshot, asset, amount)
+
+    return await locked_decision(
+        session,
+        settings,
+        account=account,
+        decide=decide,
+        kind=TxKind.WITHDRAWAL_HOLD,
+        ref=ref,
+        legs=legs or hold_legs(account, asset, units),
+        memo=memo,
+    )
+
+
+# --------------------------------------------------------------------------- isolated margin
+
+IsolatedKind = Literal["add", "reduce"]
+
+
+def isolated_legs(
+    account: str, asset: str, symbol: str, kind: IsolatedKind, units: int
+) -> LegsBuilder:
+    def build(_state: AccountState) -> Sequence[Leg]:
+        cross, iso = (account, CROSS), (account, isolated_wallet(symbol))
+        if kind == "add":
+            return transfer(asset, units, debit=cross, credit=iso)
+        return transfer(asset, units, debit=iso, credit=cross)
+
+    return build
+
+
+async def isolated_transfer(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    account: str,
+    symbol: str,
+    kind: IsolatedKind,
+    units: int,
+    ref: str,
+    memo: str = "",
+) -> GateResult:
+    """Move ``units`` of the settlement asset between the cross wallet and
+    ``iso:<symbol>``, checked against the isolated max transfer-in (add) / -out (reduce)."""
+    asset = settings.ledger.settlement_asset
+    precision = settings.assets[asset].precision
+
+    def decide(state: AccountState) -> Verdict:
+        amount = units_to_decimal(units, precision)
+        return decide_isolated_transfer(state.snapshot, symbol, kind, amount)
+
+    return await locked_decision(
+        session,
+        settings,
+        account=account,
+        decide=decide,
+        kind=TxKind.ISOLATED_TRANSFER,
+        ref=ref,
+        legs=isolated_legs(account, asset, symbol, kind, units),
+        memo=memo,
+    )

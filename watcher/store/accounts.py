@@ -1,0 +1,573 @@
+"""Account state: what the risk rules read, what the trading engine writes, and history.
+
+Reading (:func:`load_state`): one account's cross/isolated/hold balances from the
+ledger, its positions and open-order margin, the mark and asset prices, the configured
+assets and brackets, turned into a pure :class:`~watcher.domain.account.AccountSnapshot`.
+Ledger integers become ``Decimal`` asset units exactly (no rounding: a scale shift).
+
+Isolated wallets live in the ledger (wallet ``iso:<SYMBOL>``, settlement asset); the
+engine's positions carry no balances. An isolated wallet that still holds margin after
+the engine closed (or re-moded) its position is shown to the rules as an empty
+isolated position (size 0, leverage 1): its MM and IM are 0, so its whole wallet may be
+transferred back out, and nothing else is affected.
+
+Writing (the engine inputs): every write to one account first takes that account's
+lock (:func:`watcher.store.ledger.lock_account`) so a risk decision always sees the
+engine's state either wholly before or wholly after a write. Prices are global and are
+written without an account lock; a decision reads them once, inside its transaction.
+
+Guarantees across crash/restart: each function only adds to the caller's DB
+transaction; nothing is committed here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.domain.account import (
+    EXACT,
+    ZERO,
+    AccountSnapshot,
+    AssetInfo,
+    MarginMode,
+    OpenOrderMargin,
+    Position,
+)
+from watcher.domain.amounts import format_amount
+from watcher.domain.journal import (
+    CROSS,
+    ENGINE_ACCOUNT,
+    HOLD,
+    Leg,
+    TxKind,
+)
+from watcher.settings import Settings
+from watcher.store import ledger
+from watcher.store.models import (
+    Account,
+    Balance,
+    Deposit,
+    JournalEntry,
+    JournalTransaction,
+    Price,
+    Withdrawal,
+    utcnow,
+)
+from watcher.store.models import OpenOrderMargin as OpenOrderRow
+from watcher.store.models import Position as PositionRow
+
+ISO_PREFIX = "iso:"
+MARK = "mark"
+ASSET_PRICE = "asset"
+
+ENGINE_KINDS: tuple[TxKind, ...] = (TxKind.REALIZED_PNL, TxKind.FUNDING_FEE, TxKind.COMMISSION)
+
+
+# --------------------------------------------------------------------------- units
+
+
+def units_to_decimal(units: int, precision: int) -> Decimal:
+    """Ledger base units → asset units, exactly (a scale shift, never a rounding)."""
+    return Decimal(units).scaleb(-precision, context=EXACT)
+
+
+def decimal_to_units(value: Decimal, precision: int) -> int:
+    """Asset units → ledger base units; raises ``ValueError`` if ``value`` is off the grid."""
+    scaled = value.scaleb(precision, context=EXACT)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} has more than {precision} decimals")
+    return int(scaled)
+
+
+def asset_infos(settings: Settings) -> dict[str, AssetInfo]:
+    return {
+        code: AssetInfo(code, cfg.precision, cfg.collateral_ratio, cfg.auto_exchange_rate)
+        for code, cfg in settings.assets.items()
+    }
+
+
+def precision_of(settings: Settings, asset: str) -> int:
+    cfg = settings.assets.get(asset)
+    if cfg is None:
+        raise KeyError(asset)
+    return cfg.precision
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """One account as the rules see it, plus the raw ledger integers behind it."""
+
+    key: str
+    exists: bool
+    multi_asset_mode: bool
+    cross: Mapping[str, int]  # asset -> ledger units
+    isolated: Mapping[str, int]  # symbol -> settlement-asset ledger units
+    hold: Mapping[str, int]  # asset -> ledger units in flight (withdrawals)
+    snapshot: AccountSnapshot
+    version: int = 0
+    updated: Mapping[str, datetime] = field(default_factory=dict)
+
+
+async def prices(session: AsyncSession) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """(mark price per symbol, USD price per asset) as stored by the engine."""
+    marks: dict[str, Decimal] = {}
+    assets: dict[str, Decimal] = {}
+    for row in await session.scalars(select(Price)):
+        (marks if row.kind == MARK else assets)[row.key] = row.price
+    return marks, assets
+
+
+async def load_state(session: AsyncSession, settings: Settings, key: str) -> AccountState:
+    """The account's snapshot, read in the caller's transaction (lock it first to decide)."""
+    settle = settings.ledger.settlement_asset
+    infos = asset_infos(settings)
+    marks, stored_asset_prices = await prices(session)
+    asset_prices = {
+        code: cfg.price for code, cfg in settings.assets.items() if cfg.price is not None
+    }
+    asset_prices.update(stored_asset_prices)
+
+    account = await ledger.find_account(session, key)
+    cross: dict[str, int] = {}
+    isolated: dict[str, int] = {}
+    hold: dict[str, int] = {}
+    position_rows: list[PositionRow] = []
+    order_rows: list[OpenOrderRow] = []
+    if account is not None:
+        for bal in await session.scalars(select(Balance).where(Balance.account_id == account.id)):
+            if bal.wallet == CROSS:
+                cross[bal.asset] = bal.amount
+            elif bal.wallet == HOLD:
+                hold[bal.asset] = bal.amount
+            elif bal.wallet.startswith(ISO_PREFIX) and bal.asset == settle:
+                isolated[bal.wallet[len(ISO_PREFIX) :]] = bal.amount
+        position_rows = list(
+            await session.scalars(
+                select(PositionRow)
+                .where(PositionRow.account_id == account.id)
+                .order_by(PositionRow.symbol)
+            )
+        )
+        order_rows = list(
+            await session.scalars(
+                select(OpenOrderRow)
+                .where(OpenOrderRow.account_id == account.id)
+                .order_by(OpenOrderRow.symbol, OpenOrderRow.margin_mode)
+            )
+        )
+
+    settle_precision = infos[settle].precision if settle in infos else 0
+    balances = {
+        asset: units_to_decimal(units, infos[asset].precision if asset in infos else 0)
+        for asset, units in cross.items()
+    }
+    positions: list[Position] = []
+    with_position: set[str] = set()
+    for row in position_rows:
+        mode: MarginMode = "isolated" if row.margin_mode == "isolated" else "cross"
+        iso = ZERO
+        if mode == "isolated":
+            iso = units_to_decimal(isolated.get(row.symbol, 0), settle_precision)
+            with_position.add(row.symbol)
+        positions.append(Position(row.symbol, row.size, row.entry_price, row.leverage, mode, iso))
+    for symbol, units in sorted(isolated.items()):
+        if symbol not in with_position and units != 0:
+            positions.append(
+                Position(
+                    symbol, ZERO, ZERO, 1, "isolated", units_to_decimal(units, settle_precision)
+                )
+            )
+    orders = [
+        OpenOrderMargin(
+            row.symbol, "isolated" if row.margin_mode == "isolated" else "cross", row.initial_margin
+        )
+        for row in order_rows
+    ]
+    snapshot = AccountSnapshot(
+        balances=balances,
+        positions=positions,
+        open_orders=orders,
+        mark_prices=marks,
+        asset_prices=asset_prices,
+        brackets=settings.brackets,
+        assets=infos,
+        multi_asset_mode=bool(account.multi_asset_mode) if account else False,
+        settlement_asset=settle,
+    )
+    return AccountState(
+        key=key,
+        exists=account is not None,
+        multi_asset_mode=snapshot.multi_asset_mode,
+        cross=cross,
+        isolated=isolated,
+        hold=hold,
+        snapshot=snapshot,
+        version=account.version if account else 0,
+    )
+
+
+# --------------------------------------------------------------------------- engine inputs
+
+
+@dataclass(frozen=True)
+class PositionInput:
+    symbol: str
+    size: Decimal
+    entry_price: Decimal
+    leverage: int
+    margin_mode: MarginMode
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    symbol: str
+    margin_mode: MarginMode
+    initial_margin: Decimal
+
+
+async def replace_positions(
+    session: AsyncSession, key: str, positions: Sequence[PositionInput]
+) -> None:
+    """Replace the account's whole position list (the engine sends all of it each time)."""
+    account = await ledger.lock_account(session, key)
+    await session.execute(delete(PositionRow).where(PositionRow.account_id == account.id))
+    now = utcnow()
+    for p in positions:
+        session.add(
+            PositionRow(
+                account_id=account.id,
+                symbol=p.symbol,
+                size=p.size,
+                entry_price=p.entry_price,
+                leverage=p.leverage,
+                margin_mode=p.margin_mode,
+                updated_at=now,
+            )
+        )
+    await session.flush()
+
+
+async def replace_open_orders(
+    session: AsyncSession, key: str, orders: Sequence[OrderInput]
+) -> None:
+    """Replace the account's open-order initial margin, per (symbol, margin mode)."""
+    account = await ledger.lock_account(session, key)
+    await session.execute(delete(OpenOrderRow).where(OpenOrderRow.account_id == account.id))
+    now = utcnow()
+    for o in orders:
+        session.add(
+            OpenOrderRow(
+                account_id=account.id,
+                symbol=o.symbol,
+                margin_mode=o.margin_mode,
+                initial_margin=o.initial_margin,
+                updated_at=now,
+            )
+        )
+    await session.flush()
+
+
+async def upsert_prices(
+    session: AsyncSession, marks: Mapping[str, Decimal], assets: Mapping[str, Decimal]
+) -> None:
+    """Set mark prices per symbol and USD prices per asset (others keep their value)."""
+    now = utcnow()
+    for kind, values in ((MARK, marks), (ASSET_PRICE, assets)):
+        for key, price in values.items():
+            row = await session.get(Price, (kind, key), with_for_update=True)
+            if row is None:
+                session.add(Price(kind=kind, key=key, price=price, updated_at=now))
+            else:
+                row.price = price
+                row.updated_at = now
+    await session.flush()
+
+
+async def set_multi_asset_mode(session: AsyncSession, key: str, on: bool) -> None:
+    account = await ledger.lock_account(session, key)
+    account.multi_asset_mode = on
+    await session.flush()
+
+
+class EntryConflict(Exception):
+    """The refId was already used for a different entry."""
+
+    def __init__(self, ref_id: str, stored: dict[str, str]) -> None:
+        super().__init__(f"refId {ref_id!r} was already used for another entry")
+        self.ref_id = ref_id
+        self.stored = stored
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    ref_id: str
+    account: str
+    asset: str
+    amount: str
+    kind: str
+    transaction_id: int
+    time: datetime
+    created: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "refId": self.ref_id,
+            "account": self.account,
+            "asset": self.asset,
+            "amount": self.amount,
+            "kind": self.kind,
+            "transactionId": self.transaction_id,
+            "time": iso_time(self.time),
+        }
+
+
+def engine_ref(ref_id: str) -> str:
+    return f"engine:{ref_id}"
+
+
+async def post_engine_entry(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    key: str,
+    asset: str,
+    units: int,
+    kind: TxKind,
+    ref_id: str,
+) -> EngineEntry:
+    """Post a realized PnL / funding fee / commission against ``system:engine``.
+
+    Idempotent on ``ref_id``: the same entry again returns the stored one
+    (``created=False``); the same ``ref_id`` with any field different raises
+    :class:`EntryConflict`. The balance may go negative (DOMAIN.md §3).
+    """
+    if kind not in ENGINE_KINDS:
+        raise ValueError(f"not an engine entry kind: {kind}")
+    precision = precision_of(settings, asset)
+    body = {
+        "account": key,
+        "asset": asset,
+        "amount": format_amount(units, precision),
+        "kind": str(kind),
+    }
+    memo = json.dumps(body, sort_keys=True)
+    ref = engine_ref(ref_id)
+
+    async def existing() -> JournalTransaction | None:
+        return await session.scalar(select(JournalTransaction).where(JournalTransaction.ref == ref))
+
+    found = await existing()
+    if found is None:
+        await ledger.lock_account(session, key)
+        found = await existing()  # a concurrent twin may have posted while we waited
+    if found is not None:
+        if found.memo != memo:
+            stored = json.loads(found.memo) if found.memo.startswith("{") else {}
+            raise EntryConflict(ref_id, stored)
+        return EngineEntry(
+            ref_id, key, asset, body["amount"], str(kind), found.id, found.created_at, False
+        )
+    posted = await ledger.post(
+        session,
+        kind=kind,
+        ref=ref,
+        legs=[Leg(key, asset, units, CROSS), Leg(ENGINE_ACCOUNT, asset, -units, CROSS)],
+        account_key=key,
+        memo=memo,
+    )
+    tx = posted.transaction
+    return EngineEntry(ref_id, key, asset, body["amount"], str(kind), tx.id, tx.created_at, True)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def iso_time(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One line of an account's history. ``amount`` is signed from the account's side:
+    + credits it (deposit, profit), − debits it (withdrawal, fee, converted away)."""
+
+    type: str
+    asset: str | None
+    amount: str
+    state: str
+    tx_hash: str | None
+    chain_id: int | None
+    time: datetime
+    ref: str | None = None
+    order: int = 0  # tie-break among items of the same time (higher is newer)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "type": self.type,
+            "asset": self.asset,
+            "amount": self.amount,
+            "state": self.state,
+            "txHash": self.tx_hash,
+            "chainId": self.chain_id,
+            "time": iso_time(self.time),
+        }
+        if self.ref is not None:
+            out["refId"] = self.ref
+        return out
+
+
+#: Journal kinds shown in the history, and the type name they are shown as. Deposits
+#: and withdrawals come from their own tables (they carry chain, hash and state).
+JOURNAL_HISTORY_TYPES: dict[str, str] = {
+    TxKind.AUTO_CONVERSION: "auto-conversion",
+    TxKind.REALIZED_PNL: "realized_pnl",
+    TxKind.FUNDING_FEE: "funding_fee",
+    TxKind.COMMISSION: "commission",
+    TxKind.ISOLATED_TRANSFER: "isolated-transfer",
+}
+
+
+def _fmt(settings: Settings, asset: str | None, units: int | None) -> str:
+    if units is None:
+        return "0"
+    if asset is not None and asset in settings.assets:
+        return format_amount(units, settings.assets[asset].precision)
+    return str(units)
+
+
+async def _deposit_items(
+    session: AsyncSession, settings: Settings, key: str, limit: int
+) -> list[HistoryItem]:
+    # SEAM: the deposit pipeline owns deposits; when ``watcher.store.deposits`` offers
+    # ``deposit_history(session, account, settings)`` this function should delegate to
+    # it. Until then it reads the table: a credited deposit shows its ledger amount, a
+    # pending one the amount it will credit (chain units → ledger, floored), an
+    # unsupported token its raw on-chain amount.
+    rows = await session.scalars(
+        select(Deposit)
+        .where(Deposit.account == key)
+        .order_by(Deposit.seen_at.desc(), Deposit.id.desc())
+        .limit(limit)
+    )
+    items = []
+    for d in rows:
+        if d.ledger_amount is not None:
+            amount = _fmt(settings, d.asset, d.ledger_amount)
+        else:
+            network = settings.network_by_chain(d.chain_id)
+            token = network.token_by_address(d.token) if network else None
+            amount = format_amount(d.amount, token.decimals) if token else str(d.amount)
+        items.append(
+            HistoryItem(
+                type="deposit",
+                asset=d.asset,
+                amount=amount,
+                state=d.state,
+                tx_hash=d.tx_hash,
+                chain_id=d.chain_id,
+                time=d.credited_at or d.seen_at,
+                order=d.id,
+            )
+        )
+    return items
+
+
+async def _withdrawal_items(
+    session: AsyncSession, settings: Settings, key: str, limit: int
+) -> list[HistoryItem]:
+    rows = await session.scalars(
+        select(Withdrawal)
+        .where(Withdrawal.account == key)
+        .order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc())
+        .limit(limit)
+    )
+    return [
+        HistoryItem(
+            type="withdrawal",
+            asset=w.asset,
+            amount=_fmt(settings, w.asset, -w.ledger_amount),
+            state=w.state,
+            tx_hash=w.tx_hash,
+            chain_id=w.chain_id,
+            time=w.created_at,
+            order=w.id,
+        )
+        for w in rows
+    ]
+
+
+async def _journal_items(
+    session: AsyncSession, settings: Settings, account: Account, limit: int
+) -> list[HistoryItem]:
+    txs = list(
+        await session.scalars(
+            select(JournalTransaction)
+            .where(
+                JournalTransaction.account_id == account.id,
+                JournalTransaction.kind.in_(list(JOURNAL_HISTORY_TYPES)),
+            )
+            .order_by(JournalTransaction.created_at.desc(), JournalTransaction.id.desc())
+            .limit(limit)
+        )
+    )
+    if not txs:
+        return []
+    entries = await session.scalars(
+        select(JournalEntry).where(
+            JournalEntry.transaction_id.in_([t.id for t in txs]),
+            JournalEntry.account_id == account.id,
+        )
+    )
+    # Net per (transaction, asset) of the account's cross wallet: an isolated transfer
+    # shows how much left (−, add) or came back to (+, reduce) the cross wallet.
+    net: dict[tuple[int, str], int] = {}
+    for e in entries:
+        if e.wallet == CROSS:
+            net[(e.transaction_id, e.asset)] = net.get((e.transaction_id, e.asset), 0) + e.amount
+    items = []
+    for tx in txs:
+        ref = tx.ref.removeprefix("engine:") if tx.ref.startswith("engine:") else None
+        for (tx_id, asset), units in sorted(net.items()):
+            if tx_id != tx.id or units == 0:
+                continue
+            items.append(
+                HistoryItem(
+                    type=JOURNAL_HISTORY_TYPES[tx.kind],
+                    asset=asset,
+                    amount=_fmt(settings, asset, units),
+                    state="completed",
+                    tx_hash=None,
+                    chain_id=None,
+                    time=tx.created_at,
+                    ref=ref,
+                    order=tx.id,
+                )
+            )
+    return items
+
+
+async def account_history(
+    session: AsyncSession, settings: Settings, key: str, *, limit: int = 100
+) -> list[HistoryItem]:
+    """Deposits, withdrawals, auto-conversions, engine entries, isolated transfers; newest first."""
+    items = await _deposit_items(session, settings, key, limit)
+    items += await _withdrawal_items(session, settings, key, limit)
+    account = await ledger.find_account(session, key)
+    if account is not None:
+        items += await _journal_items(session, settings, account, limit)
+    items.sort(key=lambda i: (i.time, i.order), reverse=True)
+    return items[:limit]
+
+
+def nonzero(values: Iterable[tuple[str, int]]) -> dict[str, int]:
+    return {k: v for k, v in values if v != 0}
