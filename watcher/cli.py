@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from watcher.settings import ConfigError, NetworkConfig, Settings, load_settings
+from watcher.withdrawals_cli import withdrawals_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="On-chain deposit/withdraw watcher"
@@ -22,6 +23,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema")
 app.add_typer(db_app, name="db")
 alarms_app = typer.Typer(no_args_is_help=True, help="Latched alarms")
 app.add_typer(alarms_app, name="alarms")
+app.add_typer(withdrawals_app, name="withdrawals")
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,172 @@
+"""Helpers for the withdrawal tests: an App wired to a real anvil with the hot key, signed
+requests, deposits through the real listener, and direct ledger credits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncWeb3
+
+from tests.fixtures_chain import transact
+from tests.helpers import write_config
+from watcher.api import eip712
+from watcher.app import App, build
+from watcher.chain.artifacts import load_artifact
+from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.vault import ZERO_ADDRESS
+from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
+from watcher.services import intake as _intake  # noqa: F401  (registers the Withdraw type)
+from watcher.services.sender import Sender
+from watcher.services.tracker import Tracker
+from watcher.settings import load_settings
+from watcher.store import ledger
+
+OPERATOR = dev_account(1)  # the vault's operator in deploy_devnet: the hot wallet
+
+
+def operator_key() -> str:
+    return "0x" + bytes(OPERATOR.key).hex()
+
+
+@asynccontextmanager
+async def withdrawal_app(
+    tmp_path: Path,
+    deployment: Deployment,
+    db_url: str,
+    *,
+    extra_toml: str = "",
+    confirmations: int = 3,
+    signer: bool = True,
+) -> AsyncIterator[App]:
+    cfg = write_config(
+        tmp_path,
+        [("devnet", deployment, confirmations)],
+        default_toml_extra=extra_toml,
+    )
+    env = {"WATCHER_DATABASE_URL": db_url}
+    if signer:
+        env["WATCHER_SIGNER_KEY"] = operator_key()
+    app = await build(load_settings(cfg, env=env))
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+def service(app: App, prefix: str) -> Any:
+    for s in app.services:
+        if s.name.startswith(prefix):
+            return s
+    raise LookupError(prefix)
+
+
+def sender(app: App) -> Sender:
+    found: Sender = service(app, "sender:")
+    return found
+
+
+def tracker(app: App) -> Tracker:
+    found: Tracker = service(app, "tracker:")
+    return found
+
+
+def signed_body(
+    user: LocalAccount,
+    deployment: Deployment,
+    *,
+    token: str,
+    amount: str,
+    amount_units: int,
+    destination: str,
+    nonce: int,
+    deadline: int | None = None,
+    chain_id: int | None = None,
+    signer: LocalAccount | None = None,
+    sign_chain_id: int | None = None,
+    body_token: str | None = None,
+) -> dict[str, Any]:
+    chain = deployment.chain_id if chain_id is None else chain_id
+    deadline = int(time.time()) + 3600 if deadline is None else deadline
+    message = {
+        "account": user.address,
+        "token": token,
+        "amount": amount_units,
+        "destination": destination,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    signature = eip712.sign(
+        "Withdraw",
+        message,
+        sign_chain_id if sign_chain_id is not None else chain,
+        deployment.vault,
+        bytes((signer or user).key),
+    )
+    return {
+        "account": user.address,
+        "chainId": chain,
+        "token": body_token if body_token is not None else token,
+        "amount": amount,
+        "destination": destination,
+        "nonce": nonce,
+        "deadline": deadline,
+        "signature": signature,
+    }
+
+
+async def credit(app: App, account: str, asset: str, units: int, ref: str) -> None:
+    """A direct ledger credit (as a deposit would post), for tests that need many funded
+    accounts; end-to-end tests deposit on chain through the real listener instead."""
+    async with app.sessions.begin() as s:
+        await ledger.post(
+            s,
+            kind=TxKind.DEPOSIT,
+            ref=ref,
+            legs=[
+                Leg(vault_account(31337), asset, -units, CROSS),
+                Leg(account, asset, units, CROSS),
+            ],
+            account_key=account,
+        )
+
+
+async def deposit_token(
+    w3: AsyncWeb3[Any], user: LocalAccount, deployment: Deployment, symbol: str, units: int
+) -> None:
+    token = w3.eth.contract(
+        address=deployment.tokens[symbol].address, abi=load_artifact("TestToken").abi
+    )
+    vault = w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
+    await transact(w3, user, token.functions.approve(deployment.vault, units))
+    await transact(w3, user, vault.functions.deposit(deployment.tokens[symbol].address, units))
+
+
+async def deposit_native(
+    w3: AsyncWeb3[Any], user: LocalAccount, deployment: Deployment, wei: int
+) -> None:
+    vault = w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
+    await transact(w3, user, vault.functions.depositNative(), value=wei)
+
+
+async def mine(w3: AsyncWeb3[Any], blocks: int = 1) -> None:
+    await w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+
+async def balance_of(w3: AsyncWeb3[Any], token: str, holder: str) -> int:
+    if token == ZERO_ADDRESS:
+        return int(await w3.eth.get_balance(holder))  # type: ignore[arg-type]
+    contract = w3.eth.contract(address=token, abi=load_artifact("TestToken").abi)  # type: ignore[arg-type]
+    return int(await contract.functions.balanceOf(holder).call())
+
+
+async def run_pipeline(app: App, w3: AsyncWeb3[Any], *, rounds: int = 6) -> None:
+    """Sender and tracker ticks with a mined block in between, until nothing moves."""
+    for _ in range(rounds):
+        await sender(app).tick()
+        await tracker(app).tick()
+        await mine(w3, 1)

@@ -1,0 +1,172 @@
+"""``watcher withdrawals list|show|retry|cancel|approve|reject`` (operator view and actions).
+
+The actions are in ``watcher.services.withdrawal_ops``; this module only parses
+arguments, opens the database and prints. Exit status: 0 done, 1 refused (the
+withdrawal's state does not allow it, or it does not exist), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from watcher.settings import Settings
+
+withdrawals_app = typer.Typer(no_args_is_help=True, help="Withdrawals: operator view and actions")
+console = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="config directory")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL")]
+IdArg = Annotated[int, typer.Argument(help="withdrawal id")]
+ByOpt = Annotated[str, typer.Option(help="operator name (recorded in the reason)")]
+
+
+def _settings(config: Path | None, database_url: str | None) -> Settings:
+    from watcher.cli import _settings as load
+
+    return load(config, database_url)
+
+
+def _run(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from watcher.store.db import create_engine, session_factory
+
+    async def go() -> T:
+        engine = create_engine(settings.database.url)
+        try:
+            return await action(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _doc(settings: Settings, w: Any) -> dict[str, Any]:
+    from watcher.api.schemas import jsonable
+    from watcher.api.withdrawals import withdrawal_doc
+
+    doc: dict[str, Any] = jsonable(withdrawal_doc(settings, w))
+    return doc
+
+
+def _act(settings: Settings, action: Callable[[Any], Awaitable[Any]], verb: str) -> None:
+    from watcher.services.withdrawal_ops import OperatorError
+
+    try:
+        w = _run(settings, action)
+    except OperatorError as exc:
+        err.print(f"[red]refused:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"withdrawal {w.id} {verb}: now {w.state}", highlight=False)
+
+
+@withdrawals_app.command("list")
+def list_cmd(
+    state: Annotated[str | None, typer.Option(help="only this state")] = None,
+    limit: Annotated[int, typer.Option(help="newest N")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Newest withdrawals with state, amount and transaction."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    rows = _run(settings, lambda s: withdrawal_ops.listing(s, state, limit))
+    docs = [_doc(settings, w) for w in rows]
+    if as_json:
+        console.print_json(json.dumps(docs))
+        return
+    table = Table(title="Withdrawals", title_justify="left")
+    for col in ("id", "state", "account", "chain", "amount", "asset", "tx", "reason"):
+        table.add_column(col)
+    for d in docs:
+        table.add_row(
+            str(d["id"]),
+            d["state"],
+            d["account"],
+            str(d["chainId"]),
+            d["amount"],
+            d["asset"],
+            d["txHash"] or "",
+            d["reason"] or "",
+        )
+    console.print(table)
+
+
+@withdrawals_app.command("show")
+def show_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """One withdrawal with all its transaction attempts (JSON)."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    try:
+        found = _run(settings, lambda s: withdrawal_ops.show(s, withdrawal_id))
+    except withdrawal_ops.OperatorError as exc:
+        err.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    doc = _doc(settings, found["withdrawal"])
+    doc["attempts"] = [
+        {k: (str(v) if isinstance(v, int) and k.startswith("max") else v) for k, v in a.items()}
+        for a in found["attempts"]
+    ]
+    console.print_json(json.dumps(doc))
+
+
+@withdrawals_app.command("approve")
+def approve_cmd(
+    withdrawal_id: IdArg,
+    by: ByOpt = "operator",
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Let a withdrawal in review go to the sender."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    _act(settings, lambda s: withdrawal_ops.approve(s, withdrawal_id, by), "approved")
+
+
+@withdrawals_app.command("reject")
+def reject_cmd(
+    withdrawal_id: IdArg,
+    by: ByOpt = "operator",
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Refuse a withdrawal that was not signed yet; its hold is released."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    _act(settings, lambda s: withdrawal_ops.reject(s, withdrawal_id, by), "rejected")
+
+
+@withdrawals_app.command("cancel")
+def cancel_cmd(
+    withdrawal_id: IdArg,
+    by: ByOpt = "operator",
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Cancel a withdrawal before broadcast (nothing signed yet); its hold is released."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    _act(settings, lambda s: withdrawal_ops.cancel(s, withdrawal_id, by), "cancelled")
+
+
+@withdrawals_app.command("retry")
+def retry_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOpt = None) -> None:
+    """Queued: re-check funds now. Broadcast: fee-bump on the tracker's next tick."""
+    from watcher.services import withdrawal_ops
+
+    settings = _settings(config, database_url)
+    _act(settings, lambda s: withdrawal_ops.retry(s, withdrawal_id), "retried")
