@@ -43,7 +43,7 @@ async def test_credits_at_exactly_n_confirmations_with_exact_amounts(
         chain = Chain(node.url, dep, http)
         settings = make_settings(tmp_path, [("devnet", dep, 3)], db_url)
         metrics = Metrics()
-        listener = make_listener(settings, "devnet", sessions, metrics=metrics)
+        listener = make_listener(settings, "devnet", sessions, metrics=metrics, http=http)
         usdt, usdc = dep.tokens["USDT"].address, dep.tokens["USDC"].address
         other = await chain.deploy_token("OTHER", 18, holders=[4])
         for who, token in ((2, usdt), (3, usdc), (2, usdc), (4, other)):
@@ -108,7 +108,7 @@ async def test_credits_at_exactly_n_confirmations_with_exact_amounts(
             cursor = await s.get(NetworkCursor, 31337)
             assert cursor is not None and cursor.backfill_from is None
             cursor.scanned_block = dep.deploy_block - 1
-        replay = make_listener(settings, "devnet", sessions)
+        replay = make_listener(settings, "devnet", sessions, http=http)
         await replay.tick()
         assert await cross(sessions, addr(2)) == {"USDT": 123_456_789, "USDC": 100}
         assert len(await deposit_rows(sessions)) == 6
@@ -136,8 +136,8 @@ async def test_two_networks_credit_independently_into_one_ledger(
     ):
         a, b = Chain(node_a.url, dep_a, http), Chain(node_b.url, dep_b, http)
         settings = make_settings(tmp_path, [("alpha", dep_a, 2), ("beta", dep_b, 4)], db_url)
-        la = make_listener(settings, "alpha", sessions)
-        lb = make_listener(settings, "beta", sessions)
+        la = make_listener(settings, "alpha", sessions, http=http)
+        lb = make_listener(settings, "beta", sessions, http=http)
         await a.approve(2, dep_a.tokens["USDC"].address)
         await b.approve(2, dep_b.tokens["USDC"].address)
         await a.receipt(await a.deposit_token(2, dep_a.tokens["USDC"].address, 1_000_000))

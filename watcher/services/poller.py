@@ -17,13 +17,15 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
   (:class:`InconsistentLogsError`, retryable) and nothing is persisted.
 * **Truncated log lists.** With one endpoint, its answer is trusted to be complete
   (JSON-RPC gives no way to prove completeness short of reading every receipt).
-  With several endpoints, every usable endpoint is asked for the range (one
-  attempt each) and the answers are merged by the deposit key: a log is missed
-  only if *every* endpoint that answered omitted it. Endpoints whose logs do not
-  match the headers (another fork) are left out of the merge; if none answered,
-  the normal failover-and-retry path is used. Cost: one eth_getLogs per extra
-  endpoint per step (steady state with one endpoint: 3 calls per new block —
-  eth_blockNumber, one header, one eth_getLogs).
+  With several endpoints, every usable endpoint is asked for the range (each
+  pinned, under the retry policy) and the answers are merged by the deposit key;
+  the range is accepted only when at least TWO endpoints answered with logs that
+  match the headers. So a log is missed only if two independent nodes both
+  omitted it. If fewer than two answer (one of two endpoints down), the step
+  fails and the cursor stays: we stall (lag grows, health says why) rather than
+  trust one possibly truncated list — configure three endpoints to ride out one
+  outage. Cost: one eth_getLogs per endpoint per step (steady state with one
+  endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Scan:
 
 
 class _Pinned:
-    """A :class:`~watcher.chain.fetch.LogSource` pinned to one endpoint, one attempt."""
+    """A :class:`~watcher.chain.fetch.LogSource` pinned to one endpoint (still retried)."""
 
     def __init__(self, client: RpcClient, index: int) -> None:
         self.client = client
@@ -77,7 +79,7 @@ class _Pinned:
         block_hash: str | None = None,
     ) -> list[dict[str, Any]]:
         return await self.client.get_logs(
-            address, topics, from_block, to_block, block_hash, endpoint=self.index, retry=False
+            address, topics, from_block, to_block, block_hash, endpoint=self.index
         )
 
 
@@ -134,6 +136,7 @@ async def _logs(
 ) -> tuple[list[DepositLog], int]:
     endpoints = client.usable_endpoints
     answers: list[list[DepositLog]] = []
+    failures: list[str] = []
     if len(endpoints) > 1:
         results = await asyncio.gather(
             *(
@@ -147,20 +150,24 @@ async def _logs(
                 raise result
             if isinstance(result, RpcError):
                 log.info("logs %d..%d from endpoint #%d failed: %s", start, end, i, result)
+                failures.append(str(result))
                 continue
             if isinstance(result, BaseException):
                 raise result
             answers.append(result)
-    if not answers:
+    else:
         answers = [await fetch_deposit_logs(client, vault, start, end, max_range)]
 
     missing = sorted({d.block_number for a in answers for d in a} - set(headers))
     if missing:
         headers.update({b.number: b for b in await client.get_blocks(missing)})
     consistent = [a for a in answers if _matches(a, headers)]
-    if not consistent:
+    quorum = min(2, len(endpoints))
+    if len(consistent) < quorum:
+        why = "; ".join(failures) or "answers do not match the canonical headers"
         raise InconsistentLogsError(
-            f"logs of {start}..{end} do not match the canonical headers (another fork?)",
+            f"logs of {start}..{end}: {len(consistent)} of {len(endpoints)} endpoints gave "
+            f"usable answers, {quorum} needed to rule out a truncated list ({why})",
             method="eth_getLogs",
         )
     merged: dict[tuple[str, int], DepositLog] = {}
