@@ -300,8 +300,18 @@ async def post_rebalance(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- isolated margin
 
 
-def _isolated_memo(symbol: str, kind: str, amount: str) -> str:
-    return json.dumps({"symbol": symbol, "type": kind, "amount": amount}, sort_keys=True)
+def _isolated_memo(request: dict[str, str], result: dict[str, Any] | None = None) -> str:
+    """The journal memo of a transfer: the request (to detect a reused refId) and, once
+    posted, the response (so a replay answers exactly what the first call did)."""
+    return json.dumps({"request": request, "result": result}, sort_keys=True)
+
+
+def _stored_memo(memo: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    try:
+        doc = json.loads(memo)
+    except json.JSONDecodeError:
+        return {}, None
+    return dict(doc.get("request") or {}), doc.get("result")
 
 
 async def post_isolated_margin(request: web.Request) -> web.Response:
@@ -320,7 +330,8 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
         raise bad_request("INVALID_AMOUNT", "amount must be > 0")
     kind: Literal["add", "reduce"] = "add" if body.type == 1 else "reduce"
     amount_text = store.units_to_decimal(units, precision)
-    memo = _isolated_memo(body.symbol, kind, dec(amount_text))
+    request_fields = {"symbol": body.symbol, "type": kind, "amount": dec(amount_text)}
+    memo = _isolated_memo(request_fields)
 
     remember: Callable[[AsyncSession, dict[str, Any]], None] | None = None
     replay_key: tuple[int, str] | None = None
@@ -398,12 +409,15 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
                 )
             tx = result.transaction
             assert tx is not None
-            if result.replayed and tx.memo != memo:
-                raise conflict(
-                    "REF_ID_CONFLICT",
-                    f"refId {body.ref_id!r} was already used for a different transfer",
-                    refId=body.ref_id,
-                )
+            if result.replayed:
+                stored_request, stored_result = _stored_memo(tx.memo)
+                if stored_request != request_fields or stored_result is None:
+                    raise conflict(
+                        "REF_ID_CONFLICT",
+                        f"refId {body.ref_id!r} was already used for a different transfer",
+                        refId=body.ref_id,
+                    )
+                return json_response(stored_result)
             balances = await ledger.balances(session, account)
             doc = jsonable(
                 {
@@ -423,6 +437,7 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
                     "maxTransferAmount": result.details.get("maxTransferAmount"),
                 }
             )
+            tx.memo = _isolated_memo(request_fields, doc)
             if remember is not None:
                 remember(session, doc)
     except AccountStateError as exc:

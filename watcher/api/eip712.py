@@ -28,8 +28,10 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
+from eth_keys.exceptions import BadSignature
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError as KeyValidationError
 
 from watcher.api.errors import ApiError, bad_request, unauthorized
 from watcher.settings import NetworkConfig, Settings
@@ -147,7 +149,7 @@ def recover(
             signable(primary_type, message, chain_id, verifying_contract),
             signature=bytes.fromhex(signature[2:]),
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, BadSignature, KeyValidationError) as exc:
         raise unauthorized("BAD_SIGNATURE", f"signature does not recover: {exc}") from None
     return str(to_checksum_address(signer))
 
