@@ -31,7 +31,14 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await collect_status(app_of(request)))
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from watcher.api.openapi import document
+
+    return json_response(document())
+
+
 def add_routes(web_app: web.Application) -> None:
+    web_app.router.add_get("/openapi.json", openapi)
     web_app.router.add_get("/v1/status", status)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)
