@@ -37,6 +37,7 @@ the user receives exactly ``amount`` on chain; the ledger holds and later debits
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from watcher.settings import NetworkConfig, Settings
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
 from watcher.store.accounts import prices
-from watcher.store.db import SessionFactory
+from watcher.store.db import SessionFactory, is_sqlite
 from watcher.store.models import Withdrawal
 
 WITHDRAW_TYPE = (
@@ -210,6 +211,10 @@ class Intake:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
+        # SQLite has one writer: queue our own writers here instead of letting each
+        # connection sleep-poll in SQLite's busy handler (which turned 32 concurrent
+        # requests into multi-second tails). PostgreSQL locks per account row.
+        self._writer = asyncio.Lock() if is_sqlite(settings.database.url) else None
 
     async def submit(self, req: WithdrawalRequest) -> Accepted:
         network = self.settings.network_by_chain(req.chain_id)
@@ -336,7 +341,10 @@ class Intake:
             reason="above the review threshold" if state is WithdrawalState.REVIEW else None,
         )
         try:
-            return await self._decide_and_hold(row)
+            if self._writer is None:
+                return await self._decide_and_hold(row)
+            async with self._writer:
+                return await self._decide_and_hold(row)
         except IntegrityError:
             # A concurrent twin with the same (account, nonce) committed first.
             async with self.sessions() as s:

@@ -1,0 +1,132 @@
+"""The withdrawal repository on SQLite and PostgreSQL: state machine enforcement, the
+three ledger postings (hold / settle / release) and their idempotency, nonce reservation,
+and the (account, nonce) uniqueness that backs replay protection."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, vault_account
+from watcher.domain.states import IllegalTransition, WithdrawalState
+from watcher.store import ledger
+from watcher.store import withdrawals as repo
+from watcher.store.db import SessionFactory
+from watcher.store.models import Withdrawal
+
+USER = "0x00000000000000000000000000000000000000A1"
+
+
+def row(account_id: int, nonce: int = 1, fee: int = 10) -> Withdrawal:
+    return Withdrawal(
+        account=USER,
+        account_id=account_id,
+        chain_id=31337,
+        token="0x" + "22" * 20,
+        asset="USDT",
+        amount=1_000 * 10**10,
+        ledger_amount=1_000 + fee,
+        fee=fee,
+        destination="0x" + "33" * 20,
+        nonce=nonce,
+        deadline=2**40,
+        signature="0x" + "00" * 65,
+        request_digest="0x" + "44" * 32,
+        state="requested",
+    )
+
+
+async def funded(sessions: SessionFactory) -> int:
+    async with sessions.begin() as s:
+        await ledger.post(
+            s,
+            kind=TxKind.DEPOSIT,
+            ref="dep",
+            legs=[Leg(vault_account(31337), "USDT", -5_000), Leg(USER, "USDT", 5_000)],
+            account_key=USER,
+        )
+        account = await ledger.find_account(s, USER)
+        assert account is not None
+        return account.id
+
+
+async def test_hold_settle_moves_amount_to_vault_and_fee_to_fee_account(
+    sessions: SessionFactory,
+) -> None:
+    account_id = await funded(sessions)
+    async with sessions.begin() as s:
+        w = row(account_id)
+        s.add(w)
+        await s.flush()
+        await repo.post_hold(s, w)
+        await repo.post_hold(s, w)  # idempotent on its ref
+    async with sessions() as s:
+        bal = await ledger.balances(s, USER)
+    assert bal[("USDT", CROSS)] == 3_990 and bal[("USDT", HOLD)] == 1_010
+    async with sessions.begin() as s:
+        w2 = await repo.get(s, w.id)
+        assert w2 is not None
+        for state in (
+            WithdrawalState.SIGNED,
+            WithdrawalState.BROADCAST,
+            WithdrawalState.CONFIRMING,
+        ):
+            repo.move(w2, state)
+        repo.move(w2, WithdrawalState.COMPLETED)
+        await repo.settle(s, w2, "system:fees")
+        await repo.settle(s, w2, "system:fees")
+    async with sessions() as s:
+        bal = await ledger.balances(s, USER)
+        vault = await ledger.balances(s, vault_account(31337))
+        fees = await ledger.balances(s, "system:fees")
+        sums = await ledger.journal_sums(s)
+    assert bal[("USDT", HOLD)] == 0 and bal[("USDT", CROSS)] == 3_990
+    assert vault[("USDT", CROSS)] == -5_000 + 1_000
+    assert fees[("USDT", CROSS)] == 10
+    assert sum(sums.values()) == 0
+
+
+async def test_release_returns_the_hold_and_terminal_states_are_final(
+    sessions: SessionFactory,
+) -> None:
+    account_id = await funded(sessions)
+    async with sessions.begin() as s:
+        w = row(account_id)
+        s.add(w)
+        await s.flush()
+        await repo.post_hold(s, w)
+        repo.move(w, WithdrawalState.CANCELLED, "by test")
+        await repo.release(s, w, "cancelled")
+        with pytest.raises(IllegalTransition):
+            repo.move(w, WithdrawalState.SIGNED)
+    async with sessions() as s:
+        bal = await ledger.balances(s, USER)
+    assert bal[("USDT", CROSS)] == 5_000 and bal[("USDT", HOLD)] == 0
+
+
+async def test_account_nonce_is_unique(sessions: SessionFactory) -> None:
+    account_id = await funded(sessions)
+    async with sessions.begin() as s:
+        s.add(row(account_id, nonce=7))
+    with pytest.raises(IntegrityError):
+        async with sessions.begin() as s:
+            s.add(row(account_id, nonce=7))
+    async with sessions() as s:
+        found = await repo.find_by_account_nonce(s, USER, 7)
+    assert found is not None
+
+
+async def test_nonce_reservation_is_consecutive_and_persisted(sessions: SessionFactory) -> None:
+    address = "0x" + "55" * 20
+    async with sessions.begin() as s:
+        with pytest.raises(LookupError):
+            await repo.reserve_nonces(s, 31337, address, 1)
+    async with sessions.begin() as s:
+        await repo.set_next_nonce(s, 31337, address, 5)
+    async with sessions.begin() as s:
+        assert await repo.reserve_nonces(s, 31337, address, 3) == 5
+    async with sessions.begin() as s:
+        assert await repo.reserve_nonces(s, 31337, address, 1) == 8
+    async with sessions() as s:
+        stored = await repo.nonce_row(s, 31337, address)
+    assert stored is not None and stored.next_nonce == 9
