@@ -216,3 +216,22 @@ def test_secrets_are_redacted_in_both_log_formats(capsys: pytest.CaptureFixture[
             line = json.loads(err.strip().splitlines()[-1])
             assert line["chain_id"] == 31337
     logging.getLogger().handlers.clear()
+
+
+async def test_acknowledged_finding_is_not_raised_again_but_a_new_one_is(app: App) -> None:
+    from watcher.store.alarms import acknowledge
+
+    key = "31337:USDT:7000000000000000000"
+    async with app.sessions.begin() as s:
+        first = await raise_alarm(s, AlarmKind.RECONCILIATION_MISMATCH, key, "inflow 7", once=True)
+    assert first is not None
+    async with app.sessions.begin() as s:
+        await acknowledge(s, first.id, "ops")
+    async with app.sessions.begin() as s:
+        same = await raise_alarm(s, AlarmKind.RECONCILIATION_MISMATCH, key, "inflow 7", once=True)
+        other = await raise_alarm(
+            s, AlarmKind.RECONCILIATION_MISMATCH, "31337:USDT:9", "inflow 9", once=True
+        )
+    assert same is None and other is not None
+    async with app.sessions() as s:
+        assert [a.key for a in await active_alarms(s)] == ["31337:USDT:9"]

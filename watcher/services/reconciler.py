@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -186,21 +187,26 @@ async def _record(app: App, report: Report) -> None:
                     await raise_alarm(
                         s,
                         AlarmKind.RECONCILIATION_MISMATCH,
-                        f"{net.chain_id}:{a.asset}",
+                        f"{net.chain_id}:{a.asset}:{a.difference}",
                         f"{net.network} {a.asset}: vault {what} of "
                         f"{format_amount(abs(a.difference), a.decimals)} at block {net.block}",
                         a.as_dict(),
                         severity="warning" if a.difference > 0 else "critical",
+                        once=True,
                     )
                     log.warning("reconciliation: %s %s %s", net.network, a.asset, what)
         if report.integrity:
+            digest = hashlib.sha256(
+                "\n".join(p.detail for p in report.integrity).encode()
+            ).hexdigest()[:16]
             await raise_alarm(
                 s,
                 AlarmKind.RECONCILIATION_MISMATCH,
-                INTEGRITY_KEY,
+                f"{INTEGRITY_KEY}:{digest}",
                 f"ledger integrity: {len(report.integrity)} problem(s): "
                 f"{report.integrity[0].detail}",
                 {"problems": [p.detail for p in report.integrity[:50]]},
+                once=True,
             )
 
 

@@ -29,7 +29,20 @@ async def raise_alarm(
     message: str,
     details: dict[str, Any] | None = None,
     severity: str = "critical",
-) -> Alarm:
+    *,
+    once: bool = False,
+) -> Alarm | None:
+    """Latch (or bump) the alarm (kind, key). With ``once``, a finding an operator
+    has already acknowledged under the same key is not raised again (keys of such
+    findings carry their substance, e.g. the exact difference)."""
+    if once:
+        acked = await session.scalar(
+            select(Alarm).where(
+                Alarm.kind == str(kind), Alarm.key == key, Alarm.acknowledged_at.is_not(None)
+            )
+        )
+        if acked is not None:
+            return None
     active = await session.scalar(
         select(Alarm).where(
             Alarm.kind == str(kind), Alarm.key == key, Alarm.acknowledged_at.is_(None)
