@@ -20,6 +20,7 @@ from tests.helpers import write_config
 from tests.integration.deposit_support import Chain, addr, word
 from watcher.api.server import make_web_app
 from watcher.app import App, beat, build
+from watcher.chain.errors import RpcError
 from watcher.services.reconciler import INTEGRITY_KEY, reconcile
 from watcher.services.status import collect_status
 from watcher.settings import load_settings
@@ -130,7 +131,7 @@ async def test_status_metrics_reconciliation_and_health(
                 resp = await client.get("/healthz")
                 assert resp.status == 200, await resp.text()
                 proxy.drop_connections = True
-                with pytest.raises(Exception):  # the daemon's runner logs and counts it
+                with pytest.raises(RpcError):  # the daemon's runner logs and counts it
                     await listener.tick()
                 resp = await client.get("/healthz")
                 body = await resp.json()
