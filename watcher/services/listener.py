@@ -225,7 +225,7 @@ class DepositListener:
                 return False
             await chainstate.store_blocks(s, self.chain_id, keep)
             recorded = await deposits.record_logs(
-                s, scan.logs, network, self.assets, final_upto=upto
+                s, scan.logs, network, self.assets, final_upto=upto, above=start_cursor
             )
             credited = await confirmer.credit_final(s, self.chain_id, upto, canonical)
             if tip is not None:

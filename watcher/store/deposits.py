@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from eth_utils.address import is_address, to_checksum_address
-from sqlalchemy import insert, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
@@ -31,7 +31,7 @@ from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, utc
 
 log = logging.getLogger("watcher.store.deposits")
 
-_CHUNK = 500
+_CHUNK = 5000
 S = DepositState
 
 
@@ -102,19 +102,31 @@ class Recorded:
 
 
 async def by_keys(
-    session: AsyncSession, chain_id: int, logs: Sequence[DepositLog]
+    session: AsyncSession, chain_id: int, logs: Sequence[DepositLog], above: int | None = None
 ) -> dict[tuple[str, int], Deposit]:
-    """Stored deposits for these logs, keyed on (tx_hash, log_index)."""
-    found: dict[tuple[str, int], Deposit] = {}
-    hashes = sorted({d.tx_hash for d in logs})
-    for start in range(0, len(hashes), _CHUNK):
-        rows = await session.scalars(
-            select(Deposit).where(
-                Deposit.chain_id == chain_id, Deposit.tx_hash.in_(hashes[start : start + _CHUNK])
-            )
+    """Stored deposits that these logs (all in blocks above the cursor) may already have.
+
+    A log in a block above the cursor ``above`` can only be known already if it was
+    stored in a block above the cursor too (a replayed range, or a block dropped by a
+    reorg: its rows keep their old numbers, which are above the rewound cursor), or
+    if it was orphaned/reversed. Anything stored at or below the cursor is canonical,
+    and a transaction is included only once in a chain. One small query instead of a
+    lookup per key: in a backfill it returns nothing.
+    """
+    if not logs:
+        return {}
+    lowest = min(d.block_number for d in logs) if above is None else above + 1
+    rows = await session.scalars(
+        select(Deposit).where(
+            Deposit.chain_id == chain_id,
+            or_(
+                Deposit.block_number >= lowest,
+                Deposit.state.in_([str(S.ORPHANED), str(S.REVERSED)]),
+            ),
         )
-        found.update({(r.tx_hash, r.log_index): r for r in rows})
-    return found
+    )
+    wanted = {(d.tx_hash, d.log_index) for d in logs}
+    return {(r.tx_hash, r.log_index): r for r in rows if (r.tx_hash, r.log_index) in wanted}
 
 
 async def record_logs(
@@ -124,6 +136,7 @@ async def record_logs(
     assets: Mapping[str, AssetConfig],
     *,
     final_upto: int | None,
+    above: int | None = None,
 ) -> Recorded:
     """Store verified logs: new ones ``pending`` (or ``unsupported``), and credited at
     once when their block is already final (``block_number <= final_upto``: the backfill
@@ -134,7 +147,7 @@ async def record_logs(
     if not logs:
         return out
     chain_id = network.chain_id
-    known = await by_keys(session, chain_id, logs)
+    known = await by_keys(session, chain_id, logs, above)
     now = utcnow()
     fresh: list[dict[str, Any]] = []
     postings: list[Posting] = []
@@ -185,8 +198,9 @@ async def record_logs(
             ref = credit_ref(chain_id, item["tx_hash"], item["log_index"])
             if item["state"] == S.CREDITED and ref in ids:
                 item["credit_tx_id"] = ids[ref]
+    table = cast(Table, Deposit.__table__)
     for start in range(0, len(fresh), _CHUNK):
-        await session.execute(insert(Deposit), fresh[start : start + _CHUNK])
+        await session.execute(table.insert(), fresh[start : start + _CHUNK])
     out.new = len(fresh)
     return out
 

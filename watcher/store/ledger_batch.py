@@ -13,15 +13,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import Leg, TxKind, check_balanced
 from watcher.store.ledger import _balance_row, ensure_account
 from watcher.store.models import JournalEntry, JournalTransaction, utcnow
 
-_CHUNK = 500
+_CHUNK = 5000  # IN-list and executemany size: under asyncpg's 32767 parameters
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,19 @@ async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[
         }
         for p, _ in todo
     ]
-    new_ids: list[int] = []
+    # Plain executemany, then read the new ids back: RETURNING with a guaranteed row
+    # order falls back to one statement per row on SQLite. Rows above the highest id
+    # seen before the insert are ours or (PostgreSQL) a concurrent poster's; the
+    # unique ref tells them apart.
+    before = await session.scalar(select(func.max(JournalTransaction.id))) or 0
+    table = cast(Table, JournalTransaction.__table__)
     for start in range(0, len(tx_rows), _CHUNK):
-        result = await session.execute(
-            insert(JournalTransaction).returning(
-                JournalTransaction.id, sort_by_parameter_order=True
-            ),
-            tx_rows[start : start + _CHUNK],
-        )
-        new_ids.extend(result.scalars().all())
+        await session.execute(table.insert(), tx_rows[start : start + _CHUNK])
+    rows = await session.execute(
+        select(JournalTransaction.ref, JournalTransaction.id).where(JournalTransaction.id > before)
+    )
+    created = {ref: tx_id for ref, tx_id in rows.all()}
+    new_ids = [created[p.ref] for p, _ in todo]
 
     entries: list[dict[str, object]] = []
     deltas: dict[tuple[int, str, str], int] = defaultdict(int)
@@ -101,8 +106,10 @@ async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[
                 }
             )
             deltas[(account_id, leg.asset, leg.wallet)] += leg.amount
-    for start in range(0, len(entries), _CHUNK * 2):
-        await session.execute(insert(JournalEntry), entries[start : start + _CHUNK * 2])
+    for start in range(0, len(entries), _CHUNK):
+        await session.execute(
+            cast(Table, JournalEntry.__table__).insert(), entries[start : start + _CHUNK]
+        )
     # Lock balance rows in a stable order (same order as ledger.post: no deadlock).
     for account_id, asset, wallet in sorted(deltas):
         delta = deltas[(account_id, asset, wallet)]
