@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.fixtures_chain import DevnetFactory
 from tests.helpers import eventually, write_config
 from watcher.chain.devnet import AnvilNode, Deployment, free_port
 
@@ -94,3 +95,65 @@ async def test_bad_config_fails_fast_and_starts_nothing(
     assert rc == 2
     assert "devnet.toml" in out and "confirmations" in out
     assert not db.exists()
+
+
+async def _status(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, object]]:
+    import json
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "status",
+        "--json",
+        "--config",
+        str(cfg),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out) if out.strip() else {"stderr": err.decode()}
+
+
+async def test_status_beside_the_running_daemon_flips_when_anvil_stops(
+    tmp_path: Path, devnet_factory: DevnetFactory
+) -> None:
+    port = free_port()
+    db = tmp_path / "daemon.db"
+    env = {**os.environ, "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    proc = None
+    try:
+        async with devnet_factory(chain_id=31377) as (_node, dep):
+            cfg = write_config(tmp_path, [("devnet", dep, 3)])
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "watcher",
+                "run",
+                "--config",
+                str(cfg),
+                "--port",
+                str(port),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+
+            async def healthy() -> bool:
+                code, _ = await _status(cfg, env)
+                return code == 0
+
+            await eventually(healthy, within=30, every=0.5)
+            code, doc = await _status(cfg, env)
+            assert code == 0 and doc["status"] == "healthy"
+            assert doc["daemon"]["running"] is True  # type: ignore[index]
+        # anvil is stopped now; the daemon still runs.
+        code, doc = await _status(cfg, env)
+        assert code == 2
+        assert any("no RPC endpoint answers" in r for r in doc["reasons"])  # type: ignore[attr-defined]
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), timeout=30)
