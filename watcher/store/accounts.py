@@ -23,7 +23,7 @@ transaction; nothing is committed here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -50,10 +50,10 @@ from watcher.domain.journal import (
 )
 from watcher.settings import Settings
 from watcher.store import ledger
+from watcher.store.deposits import deposit_history
 from watcher.store.models import (
     Account,
     Balance,
-    Deposit,
     JournalEntry,
     JournalTransaction,
     Price,
@@ -115,7 +115,6 @@ class AccountState:
     hold: Mapping[str, int]  # asset -> ledger units in flight (withdrawals)
     snapshot: AccountSnapshot
     version: int = 0
-    updated: Mapping[str, datetime] = field(default_factory=dict)
 
 
 async def prices(session: AsyncSession) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
@@ -410,6 +409,7 @@ class HistoryItem:
     time: datetime
     ref: str | None = None
     order: int = 0  # tie-break among items of the same time (higher is newer)
+    extra: Mapping[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -423,6 +423,7 @@ class HistoryItem:
         }
         if self.ref is not None:
             out["refId"] = self.ref
+        out.update(self.extra)
         return out
 
 
@@ -448,38 +449,29 @@ def _fmt(settings: Settings, asset: str | None, units: int | None) -> str:
 async def _deposit_items(
     session: AsyncSession, settings: Settings, key: str, limit: int
 ) -> list[HistoryItem]:
-    # SEAM: the deposit pipeline owns deposits; when ``watcher.store.deposits`` offers
-    # ``deposit_history(session, account, settings)`` this function should delegate to
-    # it. Until then it reads the table: a credited deposit shows its ledger amount, a
-    # pending one the amount it will credit (chain units → ledger, floored), an
-    # unsupported token its raw on-chain amount.
-    rows = await session.scalars(
-        select(Deposit)
-        .where(Deposit.account == key)
-        .order_by(Deposit.seen_at.desc(), Deposit.id.desc())
-        .limit(limit)
-    )
+    """Deposits as the deposit pipeline describes them (``deposit_history``), with its
+    extra fields (confirmations, requiredConfirmations, etaSeconds) kept."""
     items = []
-    for d in rows:
-        if d.ledger_amount is not None:
-            amount = _fmt(settings, d.asset, d.ledger_amount)
-        else:
-            network = settings.network_by_chain(d.chain_id)
-            token = network.token_by_address(d.token) if network else None
-            amount = format_amount(d.amount, token.decimals) if token else str(d.amount)
+    for order, doc in enumerate(reversed(await deposit_history(session, key, settings))):
+        extra = {
+            k: v
+            for k, v in doc.items()
+            if k not in ("type", "asset", "amount", "state", "txHash", "chainId", "time")
+        }
         items.append(
             HistoryItem(
-                type="deposit",
-                asset=d.asset,
-                amount=amount,
-                state=d.state,
-                tx_hash=d.tx_hash,
-                chain_id=d.chain_id,
-                time=d.credited_at or d.seen_at,
-                order=d.id,
+                type=str(doc["type"]),
+                asset=doc.get("asset"),
+                amount=str(doc["amount"]),
+                state=str(doc["state"]),
+                tx_hash=doc.get("txHash"),
+                chain_id=doc.get("chainId"),
+                time=datetime.fromisoformat(str(doc["time"])),
+                order=order,
+                extra=extra,
             )
         )
-    return items
+    return items[-limit:]
 
 
 async def _withdrawal_items(
@@ -567,7 +559,3 @@ async def account_history(
         items += await _journal_items(session, settings, account, limit)
     items.sort(key=lambda i: (i.time, i.order), reverse=True)
     return items[:limit]
-
-
-def nonzero(values: Iterable[tuple[str, int]]) -> dict[str, int]:
-    return {k: v for k, v in values if v != 0}
