@@ -131,7 +131,8 @@ def make_client(
         chain_id=network.chain_id,
         session=http,
         timeout=float(settings.listener.rpc_timeout_seconds),
-        lag_tolerance=settings.listener.lag_budget_blocks,
+        # An endpoint more than 2 blocks behind the best one is asked last.
+        lag_tolerance=2,
     )
 
 

@@ -392,19 +392,9 @@ def build_listener(
     assets: Mapping[str, AssetConfig],
     sessions: SessionFactory,
     metrics: Metrics,
-    http: object | None = None,
+    client: RpcClient,
 ) -> DepositListener:
-    """The listener of ``network`` with its own RPC client (shared HTTP session)."""
-    import aiohttp
-
-    session = http if isinstance(http, aiohttp.ClientSession) else None
-    client = RpcClient(
-        network.rpc_urls,
-        chain_id=network.chain_id,
-        session=session,
-        timeout=float(listener.rpc_timeout_seconds),
-        lag_tolerance=2,
-    )
+    """The listener of ``network`` on the daemon's shared RPC client of that network."""
     return DepositListener(network, listener, assets, sessions, client, metrics)
 
 

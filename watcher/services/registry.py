@@ -21,7 +21,7 @@ async def build_services(app: App) -> list[Service]:
                 assets=app.settings.assets,
                 sessions=app.sessions,
                 metrics=app.metrics,
-                http=app.http,
+                client=app.rpc[network.name],
             )
         )
     from watcher.services.notifier import Notifier
