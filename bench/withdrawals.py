@@ -1,0 +1,318 @@
+"""Withdrawal pipeline benchmark against its raw floor, on one anvil.
+
+1. Setup (not timed): anvil (automine) with the vault and tokens; the vault funded by
+   a real USDT deposit; N fresh accounts credited in the ledger (SQLite); N signed
+   EIP-712 withdrawal requests, one per account.
+2. Pipeline: ``watcher run`` as a real process (HTTP API, sender, tracker; withdrawal
+   poll interval 0.2 s). The N requests go through the HTTP API with 32 connections
+   (intake latency per request); then we wait until every withdrawal is ``completed``
+   (confirmation depth 1). e2e rate = N / (first request → last completed).
+3. Floor: N ``vault.withdraw`` transactions pre-signed by the hot key, sent with
+   ``eth_sendRawTransaction`` in JSON-RPC batches of 100, until every receipt exists.
+
+Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from eth_account import Account
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import write_config  # noqa: E402
+from watcher.api import eip712  # noqa: E402
+from watcher.app import build  # noqa: E402
+from watcher.chain.artifacts import load_artifact  # noqa: E402
+from watcher.chain.devnet import deploy_devnet, dev_account, free_port, start_anvil  # noqa: E402
+from watcher.chain.signer import HotSigner  # noqa: E402
+from watcher.chain.vault import withdraw_calldata  # noqa: E402
+from watcher.domain.journal import CROSS, Leg, TxKind, vault_account  # noqa: E402
+from watcher.services import intake as _intake  # noqa: E402,F401
+from watcher.settings import load_settings  # noqa: E402
+from watcher.store import ledger  # noqa: E402
+
+N = int(os.environ.get("BENCH_WITHDRAWALS", "2000"))
+CONCURRENCY = 32
+AMOUNT_WHOLE = 1  # USDT per withdrawal
+
+
+def rpc_body(method: str, params: list[Any], rid: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+
+
+async def rpc(http: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
+    async with http.post(url, json=rpc_body(method, params)) as resp:
+        doc = await resp.json()
+    if "error" in doc:
+        raise RuntimeError(f"{method}: {doc['error']}")
+    return doc["result"]
+
+
+async def fund_vault(url: str, vault: str, token: str, units: int) -> None:
+    from web3 import AsyncWeb3
+    from web3.providers.rpc import AsyncHTTPProvider
+
+    w3: Any = AsyncWeb3(AsyncHTTPProvider(url))
+    owner = dev_account(0)
+    tok = w3.eth.contract(address=token, abi=load_artifact("TestToken").abi)
+    vlt = w3.eth.contract(address=vault, abi=load_artifact("Vault").abi)
+    for call in (tok.functions.mint(owner.address, units), tok.functions.approve(vault, units)):
+        await send(w3, owner, call)
+    await send(w3, owner, vlt.functions.deposit(token, units))
+    await w3.provider.disconnect()
+
+
+async def send(w3: Any, account: Any, call: Any) -> None:
+    tx = await call.build_transaction(
+        {
+            "from": account.address,
+            "nonce": await w3.eth.get_transaction_count(account.address, "pending"),
+        }
+    )
+    signed = account.sign_transaction(tx)
+    h = await w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = await w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.05)
+    assert receipt["status"] == 1
+
+
+async def setup_ledger(settings: Any, users: list[str], chain_id: int) -> None:
+    app = await build(settings, services=False)
+    try:
+        for start in range(0, len(users), 250):
+            async with app.sessions.begin() as s:
+                for user in users[start : start + 250]:
+                    await ledger.post(
+                        s,
+                        kind=TxKind.DEPOSIT,
+                        ref=f"bench:{user}",
+                        legs=[
+                            Leg(vault_account(chain_id), "USDT", -10 * 10**8, CROSS),
+                            Leg(user, "USDT", 10 * 10**8, CROSS),
+                        ],
+                        account_key=user,
+                    )
+    finally:
+        await app.close()
+
+
+async def wait_http(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url + "/healthz") as resp:
+                    if resp.status in (200, 503):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("daemon did not start")
+
+
+def completed_count(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute("SELECT state, count(*) FROM withdrawals GROUP BY state").fetchall()
+    finally:
+        con.close()
+    return {state: n for state, n in rows}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def pipeline(
+    api: str, bodies: list[dict[str, Any]], db: Path
+) -> tuple[float, list[float], float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                data = json.dumps(body)
+                t0 = time.perf_counter()
+                async with http.post(
+                    api + "/v1/withdrawals",
+                    data=data,
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    text = await resp.text()
+                latencies.append(time.perf_counter() - t0)
+                if resp.status != 202:
+                    raise RuntimeError(f"intake refused: {resp.status} {text}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        intake_done = time.perf_counter()
+    while True:
+        counts = completed_count(db)
+        if counts.get("completed", 0) >= len(bodies):
+            break
+        bad = {k: v for k, v in counts.items() if k in ("failed", "queued", "review")}
+        if bad:
+            raise RuntimeError(f"withdrawals stuck: {counts}")
+        await asyncio.sleep(0.05)
+    finished = time.perf_counter()
+    return intake_done - started, latencies, finished - started
+
+
+async def floor(url: str, vault: str, token: str, chain_id: int, n: int) -> float:
+    signer = HotSigner(dev_account(1))
+    async with aiohttp.ClientSession() as http:
+        nonce = int(
+            await rpc(http, url, "eth_getTransactionCount", [signer.address, "pending"]), 16
+        )
+        block = await rpc(http, url, "eth_getBlockByNumber", ["latest", False])
+        base = int(block["baseFeePerGas"], 16)
+        raws, hashes = [], []
+        dest = Account.create().address
+        for i in range(n):
+            tx = {
+                "type": 2,
+                "chainId": chain_id,
+                "nonce": nonce + i,
+                "to": vault,
+                "value": 0,
+                "data": withdraw_calldata(10**12 + i, token, dest, 10**18),
+                "gas": 200_000,
+                "maxFeePerGas": 2 * base + 10**9,
+                "maxPriorityFeePerGas": 10**9,
+            }
+            signed = signer.sign_transaction(tx)
+            raws.append(signed.raw)
+            hashes.append(signed.tx_hash)
+        started = time.perf_counter()
+        for start in range(0, n, 100):
+            body = [
+                rpc_body("eth_sendRawTransaction", [raw], start + i)
+                for i, raw in enumerate(raws[start : start + 100])
+            ]
+            async with http.post(url, json=body) as resp:
+                for item in await resp.json():
+                    if "error" in item:
+                        raise RuntimeError(f"floor send: {item['error']}")
+        pending = list(hashes)
+        while pending:
+            body = [rpc_body("eth_getTransactionReceipt", [h], i) for i, h in enumerate(pending)]
+            async with http.post(url, json=body) as resp:
+                answers = {a["id"]: a.get("result") for a in await resp.json()}
+            pending = [h for i, h in enumerate(pending) if not answers.get(i)]
+            if pending:
+                await asyncio.sleep(0.02)
+        return time.perf_counter() - started
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-withdrawals-") as tmp:
+        root = Path(tmp)
+        async with start_anvil() as node:
+            dep = await deploy_devnet(node.url, fund_accounts=1)
+            usdt = dep.tokens["USDT"].address
+            await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
+            cfg = write_config(
+                root,
+                [("devnet", dep, 1)],
+                default_toml_extra="",
+            )
+            text = (cfg / "default.toml").read_text()
+            text = text.replace(
+                '[withdrawals]\npoll_interval_seconds = "1"',
+                '[withdrawals]\npoll_interval_seconds = "0.2"',
+            )
+            (cfg / "default.toml").write_text(text)
+            db = root / "watcher.db"
+            env = {
+                **os.environ,
+                "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+                "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
+                "WATCHER_ADMIN_TOKEN": "bench-admin-token",
+                "WATCHER_LOG_LEVEL": "WARNING",
+            }
+            settings = load_settings(cfg, env=env)
+            users = [Account.create() for _ in range(N)]
+            print(f"setup: crediting {N} accounts", flush=True)
+            await setup_ledger(settings, [u.address for u in users], dep.chain_id)
+            deadline = int(time.time()) + 3600
+            bodies = []
+            for i, user in enumerate(users):
+                message = {
+                    "account": user.address,
+                    "token": usdt,
+                    "amount": AMOUNT_WHOLE * 10**18,
+                    "destination": user.address,
+                    "nonce": i,
+                    "deadline": deadline,
+                }
+                sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
+                bodies.append(
+                    {
+                        "account": user.address,
+                        "chainId": dep.chain_id,
+                        "token": usdt,
+                        "amount": str(AMOUNT_WHOLE),
+                        "destination": user.address,
+                        "nonce": i,
+                        "deadline": deadline,
+                        "signature": sig,
+                    }
+                )
+            port = free_port()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "watcher",
+                "run",
+                "--config",
+                str(cfg),
+                "--port",
+                str(port),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=open(root / "daemon.log", "wb"),  # noqa: ASYNC230, SIM115
+            )
+            try:
+                api = f"http://127.0.0.1:{port}"
+                await wait_http(api)
+                intake_s, latencies, e2e_s = await pipeline(api, bodies, db)
+            finally:
+                proc.terminate()
+                await proc.wait()
+            floor_s = await floor(node.url, dep.vault, usdt, dep.chain_id, N)
+
+    intake_rate = N / intake_s
+    e2e_rate = N / e2e_s
+    floor_rate = N / floor_s
+    p50 = statistics.median(latencies) * 1000
+    p99 = pct(latencies, 99) * 1000
+    print(f"requests: {N} signed withdrawals, {CONCURRENCY} connections, SQLite, anvil automine")
+    print(f"intake:   {intake_rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"pipeline: {e2e_s:.2f} s until all completed (depth 1) -> {e2e_rate:.0f}/s")
+    print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
+    print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
+    print(
+        f"withdrawals: intake {intake_rate:.0f}/s p99 {p99:.0f}ms e2e {e2e_rate:.0f}/s "
+        f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
