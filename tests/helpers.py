@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from watcher.chain.devnet import Deployment, network_toml, prepare_config_dir
 from watcher.settings import DEFAULT_CONFIG_DIR
@@ -42,3 +43,36 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(every)
+
+
+async def watcher_cli(
+    *args: str, env: dict[str, str], merge_stderr: bool = False, log_file: Path | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``python -m watcher ARGS`` as a real process. Output is piped, or written
+    to ``log_file`` for a long-running process whose pipe nobody would drain."""
+    import sys
+
+    if log_file is not None:
+        with log_file.open("wb") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "watcher", *args, env=env, stdout=out, stderr=out
+            )
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+    )
+
+
+async def status_json(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """Run `watcher status --json`: its exit code and its document."""
+    import json
+
+    proc = await watcher_cli("status", "--json", "--config", str(cfg), env=env)
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out) if out.strip() else {"stderr": err.decode()}

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.fixtures_chain import DevnetFactory
-from tests.helpers import eventually, write_config
+from tests.helpers import eventually, status_json, watcher_cli, write_config
 from watcher.chain.devnet import AnvilNode, Deployment, free_port
 
 
@@ -32,18 +31,8 @@ async def test_run_serves_health_and_stops_on_sigterm(
         "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
         "WATCHER_ADMIN_TOKEN": "test-admin-token",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "watcher",
-        "run",
-        "--config",
-        str(cfg),
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    proc = await watcher_cli(
+        "run", "--config", str(cfg), "--port", str(port), env=env, merge_stderr=True
     )
     try:
 
@@ -77,44 +66,20 @@ async def test_bad_config_fails_fast_and_starts_nothing(
     path = cfg / "networks" / "devnet.toml"
     path.write_text(path.read_text().replace("confirmations = 3", "confirmations = 0"))
     db = tmp_path / "never.db"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "watcher",
+    proc = await watcher_cli(
         "run",
         "--config",
         str(cfg),
         "--port",
         str(free_port()),
         env={**os.environ, "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        merge_stderr=True,
     )
     rc = await asyncio.wait_for(proc.wait(), timeout=30)
     out = (await proc.stdout.read()).decode() if proc.stdout else ""
     assert rc == 2
     assert "devnet.toml" in out and "confirmations" in out
     assert not db.exists()
-
-
-async def _status(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, object]]:
-    import json
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "watcher",
-        "status",
-        "--json",
-        "--config",
-        str(cfg),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, json.loads(out) if out.strip() else {"stderr": err.decode()}
 
 
 async def test_status_beside_the_running_daemon_flips_when_anvil_stops(
@@ -127,30 +92,26 @@ async def test_status_beside_the_running_daemon_flips_when_anvil_stops(
     try:
         async with devnet_factory(chain_id=31377) as (_node, dep):
             cfg = write_config(tmp_path, [("devnet", dep, 3)])
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "watcher",
+            proc = await watcher_cli(
                 "run",
                 "--config",
                 str(cfg),
                 "--port",
                 str(port),
                 env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                log_file=tmp_path / "daemon.log",
             )
 
             async def healthy() -> bool:
-                code, _ = await _status(cfg, env)
+                code, _ = await status_json(cfg, env)
                 return code == 0
 
             await eventually(healthy, within=30, every=0.5)
-            code, doc = await _status(cfg, env)
+            code, doc = await status_json(cfg, env)
             assert code == 0 and doc["status"] == "healthy"
             assert doc["daemon"]["running"] is True  # type: ignore[index]
         # anvil is stopped now; the daemon still runs.
-        code, doc = await _status(cfg, env)
+        code, doc = await status_json(cfg, env)
         assert code == 2
         assert any("no RPC endpoint answers" in r for r in doc["reasons"])  # type: ignore[attr-defined]
     finally:

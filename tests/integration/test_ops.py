@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import write_config
+from tests.helpers import status_json, write_config
 from watcher import logs
 from watcher.app import App, beat, build
 from watcher.chain.devnet import Deployment, free_port
@@ -116,21 +116,8 @@ async def test_status_cli_exit_code_and_json(tmp_path: Path, deployment: Deploym
         stdout=asyncio.subprocess.DEVNULL,
     )
     assert await upgrade.wait() == 0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "watcher",
-        "status",
-        "--json",
-        "--config",
-        str(cfg),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 2
-    doc = json.loads(out)
+    code, doc = await status_json(cfg, env)
+    assert code == 2
     assert doc["status"] == "down" and doc["daemon"]["running"] is False
 
 
