@@ -203,3 +203,13 @@ async def test_replay(app: App, client: TestClient[Any, Any], deployment: Deploy
         409,
         "NONCE_REUSED",
     )
+
+
+async def test_account_that_cannot_be_evaluated_is_refused_cleanly(
+    app: App, client: TestClient[Any, Any], deployment: Deployment
+) -> None:
+    # Multi-asset mode values every asset in USD; ETH has no price yet: fail closed, 422.
+    async with app.sessions.begin() as s:
+        await accounts.set_multi_asset_mode(s, USER.address, True)
+    doc = await expect(app, client, body(deployment), 422, "ACCOUNT_STATE_INCOMPLETE")
+    assert "ETH" in doc["message"]

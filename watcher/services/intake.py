@@ -56,7 +56,7 @@ from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthoriz
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import AmountFormatError, chain_to_ledger, parse_decimal_amount
 from watcher.domain.states import WithdrawalState
-from watcher.services.risk_gate import withdrawal_hold
+from watcher.services.risk_gate import AccountStateError, withdrawal_hold
 from watcher.settings import NetworkConfig, Settings
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
@@ -378,15 +378,21 @@ class Intake:
                 await self._check_daily_limit(s, row, limit)
             s.add(row)
             await s.flush()
-            result = await withdrawal_hold(
-                s,
-                self.settings,
-                account=row.account,
-                asset=row.asset,
-                units=row.ledger_amount,
-                ref=f"withdrawal:{row.id}:hold",
-                memo=f"withdrawal {row.id} on chain {row.chain_id}",
-            )
+            try:
+                result = await withdrawal_hold(
+                    s,
+                    self.settings,
+                    account=row.account,
+                    asset=row.asset,
+                    units=row.ledger_amount,
+                    ref=f"withdrawal:{row.id}:hold",
+                    memo=f"withdrawal {row.id} on chain {row.chain_id}",
+                )
+            except AccountStateError as exc:
+                # Fail closed with a clear answer; the transaction rolls back whole.
+                raise rule(
+                    "ACCOUNT_STATE_INCOMPLETE", f"the account cannot be evaluated: {exc}"
+                ) from None
             if not result.allowed:
                 raise _Rejected(result.reason or "REJECTED", dict(result.details))
             assert result.transaction is not None
