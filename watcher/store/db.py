@@ -32,7 +32,19 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # One connection per process: SQLite has one writer anyway, and every
+        # transaction here is BEGIN IMMEDIATE. Waiting in SQLAlchemy's asyncio pool
+        # queue is FIFO and costs nothing; waiting in SQLite's busy handler sleeps
+        # in growing steps (32 concurrent requests: p99 of seconds). The busy
+        # timeout still covers other processes (`watcher status`, the CLI).
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
