@@ -18,8 +18,10 @@ from tests.faultproxy import FaultProxy
 from tests.fixtures_chain import DevnetFactory
 from tests.helpers import write_config
 from tests.integration.deposit_support import Chain, addr, word
+from tests.integration.withdrawal_support import signed_body
 from watcher.api.server import make_web_app
 from watcher.app import App, beat, build
+from watcher.chain.devnet import dev_account
 from watcher.chain.errors import RpcError
 from watcher.services.reconciler import INTEGRITY_KEY, reconcile
 from watcher.services.status import collect_status
@@ -89,6 +91,25 @@ async def test_status_metrics_reconciliation_and_health(
             report = await reconcile(app)
             assert report.ok, report.as_dict()
 
+            # A real signed withdrawal (no hot key here, so it stays held): status counts
+            # it by state and shows it as pending outflow against the vault.
+            async with TestClient(TestServer(make_web_app(app))) as client:
+                body = signed_body(
+                    dev_account(2),
+                    dep,
+                    token=usdt,
+                    amount="100",
+                    amount_units=100 * 10**18,
+                    destination=addr(7),
+                    nonce=1,
+                )
+                resp = await client.post("/v1/withdrawals", json=body)
+                assert resp.status == 202, await resp.text()
+            doc = await collect_status(app)
+            assert doc["withdrawals"]["byState"]["requested"]["count"] == 1
+            vault = {a["asset"]: a for a in doc["balances"][0]["assets"]}
+            assert vault["USDT"]["pendingOutflow"] == "100" and vault["USDT"]["covered"]
+
             # A token sent straight to the vault, not through deposit(): unattributed inflow.
             send = {
                 "from": addr(4),
@@ -112,7 +133,11 @@ async def test_status_metrics_reconciliation_and_health(
                 account = await find_account(s, addr(2))
                 assert account is not None
                 row = (
-                    await s.scalars(select(Balance).where(Balance.account_id == account.id))
+                    await s.scalars(
+                        select(Balance).where(
+                            Balance.account_id == account.id, Balance.wallet == "cross"
+                        )
+                    )
                 ).one()
                 row.amount += 1
             report = await reconcile(app)
