@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 async def build_services(app: App) -> list[Service]:
     services: list[Service] = []
-    from watcher.services.listener import build_listener
+    from watcher.services.listener import DepositListener, build_listener
 
     for network in app.settings.enabled_networks:
         services.append(
@@ -26,6 +26,10 @@ async def build_services(app: App) -> list[Service]:
         )
     from watcher.services.notifier import Notifier
     from watcher.services.reconciler import Reconciler
+    from watcher.services.watchdog import Watchdog
+
+    listeners = [s for s in services if isinstance(s, DepositListener)]
+    services.append(Watchdog(app, listeners))
 
     services.append(Reconciler(app))
     services.append(Notifier(app))
