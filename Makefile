@@ -27,12 +27,13 @@ $(NPM_STAMP): contracts/package.json contracts/package-lock.json
 
 # Local devnet (anvil + deployed vault and tokens) and the daemon on SQLite.
 run: setup
-	@# A fresh devnet chain each time, so the ledger starts fresh too (var/devnet/).
+	@# A fresh devnet chain each time, so the ledger starts fresh too: the devnet config
+	@# dir names its own database (var/devnet/watcher.db); `watcher status --config
+	@# var/devnet` in another shell reads the same one.
 	@rm -rf var/devnet && mkdir -p var/devnet
 	@$(BIN)/watcher devnet --out var/devnet & DEVNET=$$!; \
 	  trap 'kill $$DEVNET 2>/dev/null; wait $$DEVNET 2>/dev/null' EXIT INT TERM; \
 	  for i in $$(seq 1 150); do [ -f var/devnet/networks/devnet.toml ] && break; sleep 0.2; done; \
-	  WATCHER_DATABASE_URL=$${WATCHER_DATABASE_URL:-sqlite+aiosqlite:///var/devnet/watcher.db} \
 	  WATCHER_ADMIN_TOKEN=$${WATCHER_ADMIN_TOKEN:-devnet-admin-token} \
 	  WATCHER_SIGNER_KEY=$${WATCHER_SIGNER_KEY:-$$($(BIN)/python -m watcher.chain.devnet_key)} \
 	  $(BIN)/watcher run --config var/devnet

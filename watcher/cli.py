@@ -227,10 +227,15 @@ def rebalance(
 
 
 def main() -> None:
+    from watcher.store.db import DatabaseProblem
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except DatabaseProblem as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,22 @@ T = TypeVar("T")
 STYLE = {"healthy": "bold green", "degraded": "bold yellow", "down": "bold red"}
 
 
-async def with_app(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+async def open_app(settings: Settings) -> Any:
+    """The read-only app view, refusing a database the daemon has never migrated."""
     from watcher.app import build
+    from watcher.store.db import require_schema
 
     app = await build(settings, migrate=False, services=False)
+    try:
+        await require_schema(app.engine)
+    except BaseException:
+        await app.close()
+        raise
+    return app
+
+
+async def with_app(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    app = await open_app(settings)
     try:
         return await fn(app)
     finally:
@@ -125,9 +137,7 @@ def status(
         return await collect_status(app)
 
     async def run() -> int:
-        from watcher.app import build
-
-        app = await build(settings, migrate=False, services=False)
+        app = await open_app(settings)
         try:
             doc = await collect_status(app)
             if not watch:

@@ -20,14 +20,14 @@ from watcher.services.rebalance import (
     rebalance_now,
 )
 from watcher.settings import Settings
-from watcher.store.db import create_engine, session_factory
-from watcher.store.migrate import upgrade
+from watcher.store.db import create_engine, require_schema, session_factory
 
 
 async def _run(settings: Settings, account: str) -> RebalanceResult:
     engine = create_engine(settings.database.url)
     try:
-        await upgrade(engine)
+        # The daemon's ledger, never a fresh one: refuse an unmigrated database.
+        await require_schema(engine)
         return await rebalance_now(session_factory(engine), settings, account)
     finally:
         await engine.dispose()

@@ -37,11 +37,12 @@ def _settings(config: Path | None, database_url: str | None) -> Settings:
 
 
 def _run(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    from watcher.store.db import create_engine, session_factory
+    from watcher.store.db import create_engine, require_schema, session_factory
 
     async def go() -> T:
         engine = create_engine(settings.database.url)
         try:
+            await require_schema(engine)
             return await action(session_factory(engine))
         finally:
             await engine.dispose()

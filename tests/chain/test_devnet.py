@@ -289,3 +289,20 @@ def test_prepare_config_dir_skips_devnet_networks_and_existing_dirs(tmp_path: Pa
     (out / "assets.toml").write_text("# edited\n")
     prepare_config_dir(out, base)
     assert (out / "assets.toml").read_text() == "# edited\n"
+
+
+def test_devnet_config_dir_names_its_own_database(tmp_path: Path) -> None:
+    from watcher.chain.devnet import _own_database, prepare_config_dir
+    from watcher.settings import DEFAULT_CONFIG_DIR, load_settings
+
+    out = tmp_path / "devnet"
+    prepare_config_dir(out, DEFAULT_CONFIG_DIR)
+    _own_database(out)
+    _own_database(out)  # idempotent
+    settings = load_settings(out, env={})
+    assert settings.database.url == f"sqlite+aiosqlite:///{(out / 'watcher.db').resolve()}"
+    # An operator's own URL is kept.
+    custom = out / "default.toml"
+    custom.write_text(custom.read_text().replace(str((out / "watcher.db").resolve()), "/x/y.db"))
+    _own_database(out)
+    assert load_settings(out, env={}).database.url == "sqlite+aiosqlite:////x/y.db"

@@ -222,3 +222,32 @@ async def test_acknowledged_finding_is_not_raised_again_but_a_new_one_is(app: Ap
     assert same is None and other is not None
     async with app.sessions() as s:
         assert [a.key for a in await active_alarms(s)] == ["31337:USDT:9"]
+
+
+@pytest.mark.parametrize(
+    ("args", "url_kind"),
+    [
+        (["status"], "unmigrated"),
+        (["alarms", "list"], "unmigrated"),
+        (["withdrawals", "list"], "unmigrated"),
+        (["reconcile"], "unreachable"),
+    ],
+)
+async def test_operator_commands_refuse_a_database_that_is_not_the_daemons(
+    tmp_path: Path, deployment: Deployment, args: list[str], url_kind: str
+) -> None:
+    from tests.helpers import watcher_cli
+
+    cfg = write_config(tmp_path, [("devnet", deployment, 3)])
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path}/other.db"
+        if url_kind == "unmigrated"
+        else f"postgresql+asyncpg://ops:hunter2-secret@127.0.0.1:{free_port()}/x"
+    )
+    env = {**os.environ, "WATCHER_DATABASE_URL": url}
+    proc = await watcher_cli(*args, "--config", str(cfg), env=env, merge_stderr=True)
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 2, out
+    expected = "has no watcher schema" if url_kind == "unmigrated" else "cannot read the database"
+    assert expected in out
+    assert "hunter2-secret" not in out and "Traceback" not in out

@@ -578,6 +578,21 @@ def prepare_config_dir(out_dir: Path, base_config: Path) -> None:
     _copy_atomic(default, out_dir / "default.toml")
 
 
+DEFAULT_DB_LINE = 'url = "sqlite+aiosqlite:///var/watcher.db"'
+
+
+def _own_database(out_dir: Path) -> None:
+    """Point a devnet config dir at its own SQLite file (``<out_dir>/watcher.db``), so
+    the daemon and every operator command given ``--config <out_dir>`` share one
+    ledger, and a fresh devnet chain never meets an old chain's ledger. Only the
+    shipped default line is replaced; a URL the operator chose is kept."""
+    default = out_dir / "default.toml"
+    text = default.read_text()
+    if DEFAULT_DB_LINE in text:
+        db = (out_dir / "watcher.db").resolve()
+        _write_atomic(default, text.replace(DEFAULT_DB_LINE, f'url = "sqlite+aiosqlite:///{db}"'))
+
+
 async def run_devnet(
     *,
     port: int,
@@ -599,6 +614,7 @@ async def run_devnet(
     ) as node:
         dep = await deploy_devnet(node.url)
         prepare_config_dir(out_dir, base_config)
+        _own_database(out_dir)
         block_seconds = max(1, round(block_time)) if block_time is not None else 1
         text = network_toml(
             dep, name=name, confirmations=confirmations, block_time_seconds=block_seconds

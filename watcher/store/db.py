@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -63,6 +64,27 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class DatabaseProblem(Exception):
+    """The database cannot be read, or has no watcher schema (not the daemon's)."""
+
+
+async def require_schema(engine: AsyncEngine) -> None:
+    """For operator commands beside the daemon: fail with a plain message (password
+    hidden) when the database is unreachable or was never migrated."""
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseProblem(f"cannot read the database {shown}: {type(exc).__name__}") from None
+    if "alembic_version" not in tables:
+        raise DatabaseProblem(
+            f"the database {shown} has no watcher schema: it is not the daemon's database "
+            "(give the same --config / --database-url / WATCHER_DATABASE_URL as "
+            "`watcher run`) or it was never migrated (`watcher db upgrade`)"
+        )
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
