@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from watcher.domain.brackets import BracketTable
+from watcher.domain.confirmations import ConfirmationRule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
@@ -201,6 +202,14 @@ class NetworkConfig(_Model):
                 raise ValueError(f"tokens: {token.address} is listed twice")
             seen.add(token.address)
         return self
+
+    @property
+    def rule(self) -> ConfirmationRule:
+        """The network's confirmation rule: a depth, or a finality tag."""
+        if self.confirmations is not None:
+            return ConfirmationRule.of_depth(self.confirmations)
+        assert self.finality is not None
+        return ConfirmationRule.of_tag(self.finality)
 
     @property
     def rule_text(self) -> str:

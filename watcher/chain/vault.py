@@ -72,6 +72,14 @@ def balance_of_call(token: str, holder: str) -> dict[str, Any]:
     return {"to": token, "data": "0x" + data.hex()}
 
 
+def balance_request(token: str, holder: str, block: str = "latest") -> tuple[str, list[Any]]:
+    """The JSON-RPC (method, params) that reads ``holder``'s balance of ``token`` at
+    ``block`` (token 0x0 = the native coin)."""
+    if token == ZERO_ADDRESS:
+        return "eth_getBalance", [holder, block]
+    return "eth_call", [balance_of_call(token, holder), block]
+
+
 def decode_uint(result: str) -> int:
     """A single uint256 (or bool) return value from eth_call's 0x-hex result."""
     raw = bytes.fromhex(result.removeprefix("0x"))

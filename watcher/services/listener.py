@@ -54,7 +54,6 @@ from dataclasses import dataclass
 
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
-from watcher.domain.confirmations import ConfirmationRule
 from watcher.domain.reorg import (
     BlockRef,
     ReorgDepthExceeded,
@@ -76,13 +75,6 @@ log = logging.getLogger("watcher.listener")
 # deepest reorg whose common ancestor we can still find without guessing.
 REORG_MARGIN = 64
 TICK_BUDGET_SECONDS = 10.0
-
-
-def rule_of(network: NetworkConfig) -> ConfirmationRule:
-    if network.confirmations is not None:
-        return ConfirmationRule.of_depth(network.confirmations)
-    assert network.finality is not None
-    return ConfirmationRule.of_tag(network.finality)
 
 
 @dataclass
@@ -115,7 +107,7 @@ class DepositListener:
         self.sessions = sessions
         self.client = client
         self.metrics = metrics or Metrics()
-        self.rule = rule_of(network)
+        self.rule = network.rule
         self.margin = margin
         self.tick_budget_seconds = tick_budget_seconds
         self.max_range = network.max_log_range or listener.max_log_range
@@ -398,4 +390,4 @@ def build_listener(
     return DepositListener(network, listener, assets, sessions, client, metrics)
 
 
-__all__ = ["DepositListener", "RpcError", "build_listener", "rule_of"]
+__all__ = ["DepositListener", "RpcError", "build_listener"]

@@ -21,9 +21,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eth_abi.abi import encode
 from sqlalchemy import select
 
+from watcher.chain.vault import ZERO_ADDRESS, balance_request
 from watcher.domain.amounts import format_amount, parse_decimal_amount
 from watcher.settings import NetworkConfig
 from watcher.store.alarms import AlarmKind, raise_alarm
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watcher.reconciler")
 
-ZERO = "0x0000000000000000000000000000000000000000"
-BALANCE_OF = "0x70a08231"
 INTEGRITY_KEY = "ledger-integrity"
 
 
@@ -110,19 +108,15 @@ class Report:
         }
 
 
-def _assets_of(network: NetworkConfig) -> list[tuple[str, str, int]]:
-    pairs = [(network.native_asset, ZERO, network.native_decimals)]
+def vault_assets(network: NetworkConfig) -> list[tuple[str, str, int]]:
+    """(ledger asset, token address or 0x0 for native, token decimals) of a network."""
+    pairs = [(network.native_asset, ZERO_ADDRESS, network.native_decimals)]
     pairs += [(t.asset, t.address, t.decimals) for t in network.tokens]
     return pairs
 
 
 async def _onchain_balance(app: App, network: NetworkConfig, token: str, block: int) -> int:
-    client = app.rpc[network.name]
-    tag = hex(block)
-    if token == ZERO:
-        return int(await client.call("eth_getBalance", [network.vault, tag]), 16)
-    data = BALANCE_OF + encode(["address"], [network.vault]).hex()
-    raw = await client.call("eth_call", [{"to": token, "data": data}, tag])
+    raw = await app.rpc[network.name].call(*balance_request(token, network.vault, hex(block)))
     return int(raw, 16) if raw not in ("0x", None) else 0
 
 
@@ -135,7 +129,7 @@ async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
         return result
     block = result.block = cursor.scanned_block
     tolerance_units = app.settings.scheduler.reconcile_tolerance
-    for asset, token, decimals in _assets_of(network):
+    for asset, token, decimals in vault_assets(network):
         onchain = await _onchain_balance(app, network, token, block)
         precision = app.settings.assets[asset].precision
         async with app.sessions() as s:

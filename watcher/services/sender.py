@@ -40,7 +40,7 @@ from sqlalchemy import select
 from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner, SignedTx
-from watcher.chain.vault import ZERO_ADDRESS, balance_of_call, withdraw_calldata
+from watcher.chain.vault import ZERO_ADDRESS, balance_request, withdraw_calldata
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
@@ -324,13 +324,8 @@ class Sender:
 
     async def _balances(self, tokens: Sequence[str]) -> tuple[dict[str, int], int]:
         vault = self.network.vault
-        requests: list[tuple[str, list[object]]] = []
-        for token in tokens:
-            if token == ZERO_ADDRESS:
-                requests.append(("eth_getBalance", [vault, "latest"]))
-            else:
-                requests.append(("eth_call", [balance_of_call(token, vault), "latest"]))
-        requests.append(("eth_getBalance", [self.signer.address, "latest"]))
+        requests = [balance_request(token, vault) for token in tokens]
+        requests.append(balance_request(ZERO_ADDRESS, self.signer.address))
         results = await self.rpc.batch(requests)
         balances = {t: int(r, 16) for t, r in zip(tokens, results[:-1], strict=True)}
         return balances, int(results[-1], 16)

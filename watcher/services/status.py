@@ -21,14 +21,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from eth_abi.abi import encode
 from sqlalchemy import func, select
 
+from watcher.chain.errors import RpcError
 from watcher.chain.rpc import redact_url
+from watcher.chain.vault import ZERO_ADDRESS, balance_request
 from watcher.domain.amounts import format_amount
-from watcher.domain.confirmations import ConfirmationRule, confirmations, eta_seconds
+from watcher.domain.confirmations import confirmations, eta_seconds
 from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState
-from watcher.settings import NetworkConfig, Settings
+from watcher.services.reconciler import vault_assets
+from watcher.settings import Settings
 from watcher.store.alarms import active_alarms
 from watcher.store.models import (
     Block,
@@ -44,15 +46,7 @@ if TYPE_CHECKING:
 
 HEARTBEAT_STALE_SECONDS = 30
 PROBE_TIMEOUT_SECONDS = 3
-ZERO = "0x0000000000000000000000000000000000000000"
 EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
-
-
-def rule_of(network: NetworkConfig) -> ConfirmationRule:
-    if network.confirmations is not None:
-        return ConfirmationRule.of_depth(network.confirmations)
-    assert network.finality is not None
-    return ConfirmationRule.of_tag(network.finality)
 
 
 def hot_wallet_address(settings: Settings) -> str | None:
@@ -96,25 +90,6 @@ async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> 
     else:
         result["ok"] = True
     return result
-
-
-async def _rpc_json(http: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    async with http.post(
-        url, json=body, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
-    ) as resp:
-        data = await resp.json(content_type=None)
-    if "error" in data:
-        raise ValueError(str(data["error"].get("message")))
-    return data["result"]
-
-
-async def _balance(http: aiohttp.ClientSession, url: str, holder: str, token: str) -> int:
-    if token == ZERO:
-        return int(await _rpc_json(http, url, "eth_getBalance", [holder, "latest"]), 16)
-    data = "0x70a08231" + encode(["address"], [holder]).hex()
-    raw = await _rpc_json(http, url, "eth_call", [{"to": token, "data": data}, "latest"])
-    return int(raw, 16) if raw not in ("0x", None) else 0
 
 
 def _age(then: datetime | None, now: datetime) -> int | None:
@@ -243,7 +218,7 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         dcur = cursors.get(d.chain_id)
         if net is None or dcur is None or dcur.head is None:
             continue
-        rule = rule_of(net)
+        rule = net.rule
         tagged = dcur.finalized if net.finality == "finalized" else dcur.safe
         required = net.confirmations
         try:
@@ -285,19 +260,18 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     wallets: list[dict[str, Any]] = []
     if probe:
         for n in settings.enabled_networks:
-            urls = [e for e in probes.get(n.name, []) if e.get("ok")]
-            if not urls:
+            if not any(e.get("ok") for e in probes.get(n.name, [])):
                 continue
-            url = n.rpc_urls[[redact_url(u) for u in n.rpc_urls].index(urls[0]["url"])]
-            tokens = [(n.native_asset, ZERO, n.native_decimals)]
-            tokens += [(t.asset, t.address, t.decimals) for t in n.tokens]
+            tokens = vault_assets(n)
             item: dict[str, Any] = {"network": n.name, "hotWallet": hot, "assets": []}
+            requests = [balance_request(token, n.vault) for _, token, _ in tokens]
+            if hot:
+                requests.append(balance_request(ZERO_ADDRESS, hot))
             try:
+                amounts = [int(r, 16) for r in await app.rpc[n.name].batch(requests)]
                 if hot:
-                    gas = await _balance(app.http, url, hot, ZERO)
-                    item["gas"] = format_amount(gas, n.native_decimals)
-                for asset, token_addr, decimals in tokens:
-                    vault_bal = await _balance(app.http, url, n.vault, token_addr)
+                    item["gas"] = format_amount(amounts.pop(), n.native_decimals)
+                for (asset, token_addr, decimals), vault_bal in zip(tokens, amounts, strict=True):
                     out = outflow.get((n.chain_id, token_addr), 0)
                     item["assets"].append(
                         {
@@ -309,7 +283,7 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
                     )
                     if vault_bal < out:
                         reasons.append(f"{n.name}: vault {asset} below pending outflow")
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (RpcError, ValueError) as exc:
                 item["error"] = type(exc).__name__
             wallets.append(item)
 

@@ -45,7 +45,7 @@ from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
 from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_call
-from watcher.domain.confirmations import ConfirmationRule, is_final
+from watcher.domain.confirmations import is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
 from watcher.services.sender import build_withdraw_tx, fee_caps
@@ -60,13 +60,6 @@ log = logging.getLogger("watcher.tracker")
 W = WithdrawalState
 A = AttemptState
 UNMINED = (A.BROADCAST.value, A.REPLACED.value)
-
-
-def network_rule(network: NetworkConfig) -> ConfirmationRule:
-    if network.confirmations is not None:
-        return ConfirmationRule.of_depth(network.confirmations)
-    assert network.finality is not None
-    return ConfirmationRule.of_tag(network.finality)
 
 
 @dataclass
@@ -99,7 +92,7 @@ class Tracker:
         self.signer = signer
         self.clock = clock
         self.chain_id = network.chain_id
-        self.rule = network_rule(network)
+        self.rule = network.rule
         self.fee_account = fee_account or settings.fee_account
         self.name = f"tracker:{network.name}"
         self.interval_seconds = float(settings.poll_interval_seconds)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
 from watcher.domain.amounts import chain_to_ledger, format_amount
-from watcher.domain.confirmations import ConfirmationRule, confirmations, eta_seconds
+from watcher.domain.confirmations import confirmations, eta_seconds
 from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.domain.states import DepositState, check_deposit
 from watcher.settings import AssetConfig, NetworkConfig, Settings
@@ -354,13 +354,6 @@ async def drop_above(session: AsyncSession, chain_id: int, ancestor: int) -> Dro
 # --------------------------------------------------------------------------- visibility
 
 
-def _rule(network: NetworkConfig) -> ConfirmationRule:
-    if network.confirmations is not None:
-        return ConfirmationRule.of_depth(network.confirmations)
-    assert network.finality is not None
-    return ConfirmationRule.of_tag(network.finality)
-
-
 async def deposit_history(
     session: AsyncSession, account: str, settings: Settings
 ) -> list[dict[str, Any]]:
@@ -397,7 +390,7 @@ async def deposit_history(
         required: int | None = None
         eta: int | None = None
         if network is not None:
-            rule = _rule(network)
+            rule = network.rule
             head = cur.head if cur is not None and cur.head is not None else None
             tagged = None
             if cur is not None and rule.tag is not None:
