@@ -42,8 +42,18 @@ from watcher.domain.margin import PositionError
 from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal
 from watcher.settings import Settings
 from watcher.store import ledger
-from watcher.store.accounts import AccountState, load_state, units_to_decimal
-from watcher.store.models import JournalTransaction
+from watcher.store.accounts import (
+    AccountState,
+    Market,
+    RawAccount,
+    build_state,
+    load_raw,
+    load_state,
+    market,
+    units_to_decimal,
+)
+from watcher.store.ledger_batch import Posting, post_many
+from watcher.store.models import Account, JournalTransaction
 
 #: Errors of a snapshot the rules cannot evaluate (data defects, not user answers).
 STATE_ERRORS: tuple[type[Exception], ...] = (SnapshotError, PositionError, BracketError)
@@ -180,6 +190,99 @@ async def withdrawal_hold(
         legs=legs or hold_legs(account, asset, units),
         memo=memo,
     )
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An approved withdrawal hold of a batch, posted by :meth:`LockedBatch.post_holds`."""
+
+    account: str
+    asset: str
+    units: int
+    ref: str
+    memo: str = ""
+
+
+class LockedBatch:
+    """Many withdrawal decisions under one lock set: the group-commit form of
+    :func:`withdrawal_hold`, for the intake's batches.
+
+    :meth:`lock` locks every account of the batch (key order; on SQLite the
+    transaction already holds the writer lock) and loads their rows with a fixed number
+    of queries. :meth:`withdrawal` then decides one request at a time, in arrival
+    order, on the state *including the holds approved before it in the batch*: two
+    requests of one account in one batch can never together pass a limit that each
+    passes alone. :meth:`post_holds` posts the approved holds as journal transactions
+    in the caller's DB transaction; if it fails, the caller's rollback undoes them all.
+    The same pure rule decides as in :func:`withdrawal_hold`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Mapping[str, Account],
+        raw: dict[str, RawAccount],
+        mkt: Market,
+    ) -> None:
+        self.settings = settings
+        #: The locked account rows by key (their ids for the caller's own rows).
+        self.accounts = accounts
+        self.market = mkt
+        self._raw = raw
+        self._states: dict[str, AccountState] = {}
+
+    @classmethod
+    async def lock(
+        cls, session: AsyncSession, settings: Settings, accounts: Sequence[str]
+    ) -> LockedBatch:
+        locked = await ledger.lock_accounts(session, accounts)
+        mkt = await market(session, settings)
+        raw = await load_raw(session, settings, sorted(locked))
+        return cls(settings, locked, raw, mkt)
+
+    def state(self, account: str) -> AccountState:
+        """The account's state with the batch's approved holds applied."""
+        state = self._states.get(account)
+        if state is None:
+            state = build_state(self.settings, account, self._raw[account], self.market)
+            self._states[account] = state
+        return state
+
+    def withdrawal(self, account: str, asset: str, units: int) -> GateResult:
+        """Decide ``units`` (ledger units, fee included) of ``asset`` out of the cross
+        wallet; if allowed, the hold counts for the next decisions of the batch.
+        Raises :class:`AccountStateError` for a state the rules cannot evaluate."""
+        cfg = self.settings.assets.get(asset)
+        state = self.state(account)
+        amount = units_to_decimal(units, cfg.precision if cfg else 0)
+        try:
+            verdict = decide_withdrawal(state.snapshot, asset, amount)
+        except STATE_ERRORS as exc:
+            raise AccountStateError(str(exc)) from exc
+        if not verdict.allowed:
+            return GateResult(False, verdict.reason, dict(verdict.details), state, None)
+        raw = self._raw[account]
+        raw.cross[asset] = raw.cross.get(asset, 0) - units
+        raw.hold[asset] = raw.hold.get(asset, 0) + units
+        self._states.pop(account, None)
+        return GateResult(True, None, dict(verdict.details), state, None)
+
+    async def post_holds(self, session: AsyncSession, holds: Sequence[Hold]) -> dict[str, int]:
+        """Post the approved holds (cross → hold); {ref: journal transaction id}."""
+        postings = [
+            Posting(
+                kind=TxKind.WITHDRAWAL_HOLD,
+                ref=h.ref,
+                legs=transfer(h.asset, h.units, debit=(h.account, CROSS), credit=(h.account, HOLD)),
+                account_key=h.account,
+                memo=h.memo,
+            )
+            for h in holds
+        ]
+        return await post_many(session, postings) if postings else {}
 
 
 # --------------------------------------------------------------------------- isolated margin

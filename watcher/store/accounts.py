@@ -126,60 +126,97 @@ async def prices(session: AsyncSession) -> tuple[dict[str, Decimal], dict[str, D
     return marks, assets
 
 
-async def load_state(session: AsyncSession, settings: Settings, key: str) -> AccountState:
-    """The account's snapshot, read in the caller's transaction (lock it first to decide)."""
-    settle = settings.ledger.settlement_asset
-    infos = asset_infos(settings)
+@dataclass
+class RawAccount:
+    """One account's ledger rows as read (mutable: a batch of decisions applies its holds
+    here and rebuilds the state with :func:`build_state`)."""
+
+    exists: bool = False
+    multi_asset_mode: bool = False
+    version: int = 0
+    cross: dict[str, int] = field(default_factory=dict)
+    isolated: dict[str, int] = field(default_factory=dict)
+    hold: dict[str, int] = field(default_factory=dict)
+    positions: list[PositionRow] = field(default_factory=list)
+    orders: list[OpenOrderRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Market:
+    """What every account's snapshot shares: mark prices and USD asset prices."""
+
+    marks: Mapping[str, Decimal]
+    asset_prices: Mapping[str, Decimal]
+
+
+async def market(session: AsyncSession, settings: Settings) -> Market:
     marks, stored_asset_prices = await prices(session)
     asset_prices = {
         code: cfg.price for code, cfg in settings.assets.items() if cfg.price is not None
     }
     asset_prices.update(stored_asset_prices)
+    return Market(marks, asset_prices)
 
-    account = await ledger.find_account(session, key)
-    cross: dict[str, int] = {}
-    isolated: dict[str, int] = {}
-    hold: dict[str, int] = {}
-    position_rows: list[PositionRow] = []
-    order_rows: list[OpenOrderRow] = []
-    if account is not None:
-        for bal in await session.scalars(select(Balance).where(Balance.account_id == account.id)):
-            if bal.wallet == CROSS:
-                cross[bal.asset] = bal.amount
-            elif bal.wallet == HOLD:
-                hold[bal.asset] = bal.amount
-            elif bal.wallet.startswith(ISO_PREFIX) and bal.asset == settle:
-                isolated[bal.wallet[len(ISO_PREFIX) :]] = bal.amount
-        position_rows = list(
-            await session.scalars(
-                select(PositionRow)
-                .where(PositionRow.account_id == account.id)
-                .order_by(PositionRow.symbol)
-            )
-        )
-        order_rows = list(
-            await session.scalars(
-                select(OpenOrderRow)
-                .where(OpenOrderRow.account_id == account.id)
-                .order_by(OpenOrderRow.symbol, OpenOrderRow.margin_mode)
-            )
-        )
 
+async def load_raw(
+    session: AsyncSession, settings: Settings, keys: Sequence[str]
+) -> dict[str, RawAccount]:
+    """The ledger rows of several accounts with four queries whatever their number
+    (accounts, balances, positions, open orders); an unknown key gets an empty one."""
+    settle = settings.ledger.settlement_asset
+    out = {key: RawAccount() for key in keys}
+    if not keys:
+        return out
+    by_id: dict[int, RawAccount] = {}
+    for account in await session.scalars(select(Account).where(Account.key.in_(list(out)))):
+        raw = out[account.key]
+        raw.exists = True
+        raw.multi_asset_mode = bool(account.multi_asset_mode)
+        raw.version = account.version
+        by_id[account.id] = raw
+    if not by_id:
+        return out
+    ids = list(by_id)
+    for bal in await session.scalars(select(Balance).where(Balance.account_id.in_(ids))):
+        raw = by_id[bal.account_id]
+        if bal.wallet == CROSS:
+            raw.cross[bal.asset] = bal.amount
+        elif bal.wallet == HOLD:
+            raw.hold[bal.asset] = bal.amount
+        elif bal.wallet.startswith(ISO_PREFIX) and bal.asset == settle:
+            raw.isolated[bal.wallet[len(ISO_PREFIX) :]] = bal.amount
+    for pos in await session.scalars(
+        select(PositionRow).where(PositionRow.account_id.in_(ids)).order_by(PositionRow.symbol)
+    ):
+        by_id[pos.account_id].positions.append(pos)
+    for order in await session.scalars(
+        select(OpenOrderRow)
+        .where(OpenOrderRow.account_id.in_(ids))
+        .order_by(OpenOrderRow.symbol, OpenOrderRow.margin_mode)
+    ):
+        by_id[order.account_id].orders.append(order)
+    return out
+
+
+def build_state(settings: Settings, key: str, raw: RawAccount, mkt: Market) -> AccountState:
+    """The rules' view of one account from its rows (pure: no I/O)."""
+    settle = settings.ledger.settlement_asset
+    infos = asset_infos(settings)
     settle_precision = infos[settle].precision if settle in infos else 0
     balances = {
         asset: units_to_decimal(units, infos[asset].precision if asset in infos else 0)
-        for asset, units in cross.items()
+        for asset, units in raw.cross.items()
     }
     positions: list[Position] = []
     with_position: set[str] = set()
-    for row in position_rows:
+    for row in raw.positions:
         mode: MarginMode = "isolated" if row.margin_mode == "isolated" else "cross"
         iso = ZERO
         if mode == "isolated":
-            iso = units_to_decimal(isolated.get(row.symbol, 0), settle_precision)
+            iso = units_to_decimal(raw.isolated.get(row.symbol, 0), settle_precision)
             with_position.add(row.symbol)
         positions.append(Position(row.symbol, row.size, row.entry_price, row.leverage, mode, iso))
-    for symbol, units in sorted(isolated.items()):
+    for symbol, units in sorted(raw.isolated.items()):
         if symbol not in with_position and units != 0:
             positions.append(
                 Position(
@@ -190,29 +227,36 @@ async def load_state(session: AsyncSession, settings: Settings, key: str) -> Acc
         OpenOrderMargin(
             row.symbol, "isolated" if row.margin_mode == "isolated" else "cross", row.initial_margin
         )
-        for row in order_rows
+        for row in raw.orders
     ]
     snapshot = AccountSnapshot(
         balances=balances,
         positions=positions,
         open_orders=orders,
-        mark_prices=marks,
-        asset_prices=asset_prices,
+        mark_prices=mkt.marks,
+        asset_prices=mkt.asset_prices,
         brackets=settings.brackets,
         assets=infos,
-        multi_asset_mode=bool(account.multi_asset_mode) if account else False,
+        multi_asset_mode=raw.multi_asset_mode,
         settlement_asset=settle,
     )
     return AccountState(
         key=key,
-        exists=account is not None,
+        exists=raw.exists,
         multi_asset_mode=snapshot.multi_asset_mode,
-        cross=cross,
-        isolated=isolated,
-        hold=hold,
+        cross=dict(raw.cross),
+        isolated=dict(raw.isolated),
+        hold=dict(raw.hold),
         snapshot=snapshot,
-        version=account.version if account else 0,
+        version=raw.version,
     )
+
+
+async def load_state(session: AsyncSession, settings: Settings, key: str) -> AccountState:
+    """The account's snapshot, read in the caller's transaction (lock it first to decide)."""
+    mkt = await market(session, settings)
+    raw = (await load_raw(session, settings, [key]))[key]
+    return build_state(settings, key, raw, mkt)
 
 
 # --------------------------------------------------------------------------- engine inputs

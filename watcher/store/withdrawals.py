@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -52,6 +52,20 @@ async def find_by_account_nonce(
     return await session.scalar(
         select(Withdrawal).where(Withdrawal.account == account, Withdrawal.nonce == nonce)
     )
+
+
+async def find_by_account_nonces(
+    session: AsyncSession, pairs: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], Withdrawal]:
+    """:func:`find_by_account_nonce` for many (account, nonce) pairs, one query."""
+    if not pairs:
+        return {}
+    rows = await session.scalars(
+        select(Withdrawal).where(
+            tuple_(Withdrawal.account, Withdrawal.nonce).in_(sorted(set(pairs)))
+        )
+    )
+    return {(w.account, w.nonce): w for w in rows}
 
 
 async def listing(
@@ -148,6 +162,26 @@ async def held_since(session: AsyncSession, account: str, since: datetime) -> li
         )
     )
     return [(asset, int(amount)) for asset, amount in rows]
+
+
+async def held_since_many(
+    session: AsyncSession, accounts: Sequence[str], since: datetime
+) -> dict[str, list[tuple[str, int]]]:
+    """:func:`held_since` for many accounts, one query; every account gets a list."""
+    gone = (W.FAILED.value, W.REJECTED.value, W.CANCELLED.value)
+    out: dict[str, list[tuple[str, int]]] = {a: [] for a in accounts}
+    if not accounts:
+        return out
+    rows = await session.execute(
+        select(Withdrawal.account, Withdrawal.asset, Withdrawal.ledger_amount).where(
+            Withdrawal.account.in_(sorted(set(accounts))),
+            Withdrawal.created_at >= since,
+            Withdrawal.state.not_in(gone),
+        )
+    )
+    for account, asset, amount in rows:
+        out[account].append((asset, int(amount)))
+    return out
 
 
 async def counts_by_state(session: AsyncSession) -> dict[str, int]:
