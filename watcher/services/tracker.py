@@ -53,6 +53,7 @@ from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
+from watcher.store.ledger_batch import Posting
 from watcher.store.models import TxAttempt, utcnow
 
 log = logging.getLogger("watcher.tracker")
@@ -137,10 +138,11 @@ class Tracker:
         if not found:
             return
         async with self.sessions.begin() as s:
+            rows = await repo.attempts_by_id(s, [a.id for a, _ in found])
             ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a, _ in found])
+            siblings = await repo.attempts_of_many(s, list(ws))
             for detached, receipt in found:
-                a = await s.get(TxAttempt, detached.id)
-                assert a is not None
+                a = rows[detached.id]
                 if a.state not in UNMINED:
                     continue
                 repo.move_attempt(a, A.MINED)
@@ -153,7 +155,7 @@ class Tracker:
                 w.tx_hash = a.tx_hash
                 w.block_number = a.block_number
                 w.confirmations = max(0, head - a.block_number + 1)
-                for sibling in await repo.attempts_of(s, w.id):
+                for sibling in siblings[w.id]:
                     if sibling.id != a.id and sibling.state in (*UNMINED, A.SIGNED.value):
                         if sibling.state == A.SIGNED.value:
                             repo.move_attempt(sibling, A.REPLACED)
@@ -182,10 +184,11 @@ class Tracker:
             a.withdrawal_id: await self._payer(a.withdrawal_id) for a in final if a.status == 0
         }
         async with self.sessions.begin() as s:
+            rows = await repo.attempts_by_id(s, [a.id for a in attempts])
             ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in attempts])
+            postings: list[Posting] = []
             for detached in attempts:
-                a = await s.get(TxAttempt, detached.id)
-                assert a is not None
+                a = rows[detached.id]
                 if a.state != A.MINED.value:
                     continue
                 w = ws[a.withdrawal_id]
@@ -206,17 +209,19 @@ class Tracker:
                 if a.status == 1:
                     repo.move(w, W.COMPLETED)
                     w.tx_hash = a.tx_hash
-                    await repo.settle(s, w, self.fee_account)
+                    postings.append(repo.settle_posting(w, self.fee_account))
                     self.last.completed += 1
                 elif (payer := paid_elsewhere.get(w.id)) is not None:
                     repo.move(w, W.COMPLETED, f"paid by {payer} (our {a.tx_hash} reverted)")
                     w.tx_hash = payer
-                    await repo.settle(s, w, self.fee_account)
+                    postings.append(repo.settle_posting(w, self.fee_account))
                     self.last.completed += 1
                 else:
                     repo.move(w, W.FAILED, f"transaction {a.tx_hash} reverted")
-                    await repo.release(s, w, "failed: reverted on chain")
+                    postings.append(repo.release_posting(w, "failed: reverted on chain"))
                     self.last.failed += 1
+            # Every settlement and release of the tick in one set of multi-row statements.
+            await repo.post_all(s, postings)
         if reorged:
             await broadcast_raw(self.http, self.network.rpc_urls, [a.raw_tx for a in reorged])
 
@@ -292,15 +297,15 @@ class Tracker:
             replacements.append((old, new))
         async with self.sessions.begin() as s:
             persisted: list[TxAttempt] = []
+            olds = await repo.attempts_by_id(s, [old.id for old, _ in replacements])
+            owners = await repo.withdrawals_by_id(s, [old.withdrawal_id for old, _ in replacements])
             for old_detached, new in replacements:
-                current = await s.get(TxAttempt, old_detached.id)
-                assert current is not None
+                current = olds[old_detached.id]
                 if current.state != A.BROADCAST.value:
                     continue  # mined meanwhile
                 repo.move_attempt(current, A.REPLACED)
                 s.add(new)
-                w = await repo.get(s, current.withdrawal_id)
-                assert w is not None
+                w = owners[current.withdrawal_id]
                 w.tx_hash = new.tx_hash
                 w.updated_at = utcnow()
                 persisted.append(new)
@@ -319,9 +324,9 @@ class Tracker:
             return
         results = await broadcast_raw(self.http, self.network.rpc_urls, [r for _, r, _ in ids])
         async with self.sessions.begin() as s:
+            sent_rows = await repo.attempts_by_id(s, [attempt_id for attempt_id, _, _ in ids])
             for (attempt_id, _, withdrawal_id), result in zip(ids, results, strict=True):
-                sent = await s.get(TxAttempt, attempt_id)
-                assert sent is not None
+                sent = sent_rows[attempt_id]
                 if sent.state != A.SIGNED.value:
                     continue
                 if result.outcome.is_in_pool or result.outcome is Outcome.NONCE_USED:

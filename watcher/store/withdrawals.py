@@ -28,10 +28,13 @@ from watcher.domain.states import (
 )
 from watcher.store import ledger
 from watcher.store.ledger import dialect_name
+from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
 
 W = WithdrawalState
 A = AttemptState
+
+_CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's parameter limits
 
 # Attempts that may still be (or become) mined.
 LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
@@ -143,11 +146,48 @@ async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttem
     )
 
 
+async def attempts_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, TxAttempt]:
+    out: dict[int, TxAttempt] = {}
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        out.update(
+            {
+                a.id: a
+                for a in await session.scalars(select(TxAttempt).where(TxAttempt.id.in_(chunk)))
+            }
+        )
+    return out
+
+
+async def attempts_of_many(
+    session: AsyncSession, withdrawal_ids: Sequence[int]
+) -> dict[int, list[TxAttempt]]:
+    """Every attempt of each withdrawal, oldest first."""
+    out: dict[int, list[TxAttempt]] = {i: [] for i in withdrawal_ids}
+    wanted = sorted(set(withdrawal_ids))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        rows = await session.scalars(
+            select(TxAttempt).where(TxAttempt.withdrawal_id.in_(chunk)).order_by(TxAttempt.id)
+        )
+        for a in rows:
+            out[a.withdrawal_id].append(a)
+    return out
+
+
 async def withdrawals_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Withdrawal]:
-    if not ids:
-        return {}
-    rows = await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(list(set(ids)))))
-    return {w.id: w for w in rows}
+    out: dict[int, Withdrawal] = {}
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        out.update(
+            {
+                w.id: w
+                for w in await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(chunk)))
+            }
+        )
+    return out
 
 
 async def held_since(session: AsyncSession, account: str, since: datetime) -> list[tuple[str, int]]:
@@ -226,7 +266,7 @@ async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
     return posted.transaction.id
 
 
-async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None:
+def settle_posting(w: Withdrawal, fee_account: str) -> Posting:
     """The payout is final: the hold leaves the account for the vault and the fee account."""
     paid = w.ledger_amount - w.fee
     legs = [Leg(w.account, w.asset, -w.ledger_amount, HOLD)]
@@ -234,8 +274,7 @@ async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None
         legs.append(Leg(vault_account(w.chain_id), w.asset, paid, CROSS))
     if w.fee:
         legs.append(Leg(fee_account, w.asset, w.fee, CROSS))
-    await ledger.post(
-        session,
+    return Posting(
         kind=TxKind.WITHDRAWAL_SETTLE,
         ref=f"withdrawal:{w.id}:settle",
         legs=legs,
@@ -244,16 +283,36 @@ async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None
     )
 
 
-async def release(session: AsyncSession, w: Withdrawal, why: str) -> None:
+def release_posting(w: Withdrawal, why: str) -> Posting:
     """Nothing was (or will be) paid: the hold goes back to the cross wallet."""
-    await ledger.post(
-        session,
+    return Posting(
         kind=TxKind.WITHDRAWAL_RELEASE,
         ref=f"withdrawal:{w.id}:release",
         legs=transfer(w.asset, w.ledger_amount, debit=(w.account, HOLD), credit=(w.account, CROSS)),
         account_key=w.account,
         memo=f"withdrawal {w.id} {why}",
     )
+
+
+async def _post_one(session: AsyncSession, p: Posting) -> None:
+    await ledger.post(
+        session, kind=p.kind, ref=p.ref, legs=p.legs, account_key=p.account_key, memo=p.memo
+    )
+
+
+async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None:
+    await _post_one(session, settle_posting(w, fee_account))
+
+
+async def release(session: AsyncSession, w: Withdrawal, why: str) -> None:
+    await _post_one(session, release_posting(w, why))
+
+
+async def post_all(session: AsyncSession, postings: Sequence[Posting]) -> None:
+    """Settlements and releases of many withdrawals with a few multi-row statements
+    (idempotent on their refs like :func:`settle` / :func:`release`)."""
+    if postings:
+        await post_many(session, postings)
 
 
 # ------------------------------------------------------------------ nonces
