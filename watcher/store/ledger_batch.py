@@ -1,28 +1,61 @@
-"""Posting many journal transactions at once (the bulk path of deposit crediting).
+"""Posting many journal transactions at once (deposit credits, batches of withdrawal holds).
 
-Same guarantees as :func:`watcher.store.ledger.post`, for a list: every transaction
-is checked balanced before anything is written; posting is idempotent on ``ref``
-(refs that already exist are skipped and reported as not created); all entries and
-the balance changes land in the caller's DB transaction or not at all. It writes
-with a handful of multi-row statements instead of ~10 round trips per transaction,
-which is what lets a backfill credit tens of thousands of deposits per second.
+Same guarantees as :func:`watcher.store.ledger.post`, for a list:
+
+* every transaction is checked balanced before anything is written;
+* posting is idempotent on ``ref``: refs that already exist are skipped and their
+  existing ids returned; the same ref twice in one call is an error;
+* all transactions, entries and balance changes land in the caller's DB transaction
+  or not at all;
+* concurrent batches on PostgreSQL cannot deadlock on each other: new accounts are
+  inserted in sorted key order, and balance rows are locked (or created) in ONE
+  pass in sorted (account id, asset, wallet) order — the order
+  :func:`~watcher.store.ledger.post` locks them in, one by one. On SQLite the
+  transaction already holds the writer lock (``BEGIN IMMEDIATE``, see db.py).
+
+:func:`post_pairs` is the same for two-leg postings given as :class:`Pair` tuples
+(the deposit backfill credits tens of thousands at once: no ``Posting`` and two
+``Leg`` objects to build and check per credit).
+
+It is set-based, whatever the number of postings and accounts: one ``SELECT`` of the
+refs, of the accounts (plus one insert and one select for new accounts), the journal
+transaction ids reserved up front (``max(id)`` under SQLite's writer lock,
+``nextval`` on PostgreSQL) so nothing is read back, driver-level ``executemany`` of
+the transactions and entries (:func:`watcher.store.bulk.insert_many`), and ONE
+``executemany`` of balance upserts, one per touched (account, asset, wallet):
+
+* PostgreSQL: ``INSERT .. ON CONFLICT DO UPDATE SET amount = balances.amount +
+  excluded.amount`` in sorted key order — the row lock is taken by the upsert and the
+  sum is exact ``NUMERIC``;
+* SQLite: the touched rows are read, summed in Python (exact ints: SQLite would add
+  the stored text as a 64-bit integer or a float) and written back by an upsert.
+
+Example: 20,000 deposit credits by 10 users in one asset touch 11 balance rows: 11
+upserts, not 20,000 read-modify-writes. Balance objects of the session's identity
+map that were touched are flushed first and reloaded after, so the ORM never serves a
+stale balance or writes one back.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from typing import NamedTuple, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
-from watcher.domain.journal import Leg, TxKind, check_balanced
-from watcher.store.ledger import _balance_row, ensure_account
-from watcher.store.models import JournalEntry, JournalTransaction, utcnow
+from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
+from watcher.store.bulk import insert_many
+from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
 
-_CHUNK = 5000  # IN-list and executemany size: under asyncpg's 32767 parameters
+_CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
+_KEY_CHUNK = 2000  # (account_id, asset, wallet) tuples per IN-list: 3 parameters each
+
+BalanceKey = tuple[int, str, str]
 
 
 @dataclass(frozen=True)
@@ -32,6 +65,14 @@ class Posting:
     legs: Sequence[Leg]
     account_key: str | None = None
     memo: str = ""
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _table(model: type[object]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str, int]:
@@ -48,75 +89,262 @@ async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str,
     return found
 
 
+async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
+    """{key: account id}, creating the missing accounts (race-safe, sorted key order)."""
+    wanted = sorted(set(keys))
+    found: dict[str, int] = {}
+
+    async def read(which: Sequence[str]) -> None:
+        for start in range(0, len(which), _CHUNK):
+            rows = await session.execute(
+                select(Account.key, Account.id).where(
+                    Account.key.in_(which[start : start + _CHUNK])
+                )
+            )
+            found.update({k: i for k, i in rows.all()})
+
+    await read(wanted)
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        ins = postgresql.insert if _is_postgresql(session) else sqlite.insert
+        now = utcnow()
+        await session.execute(
+            ins(Account).on_conflict_do_nothing(index_elements=["key"]),
+            [
+                {
+                    "key": k,
+                    "kind": "system" if k.startswith("system:") else "user",
+                    "multi_asset_mode": False,
+                    "version": 0,
+                    "created_at": now,
+                }
+                for k in missing
+            ],
+        )
+        await read(missing)
+    return found
+
+
+async def _new_transaction_ids(session: AsyncSession, count: int) -> list[int]:
+    """``count`` new journal transaction ids, ascending, for the insert that follows at
+    once in the same DB transaction (on SQLite nothing is reserved until it runs).
+
+    PostgreSQL takes them from the id sequence (safe under concurrency; a rolled back
+    transaction leaves a gap, as any insert would). SQLite continues after the
+    highest id: the transaction holds the database's single writer lock from its
+    ``BEGIN IMMEDIATE``, so no other writer can take them before the commit."""
+    if count <= 0:
+        return []
+    if _is_postgresql(session):
+        rows = await session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('journal_transactions', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+        return sorted(int(r[0]) for r in rows.all())
+    highest = await session.scalar(
+        select(JournalTransaction.id).order_by(JournalTransaction.id.desc()).limit(1)
+    )
+    base = int(highest or 0)
+    return list(range(base + 1, base + count + 1))
+
+
+class Pair(NamedTuple):
+    """A two-leg posting for :func:`post_pairs`: ``units`` of ``asset`` (> 0) move from
+    ``debit`` to ``credit``; ``owner`` is the account the transaction is about."""
+
+    ref: str
+    credit: str
+    debit: str
+    asset: str
+    units: int
+    owner: str | None = None
+
+
+@dataclass
+class _Columns:
+    """Journal transactions and their entries, column by column, ready to write."""
+
+    refs: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    owners: list[str | None] = field(default_factory=list)
+    memos: list[str] = field(default_factory=list)
+    # One item per entry; ``tx`` is the index of its transaction in ``refs``.
+    tx: list[int] = field(default_factory=list)
+    account: list[str] = field(default_factory=list)
+    asset: list[str] = field(default_factory=list)
+    wallet: list[str] = field(default_factory=list)
+    amount: list[int] = field(default_factory=list)
+
+
+def _unique(refs: Sequence[str]) -> None:
+    if len(set(refs)) != len(refs):
+        raise ValueError("post_many: the same ref twice in one batch")
+
+
 async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[str, int]:
     """Post every posting whose ref is new; return {ref: transaction id} for all of them."""
     checked = [(p, check_balanced(p.legs)) for p in postings]
-    refs = [p.ref for p in postings]
-    if len(set(refs)) != len(refs):
-        raise ValueError("post_many: the same ref twice in one batch")
-    ids = await existing_refs(session, refs)
-    todo = [(p, legs) for p, legs in checked if p.ref not in ids]
-    if not todo:
-        return ids
-
-    account_ids: dict[str, int] = {}
-    keys = {leg.account for _, legs in todo for leg in legs}
-    keys |= {p.account_key for p, _ in todo if p.account_key}
-    for key in sorted(keys):
-        account_ids[key] = (await ensure_account(session, key)).id
-
-    now = utcnow()
-    tx_rows = [
-        {
-            "kind": str(p.kind),
-            "ref": p.ref,
-            "account_id": account_ids[p.account_key] if p.account_key else None,
-            "memo": p.memo,
-            "created_at": now,
-        }
-        for p, _ in todo
-    ]
-    # Plain executemany, then read the new ids back: RETURNING with a guaranteed row
-    # order falls back to one statement per row on SQLite. Rows above the highest id
-    # seen before the insert are ours or (PostgreSQL) a concurrent poster's; the
-    # unique ref tells them apart.
-    before = await session.scalar(select(func.max(JournalTransaction.id))) or 0
-    table = cast(Table, JournalTransaction.__table__)
-    for start in range(0, len(tx_rows), _CHUNK):
-        await session.execute(table.insert(), tx_rows[start : start + _CHUNK])
-    rows = await session.execute(
-        select(JournalTransaction.ref, JournalTransaction.id).where(JournalTransaction.id > before)
-    )
-    created = {ref: tx_id for ref, tx_id in rows.all()}
-    new_ids = [created[p.ref] for p, _ in todo]
-
-    entries: list[dict[str, object]] = []
-    deltas: dict[tuple[int, str, str], int] = defaultdict(int)
-    for tx_id, (p, legs) in zip(new_ids, todo, strict=True):
-        ids[p.ref] = tx_id
-        for leg in legs:
-            account_id = account_ids[leg.account]
-            entries.append(
-                {
-                    "transaction_id": tx_id,
-                    "account_id": account_id,
-                    "asset": leg.asset,
-                    "wallet": leg.wallet,
-                    "amount": leg.amount,
-                }
-            )
-            deltas[(account_id, leg.asset, leg.wallet)] += leg.amount
-    for start in range(0, len(entries), _CHUNK):
-        await session.execute(
-            cast(Table, JournalEntry.__table__).insert(), entries[start : start + _CHUNK]
-        )
-    # Lock balance rows in a stable order (same order as ledger.post: no deadlock).
-    for account_id, asset, wallet in sorted(deltas):
-        delta = deltas[(account_id, asset, wallet)]
-        if delta == 0:
+    _unique([p.ref for p in postings])
+    ids = await existing_refs(session, [p.ref for p in postings])
+    cols = _Columns()
+    for p, legs in checked:
+        if p.ref in ids:
             continue
-        row = await _balance_row(session, account_id, asset, wallet)
-        row.amount = row.amount + delta
-        row.updated_at = now
-    await session.flush()
+        index = len(cols.refs)
+        cols.refs.append(p.ref)
+        cols.kinds.append(str(p.kind))
+        cols.owners.append(p.account_key)
+        cols.memos.append(p.memo)
+        for leg in legs:
+            cols.tx.append(index)
+            cols.account.append(leg.account)
+            cols.asset.append(leg.asset)
+            cols.wallet.append(leg.wallet)
+            cols.amount.append(leg.amount)
+    ids.update(await _write(session, cols))
     return ids
+
+
+async def post_pairs(
+    session: AsyncSession,
+    kind: TxKind,
+    pairs: Sequence[Pair],
+    *,
+    credit_wallet: str = CROSS,
+    debit_wallet: str = CROSS,
+    memo: str = "",
+) -> dict[str, int]:
+    """:func:`post_many` for two-leg postings of one kind, without building a
+    :class:`Posting` and two :class:`Leg` per item (the backfill posts tens of
+    thousands). Balanced by construction: +units and -units of one asset; units must
+    be a positive int (what :func:`check_balanced` demands of a pair)."""
+    for pair in pairs:
+        units = pair.units
+        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+            raise UnbalancedTransaction(f"{pair.ref}: units must be a positive int, got {units!r}")
+    refs = [p.ref for p in pairs]
+    _unique(refs)
+    ids = await existing_refs(session, refs)
+    todo = [p for p in pairs if p.ref not in ids] if ids else list(pairs)
+    n = len(todo)
+    cols = _Columns(
+        refs=[p.ref for p in todo],
+        kinds=[str(kind)] * n,
+        owners=[p.owner for p in todo],
+        memos=[memo] * n,
+    )
+    for index, p in enumerate(todo):
+        cols.tx += (index, index)
+        cols.account += (p.credit, p.debit)
+        cols.asset += (p.asset, p.asset)
+        cols.amount += (p.units, -p.units)
+    cols.wallet = [credit_wallet, debit_wallet] * n
+    ids.update(await _write(session, cols))
+    return ids
+
+
+async def _write(session: AsyncSession, cols: _Columns) -> dict[str, int]:
+    """Write new transactions with their entries and balance changes; {ref: id}."""
+    if not cols.refs:
+        return {}
+    # Pending ORM changes (a Balance changed by the caller) must reach the database
+    # before the set-based writes below read and overwrite the same rows.
+    await session.flush()
+    owners = {o for o in cols.owners if o is not None}
+    accounts = await account_ids(session, sorted(set(cols.account) | owners))
+    tx_ids = await _new_transaction_ids(session, len(cols.refs))
+    entry_tx = [tx_ids[i] for i in cols.tx]
+    entry_account = [accounts[k] for k in cols.account]
+    deltas: dict[BalanceKey, int] = defaultdict(int)
+    for key, amount in zip(
+        zip(entry_account, cols.asset, cols.wallet, strict=True), cols.amount, strict=True
+    ):
+        deltas[key] += amount
+
+    await insert_many(
+        session,
+        _table(JournalTransaction),
+        {
+            "id": tx_ids,
+            "kind": cols.kinds,
+            "ref": cols.refs,
+            "account_id": [None if o is None else accounts[o] for o in cols.owners],
+            "memo": cols.memos,
+        },
+        same={"created_at": utcnow()},
+    )
+    await insert_many(
+        session,
+        _table(JournalEntry),
+        {
+            "transaction_id": entry_tx,
+            "account_id": entry_account,
+            "asset": cols.asset,
+            "wallet": cols.wallet,
+            "amount": cols.amount,
+        },
+    )
+    await _apply_deltas(session, {k: d for k, d in deltas.items() if d != 0})
+    return dict(zip(cols.refs, tx_ids, strict=True))
+
+
+async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) -> None:
+    """Add each delta to its balance row (created at 0 if missing), in sorted key order."""
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    postgres = _is_postgresql(session)
+    if postgres:
+        amounts = [deltas[k] for k in keys]
+        new_amount = "balances.amount + excluded.amount"
+    else:
+        current = await _read_balances(session, keys)
+        amounts = [current.get(k, 0) + deltas[k] for k in keys]
+        new_amount = "excluded.amount"
+    # One executemany: the driver runs the rows in order, so PostgreSQL takes the row
+    # locks in sorted key order (like ledger.post) and two posters cannot deadlock.
+    await insert_many(
+        session,
+        _table(Balance),
+        {
+            "account_id": [k[0] for k in keys],
+            "asset": [k[1] for k in keys],
+            "wallet": [k[2] for k in keys],
+            "amount": amounts,
+        },
+        same={"updated_at": utcnow()},
+        suffix="ON CONFLICT (account_id, asset, wallet) DO UPDATE SET "
+        f"amount = {new_amount}, updated_at = excluded.updated_at",
+    )
+    # Balance objects the session already holds are reloaded, so the ORM neither serves
+    # a stale amount nor (async) needs a lazy load after an expire.
+    identity = session.sync_session.identity_map
+    held = [k for k in keys if identity_key(Balance, k) in identity]
+    for start in range(0, len(held), _KEY_CHUNK):
+        await session.execute(
+            select(Balance)
+            .where(
+                tuple_(Balance.account_id, Balance.asset, Balance.wallet).in_(
+                    held[start : start + _KEY_CHUNK]
+                )
+            )
+            .execution_options(populate_existing=True)
+        )
+
+
+async def _read_balances(
+    session: AsyncSession, keys: Sequence[BalanceKey]
+) -> dict[BalanceKey, int]:
+    found: dict[BalanceKey, int] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        rows = await session.execute(
+            select(Balance.account_id, Balance.asset, Balance.wallet, Balance.amount).where(
+                tuple_(Balance.account_id, Balance.asset, Balance.wallet).in_(chunk)
+            )
+        )
+        found.update({(a, s, w): amount for a, s, w, amount in rows.all()})
+    return found

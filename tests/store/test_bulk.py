@@ -1,0 +1,300 @@
+"""The bulk paths on SQLite and PostgreSQL: the driver-level writer stores exactly what
+SQLAlchemy stores (uint256, timestamps), and the set-based post_many / post_pairs keep
+ledger.post's guarantees for many accounts, existing balances, ORM objects in the
+session and concurrent posters."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, UnbalancedTransaction, transfer
+from watcher.store import ledger
+from watcher.store.bulk import insert_many
+from watcher.store.db import SessionFactory
+from watcher.store.ledger_batch import (
+    Pair,
+    Posting,
+    post_many,
+    post_pairs,
+)
+from watcher.store.models import Account, Balance, Deposit, JournalEntry, JournalTransaction
+
+UINT256_MAX = 2**256 - 1
+ALICE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+VAULT = "system:vault:31337"
+AMOUNTS = [0, 1, 2**63 - 1, 2**63, 2**64 + 1, 10**30 + 7, UINT256_MAX]
+DEPOSITS = cast(Table, Deposit.__table__)
+
+
+def deposit_values(i: int, amount: int, at: datetime) -> dict[str, Any]:
+    return {
+        "chain_id": 31337,
+        "tx_hash": "0x" + f"{i:064x}",
+        "log_index": i,
+        "block_number": 100 + i,
+        "block_hash": "0x" + "cd" * 32,
+        "account": ALICE,
+        "token": "0x" + "00" * 20,
+        "amount": amount,
+        "asset": "ETH",
+        "ledger_amount": amount // 10**10,
+        "dust": -amount,
+        "state": "credited",
+        "credit_tx_id": None,
+        "seen_at": at,
+        "credited_at": None if i % 2 else at,
+        "updated_at": at,
+    }
+
+
+async def stored(s: AsyncSession) -> list[tuple[Any, ...]]:
+    """The deposits as the driver returns them (no type processing)."""
+    rows = await s.execute(
+        text(
+            "SELECT log_index, amount, ledger_amount, dust, seen_at, credited_at "
+            "FROM deposits ORDER BY log_index"
+        )
+    )
+    return [tuple(r) for r in rows.all()]
+
+
+async def test_insert_many_stores_what_the_orm_stores(sessions: SessionFactory) -> None:
+    # A non-UTC aware time: UtcDateTime converts it on both paths.
+    at = datetime(2026, 11, 21, 15, 4, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    rows = [deposit_values(i, a, at) for i, a in enumerate(AMOUNTS)]
+    async with sessions.begin() as s:
+        s.add_all(Deposit(**r) for r in rows)
+    async with sessions() as s:
+        via_orm = await stored(s)
+    async with sessions.begin() as s:
+        await s.execute(DEPOSITS.delete())
+        columns = {k: [r[k] for r in rows] for k in rows[0] if k not in ("chain_id", "state")}
+        n = await insert_many(s, DEPOSITS, columns, same={"chain_id": 31337, "state": "credited"})
+        assert n == len(AMOUNTS)
+    async with sessions() as s:
+        assert await stored(s) == via_orm
+        got = list(await s.scalars(select(Deposit).order_by(Deposit.log_index)))
+    assert [d.amount for d in got] == AMOUNTS
+    assert [d.dust for d in got] == [-a for a in AMOUNTS]
+    assert got[0].seen_at == at and got[0].seen_at.tzinfo == UTC
+    assert got[1].credited_at is None and got[2].credited_at == at
+
+
+async def test_insert_many_checks_like_the_column_types(sessions: SessionFactory) -> None:
+    at = datetime.now(UTC)
+    too_big = deposit_values(1, UINT256_MAX + 1, at)
+    async with sessions.begin() as s:
+        with pytest.raises(ValueError, match="78 digits"):
+            await insert_many(s, DEPOSITS, {k: [v] for k, v in too_big.items()})
+        with pytest.raises(TypeError, match="BigAmount takes int"):
+            bad = deposit_values(1, 1, at) | {"amount": "1"}
+            await insert_many(s, DEPOSITS, {k: [v] for k, v in bad.items()})
+        with pytest.raises(ValueError, match="needs a value for 'updated_at'"):
+            partial = {k: [v] for k, v in deposit_values(1, 1, at).items() if k != "updated_at"}
+            await insert_many(s, DEPOSITS, partial)
+        with pytest.raises(ValueError, match="different lengths"):
+            await insert_many(s, DEPOSITS, {"amount": [1, 2], "dust": [1]})
+
+
+async def test_insert_many_sends_more_than_one_chunk(sessions: SessionFactory) -> None:
+    at = datetime.now(UTC)
+    n = 12_001  # three driver calls, and more rows than asyncpg takes parameters
+    async with sessions.begin() as s:
+        columns: dict[str, list[Any]] = {
+            "tx_hash": ["0x" + f"{i:064x}" for i in range(n)],
+            "log_index": list(range(n)),
+            "block_number": list(range(n)),
+            "amount": [UINT256_MAX - i for i in range(n)],
+            "ledger_amount": [None] * n,
+            "credit_tx_id": [None] * n,
+            "credited_at": [None] * n,
+        }
+        same = deposit_values(0, 0, at)
+        for k in (*columns, "ledger_amount"):
+            same.pop(k, None)
+        await insert_many(s, DEPOSITS, columns, same=same)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Deposit)) == n
+        last = await s.scalar(select(Deposit.amount).where(Deposit.log_index == n - 1))
+    assert last == UINT256_MAX - n + 1
+
+
+async def test_batch_transaction_ids_follow_and_precede_plain_posts(
+    sessions: SessionFactory,
+) -> None:
+    def legs(n: int) -> list[Leg]:
+        return [Leg(ALICE, "USDT", n), Leg(VAULT, "USDT", -n)]
+
+    async with sessions.begin() as s:
+        before = await ledger.post(s, kind=TxKind.DEPOSIT, ref="before", legs=legs(1))
+    async with sessions.begin() as s:
+        ids = await post_many(s, [Posting(TxKind.DEPOSIT, f"b{i}", legs(2)) for i in range(5)])
+    async with sessions.begin() as s:
+        after = await ledger.post(s, kind=TxKind.DEPOSIT, ref="after", legs=legs(3))
+    batch = [ids[f"b{i}"] for i in range(5)]
+    assert batch == sorted(set(batch))
+    assert before.transaction.id < batch[0] and batch[-1] < after.transaction.id
+    async with sessions() as s:
+        refs = dict((await s.execute(select(JournalTransaction.id, JournalTransaction.ref))).all())
+    assert [refs[i] for i in batch] == [f"b{i}" for i in range(5)]
+
+
+async def balances_of(sessions: SessionFactory) -> dict[tuple[str, str, str], int]:
+    async with sessions() as s:
+        rows = await s.execute(
+            select(Account.key, Balance.asset, Balance.wallet, Balance.amount).join(
+                Account, Account.id == Balance.account_id
+            )
+        )
+        return {(k, a, w): amt for k, a, w, amt in rows.all()}
+
+
+async def test_post_many_with_many_accounts_and_existing_balances(
+    sessions: SessionFactory,
+) -> None:
+    users = [f"0x{i:040x}" for i in range(1, 301)]
+    # Existing balances for half of the users, one of them near uint256 max.
+    async with sessions.begin() as s:
+        for i, user in enumerate(users[:150]):
+            await ledger.post(
+                s,
+                kind=TxKind.DEPOSIT,
+                ref=f"seed:{i}",
+                legs=[Leg(user, "USDT", 1000 + i), Leg(VAULT, "USDT", -(1000 + i))],
+                account_key=user,
+            )
+        big = UINT256_MAX - 20
+        await ledger.post(
+            s,
+            kind=TxKind.DEPOSIT,
+            ref="seed:big",
+            legs=[Leg(users[0], "ETH", big), Leg(VAULT, "ETH", -big)],
+        )
+    postings = [
+        Posting(
+            TxKind.WITHDRAWAL_HOLD,
+            f"hold:{i}",
+            transfer("USDT", 10 + i, debit=(user, CROSS), credit=(user, HOLD)),
+            account_key=user,
+            memo=f"m{i}",
+        )
+        for i, user in enumerate(users)
+    ]
+    postings.append(
+        Posting(
+            TxKind.DEPOSIT,
+            "three-legs",
+            [Leg(users[0], "ETH", 10), Leg(users[1], "ETH", 5), Leg(VAULT, "ETH", -15)],
+        )
+    )
+    async with sessions.begin() as s:
+        ids = await post_many(s, postings)
+    assert len(ids) == len(postings) and len(set(ids.values())) == len(postings)
+    got = await balances_of(sessions)
+    for i, user in enumerate(users):
+        seeded = 1000 + i if i < 150 else 0
+        assert got[(user, "USDT", CROSS)] == seeded - (10 + i)
+        assert got[(user, "USDT", HOLD)] == 10 + i
+    assert got[(users[0], "ETH", CROSS)] == UINT256_MAX - 10
+    assert got[(users[1], "ETH", CROSS)] == 5
+    async with sessions() as s:
+        sums = await ledger.journal_sums(s)
+        entries = await s.scalar(select(func.count()).select_from(JournalEntry))
+        memo, owner = (
+            await s.execute(
+                select(JournalTransaction.memo, JournalTransaction.account_id).where(
+                    JournalTransaction.ref == "hold:7"
+                )
+            )
+        ).one()
+        owner_key = await s.scalar(
+            text("SELECT key FROM accounts WHERE id = :i").bindparams(i=owner)
+        )
+    assert memo == "m7" and owner_key == users[7]
+    assert entries == 150 * 2 + 2 + 300 * 2 + 3
+    async with sessions() as s:
+        by_id = {a.id: a.key for a in await s.scalars(select(Account))}
+    assert {(by_id[a], asset, w): v for (a, asset, w), v in sums.items() if v} == {
+        k: v for k, v in got.items() if v
+    }
+
+    # Idempotent: the same batch again creates nothing and returns the same ids.
+    async with sessions.begin() as s:
+        assert await post_many(s, postings) == ids
+    assert await balances_of(sessions) == got
+
+
+async def test_post_many_keeps_orm_balances_in_step(sessions: SessionFactory) -> None:
+    async with sessions.begin() as s:
+        await ledger.post(
+            s,
+            kind=TxKind.DEPOSIT,
+            ref="seed",
+            legs=[Leg(ALICE, "USDT", 100), Leg(VAULT, "USDT", -100)],
+        )
+    async with sessions.begin() as s:
+        account = await ledger.ensure_account(s, ALICE)
+        row = await s.get(Balance, (account.id, "USDT", CROSS))
+        assert row is not None and row.amount == 100
+        row.amount = 150  # a pending ORM change: flushed before the batch, not lost
+        await post_many(
+            s, [Posting(TxKind.DEPOSIT, "p", [Leg(ALICE, "USDT", 7), Leg(VAULT, "USDT", -7)])]
+        )
+        fresh = await s.scalar(select(Balance.amount).where(Balance.account_id == account.id))
+        assert fresh == 157
+        assert row.amount == 157  # the identity-map object is not stale
+    assert (await balances_of(sessions))[(ALICE, "USDT", CROSS)] == 157
+
+
+async def test_post_pairs_checks_units_and_refs(sessions: SessionFactory) -> None:
+    async with sessions.begin() as s:
+        for bad in (0, -1, True, 1.5):
+            with pytest.raises(UnbalancedTransaction):
+                await post_pairs(s, TxKind.DEPOSIT, [Pair("r", ALICE, VAULT, "USDT", bad)])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="same ref twice"):
+            await post_pairs(
+                s,
+                TxKind.DEPOSIT,
+                [Pair("r", ALICE, VAULT, "USDT", 1), Pair("r", ALICE, VAULT, "USDT", 2)],
+            )
+        first = await post_pairs(
+            s,
+            TxKind.DEPOSIT,
+            [Pair("a", ALICE, VAULT, "USDT", 5, ALICE), Pair("b", ALICE, VAULT, "ETH", 2)],
+        )
+    async with sessions.begin() as s:
+        again = await post_pairs(
+            s,
+            TxKind.DEPOSIT,
+            [Pair("a", ALICE, VAULT, "USDT", 5, ALICE), Pair("c", ALICE, VAULT, "USDT", 1)],
+        )
+    assert again["a"] == first["a"] and again["c"] not in first.values()
+    got = await balances_of(sessions)
+    assert got[(ALICE, "USDT", CROSS)] == 6 and got[(VAULT, "USDT", CROSS)] == -6
+    assert got[(ALICE, "ETH", CROSS)] == 2
+
+
+async def test_concurrent_batches_over_shared_accounts_all_post(sessions: SessionFactory) -> None:
+    """Ten batches at once, each touching the same 20 new accounts in another order:
+    no deadlock (PostgreSQL), nothing lost, balances equal the journal."""
+    users = [f"0x{i:040x}" for i in range(1, 21)]
+
+    async def batch(n: int) -> None:
+        order = users[n:] + users[:n]
+        async with sessions.begin() as s:
+            await post_pairs(
+                s,
+                TxKind.DEPOSIT,
+                [Pair(f"b{n}:{u}", u, VAULT, "USDT", 1 + n, u) for u in order],
+            )
+
+    await asyncio.wait_for(asyncio.gather(*(batch(n) for n in range(10))), timeout=60)
+    got = await balances_of(sessions)
+    assert all(got[(u, "USDT", CROSS)] == sum(range(1, 11)) for u in users)
+    assert got[(VAULT, "USDT", CROSS)] == -20 * sum(range(1, 11))
