@@ -38,7 +38,7 @@ async def cut_inside(monkeypatch: pytest.MonkeyPatch, tick: Callable[[], Awaitab
     """Run ``tick`` until it has posted journal entries inside its transaction, then
     cancel it there, as a kill would."""
     reached = asyncio.Event()
-    original = deposits_store.post_many
+    original = deposits_store.post_pairs
 
     async def post_then_hang(*args: Any, **kwargs: Any) -> Any:
         result = await original(*args, **kwargs)
@@ -46,13 +46,13 @@ async def cut_inside(monkeypatch: pytest.MonkeyPatch, tick: Callable[[], Awaitab
         await asyncio.Event().wait()  # never returns: we are "killed" here
         return result
 
-    monkeypatch.setattr(deposits_store, "post_many", post_then_hang)
+    monkeypatch.setattr(deposits_store, "post_pairs", post_then_hang)
     task = asyncio.create_task(tick())
     await asyncio.wait_for(reached.wait(), timeout=30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    monkeypatch.setattr(deposits_store, "post_many", original)
+    monkeypatch.setattr(deposits_store, "post_pairs", original)
 
 
 async def journal_count(sessions: SessionFactory) -> int:

@@ -89,6 +89,30 @@ async def test_recording_is_idempotent_and_final_logs_are_credited_at_once(
     }
 
 
+async def test_by_keys_finds_rows_above_the_cursor_and_orphaned_ones_only(
+    sessions: SessionFactory,
+) -> None:
+    async with sessions.begin() as s:
+        rec = await deposits.record_logs(
+            s, [dep(1, 10), dep(2, 11), dep(3, 30)], NETWORK, ASSETS, final_upto=10
+        )
+        assert (rec.new, rec.credited) == (3, 1)
+        dropped = await deposits.drop_above(s, CHAIN, 10)  # 11 and 30 orphaned
+        assert len(dropped.orphaned) == 2
+        await deposits.record_logs(s, [dep(4, 35)], NETWORK, ASSETS, final_upto=None)
+    async with sessions.begin() as s:
+        # A step above cursor 20: the orphaned row of block 11 (below the cursor, found
+        # by its state), the ones at 30 and 35 (above it); never the credited one at 10.
+        logs = [dep(1, 21), dep(2, 22), dep(3, 30), dep(4, 36), dep(5, 41)]
+        found = await deposits.by_keys(s, CHAIN, logs, above=20)
+        assert {k[0][-1]: r.state for k, r in found.items()} == {
+            "2": "orphaned",
+            "3": "orphaned",
+            "4": "pending",
+        }
+        assert await deposits.by_keys(s, CHAIN, [dep(9, 50)], above=45) == {}
+
+
 async def test_credit_then_reorg_reverses_and_reinclusion_credits_again(
     sessions: SessionFactory,
 ) -> None:

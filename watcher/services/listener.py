@@ -357,7 +357,7 @@ class DepositListener:
             m.labels(name, "unsupported").inc(recorded.unsupported)
         if recorded.repointed:
             m.labels(name, "repointed").inc(recorded.repointed)
-        credited = len(recorded.credited) + credited_later
+        credited = recorded.credited + credited_later
         if credited:
             m.labels(name, "credited").inc(credited)
 

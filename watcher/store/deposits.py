@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from eth_utils.address import is_address, to_checksum_address
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
@@ -25,8 +26,9 @@ from watcher.domain.confirmations import confirmations, eta_seconds
 from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.domain.states import DepositState, check_deposit
 from watcher.settings import AssetConfig, NetworkConfig, Settings
+from watcher.store.bulk import insert_many
 from watcher.store.ledger import post
-from watcher.store.ledger_batch import Posting, post_many
+from watcher.store.ledger_batch import Pair, post_pairs
 from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, utcnow
 
 log = logging.getLogger("watcher.store.deposits")
@@ -48,6 +50,24 @@ class Valuation:
     precision: int | None
 
 
+def asset_of(
+    token: str, network: NetworkConfig, assets: Mapping[str, AssetConfig]
+) -> tuple[str, int, int] | None:
+    """(ledger asset, token decimals, ledger precision) of a log's token; None when the
+    token (or its asset) is not configured. The zero address is the native asset."""
+    if token.lower() == ZERO_ADDRESS:
+        asset, decimals = network.native_asset, network.native_decimals
+    else:
+        configured = network.token_by_address(token)
+        if configured is None:
+            return None
+        asset, decimals = configured.asset, configured.decimals
+    cfg = assets.get(asset)
+    if cfg is None:
+        return None
+    return asset, decimals, cfg.precision
+
+
 def valuate(
     token: str, amount: int, network: NetworkConfig, assets: Mapping[str, AssetConfig]
 ) -> Valuation:
@@ -57,18 +77,12 @@ def valuate(
     Example: 1.234567891234567891 USDT (18 decimals) with precision 8 →
     ledger 123_456_789, dust 1_234_567_891 base units.
     """
-    if token.lower() == ZERO_ADDRESS:
-        asset, decimals = network.native_asset, network.native_decimals
-    else:
-        configured = network.token_by_address(token)
-        if configured is None:
-            return Valuation(None, None, 0, None)
-        asset, decimals = configured.asset, configured.decimals
-    cfg = assets.get(asset)
-    if cfg is None:
+    mapped = asset_of(token, network, assets)
+    if mapped is None:
         return Valuation(None, None, 0, None)
-    units, dust = chain_to_ledger(amount, decimals, cfg.precision)
-    return Valuation(asset, units, dust, cfg.precision)
+    asset, decimals, precision = mapped
+    units, dust = chain_to_ledger(amount, decimals, precision)
+    return Valuation(asset, units, dust, precision)
 
 
 def credit_ref(chain_id: int, tx_hash: str, log_index: int, generation: int = 0) -> str:
@@ -76,18 +90,12 @@ def credit_ref(chain_id: int, tx_hash: str, log_index: int, generation: int = 0)
     return base if generation == 0 else f"{base}#{generation}"
 
 
-def _credit_posting(
+def _credit_pair(
     chain_id: int, tx_hash: str, log_index: int, account: str, asset: str, units: int, gen: int
-) -> Posting:
-    return Posting(
-        kind=TxKind.DEPOSIT,
-        ref=credit_ref(chain_id, tx_hash, log_index, gen),
-        legs=[
-            Leg(account, asset, units),
-            Leg(vault_account(chain_id), asset, -units),
-        ],
-        account_key=account,
-    )
+) -> Pair:
+    """User cross +units, ``system:vault:<chain_id>`` -units, about the user."""
+    ref = credit_ref(chain_id, tx_hash, log_index, gen)
+    return Pair(ref, account, vault_account(chain_id), asset, units, account)
 
 
 # --------------------------------------------------------------------------- recording
@@ -96,7 +104,7 @@ def _credit_posting(
 @dataclass
 class Recorded:
     new: int = 0
-    credited: list[Deposit | dict[str, Any]] = field(default_factory=list)
+    credited: int = 0
     unsupported: int = 0
     repointed: int = 0
 
@@ -110,23 +118,34 @@ async def by_keys(
     stored in a block above the cursor too (a replayed range, or a block dropped by a
     reorg: its rows keep their old numbers, which are above the rewound cursor), or
     if it was orphaned/reversed. Anything stored at or below the cursor is canonical,
-    and a transaction is included only once in a chain. One small query instead of a
-    lookup per key: in a backfill it returns nothing.
+    and a transaction is included only once in a chain. Two indexed queries of keys
+    only (``ix_deposits_chain_block``, ``ix_deposits_state_chain``), then the matching
+    rows: the cost follows the rows above the cursor and the orphaned/reversed ones,
+    not the size of the table (a steady-state step or a backfill finds nothing).
     """
     if not logs:
         return {}
     lowest = min(d.block_number for d in logs) if above is None else above + 1
-    rows = await session.scalars(
-        select(Deposit).where(
-            Deposit.chain_id == chain_id,
-            or_(
-                Deposit.block_number >= lowest,
-                Deposit.state.in_([str(S.ORPHANED), str(S.REVERSED)]),
-            ),
-        )
-    )
     wanted = {(d.tx_hash, d.log_index) for d in logs}
-    return {(r.tx_hash, r.log_index): r for r in rows if (r.tx_hash, r.log_index) in wanted}
+    ids: list[int] = []
+    for where in (
+        Deposit.block_number >= lowest,
+        Deposit.state.in_([str(S.ORPHANED), str(S.REVERSED)]),
+    ):
+        rows = await session.execute(
+            select(Deposit.id, Deposit.tx_hash, Deposit.log_index).where(
+                Deposit.chain_id == chain_id, where
+            )
+        )
+        ids.extend(i for i, tx_hash, log_index in rows.all() if (tx_hash, log_index) in wanted)
+    out: dict[tuple[str, int], Deposit] = {}
+    ids = sorted(set(ids))
+    for start in range(0, len(ids), _CHUNK):
+        found = await session.scalars(
+            select(Deposit).where(Deposit.id.in_(ids[start : start + _CHUNK]))
+        )
+        out.update({(r.tx_hash, r.log_index): r for r in found})
+    return out
 
 
 async def record_logs(
@@ -142,66 +161,93 @@ async def record_logs(
     once when their block is already final (``block_number <= final_upto``: the backfill
     path). A log seen again after a reorg moves its orphaned/reversed deposit back to
     ``pending`` in its new block; a log seen again in the same block changes nothing.
+
+    New rows go in column by column through :func:`watcher.store.bulk.insert_many` and
+    their credits through :func:`watcher.store.ledger_batch.post_pairs` (a backfill
+    step may hold tens of thousands); valuation is computed once per token.
     """
     out = Recorded()
     if not logs:
         return out
     chain_id = network.chain_id
     known = await by_keys(session, chain_id, logs, above)
-    now = utcnow()
-    fresh: list[dict[str, Any]] = []
-    postings: list[Posting] = []
+    fresh: list[DepositLog] = []
     for d in logs:
-        row = known.get((d.tx_hash, d.log_index))
-        if row is not None:
-            if _repoint(row, d):
-                out.repointed += 1
-            continue
-        value = valuate(d.token, d.amount, network, assets)
-        state = S.PENDING if value.asset is not None else S.UNSUPPORTED
-        item: dict[str, Any] = {
-            "chain_id": chain_id,
-            "tx_hash": d.tx_hash,
-            "log_index": d.log_index,
-            "block_number": d.block_number,
-            "block_hash": d.block_hash,
-            "account": d.account,
-            "token": d.token,
-            "amount": d.amount,
-            "asset": value.asset,
-            "ledger_amount": value.ledger_amount,
-            "dust": value.dust,
-            "state": str(state),
-            "credit_tx_id": None,
-            "seen_at": now,
-            "credited_at": None,
-            "updated_at": now,
-        }
-        if state is S.UNSUPPORTED:
+        row = known.get((d.tx_hash, d.log_index)) if known else None
+        if row is None:
+            fresh.append(d)
+        elif _repoint(row, d):
+            out.repointed += 1
+    if not fresh:
+        return out
+
+    check_deposit(S.PENDING, S.CREDITED)  # the transition every final new deposit takes
+    pending, credited, unsupported = str(S.PENDING), str(S.CREDITED), str(S.UNSUPPORTED)
+    now = utcnow()
+    tokens: dict[str, tuple[str, int, int] | None] = {}
+    asset_col: list[str | None] = []
+    ledger_col: list[int | None] = []
+    dust_col: list[int] = []
+    state_col: list[str] = []
+    credited_at: list[datetime | None] = []
+    pairs: list[Pair] = []
+    pair_rows: list[int] = []
+    for i, d in enumerate(fresh):
+        if d.token in tokens:
+            mapped = tokens[d.token]
+        else:
+            mapped = tokens[d.token] = asset_of(d.token, network, assets)
+        if mapped is None:
+            asset_col.append(None)
+            ledger_col.append(None)
+            dust_col.append(0)
+            state_col.append(unsupported)
+            credited_at.append(None)
             out.unsupported += 1
-        elif final_upto is not None and d.block_number <= final_upto:
-            check_deposit(S.PENDING, S.CREDITED)
-            item["state"] = str(S.CREDITED)
-            item["credited_at"] = now
-            units = value.ledger_amount or 0
-            if units > 0 and value.asset is not None:
-                postings.append(
-                    _credit_posting(
-                        chain_id, d.tx_hash, d.log_index, d.account, value.asset, units, 0
-                    )
+            continue
+        asset, decimals, precision = mapped
+        units, dust = chain_to_ledger(d.amount, decimals, precision)
+        asset_col.append(asset)
+        ledger_col.append(units)
+        dust_col.append(dust)
+        if final_upto is not None and d.block_number <= final_upto:
+            state_col.append(credited)
+            credited_at.append(now)
+            out.credited += 1
+            if units > 0:
+                pairs.append(
+                    _credit_pair(chain_id, d.tx_hash, d.log_index, d.account, asset, units, 0)
                 )
-            out.credited.append(item)
-        fresh.append(item)
-    if postings:
-        ids = await post_many(session, postings)
-        for item in fresh:
-            ref = credit_ref(chain_id, item["tx_hash"], item["log_index"])
-            if item["state"] == S.CREDITED and ref in ids:
-                item["credit_tx_id"] = ids[ref]
-    table = cast(Table, Deposit.__table__)
-    for start in range(0, len(fresh), _CHUNK):
-        await session.execute(table.insert(), fresh[start : start + _CHUNK])
-    out.new = len(fresh)
+                pair_rows.append(i)
+        else:
+            state_col.append(pending)
+            credited_at.append(None)
+
+    credit_tx: list[int | None] = [None] * len(fresh)
+    if pairs:
+        ids = await post_pairs(session, TxKind.DEPOSIT, pairs)
+        for i, pair in zip(pair_rows, pairs, strict=True):
+            credit_tx[i] = ids[pair.ref]
+    out.new = await insert_many(
+        session,
+        cast(Table, Deposit.__table__),
+        {
+            "tx_hash": [d.tx_hash for d in fresh],
+            "log_index": [d.log_index for d in fresh],
+            "block_number": [d.block_number for d in fresh],
+            "block_hash": [d.block_hash for d in fresh],
+            "account": [d.account for d in fresh],
+            "token": [d.token for d in fresh],
+            "amount": [d.amount for d in fresh],
+            "asset": asset_col,
+            "ledger_amount": ledger_col,
+            "dust": dust_col,
+            "state": state_col,
+            "credit_tx_id": credit_tx,
+            "credited_at": credited_at,
+        },
+        same={"chain_id": chain_id, "seen_at": now, "updated_at": now},
+    )
     return out
 
 
@@ -272,24 +318,24 @@ async def credit(session: AsyncSession, rows: Sequence[Deposit]) -> list[Deposit
     balanced journal (user cross +L, ``system:vault:<chain>`` −L) and balances, in the
     caller's transaction. A deposit worth 0 ledger units (all dust) is credited
     without a journal entry."""
-    postings: list[tuple[Deposit, Posting]] = []
+    pairs: list[tuple[Deposit, Pair]] = []
     for row in rows:
         check_deposit(S(row.state), S.CREDITED)
         units = row.ledger_amount or 0
         if units > 0 and row.asset is not None:
             gen = await _generation(session, row)
-            posting = _credit_posting(
+            pair = _credit_pair(
                 row.chain_id, row.tx_hash, row.log_index, row.account, row.asset, units, gen
             )
-            postings.append((row, posting))
-    ids = await post_many(session, [p for _, p in postings]) if postings else {}
+            pairs.append((row, pair))
+    ids = await post_pairs(session, TxKind.DEPOSIT, [p for _, p in pairs]) if pairs else {}
     now = utcnow()
     for row in rows:
         row.state = str(S.CREDITED)
         row.credited_at = now
         row.updated_at = now
-    for row, posting in postings:
-        row.credit_tx_id = ids[posting.ref]
+    for row, pair in pairs:
+        row.credit_tx_id = ids[pair.ref]
     await session.flush()
     return list(rows)
 

@@ -145,6 +145,8 @@ class Deposit(Base):
     __table_args__ = (
         UniqueConstraint("chain_id", "tx_hash", "log_index"),
         Index("ix_deposits_state_chain", "state", "chain_id"),
+        # The listener's "already stored above the cursor?" and reorg queries.
+        Index("ix_deposits_chain_block", "chain_id", "block_number"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     chain_id: Mapped[int] = mapped_column(BigInteger)
