@@ -27,7 +27,14 @@ from watcher.chain.devnet import (
 )
 from watcher.chain.errors import InconsistentLogsError, MalformedLogError, RangeTooLargeError
 from watcher.chain.fetch import fetch_deposit_logs, verify_deposit_logs
-from watcher.chain.logs import DEPOSIT_TOPIC, ZERO_ADDRESS, DepositLog, checksum, decode_deposit_log
+from watcher.chain.logs import (
+    DEPOSIT_TOPIC,
+    ZERO_ADDRESS,
+    DepositLog,
+    _decode_checked,
+    checksum,
+    decode_deposit_log,
+)
 from watcher.chain.retry import RetryPolicy
 from watcher.chain.rpc import RpcClient
 
@@ -385,6 +392,49 @@ def test_decode_deposit_log() -> None:
     ],
 )
 def test_malformed_logs_are_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(MalformedLogError, match=message):
+        decode_deposit_log(raw_log(**overrides), CHAIN_ID)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"blockHash": "0x" + "Ab" * 32, "transactionHash": "0x" + "CD" * 32},
+        {
+            "topics": [
+                DEPOSIT_TOPIC.upper().replace("0X", "0x"),
+                "0x" + word(ACCOUNT),
+                "0x" + word(TOKEN),
+            ]
+        },
+        {"topics": [DEPOSIT_TOPIC, "0x" + word(ACCOUNT).upper(), "0x" + "00" * 32]},
+        {"data": "0x" + "FF" * 32, "blockNumber": "0xABCDEF", "logIndex": "0x0"},
+    ],
+)
+def test_fast_decoding_equals_the_field_by_field_checks(overrides: dict[str, Any]) -> None:
+    raw = raw_log(**overrides)
+    assert decode_deposit_log(raw, CHAIN_ID) == _decode_checked(raw, CHAIN_ID)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # Fields that only look right once joined: each must match on its own.
+        (
+            {"topics": [DEPOSIT_TOPIC, "0x" + "0" * 24 + "a" * 39, "a0x" + "0" * 24 + "b" * 40]},
+            "account topic",
+        ),
+        ({"data": "0x" + "0" * 63, "blockHash": "0" + "0x" + "ab" * 32}, "one 32-byte word"),
+        ({"blockNumber": 42}, "blockNumber is not a hex quantity"),
+        ({"logIndex": "0x3,0x4"}, "logIndex is not a hex quantity"),
+        ({"transactionHash": "0x" + "cd" * 31 + "c,"}, "transactionHash"),
+        ({"topics": [DEPOSIT_TOPIC, None, "0x" + word(TOKEN)]}, "account topic"),
+    ],
+)
+def test_fast_decoding_rejects_what_the_checks_reject(
+    overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(MalformedLogError, match=message):
         decode_deposit_log(raw_log(**overrides), CHAIN_ID)
 

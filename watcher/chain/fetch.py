@@ -36,6 +36,7 @@ re-read ranges (writes are idempotent, principle 5) before crediting.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, Protocol
 
 from watcher.chain.errors import InconsistentLogsError, MalformedLogError, RangeTooLargeError
@@ -64,6 +65,8 @@ class LogSource(Protocol):
         block_hash: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
+
+_ORDER = attrgetter("block_number", "log_index")
 
 CanonicalHashes = Mapping[int, str] | Callable[[Sequence[int]], Awaitable[Mapping[int, str]]]
 
@@ -131,7 +134,9 @@ async def verify_deposit_logs(
         if raw.get("removed") is True:
             continue
         address = raw.get("address")
-        if not isinstance(address, str) or address.lower() != vault_lower:
+        if address != vault_lower and (
+            not isinstance(address, str) or address.lower() != vault_lower
+        ):
             raise InconsistentLogsError(
                 f"node returned a log of {address!r} for a filter on the vault {vault}",
                 method="eth_getLogs",
@@ -150,7 +155,7 @@ async def verify_deposit_logs(
             continue
         seen.add(key)
         decoded.append(log)
-    decoded.sort(key=lambda d: (d.block_number, d.log_index))
+    decoded.sort(key=_ORDER)
     if canonical is not None and decoded:
         await _check_canonical(decoded, canonical)
     return decoded

@@ -11,7 +11,10 @@ has a fixed layout, so decoding is slicing, not ABI decoding:
 Anything else is a :class:`~watcher.chain.errors.MalformedLogError` with the
 reason: the node (or the vault) is not what we think, and crediting a guess
 would be worse than stopping. Checksumming is cached: the same few accounts
-and tokens recur across thousands of logs.
+and tokens recur across thousands of logs. A well-formed log is validated by one
+regex over its fields joined by "," (exactly the per-field rules, see
+``_WELL_FORMED``); only a log that fails it goes through the field-by-field checks
+that name the problem.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 _ADDRESS_TOPIC = re.compile(r"0x0{24}(?P<addr>[0-9a-fA-F]{40})")
 _QUANTITY = re.compile(r"0x[0-9a-fA-F]+")
+# The fast path: the same per-field patterns as above, for the fields joined by ","
+# (a character none of them can match, so each field must match its own pattern in
+# full: the one regex accepts exactly what the seven per-field checks accept).
+_H = "[0-9a-fA-F]"
+_WELL_FORMED = re.compile(
+    rf"0x0{{24}}({_H}{{40}}),0x0{{24}}({_H}{{40}}),(0x{_H}{{64}}),"
+    rf"(0x{_H}{{64}}),(0x{_H}{{64}}),(0x{_H}+),(0x{_H}+)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +119,45 @@ def decode_deposit_log(raw: Mapping[str, Any], chain_id: int) -> DepositLog:
     Raises :class:`MalformedLogError` when the topic count is not 3, topic0 is
     not ``Deposit``, an indexed address has non-zero padding, or ``data`` is
     not exactly 32 bytes.
+
+    A well-formed log is checked by one regex over its fields joined by ","
+    (a backfill decodes tens of thousands); anything it rejects goes through the
+    field-by-field checks below, which say what is wrong.
     """
+    topics = raw.get("topics")
+    if type(topics) is list and len(topics) == 3 and topics[0] == DEPOSIT_TOPIC:
+        try:
+            joined = ",".join(
+                (
+                    topics[1],
+                    topics[2],
+                    raw["data"],
+                    raw["blockHash"],
+                    raw["transactionHash"],
+                    raw["blockNumber"],
+                    raw["logIndex"],
+                )
+            )
+        except (KeyError, TypeError):
+            joined = ""
+        match = _WELL_FORMED.fullmatch(joined)
+        if match is not None:
+            account, token, data, block_hash, tx_hash, number, index = match.groups()
+            return DepositLog(
+                chain_id,
+                int(number, 16),
+                block_hash.lower(),
+                tx_hash.lower(),
+                int(index, 16),
+                _checksum_lower(account.lower()),
+                _checksum_lower(token.lower()),
+                int(data, 16),
+            )
+    return _decode_checked(raw, chain_id)
+
+
+def _decode_checked(raw: Mapping[str, Any], chain_id: int) -> DepositLog:
+    """The field-by-field decoder: slower, and names the first malformed field."""
     topics = _field(raw, "topics")
     if not isinstance(topics, list) or len(topics) != 3:
         count = len(topics) if isinstance(topics, list) else "no"

@@ -26,15 +26,20 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
   trust one possibly truncated list — configure three endpoints to ride out one
   outage. Cost: one eth_getLogs per endpoint per step (steady state with one
   endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs).
+* After the head, the headers we know we need and the logs are read concurrently
+  (a failure of either cancels the other and fails the step); the headers of blocks
+  whose logs revealed them are read after. One endpoint's answer is already
+  deduplicated and sorted by :func:`~watcher.chain.fetch.fetch_deposit_logs` and is
+  used as is; several are merged by the deposit key and sorted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from watcher.chain.errors import InconsistentLogsError, RpcError
 from watcher.chain.fetch import fetch_deposit_logs
@@ -44,6 +49,9 @@ from watcher.domain.confirmations import ConfirmationRule
 from watcher.domain.reorg import BlockRef
 
 log = logging.getLogger("watcher.poller")
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -117,59 +125,92 @@ async def scan(
     if cursor >= 0:
         needed.add(cursor + 1 if end >= start else cursor)
     needed.update(range(max(start, head - window + 1), end + 1))
-    headers = {b.number: b for b in await client.get_blocks(sorted(needed))}
+    if end < start:
+        headers = {b.number: b for b in await client.get_blocks(sorted(needed))}
+        if tagged is not None:
+            headers.setdefault(tagged.number, tagged)
+        return Scan(head, tagged, start, end, headers)
+    # The headers and the logs are independent reads: ask for both at once (one round
+    # trip less per step; the same calls, so still 3 per new block in steady state).
+    blocks, answers = await _together(
+        client.get_blocks(sorted(needed)), _answers(client, vault, start, end, max_range)
+    )
+    headers = {b.number: b for b in blocks}
     if tagged is not None:
         headers.setdefault(tagged.number, tagged)
-    if end < start:
-        return Scan(head, tagged, start, end, headers)
-    logs, divergent = await _logs(client, vault, start, end, max_range, headers)
+    logs, divergent = await _merge(client, start, end, headers, *answers)
     return Scan(head, tagged, start, end, headers, logs, divergent_endpoints=divergent)
 
 
-async def _logs(
-    client: RpcClient,
-    vault: str,
-    start: int,
-    end: int,
-    max_range: int,
-    headers: dict[int, BlockRef],
-) -> tuple[list[DepositLog], int]:
+async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await both concurrently; the first failure cancels the other and is raised as is."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        await asyncio.wait((one, two), return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        if not (one.done() and two.done()):
+            one.cancel()
+            two.cancel()
+            await asyncio.gather(one, two, return_exceptions=True)
+    for task in (one, two):
+        if not task.cancelled() and task.exception() is not None:
+            raise cast(BaseException, task.exception())
+    return one.result(), two.result()
+
+
+async def _answers(
+    client: RpcClient, vault: str, start: int, end: int, max_range: int
+) -> tuple[list[list[DepositLog]], list[str], int]:
+    """Each usable endpoint's verified logs of the range (one endpoint: its answer),
+    the failures, and how many endpoints were asked."""
     endpoints = client.usable_endpoints
+    if len(endpoints) <= 1:
+        return [await fetch_deposit_logs(client, vault, start, end, max_range)], [], 1
     answers: list[list[DepositLog]] = []
     failures: list[str] = []
-    if len(endpoints) > 1:
-        results = await asyncio.gather(
-            *(
-                fetch_deposit_logs(_Pinned(client, i), vault, start, end, max_range)
-                for i in endpoints
-            ),
-            return_exceptions=True,
-        )
-        for i, result in zip(endpoints, results, strict=True):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, RpcError):
-                log.info("logs %d..%d from endpoint #%d failed: %s", start, end, i, result)
-                failures.append(str(result))
-                continue
-            if isinstance(result, BaseException):
-                raise result
-            answers.append(result)
-    else:
-        answers = [await fetch_deposit_logs(client, vault, start, end, max_range)]
+    results = await asyncio.gather(
+        *(fetch_deposit_logs(_Pinned(client, i), vault, start, end, max_range) for i in endpoints),
+        return_exceptions=True,
+    )
+    for i, result in zip(endpoints, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, RpcError):
+            log.info("logs %d..%d from endpoint #%d failed: %s", start, end, i, result)
+            failures.append(str(result))
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        answers.append(result)
+    return answers, failures, len(endpoints)
 
+
+async def _merge(
+    client: RpcClient,
+    start: int,
+    end: int,
+    headers: dict[int, BlockRef],
+    answers: list[list[DepositLog]],
+    failures: list[str],
+    asked: int,
+) -> tuple[list[DepositLog], int]:
+    """Check the answers against the headers (fetching those of blocks with logs) and
+    merge them by deposit key; at least ``min(2, asked)`` must be consistent."""
     missing = sorted({d.block_number for a in answers for d in a} - set(headers))
     if missing:
         headers.update({b.number: b for b in await client.get_blocks(missing)})
     consistent = [a for a in answers if _matches(a, headers)]
-    quorum = min(2, len(endpoints))
+    quorum = min(2, asked)
     if len(consistent) < quorum:
         why = "; ".join(failures) or "answers do not match the canonical headers"
         raise InconsistentLogsError(
-            f"logs of {start}..{end}: {len(consistent)} of {len(endpoints)} endpoints gave "
+            f"logs of {start}..{end}: {len(consistent)} of {asked} endpoints gave "
             f"usable answers, {quorum} needed to rule out a truncated list ({why})",
             method="eth_getLogs",
         )
+    if len(answers) == 1:
+        # One endpoint: its answer is already deduplicated and sorted (fetch_deposit_logs).
+        return answers[0], 0
     merged: dict[tuple[str, int], DepositLog] = {}
     for answer in consistent:
         for d in answer:
