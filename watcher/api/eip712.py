@@ -24,17 +24,21 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from coincurve import PublicKey
+from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import EncodingError
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_keys.exceptions import BadSignature
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from eth_utils.exceptions import ValidationError as KeyValidationError
 
 from watcher.api.errors import ApiError, bad_request, unauthorized
 from watcher.settings import NetworkConfig, Settings
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 DOMAIN_NAME = "Watcher"
 DOMAIN_VERSION = "1"
@@ -104,6 +108,85 @@ def typed_data(
     }
 
 
+DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+_DYNAMIC = {"string", "bytes"}  # hashed into a bytes32 word by EIP-712
+
+
+@lru_cache(maxsize=1024)
+def _domain_separator(chain_id: int, verifying_contract: str) -> bytes:
+    return keccak(
+        abi_encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                keccak(text=DOMAIN_TYPE),
+                keccak(text=DOMAIN_NAME),
+                keccak(text=DOMAIN_VERSION),
+                chain_id,
+                to_checksum_address(verifying_contract),
+            ],
+        )
+    )
+
+
+@lru_cache(maxsize=64)
+def _struct_layout(primary_type: str) -> tuple[bytes, tuple[tuple[str, bool], ...], list[str]]:
+    """(type hash, (field name, hashed?) per field, ABI types of the encoded words)."""
+    fields = TYPES[primary_type]
+    layout = tuple((f["name"], f["type"] in _DYNAMIC) for f in fields)
+    abi = ["bytes32", *("bytes32" if f["type"] in _DYNAMIC else f["type"] for f in fields)]
+    return keccak(text=type_string(primary_type)), layout, abi
+
+
+def digest_bytes(
+    primary_type: str, message: Mapping[str, Any], chain_id: int, verifying_contract: str
+) -> bytes:
+    """``keccak(0x1901 ‖ domainSeparator ‖ hashStruct(message))`` for a registered type
+    (flat structs of atomic fields and strings, which is every type here). Equal to
+    ``eth_account``'s ``encode_typed_data`` hash (tests/unit/test_eip712_fast.py checks
+    every type on random messages) at a fraction of the cost: the domain separator and
+    type hash are computed once. Raises ``ValueError`` for a message that does not encode."""
+    if primary_type not in TYPES:
+        raise KeyError(f"unknown EIP-712 type {primary_type!r}")
+    type_hash, layout, abi = _struct_layout(primary_type)
+    values: list[Any] = [type_hash]
+    for name, hashed in layout:
+        value = message[name]
+        if hashed:
+            if not isinstance(value, str | bytes):
+                raise ValueError(f"{primary_type}.{name} must be a string")
+            value = keccak(value.encode() if isinstance(value, str) else value)
+        values.append(value)
+    try:
+        struct_hash = keccak(abi_encode(abi, values))
+    except (EncodingError, TypeError, ValueError) as exc:
+        raise ValueError(f"{primary_type} message does not encode: {exc}") from None
+    return keccak(b"\x19\x01" + _domain_separator(chain_id, verifying_contract) + struct_hash)
+
+
+def recover_address(digest32: bytes, signature: bytes) -> str:
+    """The checksummed address whose key made ``signature`` (65 bytes ``r ‖ s ‖ v``,
+    v in {0, 1, 27, 28}) over ``digest32``; ``ValueError`` if it does not recover.
+    Same answers as ``eth_account``'s ``recover_message`` (checked in the tests)."""
+    if len(signature) != 65:
+        raise ValueError(f"signature must be 65 bytes, got {len(signature)}")
+    v = signature[64]
+    if v >= 27:
+        v -= 27
+    if v not in (0, 1):
+        raise ValueError(f"signature v must be 0, 1, 27 or 28, got {signature[64]}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise ValueError("signature r and s must be in [1, n)")
+    try:
+        public = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v]), digest32, hasher=None
+        )
+    except Exception as exc:  # coincurve raises a bare Exception on failure
+        raise ValueError(f"signature does not recover: {exc}") from None
+    return str(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
+
+
 def signable(
     primary_type: str, message: Mapping[str, Any], chain_id: int, verifying_contract: str
 ) -> SignableMessage:
@@ -116,8 +199,7 @@ def digest(
     primary_type: str, message: Mapping[str, Any], chain_id: int, verifying_contract: str
 ) -> str:
     """The 0x-hex EIP-712 hash that is signed."""
-    m = signable(primary_type, message, chain_id, verifying_contract)
-    return "0x" + keccak(b"\x19" + bytes(m.version) + m.header + m.body).hex()
+    return "0x" + digest_bytes(primary_type, message, chain_id, verifying_contract).hex()
 
 
 def sign(
@@ -145,13 +227,12 @@ def recover(
     if not isinstance(signature, str) or _SIGNATURE_RE.fullmatch(signature) is None:
         raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
     try:
-        signer = Account.recover_message(
-            signable(primary_type, message, chain_id, verifying_contract),
-            signature=bytes.fromhex(signature[2:]),
+        return recover_address(
+            digest_bytes(primary_type, message, chain_id, verifying_contract),
+            bytes.fromhex(signature[2:]),
         )
-    except (ValueError, TypeError, BadSignature, KeyValidationError) as exc:
+    except ValueError as exc:
         raise unauthorized("BAD_SIGNATURE", f"signature does not recover: {exc}") from None
-    return str(to_checksum_address(signer))
 
 
 def network_for_chain(settings: Settings, chain_id: int) -> NetworkConfig:
@@ -209,9 +290,11 @@ __all__ = [
     "ApiError",
     "Verified",
     "digest",
+    "digest_bytes",
     "domain",
     "network_for_chain",
     "recover",
+    "recover_address",
     "register_type",
     "sign",
     "type_string",

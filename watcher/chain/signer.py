@@ -8,7 +8,11 @@ reads both and hands them over as ``SecretStr``. Guarantees:
   and every error raised while loading names the *source* (variable or file), never
   the value. ``eth_account``'s own exceptions are not chained (``from None``) because
   some quote their input.
-* Signing is local (eth_account, with coincurve when installed: ~2,000 tx/s).
+* Signing is local. EIP-1559 transactions (the only kind the watcher sends) are
+  encoded with ``rlp`` and signed with ``coincurve`` (libsecp256k1, low-s) directly:
+  ~60 µs instead of ~360 µs through ``eth_account``'s generic path, byte-identical
+  output (tests/chain/test_signer.py compares both on random transactions). Any
+  other transaction shape goes through ``eth_account``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import coincurve
+import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from watcher.settings import Secrets
 
@@ -37,10 +44,11 @@ class SignedTx:
 class HotSigner:
     """Signs transactions for one address; the key is private to the instance."""
 
-    __slots__ = ("_account", "address")
+    __slots__ = ("_account", "_key", "address")
 
     def __init__(self, account: LocalAccount) -> None:
         self._account = account
+        self._key = coincurve.PrivateKey(bytes(account.key))
         self.address: str = account.address
 
     @classmethod
@@ -84,11 +92,35 @@ class HotSigner:
         return None
 
     def sign_transaction(self, tx: dict[str, Any]) -> SignedTx:
+        if set(tx) == _EIP1559_KEYS and tx["type"] == 2:
+            return self._sign_eip1559(tx)
         signed = self._account.sign_transaction(tx)
         return SignedTx(
             raw="0x" + bytes(signed.raw_transaction).hex(),
             tx_hash="0x" + bytes(signed.hash).hex(),
         )
+
+    def _sign_eip1559(self, tx: dict[str, Any]) -> SignedTx:
+        """EIP-1559: ``0x02 || rlp([chainId, nonce, maxPriorityFeePerGas, maxFeePerGas,
+        gas, to, value, data, accessList])`` hashed with keccak and signed; the raw
+        transaction appends ``yParity, r, s`` to the same list."""
+        fields: list[Any] = [
+            _uint(tx, "chainId"),
+            _uint(tx, "nonce"),
+            _uint(tx, "maxPriorityFeePerGas"),
+            _uint(tx, "maxFeePerGas"),
+            _uint(tx, "gas"),
+            _address_bytes(tx["to"]),
+            _uint(tx, "value"),
+            _data_bytes(tx["data"]),
+            [],
+        ]
+        if fields[3] < fields[2]:
+            raise ValueError("maxFeePerGas is below maxPriorityFeePerGas")
+        sig = self._key.sign_recoverable(keccak(b"\x02" + rlp.encode(fields)), hasher=None)
+        r, s, y_parity = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+        raw = b"\x02" + rlp.encode([*fields, y_parity, r, s])
+        return SignedTx(raw="0x" + raw.hex(), tx_hash="0x" + keccak(raw).hex())
 
     def __repr__(self) -> str:
         return f"HotSigner(address={self.address}, key=***)"
@@ -97,3 +129,39 @@ class HotSigner:
 
     def __reduce__(self) -> Any:  # never pickle the key into a cache or a crash dump
         raise TypeError("HotSigner cannot be pickled")
+
+
+_EIP1559_KEYS = frozenset(
+    {
+        "type",
+        "chainId",
+        "nonce",
+        "to",
+        "value",
+        "data",
+        "gas",
+        "maxFeePerGas",
+        "maxPriorityFeePerGas",
+    }
+)
+
+
+def _uint(tx: dict[str, Any], name: str) -> int:
+    value = tx[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+        raise ValueError(f"transaction {name} must be a uint256, got {value!r}")
+    return value
+
+
+def _address_bytes(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        raise ValueError(f"transaction to must be a 0x-address, got {value!r}")
+    return bytes.fromhex(value[2:])
+
+
+def _data_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError("transaction data must be 0x-hex or bytes")
+    return bytes.fromhex(value[2:])

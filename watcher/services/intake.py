@@ -46,9 +46,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from eth_account import Account
 from eth_utils.address import is_address, to_checksum_address
-from eth_utils.crypto import keccak
 from sqlalchemy.exc import IntegrityError
 
 from watcher.api import eip712
@@ -291,21 +289,19 @@ class Intake:
             )
         if _SIGNATURE_RE.fullmatch(req.signature) is None:
             raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
-        signable = eip712.signable("Withdraw", message, req.chain_id, network.vault)
         try:
-            signer = Account.recover_message(signable, signature=bytes.fromhex(req.signature[2:]))
-        except (ValueError, TypeError) as exc:
+            signed = eip712.digest_bytes("Withdraw", message, req.chain_id, network.vault)
+            signer = eip712.recover_address(signed, bytes.fromhex(req.signature[2:]))
+        except ValueError as exc:
             raise unauthorized("BAD_SIGNATURE", f"signature does not recover: {exc}") from None
         if signer.lower() != req.account.lower():
             raise unauthorized(
                 "WRONG_SIGNER",
-                f"signed by {to_checksum_address(signer)}, not by the account {req.account}",
-                signer=to_checksum_address(signer),
+                f"signed by {signer}, not by the account {req.account}",
+                signer=signer,
                 account=req.account,
             )
-        digest = (
-            "0x" + keccak(b"\x19" + bytes(signable.version) + signable.header + signable.body).hex()
-        )
+        digest = "0x" + signed.hex()
         try:
             row = self._prepare(req, network, token, amount, digest)
         except ApiError:
