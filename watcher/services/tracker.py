@@ -127,8 +127,12 @@ class Tracker:
         if attempts:
             await broadcast_raw(self.http, self.network.rpc_urls, [a.raw_tx for a in attempts])
 
+    async def _refs(self, states: Sequence[str]) -> list[repo.AttemptRef]:
+        async with self.sessions() as s:
+            return await repo.attempt_refs(s, self.chain_id, states, sender=self.signer.address)
+
     async def _find_receipts(self, head: int) -> None:
-        attempts = await self._attempts(UNMINED)
+        attempts = await self._refs(UNMINED)
         if not attempts:
             return
         receipts = await self.rpc.batch(
@@ -165,24 +169,27 @@ class Tracker:
     # ------------------------------------------------------------------ confirmations
 
     async def _check_mined(self, head: int, tagged: int | None) -> None:
-        attempts = await self._attempts([A.MINED.value])
+        attempts = await self._refs([A.MINED.value])
         if not attempts:
             return
         numbers = sorted({a.block_number for a in attempts if a.block_number is not None})
         raws = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         # A height the node no longer has (the chain got shorter) counts as reorged out.
         canonical = {n: (raw or {}).get("hash") for n, raw in zip(numbers, raws, strict=True)}
-        reorged = [a for a in attempts if canonical.get(a.block_number or -1) != a.block_hash]
-        final = [
-            a
+        reorged = {a.id for a in attempts if canonical.get(a.block_number or -1) != a.block_hash}
+        final = {
+            a.id
             for a in attempts
-            if a not in reorged
+            if a.id not in reorged
             and a.block_number is not None
             and is_final(self.rule, a.block_number, head, tagged)
-        ]
-        paid_elsewhere = {
-            a.withdrawal_id: await self._payer(a.withdrawal_id) for a in final if a.status == 0
         }
+        paid_elsewhere = {
+            a.withdrawal_id: await self._payer(a.withdrawal_id)
+            for a in attempts
+            if a.id in final and a.status == 0
+        }
+        resend: list[str] = []
         async with self.sessions.begin() as s:
             rows = await repo.attempts_by_id(s, [a.id for a in attempts])
             ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in attempts])
@@ -192,7 +199,8 @@ class Tracker:
                 if a.state != A.MINED.value:
                     continue
                 w = ws[a.withdrawal_id]
-                if detached in reorged:
+                if detached.id in reorged:
+                    resend.append(a.raw_tx)
                     repo.move_attempt(a, A.BROADCAST)
                     a.block_number = a.block_hash = a.status = None
                     a.broadcast_at = utcnow()
@@ -203,7 +211,7 @@ class Tracker:
                     continue
                 assert a.block_number is not None
                 w.confirmations = max(0, head - a.block_number + 1)
-                if detached not in final:
+                if detached.id not in final:
                     continue
                 repo.move_attempt(a, A.CONFIRMED)
                 if a.status == 1:
@@ -222,8 +230,8 @@ class Tracker:
                     self.last.failed += 1
             # Every settlement and release of the tick in one set of multi-row statements.
             await repo.post_all(s, postings)
-        if reorged:
-            await broadcast_raw(self.http, self.network.rpc_urls, [a.raw_tx for a in reorged])
+        if resend:
+            await broadcast_raw(self.http, self.network.rpc_urls, resend)
 
     async def _payer(self, withdrawal_id: int) -> str | None:
         """The tx that paid ``withdrawal_id`` if the vault says it was paid, else None."""

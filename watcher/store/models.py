@@ -200,6 +200,7 @@ class Withdrawal(Base):
 
 class TxAttempt(Base):
     __tablename__ = "tx_attempts"
+    __table_args__ = (Index("ix_tx_attempts_chain_state", "chain_id", "state"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     withdrawal_id: Mapped[int] = mapped_column(ForeignKey("withdrawals.id"), index=True)
     chain_id: Mapped[int] = mapped_column(BigInteger)

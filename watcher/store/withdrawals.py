@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,6 +137,42 @@ async def attempts_in(
     if sender is not None:
         stmt = stmt.where(TxAttempt.sender == sender)
     return list(await session.scalars(stmt))
+
+
+class AttemptRef(NamedTuple):
+    """The columns of an attempt the tracker polls with (no raw bytes, no timestamps):
+    cheap to read every tick for thousands of attempts in flight."""
+
+    id: int
+    withdrawal_id: int
+    nonce: int
+    tx_hash: str
+    block_number: int | None
+    block_hash: str | None
+    status: int | None
+
+
+async def attempt_refs(
+    session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str
+) -> list[AttemptRef]:
+    rows = await session.execute(
+        select(
+            TxAttempt.id,
+            TxAttempt.withdrawal_id,
+            TxAttempt.nonce,
+            TxAttempt.tx_hash,
+            TxAttempt.block_number,
+            TxAttempt.block_hash,
+            TxAttempt.status,
+        )
+        .where(
+            TxAttempt.chain_id == chain_id,
+            TxAttempt.state.in_(list(states)),
+            TxAttempt.sender == sender,
+        )
+        .order_by(TxAttempt.nonce, TxAttempt.id)
+    )
+    return [AttemptRef(*row) for row in rows]
 
 
 async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttempt]:
