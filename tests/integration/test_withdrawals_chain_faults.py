@@ -1,0 +1,205 @@
+"""Withdrawals against what the chain itself can do to them, on real anvil nodes: a reorg
+that drops a mined payout, a stuck transaction across a restart, a nonce gap with no
+persisted attempt, a nonce consumed by a foreign transaction of the hot key, and a
+broadcast to two endpoints of which one fails."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from eth_account import Account
+from sqlalchemy import select
+from web3 import AsyncWeb3
+from web3.providers.rpc import AsyncHTTPProvider
+
+from tests.fixtures_chain import DevnetFactory
+from tests.integration.withdrawal_support import (
+    balance_of,
+    credit,
+    deposit_token,
+    mine,
+    sender,
+    signed_body,
+    tracker,
+    withdrawal_app,
+)
+from watcher.api.server import make_web_app
+from watcher.app import App
+from watcher.chain.artifacts import WITHDRAWN_TOPIC
+from watcher.chain.devnet import Deployment, dev_account
+from watcher.domain.journal import CROSS, HOLD, vault_account
+from watcher.store import ledger
+from watcher.store import withdrawals as repo
+from watcher.store.models import JournalTransaction
+
+
+@asynccontextmanager
+async def w3_for(url: str) -> AsyncIterator[AsyncWeb3[Any]]:
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(url))
+    try:
+        yield w3
+    finally:
+        await w3.provider.disconnect()
+
+
+async def rpc(w3: AsyncWeb3[Any], method: str, *params: Any) -> Any:
+    answer = await w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+    assert "error" not in answer, answer
+    return answer["result"]
+
+
+async def request_usdt(
+    app: App, w3: AsyncWeb3[Any], dep: Deployment, whole: int, dest: str, *, nonce: int = 1
+) -> int:
+    """A funded user (tokens deposited into the vault on chain, credited in the ledger)
+    asks over HTTP for ``whole`` USDT to ``dest``; returns the withdrawal id."""
+    user = dev_account(2)
+    await deposit_token(w3, user, dep, "USDT", whole * 10**18)
+    # 10 USDT more in the ledger than the payout: the withdrawal fee.
+    await credit(app, user.address, "USDT", (whole + 10) * 10**8, f"test:{user.address}:{nonce}")
+    body = signed_body(
+        user,
+        dep,
+        token=dep.tokens["USDT"].address,
+        amount=str(whole),
+        amount_units=whole * 10**18,
+        destination=dest,
+        nonce=nonce,
+    )
+    async with TestClient(TestServer(make_web_app(app))) as client:
+        resp = await client.post("/v1/withdrawals", json=body)
+        doc = await resp.json()
+    assert resp.status == 202, doc
+    return int(doc["id"])
+
+
+async def withdrawn_events(w3: AsyncWeb3[Any], dep: Deployment) -> list[Any]:
+    return list(
+        await w3.eth.get_logs(
+            {"address": dep.vault, "topics": [WITHDRAWN_TOPIC], "fromBlock": 0, "toBlock": "latest"}
+        )
+    )
+
+
+async def settlements(app: App, withdrawal_id: int) -> list[str]:
+    """Refs of the journal transactions posted for the withdrawal (hold, settle, release)."""
+    async with app.sessions() as s:
+        rows = await s.scalars(
+            select(JournalTransaction.ref).where(
+                JournalTransaction.ref.like(f"withdrawal:{withdrawal_id}:%")
+            )
+        )
+        return sorted(rows)
+
+
+# ---------------------------------------------------------------------------- reorg
+
+
+async def test_reorged_out_withdrawal_is_resent_mined_again_and_paid_once(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
+    ):
+        dest = Account.create().address
+        usdt = dep.tokens["USDT"].address
+        wid = await request_usdt(app, w3, dep, 250, dest)
+        await sender(app).tick()  # signed, broadcast, automined
+        track = tracker(app)
+        await track.tick()
+        async with app.sessions() as s:
+            (attempt,) = await repo.attempts_of(s, wid)
+            w = await repo.get(s, wid)
+        assert attempt.state == "mined" and w is not None and w.state == "confirming"
+        first_block = attempt.block_number
+        assert first_block is not None
+        await mine(w3, 1)
+        await track.tick()
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+        assert w is not None and (w.state, w.confirmations) == ("confirming", 2)  # of 3
+        assert await balance_of(w3, usdt, dest) == 250 * 10**18
+
+        # Replace the payout's block and the one above it by two empty blocks: the
+        # payout is gone from the chain (anvil does not put it back into its pool).
+        await rpc(w3, "anvil_reorg", 2, [])
+        assert await rpc(w3, "eth_getTransactionReceipt", attempt.tx_hash) is None
+        assert await balance_of(w3, usdt, dest) == 0
+
+        await track.tick()  # block hash differs → back to broadcast, raw re-sent (automined)
+        assert track.last.reorged == 1
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (again,) = await repo.attempts_of(s, wid)
+        assert w is not None and w.state == "broadcast" and "reorged out" in (w.reason or "")
+        assert again.tx_hash == attempt.tx_hash and again.state == "broadcast"
+        receipt = await w3.eth.get_transaction_receipt(attempt.tx_hash)  # type: ignore[arg-type]
+        assert receipt["blockNumber"] > first_block  # the same tx, mined again
+
+        for _ in range(4):
+            await track.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            attempts = await repo.attempts_of(s, wid)
+            vault = await ledger.balances(s, vault_account(dep.chain_id))
+            held = await ledger.balances(s, dev_account(2).address)
+        assert w is not None and w.state == "completed" and w.tx_hash == attempt.tx_hash
+        assert [(a.tx_hash, a.state, a.block_number) for a in attempts] == [
+            (attempt.tx_hash, "confirmed", receipt["blockNumber"])
+        ]
+        assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
+        # Settled once: the hold is gone, the user keeps 260 - 250 - fee, the vault
+        # account got the 250 back that the test credit took from it.
+        assert held.get(("USDT", HOLD), 0) == 0
+        assert held[("USDT", CROSS)] == 10 * 10**8 - w.fee
+        assert vault[("USDT", CROSS)] == -10 * 10**8
+        assert await balance_of(w3, usdt, dest) == 250 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 1
+
+
+async def test_payout_reincluded_by_the_reorg_is_tracked_in_its_new_block(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
+    ):
+        dest = Account.create().address
+        wid = await request_usdt(app, w3, dep, 40, dest)
+        await sender(app).tick()
+        track = tracker(app)
+        await track.tick()
+        async with app.sessions() as s:
+            (attempt,) = await repo.attempts_of(s, wid)
+        assert attempt.state == "mined" and attempt.block_number is not None
+        old_block, old_hash = attempt.block_number, attempt.block_hash
+        await mine(w3, 1)
+        # The reorg replaces the payout's block and the next one; it puts the very
+        # same payout one block higher in the new chain.
+        await rpc(w3, "anvil_reorg", 2, [[attempt.raw_tx, 1]])
+        receipt = await rpc(w3, "eth_getTransactionReceipt", attempt.tx_hash)
+        assert int(receipt["blockNumber"], 16) == old_block + 1
+        for _ in range(5):
+            await track.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (final,) = await repo.attempts_of(s, wid)
+        assert w is not None and w.state == "completed"
+        assert (final.state, final.block_number, final.block_hash) == (
+            "confirmed",
+            old_block + 1,
+            receipt["blockHash"],
+        )
+        assert final.block_hash != old_hash
+        assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
+        assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 40 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 1
