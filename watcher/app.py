@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -237,6 +238,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     app = await build(settings)
     web_app = make_web_app(app)
+    # Everything built so far (modules, settings, ABIs, the ORM registry) lives as long
+    # as the process: move it out of the collector's way so a full collection under load
+    # walks only what requests and ticks allocate (fewer, shorter pauses in the tail).
+    gc.collect()
+    gc.freeze()
+    # And collect the young generation less often: a batch of requests allocates tens
+    # of thousands of short-lived objects that die young anyway.
+    gc.set_threshold(50_000, 20, 20)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.api.host, settings.api.port)
