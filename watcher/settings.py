@@ -111,7 +111,7 @@ class WithdrawalSettings(_Model):
     max_fee_per_gas_gwei: ExactDecimal = Decimal(500)
     max_priority_fee_per_gas_gwei: ExactDecimal = Decimal(5)
     gas_limit: int = Field(default=200_000, ge=21_000)
-    # Also "stuck" after this many new blocks since broadcast (counted while running).
+    # Also "stuck" after this many new blocks since broadcast (tx_attempts.broadcast_block).
     stuck_after_blocks: int | None = Field(default=None, ge=1)
     # Withdrawals signed and broadcast per sender tick (one DB transaction per batch).
     batch_size: int = Field(default=500, ge=1)

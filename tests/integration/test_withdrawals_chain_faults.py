@@ -32,6 +32,7 @@ from watcher.app import App
 from watcher.chain.artifacts import WITHDRAWN_TOPIC
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.domain.journal import CROSS, HOLD, vault_account
+from watcher.services.tracker import Tracker
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
 from watcher.store.models import JournalTransaction
@@ -202,4 +203,74 @@ async def test_payout_reincluded_by_the_reorg_is_tracked_in_its_new_block(
         assert final.block_hash != old_hash
         assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
         assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 40 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 1
+
+
+# ---------------------------------------------------------------------------- stuck
+
+
+def fresh_tracker(app: App, **settings: Any) -> Tracker:
+    """A tracker as a restarted process builds it: nothing in memory."""
+    old = tracker(app)
+    return Tracker(
+        network=old.network,
+        settings=old.settings.model_copy(update=settings),
+        sessions=app.sessions,
+        rpc=old.rpc,
+        http=app.http,
+        signer=old.signer,
+    )
+
+
+async def mine_without_the_pool(w3: AsyncWeb3[Any], blocks: int, over: int) -> None:
+    """Mine ``blocks`` blocks whose base fee exceeds ``over`` wei: the pooled payout
+    (max fee ``over``) cannot be included, as on a congested network."""
+    for _ in range(blocks):
+        await rpc(w3, "anvil_setNextBlockBaseFeePerGas", hex(over * 4))
+        await mine(w3, 1)
+
+
+async def test_stuck_after_blocks_survives_a_restart(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+    ):
+        stuck = {"stuck_after_blocks": 3, "stuck_after_seconds": 3600}
+        dest = Account.create().address
+        wid = await request_usdt(app, w3, dep, 30, dest)
+        await rpc(w3, "evm_setAutomine", False)
+        await sender(app).tick()
+        head = await w3.eth.block_number
+        async with app.sessions() as s:
+            (old,) = await repo.attempts_of(s, wid)
+        assert (old.state, old.broadcast_block) == ("broadcast", head)
+        await fresh_tracker(app, **stuck).tick()
+
+        await mine_without_the_pool(w3, 2, old.max_fee_per_gas)
+        restarted = fresh_tracker(app, **stuck)  # the process restarts 2 blocks after the broadcast
+        await restarted.tick()
+        assert restarted.last.replaced == 0  # 2 < 3 blocks
+        await mine_without_the_pool(w3, 1, old.max_fee_per_gas)
+        again = fresh_tracker(app, **stuck)  # and once more, 3 blocks after it
+        await again.tick()
+        assert again.last.replaced == 1
+        async with app.sessions() as s:
+            old2, new = await repo.attempts_of(s, wid)
+        assert (old2.state, new.state, new.nonce) == ("replaced", "broadcast", old.nonce)
+        assert new.broadcast_block == head + 3
+        assert new.max_fee_per_gas > old.max_fee_per_gas
+
+        await rpc(w3, "evm_setAutomine", True)
+        for _ in range(4):
+            await mine(w3, 1)
+            await again.tick()
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            states = {a.tx_hash: a.state for a in await repo.attempts_of(s, wid)}
+        assert w is not None and w.state == "completed" and w.tx_hash == new.tx_hash
+        assert states == {old.tx_hash: "dropped", new.tx_hash: "confirmed"}
+        assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 30 * 10**18
         assert len(await withdrawn_events(w3, dep)) == 1

@@ -151,6 +151,7 @@ class Sender:
             pending = [(a.id, a.withdrawal_id, a.raw_tx) for a in attempts]
         if not pending:
             return 0
+        head = await self.rpc.block_number()  # stuck_after_blocks counts from here
         results = await broadcast_raw(
             self.http, self.network.rpc_urls, [raw for _, _, raw in pending]
         )
@@ -170,11 +171,11 @@ class Sender:
                     extra={"chain_id": self.chain_id, "withdrawal_id": withdrawal_id},
                 )
         if sent:
-            await self._mark_broadcast(sent)
+            await self._mark_broadcast(sent, head)
         self.last.broadcast += len(sent)
         return len(sent)
 
-    async def _mark_broadcast(self, sent: Sequence[tuple[int, int]]) -> None:
+    async def _mark_broadcast(self, sent: Sequence[tuple[int, int]], head: int) -> None:
         now = utcnow()
         async with self.sessions.begin() as s:
             attempts = {
@@ -190,6 +191,7 @@ class Sender:
                     continue  # the tracker got there first (e.g. found its receipt)
                 repo.move_attempt(a, A.BROADCAST)
                 a.broadcast_at = now
+                a.broadcast_block = head
                 w = ws[withdrawal_id]
                 if w.state == W.SIGNED.value:
                     repo.move(w, W.BROADCAST)

@@ -23,7 +23,8 @@ Guarantees across crash, restart and reorg:
   the withdrawal's tx hash, and the hold is settled, never released: a second payout
   is impossible on chain and a double credit impossible in the ledger.
 * **Stuck.** The newest attempt of a nonce not mined after ``stuck_after_seconds``
-  (or ``stuck_after_blocks`` new blocks seen by this process) is replaced under the
+  (or ``stuck_after_blocks`` blocks after the head at its broadcast, persisted on the
+  attempt as ``broadcast_block`` so a restart keeps counting) is replaced under the
   SAME nonce with both fee fields bumped by ≥ max(10 %, fee_bump_percent), capped by
   the configured maximum (``domain.gas.bumped_fees``). The replacement is persisted
   (``signed``) with the old one marked ``replaced`` in one DB transaction before it
@@ -99,7 +100,6 @@ class Tracker:
         self.interval_seconds = float(settings.poll_interval_seconds)
         self.caps = fee_caps(settings)
         self.rebroadcast_on_start = True
-        self.first_seen_head: dict[int, int] = {}  # attempt id → head when first tracked
         self.last = TrackReport()
 
     async def tick(self) -> None:
@@ -204,6 +204,7 @@ class Tracker:
                     repo.move_attempt(a, A.BROADCAST)
                     a.block_number = a.block_hash = a.status = None
                     a.broadcast_at = utcnow()
+                    a.broadcast_block = head
                     repo.move(w, W.BROADCAST, "block reorged out; re-sent")
                     w.block_number = None
                     w.confirmations = 0
@@ -251,9 +252,9 @@ class Tracker:
     # ------------------------------------------------------------------ stuck
 
     def _is_stuck(self, a: TxAttempt, head: int, now: float) -> bool:
-        seen = self.first_seen_head.setdefault(a.id, head)
         blocks = self.settings.stuck_after_blocks
-        if blocks is not None and head - seen >= blocks:
+        seen = a.broadcast_block
+        if blocks is not None and seen is not None and head - seen >= blocks:
             return True
         sent = a.broadcast_at or a.created_at
         if sent.tzinfo is None:
@@ -262,6 +263,13 @@ class Tracker:
 
     async def _replace_stuck(self, head: int) -> None:
         attempts = await self._attempts([A.BROADCAST.value])
+        unstamped = [a.id for a in attempts if a.broadcast_block is None]
+        if unstamped:  # broadcast before broadcast_block existed: count from now on
+            async with self.sessions.begin() as s:
+                await repo.stamp_broadcast_block(s, unstamped, head)
+            for a in attempts:
+                if a.broadcast_block is None:
+                    a.broadcast_block = head
         now = self.clock()
         stuck = [a for a in attempts if self._is_stuck(a, head, now)]
         if not stuck:
@@ -340,6 +348,7 @@ class Tracker:
                 if result.outcome.is_in_pool or result.outcome is Outcome.NONCE_USED:
                     repo.move_attempt(sent, A.BROADCAST)
                     sent.broadcast_at = datetime.fromtimestamp(self.clock(), UTC)
+                    sent.broadcast_block = head
                     self.last.replaced += 1
                 else:
                     log.warning(

@@ -216,6 +216,8 @@ class TxAttempt(Base):
     status: Mapped[int | None] = mapped_column(Integer)  # receipt status
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     broadcast_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Chain head when it was (last) broadcast: stuck_after_blocks counts from here.
+    broadcast_block: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -282,6 +282,21 @@ def move_attempt(a: TxAttempt, new: AttemptState) -> None:
     check_attempt(AttemptState(a.state), new)
     a.state = new.value
     a.updated_at = utcnow()
+
+
+async def stamp_broadcast_block(
+    session: AsyncSession, attempt_ids: Sequence[int], head: int
+) -> None:
+    """Set ``broadcast_block`` where it is still NULL (attempts broadcast before the
+    column existed), so their block count starts now and survives restarts."""
+    wanted = sorted(set(attempt_ids))
+    for start in range(0, len(wanted), _CHUNK):
+        await session.execute(
+            update(TxAttempt)
+            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.broadcast_block.is_(None))
+            .values(broadcast_block=head)
+        )
 
 
 # ------------------------------------------------------------------ ledger
