@@ -274,3 +274,42 @@ async def test_stuck_after_blocks_survives_a_restart(
         assert states == {old.tx_hash: "dropped", new.tx_hash: "confirmed"}
         assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 30 * 10**18
         assert len(await withdrawn_events(w3, dep)) == 1
+
+
+# ---------------------------------------------------------------------------- nonces
+
+
+async def test_nonce_gap_without_persisted_attempts_is_filled(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    """The table says next nonce = chain + 3 but no attempt holds the 3 nonces between
+    (attempts lost, DB restored from an odd backup): self-transfers fill them, and the
+    withdrawal signed under the stored nonce is not stuck behind the gap."""
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+    ):
+        hot = sender(app).signer.address
+        before = await w3.eth.get_transaction_count(hot)  # type: ignore[arg-type]
+        async with app.sessions.begin() as s:
+            await repo.set_next_nonce(s, dep.chain_id, hot, before + 3)
+        dest = Account.create().address
+        wid = await request_usdt(app, w3, dep, 20, dest)
+        for _ in range(3):
+            await sender(app).tick()
+            await tracker(app).tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (attempt,) = await repo.attempts_of(s, wid)
+            row = await repo.nonce_row(s, dep.chain_id, hot)
+        assert w is not None and w.state == "completed"
+        assert attempt.nonce == before + 3 and attempt.state == "confirmed"
+        assert row is not None and row.next_nonce == before + 4
+        assert await w3.eth.get_transaction_count(hot) == before + 4  # type: ignore[arg-type]
+        for nonce in range(before, before + 3):  # the fillers: 0-value transfers to self
+            block = await w3.eth.get_block(attempt.block_number - (before + 3 - nonce), True)  # type: ignore[operator]
+            (tx,) = block["transactions"]
+            assert (tx["from"], tx["to"], tx["value"], tx["nonce"]) == (hot, hot, 0, nonce)  # type: ignore[index]
+        assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 20 * 10**18
