@@ -457,10 +457,11 @@ class Intake:
                     else:
                         accepted[q.key] = q
             rows = [q.row for q in accepted.values()]
-            for row in rows:
+            # Ids first, so the holds and the rows that point at them are written once
+            # each, with no read-back and no update.
+            for row, new_id in zip(rows, await repo.new_ids(s, len(rows)), strict=True):
+                row.id = new_id
                 row.account_id = gate.accounts[row.account].id
-            s.add_all(rows)
-            await s.flush()
             ids = await gate.post_holds(
                 s,
                 [
@@ -476,6 +477,7 @@ class Intake:
             )
             for row in rows:
                 row.hold_tx_id = ids[f"withdrawal:{row.id}:hold"]
+            await repo.insert_new(s, rows)
         self.batches += 1
         for i, q in enumerate(batch):
             if i in twins:

@@ -240,7 +240,7 @@ class LockedBatch:
     ) -> LockedBatch:
         locked = await ledger.lock_accounts(session, accounts)
         mkt = await market(session, settings)
-        raw = await load_raw(session, settings, sorted(locked))
+        raw = await load_raw(session, settings, sorted(locked), locked)
         return cls(settings, locked, raw, mkt)
 
     def state(self, account: str) -> AccountState:

@@ -159,17 +159,26 @@ async def market(session: AsyncSession, settings: Settings) -> Market:
 
 
 async def load_raw(
-    session: AsyncSession, settings: Settings, keys: Sequence[str]
+    session: AsyncSession,
+    settings: Settings,
+    keys: Sequence[str],
+    accounts: Mapping[str, Account] | None = None,
 ) -> dict[str, RawAccount]:
-    """The ledger rows of several accounts with four queries whatever their number
-    (accounts, balances, positions, open orders); an unknown key gets an empty one."""
+    """The ledger rows of several accounts with a fixed number of queries whatever their
+    number (balances, positions, open orders, and the accounts unless the caller already
+    holds them, e.g. just locked); an unknown key gets an empty one."""
     settle = settings.ledger.settlement_asset
     out = {key: RawAccount() for key in keys}
     if not keys:
         return out
+    if accounts is None:
+        rows = await session.scalars(select(Account).where(Account.key.in_(list(out))))
+        accounts = {a.key: a for a in rows}
     by_id: dict[int, RawAccount] = {}
-    for account in await session.scalars(select(Account).where(Account.key.in_(list(out)))):
-        raw = out[account.key]
+    for key, raw in out.items():
+        account = accounts.get(key)
+        if account is None:
+            continue
         raw.exists = True
         raw.multi_asset_mode = bool(account.multi_asset_mode)
         raw.version = account.version
@@ -177,14 +186,19 @@ async def load_raw(
     if not by_id:
         return out
     ids = list(by_id)
-    for bal in await session.scalars(select(Balance).where(Balance.account_id.in_(ids))):
-        raw = by_id[bal.account_id]
-        if bal.wallet == CROSS:
-            raw.cross[bal.asset] = bal.amount
-        elif bal.wallet == HOLD:
-            raw.hold[bal.asset] = bal.amount
-        elif bal.wallet.startswith(ISO_PREFIX) and bal.asset == settle:
-            raw.isolated[bal.wallet[len(ISO_PREFIX) :]] = bal.amount
+    balances = await session.execute(
+        select(Balance.account_id, Balance.asset, Balance.wallet, Balance.amount).where(
+            Balance.account_id.in_(ids)
+        )
+    )
+    for account_id, asset, wallet, amount in balances:
+        raw = by_id[account_id]
+        if wallet == CROSS:
+            raw.cross[asset] = amount
+        elif wallet == HOLD:
+            raw.hold[asset] = amount
+        elif wallet.startswith(ISO_PREFIX) and asset == settle:
+            raw.isolated[wallet[len(ISO_PREFIX) :]] = amount
     for pos in await session.scalars(
         select(PositionRow).where(PositionRow.account_id.in_(ids)).order_by(PositionRow.symbol)
     ):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Table, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -28,6 +28,7 @@ from watcher.domain.states import (
     check_withdrawal,
 )
 from watcher.store import ledger
+from watcher.store.bulk import insert_many
 from watcher.store.ledger import dialect_name
 from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
@@ -264,6 +265,70 @@ async def held_since_many(
 async def counts_by_state(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Withdrawal.state, func.count()).group_by(Withdrawal.state))
     return {state: int(n) for state, n in rows}
+
+
+async def new_ids(session: AsyncSession, count: int) -> list[int]:
+    """``count`` new withdrawal ids, ascending, for :func:`insert_new` in the same DB
+    transaction. PostgreSQL takes them from the id sequence; SQLite continues after
+    the highest id (the transaction holds the single writer lock since ``BEGIN
+    IMMEDIATE``, so no other writer can take them before the commit). An id is also
+    the vault's on-chain withdrawal id, so it is never reused."""
+    if count <= 0:
+        return []
+    if dialect_name(session) == "postgresql":
+        rows = await session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('withdrawals', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+        return sorted(int(r[0]) for r in rows.all())
+    highest = await session.scalar(select(func.max(Withdrawal.id)))
+    base = int(highest or 0)
+    return list(range(base + 1, base + count + 1))
+
+
+_NEW_COLUMNS = (
+    "id",
+    "account",
+    "account_id",
+    "chain_id",
+    "token",
+    "asset",
+    "amount",
+    "ledger_amount",
+    "fee",
+    "destination",
+    "nonce",
+    "deadline",
+    "signature",
+    "request_digest",
+    "state",
+    "reason",
+    "tx_hash",
+    "block_number",
+    "confirmations",
+    "hold_tx_id",
+    "created_at",
+    "updated_at",
+)
+
+
+async def insert_new(session: AsyncSession, rows: Sequence[Withdrawal]) -> None:
+    """Write new withdrawals (ids from :func:`new_ids`, every column set) with one
+    driver-level multi-row insert; the objects stay transient (they are the answers)."""
+    if not rows:
+        return
+    now = utcnow()
+    for w in rows:
+        if w.id is None:
+            raise ValueError("insert_new: a withdrawal without an id (use new_ids)")
+        w.confirmations = w.confirmations or 0
+        w.created_at = w.created_at or now
+        w.updated_at = w.updated_at or now
+    table = cast(Table, Withdrawal.__table__)
+    await insert_many(session, table, {c: [getattr(w, c) for w in rows] for c in _NEW_COLUMNS})
 
 
 # ------------------------------------------------------------------ state changes
