@@ -24,17 +24,20 @@ Guarantees:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["CHUNK", "insert_many", "insert_sql", "processor"]
+__all__ = ["CHUNK", "SQLITE_PARAMETERS", "insert_many", "insert_sql", "processor"]
 
 CHUNK = 5000
+# Parameters per multi-row INSERT on SQLite: its limit is 32,766 since 3.32 (999 before).
+SQLITE_PARAMETERS = 8000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 def processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -44,23 +47,42 @@ def processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any], An
     return proc
 
 
-def insert_sql(table: Table, columns: Sequence[str], dialect: Dialect, suffix: str = "") -> str:
-    """``INSERT INTO t (a, b) VALUES (?, ?)`` in the dialect's paramstyle and quoting,
-    followed by ``suffix`` (e.g. an ``ON CONFLICT`` clause)."""
+def insert_sql(
+    table: Table, columns: Sequence[str], dialect: Dialect, suffix: str = "", rows: int = 1
+) -> str:
+    """``INSERT INTO t (a, b) VALUES (?, ?)[, (?, ?) ...]`` (``rows`` tuples) in the
+    dialect's paramstyle and quoting, followed by ``suffix`` (e.g. ``ON CONFLICT``)."""
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
-    style = dialect.paramstyle
+    style, width = dialect.paramstyle, len(columns)
     if style == "qmark":
-        marks = ", ".join("?" for _ in columns)
+        one = "(" + ", ".join("?" * width) + ")"
+        values = ", ".join([one] * rows)
     elif style in ("numeric_dollar", "numeric"):
         sign = "$" if style == "numeric_dollar" else ":"
-        marks = ", ".join(f"{sign}{i}" for i in range(1, len(columns) + 1))
+        values = ", ".join(
+            "(" + ", ".join(f"{sign}{r * width + i}" for i in range(1, width + 1)) + ")"
+            for r in range(rows)
+        )
     elif style == "format":
-        marks = ", ".join("%s" for _ in columns)
+        one = "(" + ", ".join(["%s"] * width) + ")"
+        values = ", ".join([one] * rows)
     else:  # pragma: no cover - pyformat/named drivers are not used by the watcher
         raise NotImplementedError(f"bulk insert: paramstyle {style!r}")
-    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES {values}"
     return f"{sql} {suffix}" if suffix else sql
+
+
+def _convert(proc: Callable[[Any], Any] | None, values: Sequence[Any]) -> Sequence[Any]:
+    """``proc`` over ``values``; a column that repeats the same objects (a timestamp
+    or a state on most rows) converts each distinct object once."""
+    if proc is None:
+        return values
+    if len(set(map(id, values))) * 2 > len(values):
+        return [proc(v) for v in values]
+    # ``values`` holds every object for the whole loop, so no id is reused meanwhile.
+    done: dict[int, Any] = {}
+    return [done[i] if (i := id(v)) in done else done.setdefault(i, proc(v)) for v in values]
 
 
 def _check_columns(table: Table, given: set[str]) -> None:
@@ -101,15 +123,27 @@ async def insert_many(
     _check_columns(table, set(names))
     conn = await session.connection()
     dialect = conn.dialect
-    converted: list[Sequence[Any] | repeat[Any]] = []
-    for name, values in columns.items():
-        proc = processor(table, name, dialect)
-        converted.append(values if proc is None else [proc(v) for v in values])
+    converted = [_convert(processor(table, n, dialect), v) for n, v in columns.items()]
     for name, value in same.items():
         proc = processor(table, name, dialect)
-        converted.append(repeat(value if proc is None else proc(value)))
-    rows = list(zip(*converted, strict=False))
+        converted.append([value if proc is None else proc(value)] * count)
+    if dialect.name == "sqlite":
+        # Multi-row VALUES: one statement (and one release of the GIL by sqlite3) per
+        # few hundred rows instead of a step per row; the parameters are laid out
+        # row-major by slice assignment, without building a tuple per row.
+        width = len(names)
+        flat: list[Any] = [None] * (count * width)
+        for j, values in enumerate(converted):
+            flat[j::width] = values
+        per = max(1, SQLITE_PARAMETERS // width)
+        full = insert_sql(table, names, dialect, suffix, rows=per)
+        for start in range(0, count, per):
+            n = min(per, count - start)
+            sql = full if n == per else insert_sql(table, names, dialect, suffix, rows=n)
+            await conn.exec_driver_sql(sql, tuple(flat[start * width : (start + n) * width]))
+        return count
+    rows = zip(*converted, strict=True)
     sql = insert_sql(table, names, dialect, suffix)
-    for start in range(0, count, CHUNK):
-        await conn.exec_driver_sql(sql, rows[start : start + CHUNK])
+    for _ in range(0, count, CHUNK):
+        await conn.exec_driver_sql(sql, list(islice(rows, CHUNK)))
     return count

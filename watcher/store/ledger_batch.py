@@ -38,6 +38,7 @@ stale balance or writes one back.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,17 +77,24 @@ def _table(model: type[object]) -> Table:
 
 
 async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str, int]:
-    """{ref: journal transaction id} for the refs that are already posted."""
-    found: dict[str, int] = {}
-    for start in range(0, len(refs), _CHUNK):
-        chunk = refs[start : start + _CHUNK]
-        rows = await session.execute(
-            select(JournalTransaction.ref, JournalTransaction.id).where(
-                JournalTransaction.ref.in_(chunk)
-            )
+    """{ref: journal transaction id} for the refs that are already posted.
+
+    One statement with the refs as ONE parameter, however many (a backfill step asks
+    for tens of thousands): a JSON array read by ``json_each`` on SQLite, a text
+    array on PostgreSQL; both probe the unique index on ``ref``."""
+    if not refs:
+        return {}
+    if _is_postgresql(session):
+        stmt = text("SELECT ref, id FROM journal_transactions WHERE ref = ANY(:refs)")
+        params: dict[str, object] = {"refs": list(refs)}
+    else:
+        stmt = text(
+            "SELECT ref, id FROM journal_transactions "
+            "WHERE ref IN (SELECT value FROM json_each(:refs))"
         )
-        found.update({ref: tx_id for ref, tx_id in rows.all()})
-    return found
+        params = {"refs": json.dumps(list(refs))}
+    rows = await session.execute(stmt, params)
+    return {ref: int(tx_id) for ref, tx_id in rows.all()}
 
 
 async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
