@@ -166,7 +166,8 @@ def cancel_cmd(
 
 @withdrawals_app.command("retry")
 def retry_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOpt = None) -> None:
-    """Queued: re-check funds now. Broadcast: fee-bump on the tracker's next tick."""
+    """Queued: re-check funds now. Broadcast: fee-bump on the tracker's next tick.
+    Stalled (nonce consumed by a foreign tx): re-queue under a new nonce."""
     from watcher.services import withdrawal_ops
 
     settings = _settings(config, database_url)

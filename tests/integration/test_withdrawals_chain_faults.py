@@ -18,6 +18,7 @@ from web3.providers.rpc import AsyncHTTPProvider
 
 from tests.fixtures_chain import DevnetFactory
 from tests.integration.withdrawal_support import (
+    OPERATOR,
     balance_of,
     credit,
     deposit_token,
@@ -31,11 +32,14 @@ from watcher.api.server import make_web_app
 from watcher.app import App
 from watcher.chain.artifacts import WITHDRAWN_TOPIC
 from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.vault import withdraw_calldata
 from watcher.domain.journal import CROSS, HOLD, vault_account
+from watcher.services import withdrawal_ops
 from watcher.services.tracker import Tracker
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
-from watcher.store.models import JournalTransaction
+from watcher.store.alarms import active_alarms
+from watcher.store.models import JournalTransaction, TxAttempt
 
 
 @asynccontextmanager
@@ -292,6 +296,7 @@ async def test_nonce_gap_without_persisted_attempts_is_filled(
     ):
         hot = sender(app).signer.address
         before = await w3.eth.get_transaction_count(hot)  # type: ignore[arg-type]
+        first_block = await w3.eth.block_number
         async with app.sessions.begin() as s:
             await repo.set_next_nonce(s, dep.chain_id, hot, before + 3)
         dest = Account.create().address
@@ -308,8 +313,145 @@ async def test_nonce_gap_without_persisted_attempts_is_filled(
         assert attempt.nonce == before + 3 and attempt.state == "confirmed"
         assert row is not None and row.next_nonce == before + 4
         assert await w3.eth.get_transaction_count(hot) == before + 4  # type: ignore[arg-type]
-        for nonce in range(before, before + 3):  # the fillers: 0-value transfers to self
-            block = await w3.eth.get_block(attempt.block_number - (before + 3 - nonce), True)  # type: ignore[operator]
-            (tx,) = block["transactions"]
-            assert (tx["from"], tx["to"], tx["value"], tx["nonce"]) == (hot, hot, 0, nonce)  # type: ignore[index]
+        assert attempt.block_number is not None
+        sent = []  # every transaction of the hot wallet, in chain order
+        for number in range(first_block, attempt.block_number + 1):
+            block = await w3.eth.get_block(number, True)
+            sent += [tx for tx in block["transactions"] if tx["from"] == hot]  # type: ignore[index]
+        assert [(tx["nonce"], tx["to"], tx["value"]) for tx in sent] == [  # type: ignore[index]
+            *[(n, hot, 0) for n in range(before, before + 3)],  # fillers: 0 to self
+            (before + 3, dep.vault, 0),  # the payout
+        ]
         assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 20 * 10**18
+
+
+async def foreign_tx_under(
+    w3: AsyncWeb3[Any], dep: Deployment, attempt: TxAttempt, *, data: str = "0x"
+) -> str:
+    """Someone else with the hot key: our attempt leaves the pool (another node never
+    saw it) and a different transaction of the hot wallet takes its nonce, mined."""
+    await rpc(w3, "anvil_dropTransaction", attempt.tx_hash)
+    block = await w3.eth.get_block("latest")
+    signed = OPERATOR.sign_transaction(
+        {
+            "type": 2,
+            "chainId": dep.chain_id,
+            "nonce": attempt.nonce,
+            "to": dep.vault if data != "0x" else OPERATOR.address,
+            "value": 0,
+            "data": data,
+            "gas": 300_000,
+            "maxFeePerGas": 3 * block["baseFeePerGas"] + 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    tx_hash = str(await rpc(w3, "eth_sendRawTransaction", "0x" + signed.raw_transaction.hex()))
+    await mine(w3, 1)
+    receipt = await rpc(w3, "eth_getTransactionReceipt", tx_hash)
+    assert receipt is not None and receipt["status"] == "0x1"
+    assert tx_hash != attempt.tx_hash
+    return tx_hash
+
+
+async def broadcast_then_lose_nonce(
+    app: App, w3: AsyncWeb3[Any], dep: Deployment, wid: int, *, data: str = "0x"
+) -> tuple[TxAttempt, str]:
+    await rpc(w3, "evm_setAutomine", False)
+    try:
+        await sender(app).tick()
+        async with app.sessions() as s:
+            (attempt,) = await repo.attempts_of(s, wid)
+        assert attempt.state == "broadcast"
+        foreign = await foreign_tx_under(w3, dep, attempt, data=data)
+    finally:
+        await rpc(w3, "evm_setAutomine", True)
+    return attempt, foreign
+
+
+async def test_nonce_taken_by_a_foreign_tx_stalls_then_retry_pays_once(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
+    ):
+        dest = Account.create().address
+        usdt = dep.tokens["USDT"].address
+        wid = await request_usdt(app, w3, dep, 70, dest)
+        attempt, _ = await broadcast_then_lose_nonce(app, w3, dep, wid)
+        track = tracker(app)
+        await track.tick()  # re-sent on start: "nonce too low"; 1 of 3 confirmations
+        await mine(w3, 1)
+        await track.tick()  # 2 of 3: not final yet, the withdrawal still waits
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            assert await active_alarms(s) == []
+        assert w is not None and w.state == "broadcast"
+
+        await mine(w3, 1)
+        await track.tick()  # the foreign tx is final: our attempt can never be mined
+        assert track.last.stalled == 1
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (dropped,) = await repo.attempts_of(s, wid)
+            alarms = await active_alarms(s)
+            held = await ledger.balances(s, dev_account(2).address)
+        assert w is not None and w.state == "stalled" and "retry" in (w.reason or "")
+        assert dropped.state == "dropped"
+        assert [(a.kind, a.details["withdrawalId"]) for a in alarms] == [("nonce_consumed", wid)]
+        assert held[("USDT", HOLD)] == 70 * 10**8 + w.fee  # still held: nothing paid
+        for _ in range(3):  # nothing moves on its own
+            await sender(app).tick()
+            await track.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            still = await repo.get(s, wid)
+        assert still is not None and still.state == "stalled"
+        assert await balance_of(w3, usdt, dest) == 0
+
+        await withdrawal_ops.retry(app.sessions, wid)
+        for _ in range(5):
+            await sender(app).tick()
+            await track.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            old, new = await repo.attempts_of(s, wid)
+        assert w is not None and w.state == "completed" and w.tx_hash == new.tx_hash
+        assert (old.state, new.state) == ("dropped", "confirmed")
+        assert new.nonce == attempt.nonce + 1
+        assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
+        assert await balance_of(w3, usdt, dest) == 70 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 1
+
+
+async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    """The foreign tx is itself ``vault.withdraw`` of this id (another signer with the
+    hot key, other fees): the vault says paid, the tracker records that tx and settles."""
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=2) as app,
+    ):
+        dest = Account.create().address
+        usdt = dep.tokens["USDT"].address
+        wid = await request_usdt(app, w3, dep, 15, dest)
+        data = withdraw_calldata(wid, usdt, dest, 15 * 10**18)
+        attempt, foreign = await broadcast_then_lose_nonce(app, w3, dep, wid, data=data)
+        track = tracker(app)
+        for _ in range(3):
+            await track.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (ours,) = await repo.attempts_of(s, wid)
+            alarms = await active_alarms(s)
+        assert w is not None and w.state == "completed" and w.tx_hash == foreign
+        assert ours.state == "dropped" and ours.tx_hash == attempt.tx_hash
+        assert [a.kind for a in alarms] == ["nonce_consumed"]
+        assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
+        assert await balance_of(w3, usdt, dest) == 15 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 1

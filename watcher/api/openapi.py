@@ -45,6 +45,7 @@ WITHDRAWAL = _obj(
                 "signed",
                 "broadcast",
                 "confirming",
+                "stalled",
                 "completed",
                 "failed",
                 "rejected",

@@ -27,6 +27,10 @@ class WithdrawalState(StrEnum):
     SIGNED = "signed"  # raw tx persisted, not yet known to be broadcast
     BROADCAST = "broadcast"  # sent to the network, not mined
     CONFIRMING = "confirming"  # mined, counting confirmations
+    # Its nonce was consumed (final by the network's rule) by a transaction that is not
+    # one of its attempts, and the vault says the id is unpaid: nothing of ours can be
+    # mined any more. Waits for an operator (`withdrawals retry` → queued, new nonce).
+    STALLED = "stalled"
     COMPLETED = "completed"  # final on chain; hold settled
     FAILED = "failed"  # reverted on chain; hold released
     REJECTED = "rejected"  # refused by an operator; hold released
@@ -60,7 +64,12 @@ _WITHDRAWAL: dict[WithdrawalState, frozenset[WithdrawalState]] = {
     W.REVIEW: frozenset({W.REQUESTED, W.QUEUED, W.REJECTED, W.CANCELLED}),
     W.QUEUED: frozenset({W.SIGNED, W.CANCELLED, W.REJECTED}),
     W.SIGNED: frozenset({W.BROADCAST, W.CONFIRMING}),
-    W.BROADCAST: frozenset({W.BROADCAST, W.CONFIRMING, W.FAILED}),
+    # Nonce consumed by a foreign tx: stalled if the vault says unpaid, completed if the
+    # vault says the id was paid (by that foreign tx), the hold then settled.
+    W.BROADCAST: frozenset({W.BROADCAST, W.CONFIRMING, W.FAILED, W.STALLED, W.COMPLETED}),
+    # Only an operator moves it on: re-queued, signed again under a new nonce (the
+    # vault's id guard makes a second payout impossible if an old attempt ever lands).
+    W.STALLED: frozenset({W.QUEUED}),
     # A mined tx whose block is reorged out goes back to broadcast (re-sent as is).
     W.CONFIRMING: frozenset({W.BROADCAST, W.COMPLETED, W.FAILED}),
     W.COMPLETED: frozenset(),

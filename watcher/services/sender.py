@@ -22,8 +22,10 @@ Guarantees across crash, restart and reorg:
   ``reason`` field and a HOT_WALLET_LOW alarm is latched; it is sent on the first
   tick after the funds arrive.
 * On start the stored nonce is synced with the chain and a nonce gap is repaired
-  (see ``services.nonces``). The vault's id guard (``AlreadyWithdrawn``) makes a
-  second payout of one id impossible whatever happens here.
+  (see ``services.nonces``); before each batch is signed the stored nonce is moved up
+  to the chain's pending nonce if a foreign transaction of the hot key passed it.
+  The vault's id guard (``AlreadyWithdrawn``) makes a second payout of one id
+  impossible whatever happens here.
 """
 
 from __future__ import annotations
@@ -206,10 +208,10 @@ class Sender:
                 return 0
             outflow = await repo.in_flight_outflow(s, self.chain_id)
             unmined = await repo.count_unmined(s, self.chain_id)
-            row = await repo.nonce_row(s, self.chain_id, self.signer.address)
-            assert row is not None, "nonce row is created by start()"
-            first_nonce = row.next_nonce
             snapshot = {w.id: (w.state, w.reason) for w in candidates}
+        # Never sign under a nonce the chain has already used (a foreign transaction of
+        # the hot key took it): the stored next nonce moves up to the chain's pending one.
+        first_nonce = (await self.nonces.sync()).next_nonce
 
         quote = await fee_quote(self.rpc)
         fees = initial_fees(quote.base_fee, quote.tip, self.caps)

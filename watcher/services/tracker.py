@@ -22,6 +22,16 @@ Guarantees across crash, restart and reorg:
   AlreadyWithdrawn), so the payer is looked up by the ``Withdrawn`` event, recorded as
   the withdrawal's tx hash, and the hold is settled, never released: a second payout
   is impossible on chain and a double credit impossible in the ledger.
+* **Nonce consumed by a foreign transaction** (someone else used the hot key): when
+  the wallet's nonce as of the newest FINAL block (depth N: ``head - N + 1``; a tag:
+  that block) is above an unmined attempt's nonce and none of the withdrawal's
+  attempts has a receipt, nothing of ours can be mined any more (short of a reorg
+  deeper than the rule). A NONCE_CONSUMED alarm is latched, the attempts become
+  ``dropped``, and the vault's ``withdrawn(id)`` at that block decides: true (the
+  foreign tx paid this id) → ``completed``, payer recorded, hold settled; false →
+  ``stalled`` until an operator runs ``watcher withdrawals retry ID`` (→ ``queued``,
+  signed again under a new nonce; if an old attempt ever landed after all, the new
+  one reverts with AlreadyWithdrawn and is settled as paid elsewhere, see Final).
 * **Stuck.** The newest attempt of a nonce not mined after ``stuck_after_seconds``
   (or ``stuck_after_blocks`` blocks after the head at its broadcast, persisted on the
   attempt as ``broadcast_block`` so a restart keeps counting) is replaced under the
@@ -71,6 +81,7 @@ class TrackReport:
     failed: int = 0
     reorged: int = 0
     replaced: int = 0
+    stalled: int = 0  # nonce consumed by a foreign tx, vault says unpaid
 
 
 class Tracker:
@@ -113,6 +124,7 @@ class Tracker:
             await self._rebroadcast_unmined()
             self.rebroadcast_on_start = False
         await self._find_receipts(head)
+        await self._check_consumed(head, tagged)
         await self._check_mined(head, tagged)
         await self._replace_stuck(head)
 
@@ -234,10 +246,12 @@ class Tracker:
         if resend:
             await broadcast_raw(self.http, self.network.rpc_urls, resend)
 
-    async def _payer(self, withdrawal_id: int) -> str | None:
-        """The tx that paid ``withdrawal_id`` if the vault says it was paid, else None."""
+    async def _payer(self, withdrawal_id: int, block: int | str = "latest") -> str | None:
+        """The tx that paid ``withdrawal_id`` if the vault says it was paid (as of
+        ``block``), else None."""
+        at = block if isinstance(block, str) else hex(block)
         result = await self.rpc.call(
-            "eth_call", [withdrawn_call(self.network.vault, withdrawal_id), "latest"]
+            "eth_call", [withdrawn_call(self.network.vault, withdrawal_id), at]
         )
         if not decode_uint(result):
             return None
@@ -245,9 +259,96 @@ class Tracker:
             self.network.vault,
             [WITHDRAWN_TOPIC, id_topic(withdrawal_id)],
             from_block=self.network.start_block,
-            to_block="latest",
+            to_block=block,
         )
         return str(logs[-1]["transactionHash"]) if logs else "unknown (vault says paid)"
+
+    # ------------------------------------------------------------------ foreign nonce
+
+    def _final_block(self, head: int, tagged: int | None) -> int | None:
+        """The newest block that is final by the network's rule (None: none yet)."""
+        if self.rule.is_tag:
+            return tagged
+        assert self.rule.depth is not None
+        newest = head - self.rule.depth + 1
+        return newest if newest >= 0 else None
+
+    async def _check_consumed(self, head: int, tagged: int | None) -> None:
+        """Withdrawals whose nonce a transaction that is none of their attempts used."""
+        attempts = await self._refs(UNMINED)
+        final = self._final_block(head, tagged)
+        if not attempts or final is None:
+            return
+        used = int(
+            await self.rpc.call("eth_getTransactionCount", [self.signer.address, hex(final)]), 16
+        )
+        lost = {a.withdrawal_id for a in attempts if a.nonce < used}
+        if not lost:
+            return
+        async with self.sessions() as s:
+            siblings = await repo.attempts_of_many(s, sorted(lost))
+        hashes = [(wid, a.tx_hash) for wid, rows in siblings.items() for a in rows]
+        receipts = await self.rpc.batch([("eth_getTransactionReceipt", [h]) for _, h in hashes])
+        # One of ours has a receipt after all: the receipt path handles it.
+        lost -= {wid for (wid, _), r in zip(hashes, receipts, strict=True) if r}
+        if not lost:
+            return
+        paid = {wid: await self._payer(wid, final) for wid in sorted(lost)}
+        async with self.sessions.begin() as s:
+            ws = await repo.withdrawals_by_id(s, sorted(lost))
+            rows = await repo.attempts_of_many(s, sorted(lost))
+            postings: list[Posting] = []
+            for wid in sorted(lost):
+                w = ws[wid]
+                mine = rows[wid]
+                if w.state != W.BROADCAST.value or any(
+                    a.state in (A.MINED.value, A.CONFIRMED.value) for a in mine
+                ):
+                    continue  # moved on meanwhile
+                nonces = sorted({a.nonce for a in mine if a.state in (*UNMINED, A.SIGNED.value)})
+                ours = [a.tx_hash for a in mine if a.state in (*UNMINED, A.SIGNED.value)]
+                for a in mine:
+                    if a.state == A.SIGNED.value:
+                        repo.move_attempt(a, A.REPLACED)
+                    if a.state in UNMINED:
+                        repo.move_attempt(a, A.DROPPED)
+                nonce_text = ", ".join(str(n) for n in nonces)
+                payer = paid[wid]
+                if payer is not None:
+                    repo.move(
+                        w,
+                        W.COMPLETED,
+                        f"paid by {payer}; nonce {nonce_text} was used by a tx not ours",
+                    )
+                    w.tx_hash = payer
+                    postings.append(repo.settle_posting(w, self.fee_account))
+                    self.last.completed += 1
+                else:
+                    repo.move(
+                        w,
+                        W.STALLED,
+                        f"nonce {nonce_text} was used by a tx not ours and the vault says "
+                        f"unpaid; `watcher withdrawals retry {w.id}` signs it under a new nonce",
+                    )
+                    self.last.stalled += 1
+                await raise_alarm(
+                    s,
+                    AlarmKind.NONCE_CONSUMED,
+                    f"{self.chain_id}:{self.signer.address}:{nonce_text}",
+                    f"{self.network.name}: nonce {nonce_text} of hot wallet "
+                    f"{self.signer.address} was used by a transaction that is not one of "
+                    f"withdrawal {w.id}'s attempts (someone else holds the key?); "
+                    f"withdrawal {w.id} is now {w.state}",
+                    {"withdrawalId": w.id, "attempts": ours, "paidBy": payer},
+                )
+                log.error(
+                    "withdrawal %d: nonce %s consumed by a foreign transaction; now %s",
+                    w.id,
+                    nonce_text,
+                    w.state,
+                    extra={"chain_id": self.chain_id, "withdrawal_id": w.id},
+                )
+            await repo.post_all(s, postings)
 
     # ------------------------------------------------------------------ stuck
 

@@ -8,7 +8,9 @@ Each action is one DB transaction that checks the state machine first:
   signed transaction may still be mined, so after signing only the chain decides;
 * ``retry``    queued → clears the reason so the sender re-checks funds now;
   broadcast → the newest attempt is treated as stuck on the tracker's next tick
-  (fee bump under the same nonce). Anything else is refused.
+  (fee bump under the same nonce); stalled (its nonce was consumed by a foreign
+  transaction, the vault said unpaid) → queued, signed again under a new nonce.
+  Anything else is refused.
 """
 
 from __future__ import annotations
@@ -93,6 +95,12 @@ async def retry(sessions: SessionFactory, withdrawal_id: int) -> Withdrawal:
         w = await _load(s, withdrawal_id)
         if w.state == W.QUEUED.value:
             w.reason = None
+            return w
+        if w.state == W.STALLED.value:
+            # Its nonce went to a foreign tx and the vault said unpaid: sign it again
+            # under the wallet's next nonce (the sender resyncs it with the chain).
+            repo.move(w, W.QUEUED, "re-queued by an operator after its nonce was consumed")
+            w.tx_hash = None
             return w
         if w.state == W.BROADCAST.value:
             attempts = [

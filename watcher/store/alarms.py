@@ -20,6 +20,8 @@ class AlarmKind(StrEnum):
     RPC_DOWN = "rpc_down"
     LAG_OVER_BUDGET = "lag_over_budget"
     WITHDRAWAL_STUCK = "withdrawal_stuck"
+    # A nonce of the hot wallet was used by a transaction that is none of our attempts.
+    NONCE_CONSUMED = "nonce_consumed"
 
 
 async def raise_alarm(
