@@ -163,8 +163,8 @@ def digest_bytes(
     return keccak(b"\x19\x01" + _domain_separator(chain_id, verifying_contract) + struct_hash)
 
 
-def recover_address(digest32: bytes, signature: bytes) -> str:
-    """The checksummed address whose key made ``signature`` (65 bytes ``r ‖ s ‖ v``,
+def recover_signer(digest32: bytes, signature: bytes) -> bytes:
+    """The 20-byte address whose key made ``signature`` (65 bytes ``r ‖ s ‖ v``,
     v in {0, 1, 27, 28}) over ``digest32``; ``ValueError`` if it does not recover.
     Same answers as ``eth_account``'s ``recover_message`` (checked in the tests)."""
     if len(signature) != 65:
@@ -184,7 +184,12 @@ def recover_address(digest32: bytes, signature: bytes) -> str:
         )
     except Exception as exc:  # coincurve raises a bare Exception on failure
         raise ValueError(f"signature does not recover: {exc}") from None
-    return str(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
+    return keccak(public.format(compressed=False)[1:])[-20:]
+
+
+def recover_address(digest32: bytes, signature: bytes) -> str:
+    """:func:`recover_signer` as a checksummed address."""
+    return str(to_checksum_address(recover_signer(digest32, signature)))
 
 
 def signable(
@@ -295,6 +300,7 @@ __all__ = [
     "network_for_chain",
     "recover",
     "recover_address",
+    "recover_signer",
     "register_type",
     "sign",
     "type_string",

@@ -291,14 +291,15 @@ class Intake:
             raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
         try:
             signed = eip712.digest_bytes("Withdraw", message, req.chain_id, network.vault)
-            signer = eip712.recover_address(signed, bytes.fromhex(req.signature[2:]))
+            signer = eip712.recover_signer(signed, bytes.fromhex(req.signature[2:]))
         except ValueError as exc:
             raise unauthorized("BAD_SIGNATURE", f"signature does not recover: {exc}") from None
-        if signer.lower() != req.account.lower():
+        if signer != bytes.fromhex(req.account[2:]):
+            other = str(to_checksum_address(signer))
             raise unauthorized(
                 "WRONG_SIGNER",
-                f"signed by {signer}, not by the account {req.account}",
-                signer=signer,
+                f"signed by {other}, not by the account {req.account}",
+                signer=other,
                 account=req.account,
             )
         digest = "0x" + signed.hex()
