@@ -455,3 +455,42 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
         assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
         assert await balance_of(w3, usdt, dest) == 15 * 10**18
         assert len(await withdrawn_events(w3, dep)) == 1
+
+
+async def test_sender_signs_above_a_nonce_a_foreign_tx_used_while_running(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+    ):
+        send = sender(app)
+        await send.tick()  # started: stored next nonce = the chain's
+        hot = send.signer.address
+        stored = await w3.eth.get_transaction_count(hot)  # type: ignore[arg-type]
+        foreign = OPERATOR.sign_transaction(
+            {
+                "type": 2,
+                "chainId": dep.chain_id,
+                "nonce": stored,
+                "to": hot,
+                "value": 0,
+                "gas": 21_000,
+                "maxFeePerGas": 10 * 10**9,
+                "maxPriorityFeePerGas": 10**9,
+            }
+        )
+        await rpc(w3, "eth_sendRawTransaction", "0x" + foreign.raw_transaction.hex())
+        dest = Account.create().address
+        wid = await request_usdt(app, w3, dep, 5, dest)
+        for _ in range(3):
+            await send.tick()
+            await tracker(app).tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (attempt,) = await repo.attempts_of(s, wid)
+        assert attempt.nonce == stored + 1  # not the nonce the foreign tx took
+        assert w is not None and w.state == "completed"
+        assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 5 * 10**18
