@@ -5,7 +5,8 @@ node can be lost with that node's mempool, so each raw tx goes to all endpoints 
 JSON-RPC batches of at most ``batch_size``; STACK.md: anvil's automine stalls with
 ~1,000 concurrent submissions, batches of 100 are fine). Each transaction's outcome
 is classified per node; it counts as broadcast when at least one node accepted it
-or already knows it.
+or already knows it (tested with a node that refuses every transaction in front of
+a working one: accepted, the refusal kept in ``messages``).
 
 ``asyncio.CancelledError`` propagates; transport errors of one endpoint are recorded
 as that endpoint's outcome, never raised past the others.
