@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Coroutine
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,6 +54,17 @@ def _configure_logs(settings: Settings) -> None:
     logs.configure(settings.logging.level, settings.logging.json_lines)
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the daemon on uvloop (libuv) when installed: the same asyncio API with a
+    faster loop and transports (intake ~10 % faster in bench/withdrawals.py)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -65,7 +77,7 @@ def run(
     _configure_logs(settings)
     from watcher.app import serve
 
-    asyncio.run(serve(settings))
+    _run_loop(serve(settings))
 
 
 def credit_time(network: NetworkConfig) -> str:
