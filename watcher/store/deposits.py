@@ -119,7 +119,7 @@ async def by_keys(
     reorg: its rows keep their old numbers, which are above the rewound cursor), or
     if it was orphaned/reversed. Anything stored at or below the cursor is canonical,
     and a transaction is included only once in a chain. Two indexed queries of keys
-    only (``ix_deposits_chain_block``, ``ix_deposits_state_chain``), then the matching
+    only (``ix_deposits_chain_block``, ``ix_deposits_state_chain_block``), then the matching
     rows: the cost follows the rows above the cursor and the orphaned/reversed ones,
     not the size of the table (a steady-state step or a backfill finds nothing).
     """

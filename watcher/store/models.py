@@ -144,7 +144,8 @@ class Deposit(Base):
     __tablename__ = "deposits"
     __table_args__ = (
         UniqueConstraint("chain_id", "tx_hash", "log_index"),
-        Index("ix_deposits_state_chain", "state", "chain_id"),
+        # Pending deposits of a chain by block (crediting, pruning), orphaned/reversed ones.
+        Index("ix_deposits_state_chain_block", "state", "chain_id", "block_number"),
         # The listener's "already stored above the cursor?" and reorg queries.
         Index("ix_deposits_chain_block", "chain_id", "block_number"),
     )
