@@ -23,10 +23,11 @@ Order of checks (the first failure answers):
    ``BELOW_MIN_WITHDRAWAL``); amount representable in the ledger asset's precision
    (422 ``AMOUNT_PRECISION``);
 7. in ONE DB transaction with the account locked: the 24-hour USD limit (422
-   ``DAILY_LIMIT_EXCEEDED``), then the risk gate (``services.risk_gate.withdrawal_hold``:
-   ``NEGATIVE_BALANCE``, ``INSUFFICIENT_WITHDRAWABLE``) on amount + fee, which posts the
-   hold (cross → hold, amount + fee) with the withdrawal row. A rejection rolls the
-   whole transaction back.
+   ``DAILY_LIMIT_EXCEEDED``), then the risk gate (``services.risk_gate.LockedBatch``,
+   the same rule as ``withdrawal_hold``: ``NEGATIVE_BALANCE``,
+   ``INSUFFICIENT_WITHDRAWABLE``) on amount + fee, and the hold (cross → hold, amount +
+   fee) with the withdrawal row. Requests waiting meanwhile share that transaction
+   (group commit, see :class:`Intake`); a rejection writes nothing of its request.
 
 Fee (per network and token, ``withdraw_fee``; ``native_withdraw_fee`` for the coin):
 the user receives exactly ``amount`` on chain; the ledger holds and later debits

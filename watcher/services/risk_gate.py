@@ -2,7 +2,9 @@
 
 Every movement that a risk rule must approve — a withdrawal hold (cross → hold), an
 isolated-margin transfer (cross ↔ ``iso:<SYMBOL>``), an auto-conversion — goes through
-:func:`locked_decision`, inside the caller's DB transaction:
+:func:`locked_decision` (one request) or :class:`LockedBatch` (the withdrawal intake's
+group commit: the same steps for many requests, decided one after the other on the
+state that includes the batch's earlier holds), inside the caller's DB transaction:
 
 1. if a journal transaction with ``ref`` already exists, it is returned as a replay
    (nothing is decided again, nothing moves);
