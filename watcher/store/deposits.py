@@ -126,8 +126,7 @@ async def by_keys(
     if not logs:
         return {}
     lowest = min(d.block_number for d in logs) if above is None else above + 1
-    wanted = {(d.tx_hash, d.log_index) for d in logs}
-    ids: list[int] = []
+    candidates: list[tuple[int, str, int]] = []
     for where in (
         Deposit.block_number >= lowest,
         Deposit.state.in_([str(S.ORPHANED), str(S.REVERSED)]),
@@ -137,7 +136,11 @@ async def by_keys(
                 Deposit.chain_id == chain_id, where
             )
         )
-        ids.extend(i for i, tx_hash, log_index in rows.all() if (tx_hash, log_index) in wanted)
+        candidates.extend((i, tx_hash, log_index) for i, tx_hash, log_index in rows.all())
+    if not candidates:
+        return {}
+    wanted = {(d.tx_hash, d.log_index) for d in logs}
+    ids = [i for i, tx_hash, log_index in candidates if (tx_hash, log_index) in wanted]
     out: dict[tuple[str, int], Deposit] = {}
     ids = sorted(set(ids))
     for start in range(0, len(ids), _CHUNK):
@@ -192,6 +195,7 @@ async def record_logs(
     credited_at: list[datetime | None] = []
     pairs: list[Pair] = []
     pair_rows: list[int] = []
+    vault = vault_account(chain_id)
     for i, d in enumerate(fresh):
         if d.token in tokens:
             mapped = tokens[d.token]
@@ -215,9 +219,8 @@ async def record_logs(
             credited_at.append(now)
             out.credited += 1
             if units > 0:
-                pairs.append(
-                    _credit_pair(chain_id, d.tx_hash, d.log_index, d.account, asset, units, 0)
-                )
+                ref = credit_ref(chain_id, d.tx_hash, d.log_index)
+                pairs.append(Pair(ref, d.account, vault, asset, units, d.account))
                 pair_rows.append(i)
         else:
             state_col.append(pending)

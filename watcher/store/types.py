@@ -32,9 +32,9 @@ class BigAmount(TypeDecorator[int]):
     def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
+        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
             raise TypeError(f"BigAmount takes int, got {type(value).__name__}")
-        if abs(value) > UINT256_MAX:
+        if not -UINT256_MAX <= value <= UINT256_MAX:
             raise ValueError("amount exceeds 78 digits")
         if dialect.name == "postgresql":
             return Decimal(value)
