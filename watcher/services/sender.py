@@ -37,7 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
-from sqlalchemy import select
 
 from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
@@ -178,25 +177,9 @@ class Sender:
         return len(sent)
 
     async def _mark_broadcast(self, sent: Sequence[tuple[int, int]], head: int) -> None:
-        now = utcnow()
         async with self.sessions.begin() as s:
-            attempts = {
-                a.id: a
-                for a in await s.scalars(
-                    select(TxAttempt).where(TxAttempt.id.in_([a for a, _ in sent]))
-                )
-            }
-            ws = await repo.withdrawals_by_id(s, [w for _, w in sent])
-            for attempt_id, withdrawal_id in sent:
-                a = attempts[attempt_id]
-                if a.state != A.SIGNED.value:
-                    continue  # the tracker got there first (e.g. found its receipt)
-                repo.move_attempt(a, A.BROADCAST)
-                a.broadcast_at = now
-                a.broadcast_block = head
-                w = ws[withdrawal_id]
-                if w.state == W.SIGNED.value:
-                    repo.move(w, W.BROADCAST)
+            # Still-signed attempts only: the tracker may have got there first.
+            await repo.mark_broadcast(s, [attempt_id for attempt_id, _ in sent], head=head)
 
     # ------------------------------------------------------------------ sign
 
@@ -286,9 +269,10 @@ class Sender:
                 return False
             if signed:
                 await repo.reserve_nonces(s, self.chain_id, self.signer.address, len(signed))
+            attempts: list[TxAttempt] = []
             for w_detached, nonce, tx in signed:
                 w = ws[w_detached.id]
-                s.add(
+                attempts.append(
                     TxAttempt(
                         withdrawal_id=w.id,
                         chain_id=self.chain_id,
@@ -299,10 +283,16 @@ class Sender:
                         max_fee_per_gas=fees.max_fee_per_gas,
                         max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
                         state=A.SIGNED.value,
+                        block_number=None,
+                        block_hash=None,
+                        status=None,
+                        broadcast_at=None,
+                        broadcast_block=None,
                     )
                 )
                 repo.move(w, W.SIGNED)
                 w.tx_hash = tx.tx_hash
+            await repo.insert_attempts(s, attempts)
             alarms: dict[str, str] = {}
             for withdrawal_id, reason in short.items():
                 w = ws[withdrawal_id]

@@ -349,6 +349,56 @@ def move_attempt(a: TxAttempt, new: AttemptState) -> None:
     a.updated_at = utcnow()
 
 
+async def mark_broadcast(
+    session: AsyncSession, attempt_ids: Sequence[int], *, head: int
+) -> list[int]:
+    """Attempts that are still ``signed`` → ``broadcast`` (stamped with the time and the
+    head block), and their withdrawals that are still ``signed`` → ``broadcast``, with
+    two set-based UPDATEs guarded by the from-state (an attempt the tracker already
+    moved is left alone). Returns the ids of the attempts moved."""
+    check_attempt(A.SIGNED, A.BROADCAST)
+    check_withdrawal(W.SIGNED, W.BROADCAST)
+    now = utcnow()
+    moved: list[int] = []
+    owners: list[int] = []
+    wanted = sorted(set(attempt_ids))
+    for start in range(0, len(wanted), _CHUNK):
+        rows = await session.execute(
+            update(TxAttempt)
+            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.state == A.SIGNED.value)
+            .values(state=A.BROADCAST.value, broadcast_at=now, broadcast_block=head, updated_at=now)
+            .returning(TxAttempt.id, TxAttempt.withdrawal_id)
+            .execution_options(synchronize_session=False)
+        )
+        for attempt_id, withdrawal_id in rows.all():
+            moved.append(int(attempt_id))
+            owners.append(int(withdrawal_id))
+    owners.sort()
+    for start in range(0, len(owners), _CHUNK):
+        await session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(owners[start : start + _CHUNK]))
+            .where(Withdrawal.state == W.SIGNED.value)
+            .values(state=W.BROADCAST.value, reason=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return moved
+
+
+async def insert_attempts(session: AsyncSession, attempts: Sequence[TxAttempt]) -> None:
+    """Write new attempts with one driver-level multi-row insert (every column set)."""
+    if not attempts:
+        return
+    now = utcnow()
+    table = cast(Table, TxAttempt.__table__)
+    columns = [c.name for c in table.c if c.name != "id"]
+    for a in attempts:
+        a.created_at = a.created_at or now
+        a.updated_at = a.updated_at or now
+    await insert_many(session, table, {c: [getattr(a, c) for a in attempts] for c in columns})
+
+
 async def stamp_broadcast_block(
     session: AsyncSession, attempt_ids: Sequence[int], head: int
 ) -> None:
