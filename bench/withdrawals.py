@@ -13,7 +13,7 @@
 3. Floor: N ``vault.withdraw`` transactions pre-signed by the hot key, sent with
    ``eth_sendRawTransaction`` in JSON-RPC batches of 200, each batch's receipts awaited
    before the next (the fastest way found to get N transactions mined on anvil), on a
-   fresh anvil with the same setup.
+   fresh anvil with the same setup; the best of 3 runs.
 
 Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>``.
 """
@@ -53,6 +53,7 @@ N = int(os.environ.get("BENCH_WITHDRAWALS", "2000"))
 CONCURRENCY = 32
 WARMUP = 64  # requests through the whole pipeline before timing (imports, caches)
 FLOOR_WINDOW = 200
+FLOOR_RUNS = 3
 AMOUNT_WHOLE = 1  # USDT per withdrawal
 
 
@@ -315,13 +316,19 @@ async def main() -> None:
             finally:
                 proc.terminate()
                 await proc.wait()
-        # The floor on its own fresh chain with the same setup: anvil slows down as it
-        # accumulates thousands of blocks, and neither side should pay for the other's.
-        async with start_anvil() as node:
-            dep = await deploy_devnet(node.url, fund_accounts=1)
-            usdt = dep.tokens["USDT"].address
-            await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
-            floor_s = await floor(node.url, dep.vault, usdt, dep.chain_id, N)
+        # The floor on its own fresh chain with the same setup (anvil slows down as it
+        # accumulates thousands of blocks, and neither side should pay for the other's),
+        # best of FLOOR_RUNS: it varies by 2x from run to run on this machine, and the
+        # floor is what the raw path can do, so the fastest run is the honest one.
+        floors = []
+        for _ in range(FLOOR_RUNS):
+            async with start_anvil() as node:
+                dep = await deploy_devnet(node.url, fund_accounts=1)
+                usdt = dep.tokens["USDT"].address
+                await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
+                floors.append(await floor(node.url, dep.vault, usdt, dep.chain_id, N))
+        floor_s = min(floors)
+        print(f"floor runs: {', '.join(f'{f:.2f} s' for f in floors)}", flush=True)
 
     intake_rate = N / intake_s
     e2e_rate = N / e2e_s
