@@ -298,3 +298,39 @@ async def test_concurrent_batches_over_shared_accounts_all_post(sessions: Sessio
     got = await balances_of(sessions)
     assert all(got[(u, "USDT", CROSS)] == sum(range(1, 11)) for u in users)
     assert got[(VAULT, "USDT", CROSS)] == -20 * sum(range(1, 11))
+
+
+async def test_batches_and_single_posts_on_shared_balances_do_not_deadlock(
+    sessions: SessionFactory,
+) -> None:
+    """post_pairs batches and ledger.post at once over the same existing balance rows:
+    both lock them in (account id, asset, wallet) order, so PostgreSQL never has to
+    break a deadlock, and nothing is lost."""
+    users = [f"0x{i:040x}" for i in range(1, 9)]
+    async with sessions.begin() as s:  # every account and balance row exists
+        await post_pairs(
+            s, TxKind.DEPOSIT, [Pair(f"seed:{u}", u, VAULT, "USDT", 1000) for u in users]
+        )
+
+    async def batch(n: int) -> None:
+        order = users[n % 8 :] + users[: n % 8]
+        async with sessions.begin() as s:
+            await post_pairs(
+                s, TxKind.DEPOSIT, [Pair(f"b{n}:{u}", u, VAULT, "USDT", 1) for u in reversed(order)]
+            )
+
+    async def single(n: int) -> None:
+        a, b = users[n % 8], users[(n + 3) % 8]
+        async with sessions.begin() as s:
+            await ledger.post(
+                s,
+                kind=TxKind.DEPOSIT,
+                ref=f"s{n}",
+                legs=[Leg(b, "USDT", -1), Leg(VAULT, "USDT", 2), Leg(a, "USDT", -1)],
+            )
+
+    jobs = [batch(n) for n in range(8)] + [single(n) for n in range(8)]
+    await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
+    got = await balances_of(sessions)
+    assert sum(got[(u, "USDT", CROSS)] for u in users) == 8 * 1000 + 8 * 8 - 16
+    assert got[(VAULT, "USDT", CROSS)] == -(8 * 1000) - 8 * 8 + 16
