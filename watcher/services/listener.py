@@ -43,6 +43,12 @@ Guarantees across crash, restart and reorg:
   only where needed; progress is logged and stored on the cursor row
   (``backfill_from``/``backfill_to``) for ``watcher status``, and cleared when the
   cursor reaches the head.
+
+Throughput (README, Deposits): a step of 20,000 final deposits is one ``eth_getLogs``,
+two header batches and one transaction whose rows are written in bulk
+(:mod:`watcher.store.bulk`, :func:`watcher.store.ledger_batch.post_pairs`); the cyclic
+garbage collector is paused during a step (:func:`collector_paused`). In steady state
+a step is 3 RPC calls per new block and a handful of indexed queries.
 """
 
 from __future__ import annotations

