@@ -5,6 +5,7 @@ and the (account, nonce) uniqueness that backs replay protection."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, vault_account
@@ -12,7 +13,7 @@ from watcher.domain.states import IllegalTransition, WithdrawalState
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
 from watcher.store.db import SessionFactory
-from watcher.store.models import Withdrawal
+from watcher.store.models import TxAttempt, Withdrawal
 
 USER = "0x00000000000000000000000000000000000000A1"
 
@@ -130,3 +131,53 @@ async def test_nonce_reservation_is_consecutive_and_persisted(sessions: SessionF
     async with sessions() as s:
         stored = await repo.nonce_row(s, 31337, address)
     assert stored is not None and stored.next_nonce == 9
+
+
+async def test_set_based_confirmations_and_completion(sessions: SessionFactory) -> None:
+    """set_confirmations counts from each row's block; complete_paid moves only mined,
+    successful attempts whose withdrawal is confirming, and returns what to settle."""
+
+    account_id = await funded(sessions)
+    async with sessions.begin() as s:
+        ws = [row(account_id, nonce=n) for n in (1, 2, 3)]
+        for w, state, block in zip(
+            ws, ("confirming", "confirming", "broadcast"), (100, 104, None), strict=True
+        ):
+            w.state, w.block_number = state, block
+        s.add_all(ws)
+        await s.flush()
+        attempts = [
+            TxAttempt(
+                withdrawal_id=w.id,
+                chain_id=31337,
+                sender="0x" + "55" * 20,
+                nonce=i,
+                tx_hash=f"0x{i:064x}",
+                raw_tx="0x02",
+                max_fee_per_gas=1,
+                max_priority_fee_per_gas=1,
+                state=state,
+                status=status,
+            )
+            for i, (w, state, status) in enumerate(
+                zip(ws, ("mined", "mined", "broadcast"), (1, 0, None), strict=True)
+            )
+        ]
+        s.add_all(attempts)
+        await s.flush()
+        ids = [w.id for w in ws]
+        attempt_ids = [a.id for a in attempts]
+
+    async with sessions.begin() as s:
+        await repo.set_confirmations(s, ids, head=105)
+        done = await repo.complete_paid(s, attempt_ids)
+    assert [(d.id, d.tx_hash, d.ledger_amount) for d in done] == [(ids[0], "0x" + "0" * 64, 1_010)]
+    async with sessions() as s:
+        got = {
+            w.id: (w.state, w.confirmations, w.tx_hash) for w in await s.scalars(select(Withdrawal))
+        }
+        states = {a.id: a.state for a in await s.scalars(select(TxAttempt))}
+    assert got[ids[0]] == ("completed", 6, "0x" + "0" * 64)
+    assert got[ids[1]] == ("confirming", 2, None)  # reverted: left for the row-by-row path
+    assert got[ids[2]] == ("broadcast", 0, None)  # no block yet
+    assert [states[i] for i in attempt_ids] == ["confirmed", "mined", "broadcast"]

@@ -203,10 +203,26 @@ class Tracker:
         }
         resend: list[str] = []
         async with self.sessions.begin() as s:
-            rows = await repo.attempts_by_id(s, [a.id for a in attempts])
-            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in attempts])
-            postings: list[Posting] = []
-            for detached in attempts:
+            # Confirmation counts of everything still mined: one statement, from each
+            # row's block, writing only the rows whose count changed.
+            await repo.set_confirmations(
+                s, [a.withdrawal_id for a in attempts if a.id not in reorged], head
+            )
+            # Final and successful (the usual case): set-based, with their settlements.
+            paid = [a.id for a in attempts if a.id in final and a.status == 1]
+            completed = await repo.complete_paid(s, paid)
+            postings: list[Posting] = [repo.settle_posting(w, self.fee_account) for w in completed]
+            self.last.completed += len(completed)
+            done = {w.id for w in completed}
+            # Reorged out, reverted, or anything the set-based path left: row by row.
+            rest = [
+                a
+                for a in attempts
+                if (a.id in reorged or a.id in final) and a.withdrawal_id not in done
+            ]
+            rows = await repo.attempts_by_id(s, [a.id for a in rest])
+            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a in rest])
+            for detached in rest:
                 a = rows[detached.id]
                 if a.state != A.MINED.value:
                     continue
@@ -224,8 +240,6 @@ class Tracker:
                     continue
                 assert a.block_number is not None
                 w.confirmations = max(0, head - a.block_number + 1)
-                if detached.id not in final:
-                    continue
                 repo.move_attempt(a, A.CONFIRMED)
                 if a.status == 1:
                     repo.move(w, W.COMPLETED)

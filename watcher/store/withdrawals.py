@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, func, select, text, tuple_, update
+from sqlalchemy import Table, case, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -399,6 +399,103 @@ async def insert_attempts(session: AsyncSession, attempts: Sequence[TxAttempt]) 
     await insert_many(session, table, {c: [getattr(a, c) for a in attempts] for c in columns})
 
 
+async def set_confirmations(
+    session: AsyncSession, withdrawal_ids: Sequence[int], head: int
+) -> None:
+    """``confirmations = head - block_number + 1`` (0 above the head) for these
+    withdrawals, in one statement per chunk, touching only rows whose count changed."""
+    count = case(
+        (Withdrawal.block_number.is_(None), 0),
+        (Withdrawal.block_number > head, 0),
+        else_=head - Withdrawal.block_number + 1,
+    )
+    wanted = sorted(set(withdrawal_ids))
+    for start in range(0, len(wanted), _CHUNK):
+        await session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(wanted[start : start + _CHUNK]))
+            .where(Withdrawal.confirmations != count)
+            .values(confirmations=count)
+            .execution_options(synchronize_session=False)
+        )
+
+
+class Settled(NamedTuple):
+    """What a settlement posting needs of a completed withdrawal."""
+
+    id: int
+    account: str
+    asset: str
+    ledger_amount: int
+    fee: int
+    chain_id: int
+    tx_hash: str | None
+
+
+async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> list[Settled]:
+    """Final successful attempts: attempt ``mined`` → ``confirmed`` and its withdrawal
+    ``confirming`` → ``completed`` with the attempt's tx hash, set-based, each guarded by
+    its from-state (an attempt whose withdrawal is not ``confirming`` is left for the
+    caller's row-by-row path). Returns the completed withdrawals, for their settlements."""
+    check_attempt(A.MINED, A.CONFIRMED)
+    check_withdrawal(W.CONFIRMING, W.COMPLETED)
+    now = utcnow()
+    paid: dict[int, str] = {}
+    wanted = sorted(set(attempt_ids))
+    confirming = select(Withdrawal.id).where(Withdrawal.state == W.CONFIRMING.value)
+    for start in range(0, len(wanted), _CHUNK):
+        rows = await session.execute(
+            update(TxAttempt)
+            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.state == A.MINED.value, TxAttempt.status == 1)
+            .where(TxAttempt.withdrawal_id.in_(confirming.scalar_subquery()))
+            .values(state=A.CONFIRMED.value, updated_at=now)
+            .returning(TxAttempt.withdrawal_id, TxAttempt.tx_hash)
+            .execution_options(synchronize_session=False)
+        )
+        paid.update({int(w): str(h) for w, h in rows.all()})
+    if not paid:
+        return []
+    # The paying attempt's hash, per withdrawal, from the rows just confirmed.
+    paid_hash = (
+        select(TxAttempt.tx_hash)
+        .where(
+            TxAttempt.withdrawal_id == Withdrawal.id,
+            TxAttempt.state == A.CONFIRMED.value,
+            TxAttempt.status == 1,
+        )
+        .order_by(TxAttempt.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    out: list[Settled] = []
+    ids = sorted(paid)
+    for start in range(0, len(ids), _CHUNK):
+        rows = await session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(ids[start : start + _CHUNK]))
+            .where(Withdrawal.state == W.CONFIRMING.value)
+            .values(state=W.COMPLETED.value, tx_hash=paid_hash, reason=None, updated_at=now)
+            .returning(
+                Withdrawal.id,
+                Withdrawal.account,
+                Withdrawal.asset,
+                Withdrawal.ledger_amount,
+                Withdrawal.fee,
+                Withdrawal.chain_id,
+                Withdrawal.tx_hash,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        out.extend(Settled._make(r) for r in rows.all())
+    if len(out) != len(paid) or any(w.tx_hash != paid[w.id] for w in out):
+        raise RuntimeError(
+            f"completing {len(paid)} paid withdrawals moved {len(out)}: a withdrawal "
+            "changed state meanwhile; the tick is rolled back and retried"
+        )
+    return sorted(out)
+
+
 async def stamp_broadcast_block(
     session: AsyncSession, attempt_ids: Sequence[int], head: int
 ) -> None:
@@ -433,7 +530,7 @@ async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
     return posted.transaction.id
 
 
-def settle_posting(w: Withdrawal, fee_account: str) -> Posting:
+def settle_posting(w: Withdrawal | Settled, fee_account: str) -> Posting:
     """The payout is final: the hold leaves the account for the vault and the fee account."""
     paid = w.ledger_amount - w.fee
     legs = [Leg(w.account, w.asset, -w.ledger_amount, HOLD)]
