@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 
@@ -50,7 +51,7 @@ from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
-from watcher.store.models import TxAttempt, Withdrawal, utcnow
+from watcher.store.models import TxAttempt, utcnow
 
 log = logging.getLogger("watcher.sender")
 
@@ -65,8 +66,21 @@ def fee_caps(settings: WithdrawalSettings) -> FeeCaps:
     )
 
 
+class Payout(Protocol):
+    """What a ``vault.withdraw`` transaction is built from (a row or its columns)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+
+
 def build_withdraw_tx(
-    *, chain_id: int, vault: str, w: Withdrawal, nonce: int, gas: int, fees: Fees
+    *, chain_id: int, vault: str, w: Payout, nonce: int, gas: int, fees: Fees
 ) -> dict[str, object]:
     return {
         "type": 2,
@@ -191,7 +205,7 @@ class Sender:
                 return 0
             outflow = await repo.in_flight_outflow(s, self.chain_id)
             unmined = await repo.count_unmined(s, self.chain_id)
-            snapshot = {w.id: (w.state, w.reason) for w in candidates}
+            snapshot = {w.id: w.state for w in candidates}
         # Never sign under a nonce the chain has already used (a foreign transaction of
         # the hot key took it): the stored next nonce moves up to the chain's pending one.
         first_nonce = (await self.nonces.sync()).next_nonce
@@ -204,7 +218,7 @@ class Sender:
         gas_left = gas_balance - unmined * gas_each
         available = {t: vault_balances[t] - outflow.get(t, 0) for t in tokens}
 
-        chosen: list[Withdrawal] = []
+        chosen: list[repo.Ready] = []
         short: dict[int, str] = {}
         for w in candidates:
             if gas_left < gas_each:
@@ -224,7 +238,7 @@ class Sender:
             gas_left -= gas_each
             chosen.append(w)
 
-        signed: list[tuple[Withdrawal, int, SignedTx]] = []
+        signed: list[tuple[repo.Ready, int, SignedTx]] = []
         for offset, w in enumerate(chosen):
             nonce = first_nonce + offset
             tx = build_withdraw_tx(
@@ -249,15 +263,15 @@ class Sender:
 
     async def _persist(
         self,
-        signed: Sequence[tuple[Withdrawal, int, SignedTx]],
+        signed: Sequence[tuple[repo.Ready, int, SignedTx]],
         short: dict[int, str],
-        snapshot: dict[int, tuple[str, str | None]],
+        snapshot: dict[int, str],
         first_nonce: int,
         fees: Fees,
     ) -> bool:
         async with self.sessions.begin() as s:
-            ws = await repo.withdrawals_by_id(s, list(snapshot))
-            changed = [i for i, (state, _) in snapshot.items() if ws[i].state != state]
+            current = await repo.states_of(s, list(snapshot), lock=True)
+            changed = [i for i, state in snapshot.items() if current.get(i) != state]
             row = await repo.nonce_row(s, self.chain_id, self.signer.address, lock=True)
             if changed or row is None or row.next_nonce != first_nonce:
                 log.info(
@@ -269,10 +283,9 @@ class Sender:
                 return False
             if signed:
                 await repo.reserve_nonces(s, self.chain_id, self.signer.address, len(signed))
-            attempts: list[TxAttempt] = []
-            for w_detached, nonce, tx in signed:
-                w = ws[w_detached.id]
-                attempts.append(
+            await repo.insert_attempts(
+                s,
+                [
                     TxAttempt(
                         withdrawal_id=w.id,
                         chain_id=self.chain_id,
@@ -289,10 +302,12 @@ class Sender:
                         broadcast_at=None,
                         broadcast_block=None,
                     )
-                )
-                repo.move(w, W.SIGNED)
-                w.tx_hash = tx.tx_hash
-            await repo.insert_attempts(s, attempts)
+                    for w, nonce, tx in signed
+                ],
+            )
+            # Each withdrawal → signed with its attempt's hash, in one statement.
+            await repo.mark_signed(s, [w.id for w, _, _ in signed])
+            ws = await repo.withdrawals_by_id(s, list(short))
             alarms: dict[str, str] = {}
             for withdrawal_id, reason in short.items():
                 w = ws[withdrawal_id]

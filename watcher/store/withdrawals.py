@@ -82,10 +82,29 @@ async def listing(
     return list(await session.scalars(stmt))
 
 
-async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> list[Withdrawal]:
-    """Approved withdrawals waiting for a transaction, oldest first (locked on PG)."""
+class Ready(NamedTuple):
+    """What the sender needs of a withdrawal waiting for a transaction."""
+
+    id: int
+    token: str
+    destination: str
+    amount: int
+    state: str
+    reason: str | None
+
+
+async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> list[Ready]:
+    """Approved withdrawals waiting for a transaction, oldest first (locked on PG);
+    columns only, as the sender reads them every tick."""
     stmt = (
-        select(Withdrawal)
+        select(
+            Withdrawal.id,
+            Withdrawal.token,
+            Withdrawal.destination,
+            Withdrawal.amount,
+            Withdrawal.state,
+            Withdrawal.reason,
+        )
         .where(
             Withdrawal.chain_id == chain_id,
             Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)),
@@ -95,7 +114,53 @@ async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> lis
     )
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    return list(await session.scalars(stmt))
+    return [Ready._make(r) for r in (await session.execute(stmt)).all()]
+
+
+async def states_of(
+    session: AsyncSession, ids: Sequence[int], *, lock: bool = False
+) -> dict[int, str]:
+    """{id: state} of these withdrawals (rows locked on PostgreSQL with ``lock``)."""
+    out: dict[int, str] = {}
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _CHUNK):
+        stmt = select(Withdrawal.id, Withdrawal.state).where(
+            Withdrawal.id.in_(wanted[start : start + _CHUNK])
+        )
+        if lock and dialect_name(session) == "postgresql":
+            stmt = stmt.order_by(Withdrawal.id).with_for_update()
+        out.update({int(i): str(st) for i, st in (await session.execute(stmt)).all()})
+    return out
+
+
+async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
+    """``requested``/``queued`` → ``signed`` with the hash of the attempt just stored
+    for each (set-based; the caller checked the states under its locks). Raises if any
+    row was not moved, so the caller's transaction rolls back whole."""
+    for old in (W.REQUESTED, W.QUEUED):
+        check_withdrawal(old, W.SIGNED)
+    signed_hash = (
+        select(TxAttempt.tx_hash)
+        .where(TxAttempt.withdrawal_id == Withdrawal.id, TxAttempt.state == A.SIGNED.value)
+        .order_by(TxAttempt.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    now = utcnow()
+    wanted = sorted(set(ids))
+    moved = 0
+    for start in range(0, len(wanted), _CHUNK):
+        rows = await session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(wanted[start : start + _CHUNK]))
+            .where(Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)))
+            .values(state=W.SIGNED.value, tx_hash=signed_hash, reason=None, updated_at=now)
+            .returning(Withdrawal.id)
+            .execution_options(synchronize_session=False)
+        )
+        moved += len(rows.all())
+    if moved != len(wanted):
+        raise RuntimeError(f"signing {len(wanted)} withdrawals moved {moved}: state changed")
 
 
 async def in_flight_outflow(session: AsyncSession, chain_id: int) -> dict[str, int]:
