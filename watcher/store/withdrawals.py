@@ -13,7 +13,7 @@ transactions with fixed refs, so each is posted at most once whatever retries:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
 
@@ -37,6 +37,14 @@ W = WithdrawalState
 A = AttemptState
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's parameter limits
+
+
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    """The distinct ids, ascending, in IN-list sized chunks."""
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _CHUNK):
+        yield wanted[start : start + _CHUNK]
+
 
 # Attempts that may still be (or become) mined.
 LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
@@ -122,11 +130,8 @@ async def states_of(
 ) -> dict[int, str]:
     """{id: state} of these withdrawals (rows locked on PostgreSQL with ``lock``)."""
     out: dict[int, str] = {}
-    wanted = sorted(set(ids))
-    for start in range(0, len(wanted), _CHUNK):
-        stmt = select(Withdrawal.id, Withdrawal.state).where(
-            Withdrawal.id.in_(wanted[start : start + _CHUNK])
-        )
+    for chunk in _chunks(ids):
+        stmt = select(Withdrawal.id, Withdrawal.state).where(Withdrawal.id.in_(chunk))
         if lock and dialect_name(session) == "postgresql":
             stmt = stmt.order_by(Withdrawal.id).with_for_update()
         out.update({int(i): str(st) for i, st in (await session.execute(stmt)).all()})
@@ -147,20 +152,19 @@ async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
         .scalar_subquery()
     )
     now = utcnow()
-    wanted = sorted(set(ids))
     moved = 0
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in _chunks(ids):
         rows = await session.execute(
             update(Withdrawal)
-            .where(Withdrawal.id.in_(wanted[start : start + _CHUNK]))
+            .where(Withdrawal.id.in_(chunk))
             .where(Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)))
             .values(state=W.SIGNED.value, tx_hash=signed_hash, reason=None, updated_at=now)
             .returning(Withdrawal.id)
             .execution_options(synchronize_session=False)
         )
         moved += len(rows.all())
-    if moved != len(wanted):
-        raise RuntimeError(f"signing {len(wanted)} withdrawals moved {moved}: state changed")
+    if moved != len(set(ids)):
+        raise RuntimeError(f"signing {len(set(ids))} withdrawals moved {moved}: state changed")
 
 
 async def in_flight_outflow(session: AsyncSession, chain_id: int) -> dict[str, int]:
@@ -251,15 +255,9 @@ async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttem
 
 async def attempts_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, TxAttempt]:
     out: dict[int, TxAttempt] = {}
-    wanted = sorted(set(ids))
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        out.update(
-            {
-                a.id: a
-                for a in await session.scalars(select(TxAttempt).where(TxAttempt.id.in_(chunk)))
-            }
-        )
+    for chunk in _chunks(ids):
+        rows = await session.scalars(select(TxAttempt).where(TxAttempt.id.in_(chunk)))
+        out.update({a.id: a for a in rows})
     return out
 
 
@@ -268,9 +266,7 @@ async def attempts_of_many(
 ) -> dict[int, list[TxAttempt]]:
     """Every attempt of each withdrawal, oldest first."""
     out: dict[int, list[TxAttempt]] = {i: [] for i in withdrawal_ids}
-    wanted = sorted(set(withdrawal_ids))
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
+    for chunk in _chunks(withdrawal_ids):
         rows = await session.scalars(
             select(TxAttempt).where(TxAttempt.withdrawal_id.in_(chunk)).order_by(TxAttempt.id)
         )
@@ -281,15 +277,9 @@ async def attempts_of_many(
 
 async def withdrawals_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Withdrawal]:
     out: dict[int, Withdrawal] = {}
-    wanted = sorted(set(ids))
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        out.update(
-            {
-                w.id: w
-                for w in await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(chunk)))
-            }
-        )
+    for chunk in _chunks(ids):
+        rows = await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(chunk)))
+        out.update({w.id: w for w in rows})
     return out
 
 
@@ -426,11 +416,10 @@ async def mark_broadcast(
     now = utcnow()
     moved: list[int] = []
     owners: list[int] = []
-    wanted = sorted(set(attempt_ids))
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in _chunks(attempt_ids):
         rows = await session.execute(
             update(TxAttempt)
-            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.id.in_(chunk))
             .where(TxAttempt.state == A.SIGNED.value)
             .values(state=A.BROADCAST.value, broadcast_at=now, broadcast_block=head, updated_at=now)
             .returning(TxAttempt.id, TxAttempt.withdrawal_id)
@@ -439,11 +428,10 @@ async def mark_broadcast(
         for attempt_id, withdrawal_id in rows.all():
             moved.append(int(attempt_id))
             owners.append(int(withdrawal_id))
-    owners.sort()
-    for start in range(0, len(owners), _CHUNK):
+    for chunk in _chunks(owners):
         await session.execute(
             update(Withdrawal)
-            .where(Withdrawal.id.in_(owners[start : start + _CHUNK]))
+            .where(Withdrawal.id.in_(chunk))
             .where(Withdrawal.state == W.SIGNED.value)
             .values(state=W.BROADCAST.value, reason=None, updated_at=now)
             .execution_options(synchronize_session=False)
@@ -474,11 +462,10 @@ async def set_confirmations(
         (Withdrawal.block_number > head, 0),
         else_=head - Withdrawal.block_number + 1,
     )
-    wanted = sorted(set(withdrawal_ids))
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in _chunks(withdrawal_ids):
         await session.execute(
             update(Withdrawal)
-            .where(Withdrawal.id.in_(wanted[start : start + _CHUNK]))
+            .where(Withdrawal.id.in_(chunk))
             .where(Withdrawal.confirmations != count)
             .values(confirmations=count)
             .execution_options(synchronize_session=False)
@@ -506,12 +493,11 @@ async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> li
     check_withdrawal(W.CONFIRMING, W.COMPLETED)
     now = utcnow()
     paid: dict[int, str] = {}
-    wanted = sorted(set(attempt_ids))
     confirming = select(Withdrawal.id).where(Withdrawal.state == W.CONFIRMING.value)
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in _chunks(attempt_ids):
         rows = await session.execute(
             update(TxAttempt)
-            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.id.in_(chunk))
             .where(TxAttempt.state == A.MINED.value, TxAttempt.status == 1)
             .where(TxAttempt.withdrawal_id.in_(confirming.scalar_subquery()))
             .values(state=A.CONFIRMED.value, updated_at=now)
@@ -534,11 +520,10 @@ async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> li
         .scalar_subquery()
     )
     out: list[Settled] = []
-    ids = sorted(paid)
-    for start in range(0, len(ids), _CHUNK):
+    for chunk in _chunks(paid):
         rows = await session.execute(
             update(Withdrawal)
-            .where(Withdrawal.id.in_(ids[start : start + _CHUNK]))
+            .where(Withdrawal.id.in_(chunk))
             .where(Withdrawal.state == W.CONFIRMING.value)
             .values(state=W.COMPLETED.value, tx_hash=paid_hash, reason=None, updated_at=now)
             .returning(
@@ -566,11 +551,10 @@ async def stamp_broadcast_block(
 ) -> None:
     """Set ``broadcast_block`` where it is still NULL (attempts broadcast before the
     column existed), so their block count starts now and survives restarts."""
-    wanted = sorted(set(attempt_ids))
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in _chunks(attempt_ids):
         await session.execute(
             update(TxAttempt)
-            .where(TxAttempt.id.in_(wanted[start : start + _CHUNK]))
+            .where(TxAttempt.id.in_(chunk))
             .where(TxAttempt.broadcast_block.is_(None))
             .values(broadcast_block=head)
         )
