@@ -27,10 +27,10 @@ from tests.integration.withdrawal_support import (
     signed_body,
     tracker,
     withdrawal_app,
+    withdrawn_events,
 )
 from watcher.api.server import make_web_app
 from watcher.app import App
-from watcher.chain.artifacts import WITHDRAWN_TOPIC
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import withdraw_calldata
 from watcher.domain.journal import CROSS, HOLD, vault_account
@@ -80,14 +80,6 @@ async def request_usdt(
         doc = await resp.json()
     assert resp.status == 202, doc
     return int(doc["id"])
-
-
-async def withdrawn_events(w3: AsyncWeb3[Any], dep: Deployment) -> list[Any]:
-    return list(
-        await w3.eth.get_logs(
-            {"address": dep.vault, "topics": [WITHDRAWN_TOPIC], "fromBlock": 0, "toBlock": "latest"}
-        )
-    )
 
 
 async def settlements(app: App, withdrawal_id: int) -> list[str]:

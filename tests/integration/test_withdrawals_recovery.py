@@ -28,10 +28,11 @@ from tests.integration.withdrawal_support import (
     signed_body,
     tracker,
     withdrawal_app,
+    withdrawn_events,
 )
 from watcher.api.server import make_web_app
 from watcher.app import App
-from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
+from watcher.chain.artifacts import load_artifact
 from watcher.chain.broadcast import broadcast_raw
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
@@ -76,14 +77,6 @@ async def funded(app: App, w3: AsyncWeb3[Any], dep: Deployment, user: Any, whole
     """``whole`` USDT really in the vault (an on-chain deposit) and credited in the ledger."""
     await deposit_token(w3, user, dep, "USDT", whole * 10**18)
     await credit(app, user.address, "USDT", whole * 10**8, f"test:{user.address}:{whole}")
-
-
-async def withdrawn_events(w3: AsyncWeb3[Any], dep: Deployment) -> list[Any]:
-    return list(
-        await w3.eth.get_logs(
-            {"address": dep.vault, "topics": [WITHDRAWN_TOPIC], "fromBlock": 0, "toBlock": "latest"}
-        )
-    )
 
 
 async def post(client: TestClient[Any, Any], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -16,7 +16,7 @@ from tests.fixtures_chain import transact
 from tests.helpers import write_config
 from watcher.api import eip712
 from watcher.app import App, build
-from watcher.chain.artifacts import load_artifact
+from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
@@ -170,3 +170,12 @@ async def run_pipeline(app: App, w3: AsyncWeb3[Any], *, rounds: int = 6) -> None
         await sender(app).tick()
         await tracker(app).tick()
         await mine(w3, 1)
+
+
+async def withdrawn_events(w3: AsyncWeb3[Any], dep: Deployment) -> list[Any]:
+    """Every ``Withdrawn`` event of the vault so far (each is one payout on chain)."""
+    return list(
+        await w3.eth.get_logs(
+            {"address": dep.vault, "topics": [WITHDRAWN_TOPIC], "fromBlock": 0, "toBlock": "latest"}
+        )
+    )
