@@ -55,7 +55,7 @@ from watcher.store.accounts import (
     units_to_decimal,
 )
 from watcher.store.ledger_batch import Posting, post_many
-from watcher.store.models import Account, JournalTransaction
+from watcher.store.models import JournalTransaction
 
 #: Errors of a snapshot the rules cannot evaluate (data defects, not user answers).
 STATE_ERRORS: tuple[type[Exception], ...] = (SnapshotError, PositionError, BracketError)
@@ -225,7 +225,7 @@ class LockedBatch:
     def __init__(
         self,
         settings: Settings,
-        accounts: Mapping[str, Account],
+        accounts: Mapping[str, ledger.LockedAccount],
         raw: dict[str, RawAccount],
         mkt: Market,
     ) -> None:

@@ -162,7 +162,7 @@ async def load_raw(
     session: AsyncSession,
     settings: Settings,
     keys: Sequence[str],
-    accounts: Mapping[str, Account] | None = None,
+    accounts: Mapping[str, Account] | Mapping[str, ledger.LockedAccount] | None = None,
 ) -> dict[str, RawAccount]:
     """The ledger rows of several accounts with a fixed number of queries whatever their
     number (balances, positions, open orders, and the accounts unless the caller already

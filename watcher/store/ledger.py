@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,59 +76,58 @@ async def lock_account(session: AsyncSession, key: str) -> Account:
     return account
 
 
-async def ensure_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str, Account]:
-    """:func:`ensure_account` for many keys with three statements whatever their number."""
+class LockedAccount(NamedTuple):
+    """An account row locked by :func:`lock_accounts` (its version already bumped)."""
+
+    id: int
+    key: str
+    multi_asset_mode: bool
+    version: int
+
+
+async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
+    """:func:`lock_account` for many accounts at once, with three statements whatever
+    their number: create the missing ones (``ON CONFLICT DO NOTHING``), lock them in key
+    order (``SELECT ... ORDER BY key FOR UPDATE`` on PostgreSQL, so two batches that
+    share accounts never deadlock; SQLite's transaction already holds the writer lock),
+    and bump their versions, returning the rows."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    found = {
-        a.key: a for a in await session.scalars(select(Account).where(Account.key.in_(wanted)))
-    }
-    missing = [k for k in wanted if k not in found]
-    if missing:
-        now = utcnow()
+    now = utcnow()
+    await session.execute(
+        _insert(session)(Account)
+        .values(
+            [
+                {
+                    "key": k,
+                    "kind": account_kind(k),
+                    "multi_asset_mode": False,
+                    "version": 0,
+                    "created_at": now,
+                }
+                for k in wanted
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    if dialect_name(session) == "postgresql":
         await session.execute(
-            _insert(session)(Account)
-            .values(
-                [
-                    {
-                        "key": k,
-                        "kind": account_kind(k),
-                        "multi_asset_mode": False,
-                        "version": 0,
-                        "created_at": now,
-                    }
-                    for k in missing
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["key"])
+            select(Account.id)
+            .where(Account.key.in_(wanted))
+            .order_by(Account.key)
+            .with_for_update()
         )
-        found.update(
-            {
-                a.key: a
-                for a in await session.scalars(select(Account).where(Account.key.in_(missing)))
-            }
-        )
-    return found
-
-
-async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str, Account]:
-    """:func:`lock_account` for many accounts at once, locked in key order (two batches
-    that share accounts never deadlock on PostgreSQL)."""
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    await ensure_accounts(session, wanted)
-    locked = {
-        a.key: a
-        for a in await session.scalars(
-            select(Account).where(Account.key.in_(wanted)).order_by(Account.key).with_for_update()
-        )
+    rows = await session.execute(
+        update(Account)
+        .where(Account.key.in_(wanted))
+        .values(version=Account.version + 1)
+        .returning(Account.id, Account.key, Account.multi_asset_mode, Account.version)
+        .execution_options(synchronize_session=False)
+    )
+    return {
+        r.key: LockedAccount(int(r.id), r.key, bool(r.multi_asset_mode), r.version) for r in rows
     }
-    for account in locked.values():
-        account.version += 1
-    await session.flush()
-    return locked
 
 
 async def _balance_row(session: AsyncSession, account_id: int, asset: str, wallet: str) -> Balance:
