@@ -27,10 +27,14 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
   outage. Cost: one eth_getLogs per endpoint per step (steady state with one
   endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs).
 * After the head, the headers we know we need and the logs are read concurrently
-  (a failure of either cancels the other and fails the step); the headers of blocks
-  whose logs revealed them are read after. One endpoint's answer is already
-  deduplicated and sorted by :func:`~watcher.chain.fetch.fetch_deposit_logs` and is
-  used as is; several are merged by the deposit key and sorted.
+  (a failure of either cancels the other and fails the step). The headers of the
+  blocks a raw answer names (inside the range) are requested while it is decoded,
+  one batch per ``max_batch_size``, all at once; they are hints only: every log is
+  still checked against the header of its block, and a header a verified log needs
+  that the hint missed (or whose read failed) is read after, as before. One
+  endpoint's answer is already deduplicated and sorted by
+  :func:`~watcher.chain.fetch.fetch_deposit_logs` and used as is; several are merged
+  by the deposit key and sorted.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from watcher.chain.errors import InconsistentLogsError, RpcError
-from watcher.chain.fetch import fetch_deposit_logs
+from watcher.chain.fetch import RawHook, fetch_deposit_logs
 from watcher.chain.logs import DepositLog
 from watcher.chain.rpc import RpcClient
 from watcher.domain.confirmations import ConfirmationRule
@@ -132,14 +136,70 @@ async def scan(
         return Scan(head, tagged, start, end, headers)
     # The headers and the logs are independent reads: ask for both at once (one round
     # trip less per step; the same calls, so still 3 per new block in steady state).
-    blocks, answers = await _together(
-        client.get_blocks(sorted(needed)), _answers(client, vault, start, end, max_range)
-    )
-    headers = {b.number: b for b in blocks}
+    # The headers of the blocks an answer names are asked for while it is decoded.
+    prefetch = _HeaderPrefetch(client, needed, start, end)
+    try:
+        blocks, answers = await _together(
+            client.get_blocks(sorted(needed)),
+            _answers(client, vault, start, end, max_range, prefetch),
+        )
+        headers = {b.number: b for b in blocks}
+        headers.update(await prefetch.collect())
+    finally:
+        await prefetch.close()
     if tagged is not None:
         headers.setdefault(tagged.number, tagged)
     logs, divergent = await _merge(client, start, end, headers, *answers)
     return Scan(head, tagged, start, end, headers, logs, divergent_endpoints=divergent)
+
+
+class _HeaderPrefetch:
+    """Reads the headers of the blocks a raw ``eth_getLogs`` answer names (inside the
+    range, not already asked for) while the answer is decoded and verified. The numbers
+    are untrusted hints: the logs are still checked against whatever headers we end up
+    with, and any block a verified log needs that was not read here is read after
+    (:func:`_merge`), as before."""
+
+    def __init__(self, client: RpcClient, requested: set[int], start: int, end: int) -> None:
+        self.client = client
+        self.requested = set(requested)
+        self.start, self.end = start, end
+        self.tasks: list[asyncio.Future[list[BlockRef]]] = []
+
+    async def __call__(self, raw_logs: Sequence[Mapping[str, Any]]) -> None:
+        numbers: set[int] = set()
+        for raw in raw_logs:
+            value = raw.get("blockNumber")
+            if isinstance(value, str) and raw.get("removed") is not True:
+                try:
+                    numbers.add(int(value, 16))
+                except ValueError:
+                    continue  # malformed: decoding the log will say so
+        new = sorted(n for n in numbers - self.requested if self.start <= n <= self.end)
+        if new:
+            self.requested.update(new)
+            size = self.client.max_batch_size  # one batch each, all on the wire at once
+            for i in range(0, len(new), size):
+                chunk = new[i : i + size]
+                self.tasks.append(asyncio.ensure_future(self.client.get_blocks(chunk)))
+            await asyncio.sleep(0)  # let the requests start before the decoding does
+
+    async def collect(self) -> dict[int, BlockRef]:
+        out: dict[int, BlockRef] = {}
+        for task in self.tasks:
+            try:
+                out.update({b.number: b for b in await task})
+            except RpcError as exc:
+                # Not fatal here: _merge reads the headers still missing, under the
+                # retry policy, and fails the step if it cannot.
+                log.info("header prefetch failed: %s", exc)
+        return out
+
+    async def close(self) -> None:
+        pending = [t for t in self.tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
@@ -159,17 +219,28 @@ async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
 
 
 async def _answers(
-    client: RpcClient, vault: str, start: int, end: int, max_range: int
+    client: RpcClient,
+    vault: str,
+    start: int,
+    end: int,
+    max_range: int,
+    on_answer: RawHook | None = None,
 ) -> tuple[list[list[DepositLog]], list[str], int]:
     """Each usable endpoint's verified logs of the range (one endpoint: its answer),
     the failures, and how many endpoints were asked."""
     endpoints = client.usable_endpoints
     if len(endpoints) <= 1:
-        return [await fetch_deposit_logs(client, vault, start, end, max_range)], [], 1
+        logs = await fetch_deposit_logs(client, vault, start, end, max_range, on_answer=on_answer)
+        return [logs], [], 1
     answers: list[list[DepositLog]] = []
     failures: list[str] = []
     results = await asyncio.gather(
-        *(fetch_deposit_logs(_Pinned(client, i), vault, start, end, max_range) for i in endpoints),
+        *(
+            fetch_deposit_logs(
+                _Pinned(client, i), vault, start, end, max_range, on_answer=on_answer
+            )
+            for i in endpoints
+        ),
         return_exceptions=True,
     )
     for i, result in zip(endpoints, results, strict=True):
