@@ -11,6 +11,7 @@ from watcher.domain.amounts import (
     AmountFormatError,
     AmountPrecisionError,
     chain_to_ledger,
+    chain_to_ledger_of,
     format_amount,
     ledger_to_chain,
     parse_decimal_amount,
@@ -48,6 +49,12 @@ def test_chain_to_ledger(
     case: str, amount: int, token_decimals: int, ledger_precision: int, ledger: int, dust: int
 ) -> None:
     assert chain_to_ledger(amount, token_decimals, ledger_precision) == (ledger, dust)
+    # The per-token converter the deposit backfill uses gives the same, amount by amount.
+    convert = chain_to_ledger_of(token_decimals, ledger_precision)
+    assert convert(amount) == (ledger, dust)
+    assert [convert(a) for a in (0, 1, amount)] == [
+        chain_to_ledger(a, token_decimals, ledger_precision) for a in (0, 1, amount)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +93,8 @@ def test_ledger_to_chain_rejects_inexact(
 def test_negative_amounts_rejected() -> None:
     with pytest.raises(AmountError):
         chain_to_ledger(-1, 18, 8)
+    with pytest.raises(AmountError):
+        chain_to_ledger_of(6, 8)(-1)
     with pytest.raises(AmountError):
         ledger_to_chain(-1, 8, 18)
 

@@ -18,7 +18,7 @@ pending, so their cost does not grow with the number of credited deposits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -28,7 +28,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
-from watcher.domain.amounts import chain_to_ledger, format_amount
+from watcher.domain.amounts import chain_to_ledger, chain_to_ledger_of, format_amount
 from watcher.domain.confirmations import confirmations, eta_seconds
 from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.domain.states import DepositState, check_deposit
@@ -194,7 +194,8 @@ async def record_logs(
     check_deposit(S.PENDING, S.CREDITED)  # the transition every final new deposit takes
     pending, credited, unsupported = str(S.PENDING), str(S.CREDITED), str(S.UNSUPPORTED)
     now = utcnow()
-    tokens: dict[str, tuple[str, int, int] | None] = {}
+    # Per token: its ledger asset and amount converter, or None (unsupported).
+    tokens: dict[str, tuple[str, Callable[[int], tuple[int, int]]] | None] = {}
     asset_col: list[str | None] = []
     ledger_col: list[int | None] = []
     dust_col: list[int] = []
@@ -207,7 +208,9 @@ async def record_logs(
         if d.token in tokens:
             mapped = tokens[d.token]
         else:
-            mapped = tokens[d.token] = asset_of(d.token, network, assets)
+            found = asset_of(d.token, network, assets)
+            mapped = None if found is None else (found[0], chain_to_ledger_of(*found[1:]))
+            tokens[d.token] = mapped
         if mapped is None:
             asset_col.append(None)
             ledger_col.append(None)
@@ -216,8 +219,8 @@ async def record_logs(
             credited_at.append(None)
             out.unsupported += 1
             continue
-        asset, decimals, precision = mapped
-        units, dust = chain_to_ledger(d.amount, decimals, precision)
+        asset, convert = mapped
+        units, dust = convert(d.amount)
         asset_col.append(asset)
         ledger_col.append(units)
         dust_col.append(dust)
