@@ -25,8 +25,8 @@ from watcher.store.models import Deposit, JournalTransaction
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
-BLOCKS = 120
-PER_BLOCK = 3
+BLOCKS = 300
+PER_BLOCK = 2
 KILLS = 5
 
 
@@ -68,7 +68,8 @@ async def test_sigkill_at_random_moments_credits_exactly_once(
 
     cfg = write_config(tmp_path, [("devnet", deployment, 3)])
     default = cfg / "default.toml"
-    # One block per step, polled fast: over a hundred transactions to land in.
+    # One block per step, polled fast: hundreds of transactions to land in, and a run
+    # takes seconds, so a kill a moment after a run starts crediting lands mid-work.
     default.write_text(
         default.read_text()
         .replace(
