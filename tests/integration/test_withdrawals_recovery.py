@@ -37,6 +37,7 @@ from watcher.chain.broadcast import broadcast_raw
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, HOLD
+from watcher.services import withdrawal_ops
 from watcher.services.sender import Sender
 from watcher.services.tracker import Tracker
 from watcher.store import ledger
@@ -233,6 +234,37 @@ async def test_stuck_transaction_is_bumped_and_mined_once(
     assert attempts == {old.tx_hash: "dropped", new.tx_hash: "confirmed"}
     assert await chain_w3.eth.get_transaction_receipt(new.tx_hash)
     assert await chain_w3.eth.get_transaction_count(OPERATOR.address) == nonce_before + 1
+    assert await balance_of(chain_w3, deployment.tokens["USDT"].address, dest) == 100 * 10**18
+
+
+async def test_operator_retry_of_a_broadcast_withdrawal_bumps_it_next_tick(
+    app: App, client: TestClient[Any, Any], deployment: Deployment, chain_w3: AsyncWeb3[Any]
+) -> None:
+    user = dev_account(2)
+    await funded(app, chain_w3, deployment, user, 1_000)
+    dest = Account.create().address
+    _, doc = await post(client, usdt_body(deployment, user, 100, 1, dest))
+    await chain_w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        await sender(app).tick()
+        track = tracker(app)
+        await track.tick()
+        assert track.last.replaced == 0  # not stuck yet (60 s, no block limit)
+        await withdrawal_ops.retry(app.sessions, doc["id"])
+        await track.tick()
+        assert track.last.replaced == 1
+        async with app.sessions() as s:
+            old, new = await repo.attempts_of(s, doc["id"])
+        assert (old.state, new.state, new.nonce) == ("replaced", "broadcast", old.nonce)
+        await mine(chain_w3)
+    finally:
+        await chain_w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    for _ in range(4):
+        await track.tick()
+        await mine(chain_w3)
+    async with app.sessions() as s:
+        w = await repo.get(s, doc["id"])
+    assert w is not None and w.state == "completed" and w.tx_hash == new.tx_hash
     assert await balance_of(chain_w3, deployment.tokens["USDT"].address, dest) == 100 * 10**18
 
 

@@ -366,27 +366,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ stuck
 
-    def _is_stuck(self, a: TxAttempt, head: int, now: float) -> bool:
-        blocks = self.settings.stuck_after_blocks
-        seen = a.broadcast_block
-        if blocks is not None and seen is not None and head - seen >= blocks:
-            return True
-        sent = a.broadcast_at or a.created_at
-        if sent.tzinfo is None:
-            sent = sent.replace(tzinfo=UTC)
-        return now - sent.timestamp() >= self.settings.stuck_after_seconds
-
     async def _replace_stuck(self, head: int) -> None:
-        attempts = await self._attempts([A.BROADCAST.value])
-        unstamped = [a.id for a in attempts if a.broadcast_block is None]
-        if unstamped:  # broadcast before broadcast_block existed: count from now on
-            async with self.sessions.begin() as s:
-                await repo.stamp_broadcast_block(s, unstamped, head)
-            for a in attempts:
-                if a.broadcast_block is None:
-                    a.broadcast_block = head
-        now = self.clock()
-        stuck = [a for a in attempts if self._is_stuck(a, head, now)]
+        """Attempts not mined after ``stuck_after_blocks`` blocks since the head at their
+        broadcast, or ``stuck_after_seconds`` since it, are replaced (see the module
+        docstring); the selection runs in SQL (``repo.stuck_attempts``)."""
+        sent_before = datetime.fromtimestamp(self.clock() - self.settings.stuck_after_seconds, UTC)
+        async with self.sessions.begin() as s:
+            stuck = await repo.stuck_attempts(
+                s,
+                self.chain_id,
+                self.signer.address,
+                head=head,
+                after_blocks=self.settings.stuck_after_blocks,
+                sent_before=sent_before,
+            )
         if not stuck:
             return
         quote = await fee_quote(self.rpc)

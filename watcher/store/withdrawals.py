@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, case, func, select, text, tuple_, update
+from sqlalchemy import Table, case, func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -546,18 +546,39 @@ async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> li
     return sorted(out)
 
 
-async def stamp_broadcast_block(
-    session: AsyncSession, attempt_ids: Sequence[int], head: int
-) -> None:
-    """Set ``broadcast_block`` where it is still NULL (attempts broadcast before the
-    column existed), so their block count starts now and survives restarts."""
-    for chunk in _chunks(attempt_ids):
-        await session.execute(
-            update(TxAttempt)
-            .where(TxAttempt.id.in_(chunk))
-            .where(TxAttempt.broadcast_block.is_(None))
-            .values(broadcast_block=head)
+async def stuck_attempts(
+    session: AsyncSession,
+    chain_id: int,
+    sender: str,
+    *,
+    head: int,
+    after_blocks: int | None,
+    sent_before: datetime,
+) -> list[TxAttempt]:
+    """Broadcast attempts not mined for ``after_blocks`` blocks since the head at
+    broadcast, or sent before ``sent_before``; the test runs in SQL, so a tick loads
+    only the stuck ones. Attempts broadcast before ``broadcast_block`` existed are
+    stamped with ``head`` first, so their block count starts now and survives restarts."""
+    live = (
+        TxAttempt.chain_id == chain_id,
+        TxAttempt.sender == sender,
+        TxAttempt.state == A.BROADCAST.value,
+    )
+    await session.execute(
+        update(TxAttempt)
+        .where(*live, TxAttempt.broadcast_block.is_(None))
+        .values(broadcast_block=head)
+        .execution_options(synchronize_session=False)
+    )
+    old = func.coalesce(TxAttempt.broadcast_at, TxAttempt.created_at) <= sent_before
+    late = (
+        old if after_blocks is None else or_(old, TxAttempt.broadcast_block <= head - after_blocks)
+    )
+    return list(
+        await session.scalars(
+            select(TxAttempt).where(*live, late).order_by(TxAttempt.nonce, TxAttempt.id)
         )
+    )
 
 
 # ------------------------------------------------------------------ ledger
