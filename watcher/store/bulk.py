@@ -35,11 +35,18 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["CHUNK", "SQLITE_PARAMETERS", "insert_many", "insert_sql", "processor"]
+__all__ = [
+    "CHUNK",
+    "SQLITE_PARAMETERS",
+    "insert_many",
+    "insert_sql",
+    "processor",
+    "reserve_ids",
+]
 
 CHUNK = 5000
 # Parameters per multi-row INSERT on SQLite: its limit is 32,766 since 3.32 (999 before).
@@ -153,3 +160,27 @@ async def insert_many(
     for _ in range(0, count, CHUNK):
         await conn.exec_driver_sql(sql, list(islice(rows, CHUNK)))
     return count
+
+
+async def reserve_ids(session: AsyncSession, table: Table, count: int) -> list[int]:
+    """``count`` new values of ``table``'s integer ``id``, ascending, for an insert that
+    follows in the same DB transaction (nothing is read back after it).
+
+    PostgreSQL takes them from the id sequence (safe under concurrency; a rolled back
+    transaction leaves a gap, as any insert would). SQLite continues after the highest
+    id: the transaction holds the database's single writer lock from its ``BEGIN
+    IMMEDIATE``, so no other writer can take them before the commit."""
+    if count <= 0:
+        return []
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = await session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+            ),
+            {"table": table.name, "n": count},
+        )
+        return sorted(int(r[0]) for r in rows.all())
+    highest = await session.scalar(select(func.max(table.c.id)))
+    base = int(highest or 0)
+    return list(range(base + 1, base + count + 1))

@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
-from watcher.store.bulk import insert_many
+from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
@@ -131,32 +131,6 @@ async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, i
         )
         await read(missing)
     return found
-
-
-async def _new_transaction_ids(session: AsyncSession, count: int) -> list[int]:
-    """``count`` new journal transaction ids, ascending, for the insert that follows at
-    once in the same DB transaction (on SQLite nothing is reserved until it runs).
-
-    PostgreSQL takes them from the id sequence (safe under concurrency; a rolled back
-    transaction leaves a gap, as any insert would). SQLite continues after the
-    highest id: the transaction holds the database's single writer lock from its
-    ``BEGIN IMMEDIATE``, so no other writer can take them before the commit."""
-    if count <= 0:
-        return []
-    if _is_postgresql(session):
-        rows = await session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('journal_transactions', 'id')) "
-                "FROM generate_series(1, :n)"
-            ),
-            {"n": count},
-        )
-        return sorted(int(r[0]) for r in rows.all())
-    highest = await session.scalar(
-        select(JournalTransaction.id).order_by(JournalTransaction.id.desc()).limit(1)
-    )
-    base = int(highest or 0)
-    return list(range(base + 1, base + count + 1))
 
 
 class Pair(NamedTuple):
@@ -263,7 +237,7 @@ async def _write(session: AsyncSession, cols: _Columns) -> dict[str, int]:
     await session.flush()
     owners = {o for o in cols.owners if o is not None}
     accounts = await account_ids(session, sorted(set(cols.account) | owners))
-    tx_ids = await _new_transaction_ids(session, len(cols.refs))
+    tx_ids = await reserve_ids(session, _table(JournalTransaction), len(cols.refs))
     entry_tx = [tx_ids[i] for i in cols.tx]
     entry_account = [accounts[k] for k in cols.account]
     deltas: dict[BalanceKey, int] = defaultdict(int)

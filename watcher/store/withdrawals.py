@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, case, func, or_, select, text, tuple_, update
+from sqlalchemy import Table, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -28,7 +28,7 @@ from watcher.domain.states import (
     check_withdrawal,
 )
 from watcher.store import ledger
-from watcher.store.bulk import insert_many
+from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.ledger import dialect_name
 from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
@@ -328,20 +328,7 @@ async def new_ids(session: AsyncSession, count: int) -> list[int]:
     the highest id (the transaction holds the single writer lock since ``BEGIN
     IMMEDIATE``, so no other writer can take them before the commit). An id is also
     the vault's on-chain withdrawal id, so it is never reused."""
-    if count <= 0:
-        return []
-    if dialect_name(session) == "postgresql":
-        rows = await session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('withdrawals', 'id')) "
-                "FROM generate_series(1, :n)"
-            ),
-            {"n": count},
-        )
-        return sorted(int(r[0]) for r in rows.all())
-    highest = await session.scalar(select(func.max(Withdrawal.id)))
-    base = int(highest or 0)
-    return list(range(base + 1, base + count + 1))
+    return await reserve_ids(session, cast(Table, Withdrawal.__table__), count)
 
 
 _NEW_COLUMNS = (
