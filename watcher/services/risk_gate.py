@@ -39,11 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.account import SnapshotError
 from watcher.domain.brackets import BracketError
-from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, isolated_wallet, transfer
+from watcher.domain.journal import CROSS, Leg, TxKind, isolated_wallet, transfer
 from watcher.domain.margin import PositionError
 from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal
 from watcher.settings import Settings
 from watcher.store import ledger
+from watcher.store import withdrawals as withdrawal_repo
 from watcher.store.accounts import (
     AccountState,
     Market,
@@ -154,9 +155,21 @@ def hold_legs(account: str, asset: str, units: int) -> LegsBuilder:
     """The default withdrawal hold: ``units`` of ``asset`` from cross to hold."""
 
     def build(_state: AccountState) -> Sequence[Leg]:
-        return transfer(asset, units, debit=(account, CROSS), credit=(account, HOLD))
+        return withdrawal_repo.hold_legs(account, asset, units)
 
     return build
+
+
+def withdrawal_verdict(settings: Settings, state: AccountState, asset: str, units: int) -> Verdict:
+    """:func:`~watcher.domain.risk.decide_withdrawal` of ``units`` (ledger units of
+    ``asset``, fee included) on ``state``; a state the rules cannot evaluate raises
+    :class:`AccountStateError`."""
+    cfg = settings.assets.get(asset)
+    amount = units_to_decimal(units, cfg.precision if cfg else 0)
+    try:
+        return decide_withdrawal(state.snapshot, asset, amount)
+    except STATE_ERRORS as exc:
+        raise AccountStateError(str(exc)) from exc
 
 
 async def withdrawal_hold(
@@ -176,11 +189,9 @@ async def withdrawal_hold(
     balanced set from the locked snapshot). Reasons: ``UNKNOWN_ASSET``,
     ``AMOUNT_NOT_POSITIVE``, ``NEGATIVE_BALANCE`` (details list the assets),
     ``INSUFFICIENT_WITHDRAWABLE`` (details carry the max and the breakdown)."""
-    cfg = settings.assets.get(asset)
 
     def decide(state: AccountState) -> Verdict:
-        amount = units_to_decimal(units, cfg.precision) if cfg else units_to_decimal(units, 0)
-        return decide_withdrawal(state.snapshot, asset, amount)
+        return withdrawal_verdict(settings, state, asset, units)
 
     return await locked_decision(
         session,
@@ -257,13 +268,8 @@ class LockedBatch:
         """Decide ``units`` (ledger units, fee included) of ``asset`` out of the cross
         wallet; if allowed, the hold counts for the next decisions of the batch.
         Raises :class:`AccountStateError` for a state the rules cannot evaluate."""
-        cfg = self.settings.assets.get(asset)
         state = self.state(account)
-        amount = units_to_decimal(units, cfg.precision if cfg else 0)
-        try:
-            verdict = decide_withdrawal(state.snapshot, asset, amount)
-        except STATE_ERRORS as exc:
-            raise AccountStateError(str(exc)) from exc
+        verdict = withdrawal_verdict(self.settings, state, asset, units)
         if not verdict.allowed:
             return GateResult(False, verdict.reason, dict(verdict.details), state, None)
         raw = self._raw[account]
@@ -278,7 +284,7 @@ class LockedBatch:
             Posting(
                 kind=TxKind.WITHDRAWAL_HOLD,
                 ref=h.ref,
-                legs=transfer(h.asset, h.units, debit=(h.account, CROSS), credit=(h.account, HOLD)),
+                legs=withdrawal_repo.hold_legs(h.account, h.asset, h.units),
                 account_key=h.account,
                 memo=h.memo,
             )

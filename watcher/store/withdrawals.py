@@ -283,24 +283,12 @@ async def withdrawals_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[i
     return out
 
 
-async def held_since(session: AsyncSession, account: str, since: datetime) -> list[tuple[str, int]]:
-    """(asset, ledger amount incl. fee) of the account's withdrawals since ``since`` that
-    are paid or may still be paid (everything but failed, rejected, cancelled)."""
-    gone = (W.FAILED.value, W.REJECTED.value, W.CANCELLED.value)
-    rows = await session.execute(
-        select(Withdrawal.asset, Withdrawal.ledger_amount).where(
-            Withdrawal.account == account,
-            Withdrawal.created_at >= since,
-            Withdrawal.state.not_in(gone),
-        )
-    )
-    return [(asset, int(amount)) for asset, amount in rows]
-
-
 async def held_since_many(
     session: AsyncSession, accounts: Sequence[str], since: datetime
 ) -> dict[str, list[tuple[str, int]]]:
-    """:func:`held_since` for many accounts, one query; every account gets a list."""
+    """(asset, ledger amount incl. fee) of each account's withdrawals since ``since`` that
+    are paid or may still be paid (everything but failed, rejected, cancelled), one
+    query; every account gets a list."""
     gone = (W.FAILED.value, W.REJECTED.value, W.CANCELLED.value)
     out: dict[str, list[tuple[str, int]]] = {a: [] for a in accounts}
     if not accounts:
