@@ -81,7 +81,7 @@ def insert_sql(
         one = "(" + ", ".join(["%s"] * width) + ")"
         values = ", ".join([one] * rows)
     else:  # pragma: no cover - pyformat/named drivers are not used by the watcher
-        raise NotImplementedError(f"bulk insert: paramstyle {style!r}")
+        raise ValueError(f"bulk insert: the driver's paramstyle {style!r} is not supported")
     sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES {values}"
     return f"{sql} {suffix}" if suffix else sql
 

@@ -44,19 +44,33 @@ def account_kind(key: str) -> str:
     return "system" if key.startswith("system:") else "user"
 
 
+async def create_accounts(session: AsyncSession, keys: Sequence[str]) -> None:
+    """Create the accounts of ``keys`` that do not exist yet, in one statement; race-safe
+    (``ON CONFLICT DO NOTHING``: a concurrent creator's row wins, nothing fails)."""
+    if not keys:
+        return
+    now = utcnow()
+    await session.execute(
+        _insert(session)(Account).on_conflict_do_nothing(index_elements=["key"]),
+        [
+            {
+                "key": k,
+                "kind": account_kind(k),
+                "multi_asset_mode": False,
+                "version": 0,
+                "created_at": now,
+            }
+            for k in keys
+        ],
+    )
+
+
 async def ensure_account(session: AsyncSession, key: str) -> Account:
     """Return the account for ``key``, creating it if needed (race-safe)."""
     found = await session.scalar(select(Account).where(Account.key == key))
     if found is not None:
         return found
-    stmt = (
-        _insert(session)(Account)
-        .values(
-            key=key, kind=account_kind(key), multi_asset_mode=False, version=0, created_at=utcnow()
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    await session.execute(stmt)
+    await create_accounts(session, [key])
     account = await session.scalar(select(Account).where(Account.key == key))
     assert account is not None
     return account
@@ -94,23 +108,7 @@ async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str,
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    now = utcnow()
-    await session.execute(
-        _insert(session)(Account)
-        .values(
-            [
-                {
-                    "key": k,
-                    "kind": account_kind(k),
-                    "multi_asset_mode": False,
-                    "version": 0,
-                    "created_at": now,
-                }
-                for k in wanted
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
+    await create_accounts(session, wanted)
     if dialect_name(session) == "postgresql":
         await session.execute(
             select(Account.id)

@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
 from sqlalchemy import Table, select, text, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
 from watcher.store.bulk import insert_many, reserve_ids
+from watcher.store.ledger import create_accounts
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
@@ -114,21 +114,7 @@ async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, i
     await read(wanted)
     missing = [k for k in wanted if k not in found]
     if missing:
-        ins = postgresql.insert if _is_postgresql(session) else sqlite.insert
-        now = utcnow()
-        await session.execute(
-            ins(Account).on_conflict_do_nothing(index_elements=["key"]),
-            [
-                {
-                    "key": k,
-                    "kind": "system" if k.startswith("system:") else "user",
-                    "multi_asset_mode": False,
-                    "version": 0,
-                    "created_at": now,
-                }
-                for k in missing
-            ],
-        )
+        await create_accounts(session, missing)
         await read(missing)
     return found
 
