@@ -1,8 +1,10 @@
 """``watcher withdrawals list|show|retry|cancel|approve|reject`` (operator view and actions).
 
 The actions are in ``watcher.services.withdrawal_ops``; this module only parses
-arguments, opens the database and prints. Exit status: 0 done, 1 refused (the
-withdrawal's state does not allow it, or it does not exist), 2 configuration error.
+arguments, opens the database (and, for ``cancel`` / ``reject``, RPC clients of the
+enabled networks, used only for a stalled withdrawal) and prints. Exit status: 0 done,
+1 refused (the withdrawal's state does not allow it, it does not exist, or the vault
+could not be asked or says paid), 2 configuration error.
 """
 
 from __future__ import annotations
@@ -50,6 +52,31 @@ def _run(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+def _run_with_vaults(settings: Settings, action: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """:func:`_run` with a :class:`~watcher.services.withdrawal_ops.Vaults` of the enabled
+    networks as the second argument. Its clients connect only when asked (a stalled
+    withdrawal), so a cancel before signing needs no RPC."""
+    import aiohttp
+
+    from watcher.app import make_client
+    from watcher.services.withdrawal_ops import Vaults
+    from watcher.store.db import create_engine, require_schema, session_factory
+
+    async def go() -> T:
+        engine = create_engine(settings.database.url)
+        timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
+        http = aiohttp.ClientSession(timeout=timeout)
+        try:
+            await require_schema(engine)
+            clients = {n.name: make_client(n, settings, http) for n in settings.enabled_networks}
+            return await action(session_factory(engine), Vaults.of(settings, clients))
+        finally:
+            await http.close()
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 def _doc(settings: Settings, w: Any) -> dict[str, Any]:
     from watcher.api.schemas import jsonable
     from watcher.api.withdrawals import withdrawal_doc
@@ -58,11 +85,12 @@ def _doc(settings: Settings, w: Any) -> dict[str, Any]:
     return doc
 
 
-def _act(settings: Settings, action: Callable[[Any], Awaitable[Any]], verb: str) -> None:
+def _act(run: Callable[[], Any], verb: str) -> None:
+    """Run an action (``_run`` or ``_run_with_vaults`` of it) and print the outcome."""
     from watcher.services.withdrawal_ops import OperatorError
 
     try:
-        w = _run(settings, action)
+        w = run()
     except OperatorError as exc:
         err.print(f"[red]refused:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -133,7 +161,7 @@ def approve_cmd(
     from watcher.services import withdrawal_ops
 
     settings = _settings(config, database_url)
-    _act(settings, lambda s: withdrawal_ops.approve(s, withdrawal_id, by), "approved")
+    _act(lambda: _run(settings, lambda s: withdrawal_ops.approve(s, withdrawal_id, by)), "approved")
 
 
 @withdrawals_app.command("reject")
@@ -143,11 +171,17 @@ def reject_cmd(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Refuse a withdrawal that was not signed yet; its hold is released."""
+    """Refuse a withdrawal that was not signed yet, or a stalled one the vault has not
+    paid (asked at the latest block); its hold is released."""
     from watcher.services import withdrawal_ops
 
     settings = _settings(config, database_url)
-    _act(settings, lambda s: withdrawal_ops.reject(s, withdrawal_id, by), "rejected")
+    _act(
+        lambda: _run_with_vaults(
+            settings, lambda s, v: withdrawal_ops.reject(s, withdrawal_id, by, v)
+        ),
+        "rejected",
+    )
 
 
 @withdrawals_app.command("cancel")
@@ -157,11 +191,17 @@ def cancel_cmd(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Cancel a withdrawal before broadcast (nothing signed yet); its hold is released."""
+    """Cancel a withdrawal before signing, or a stalled one (nonce consumed by a foreign
+    tx) that the vault has not paid (asked at the latest block); its hold is released."""
     from watcher.services import withdrawal_ops
 
     settings = _settings(config, database_url)
-    _act(settings, lambda s: withdrawal_ops.cancel(s, withdrawal_id, by), "cancelled")
+    _act(
+        lambda: _run_with_vaults(
+            settings, lambda s, v: withdrawal_ops.cancel(s, withdrawal_id, by, v)
+        ),
+        "cancelled",
+    )
 
 
 @withdrawals_app.command("retry")
@@ -171,4 +211,4 @@ def retry_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOp
     from watcher.services import withdrawal_ops
 
     settings = _settings(config, database_url)
-    _act(settings, lambda s: withdrawal_ops.retry(s, withdrawal_id), "retried")
+    _act(lambda: _run(settings, lambda s: withdrawal_ops.retry(s, withdrawal_id)), "retried")

@@ -22,6 +22,8 @@ W = WithdrawalState
         (W.BROADCAST, W.STALLED),  # vault says unpaid
         (W.BROADCAST, W.COMPLETED),  # vault says the foreign tx paid this id
         (W.STALLED, W.QUEUED),  # operator retry: signed again under a new nonce
+        (W.STALLED, W.CANCELLED),  # operator cancel, the vault said unpaid at latest
+        (W.STALLED, W.REJECTED),  # operator reject, the same check
     ],
 )
 def test_foreign_nonce_transitions_are_allowed(old: W, new: W) -> None:
@@ -29,9 +31,9 @@ def test_foreign_nonce_transitions_are_allowed(old: W, new: W) -> None:
 
 
 @pytest.mark.parametrize(
-    "new", [W.COMPLETED, W.FAILED, W.CANCELLED, W.REJECTED, W.SIGNED, W.BROADCAST, W.REQUESTED]
+    "new", [W.COMPLETED, W.FAILED, W.SIGNED, W.BROADCAST, W.CONFIRMING, W.REQUESTED, W.STALLED]
 )
-def test_only_an_operator_retry_leaves_stalled(new: W) -> None:
+def test_only_an_operator_retry_cancel_or_reject_leaves_stalled(new: W) -> None:
     with pytest.raises(IllegalTransition):
         check_withdrawal(W.STALLED, new)
 
@@ -42,9 +44,17 @@ def test_only_a_broadcast_withdrawal_stalls(old: W) -> None:
         check_withdrawal(old, W.STALLED)
 
 
-def test_stalled_keeps_the_hold_and_cannot_be_cancelled() -> None:
-    # A stalled withdrawal was signed: its funds stay held, and cancel/reject (which
-    # release the hold) stay refused; the vault's id guard protects only a payout.
+def test_stalled_keeps_the_hold_and_is_not_cancelled_without_the_vault() -> None:
+    # A stalled withdrawal was signed: its funds stay held, and it is not among the
+    # states cancel/reject end without asking the chain (withdrawal_ops asks the vault's
+    # withdrawn(id) at latest first); the vault's id guard protects only a payout.
     assert W.STALLED in WITHDRAWAL_HOLDING
     assert W.STALLED not in WITHDRAWAL_TERMINAL
     assert W.STALLED not in WITHDRAWAL_BEFORE_SIGNING
+
+
+@pytest.mark.parametrize("old", [W.SIGNED, W.BROADCAST, W.CONFIRMING])
+@pytest.mark.parametrize("new", [W.CANCELLED, W.REJECTED])
+def test_signed_and_not_stalled_is_never_cancelled_or_rejected(old: W, new: W) -> None:
+    with pytest.raises(IllegalTransition):
+        check_withdrawal(old, new)

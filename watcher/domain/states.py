@@ -29,12 +29,14 @@ class WithdrawalState(StrEnum):
     CONFIRMING = "confirming"  # mined, counting confirmations
     # Its nonce was consumed (final by the network's rule) by a transaction that is not
     # one of its attempts, and the vault says the id is unpaid: nothing of ours can be
-    # mined any more. Waits for an operator (`withdrawals retry` → queued, new nonce).
+    # mined any more. Waits for an operator: `withdrawals retry` → queued, new nonce;
+    # or `withdrawals cancel|reject` → hold released, only if the vault's withdrawn(id)
+    # at the latest block still says unpaid (checked by the command, fresh).
     STALLED = "stalled"
     COMPLETED = "completed"  # final on chain; hold settled
     FAILED = "failed"  # reverted on chain; hold released
-    REJECTED = "rejected"  # refused by an operator; hold released
-    CANCELLED = "cancelled"  # cancelled before broadcast; hold released
+    REJECTED = "rejected"  # refused by an operator (before signing, or stalled); hold released
+    CANCELLED = "cancelled"  # cancelled before signing, or stalled and unpaid; hold released
 
 
 class AttemptState(StrEnum):
@@ -68,8 +70,10 @@ _WITHDRAWAL: dict[WithdrawalState, frozenset[WithdrawalState]] = {
     # vault says the id was paid (by that foreign tx), the hold then settled.
     W.BROADCAST: frozenset({W.BROADCAST, W.CONFIRMING, W.FAILED, W.STALLED, W.COMPLETED}),
     # Only an operator moves it on: re-queued, signed again under a new nonce (the
-    # vault's id guard makes a second payout impossible if an old attempt ever lands).
-    W.STALLED: frozenset({W.QUEUED}),
+    # vault's id guard makes a second payout impossible if an old attempt ever lands),
+    # or given up (cancelled / rejected, hold released) once the vault's withdrawn(id)
+    # at the latest block said unpaid (withdrawal_ops checks that before the move).
+    W.STALLED: frozenset({W.QUEUED, W.CANCELLED, W.REJECTED}),
     # A mined tx whose block is reorged out goes back to broadcast (re-sent as is).
     W.CONFIRMING: frozenset({W.BROADCAST, W.COMPLETED, W.FAILED}),
     W.COMPLETED: frozenset(),
@@ -91,7 +95,8 @@ _ATTEMPT: dict[AttemptState, frozenset[AttemptState]] = {
 WITHDRAWAL_TERMINAL = frozenset({W.COMPLETED, W.FAILED, W.REJECTED, W.CANCELLED})
 # States in which the withdrawal's funds sit in the account's hold wallet.
 WITHDRAWAL_HOLDING = frozenset(set(WithdrawalState) - WITHDRAWAL_TERMINAL)
-# States that may still be cancelled or rejected: nothing was signed yet.
+# States that may be cancelled or rejected without asking the chain: nothing was signed
+# yet. (A stalled one may be too, but only after the vault said unpaid at latest.)
 WITHDRAWAL_BEFORE_SIGNING = frozenset({W.REQUESTED, W.REVIEW, W.QUEUED})
 
 

@@ -342,7 +342,9 @@ class Tracker:
                         w,
                         W.STALLED,
                         f"nonce {nonce_text} was used by a tx not ours and the vault says "
-                        f"unpaid; `watcher withdrawals retry {w.id}` signs it under a new nonce",
+                        f"unpaid; `watcher withdrawals retry {w.id}` signs it under a new "
+                        f"nonce, `watcher withdrawals cancel {w.id}` releases the hold if "
+                        "the vault still says unpaid at the latest block",
                     )
                     self.last.stalled += 1
                 await raise_alarm(
