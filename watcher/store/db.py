@@ -38,9 +38,12 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # queue is FIFO and costs nothing; waiting in SQLite's busy handler sleeps
         # in growing steps (32 concurrent requests: p99 of seconds). The busy
         # timeout still covers other processes (`watcher status`, the CLI).
+        from watcher.store.sqlite_driver import dbapi
+
         engine = create_async_engine(
             url,
             echo=echo,
+            module=dbapi(),  # aiosqlite with one thread hop per statement
             connect_args={"timeout": 30},
             pool_size=1,
             max_overflow=0,

@@ -1,0 +1,102 @@
+"""The one-hop SQLite driver behaves as the sqlite3 module does, seen through SQLAlchemy:
+rows, row counts, last row ids, executemany, errors, streaming; and it makes one trip
+to aiosqlite's thread per statement (the reason it exists)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite.core
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from watcher.store.db import create_engine
+from watcher.store.sqlite_driver import OneHopCursor
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, n INTEGER)"
+        )
+    yield engine
+    await engine.dispose()
+
+
+async def test_engine_uses_the_one_hop_cursor(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        cursor = raw.dbapi_connection.cursor()  # type: ignore[union-attr]
+        assert isinstance(cursor, OneHopCursor)
+        cursor.close()
+
+
+async def test_rows_counts_and_ids(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        first = await conn.execute(text("INSERT INTO t (name, n) VALUES ('a', 1)"))
+        assert first.lastrowid == 1
+        await conn.exec_driver_sql(
+            "INSERT INTO t (name, n) VALUES (?, ?)", [("b", 2), ("c", 3), ("d", 4)]
+        )
+        updated = await conn.execute(text("UPDATE t SET n = n * 10 WHERE n >= 2"))
+        assert updated.rowcount == 3
+        rows = (await conn.execute(text("SELECT name, n FROM t ORDER BY id"))).all()
+        assert [tuple(r) for r in rows] == [("a", 1), ("b", 20), ("c", 30), ("d", 40)]
+        bump = "UPDATE t SET n = n + 1 WHERE name IN ('a', 'd') RETURNING name"
+        returned = (await conn.execute(text(bump))).scalars()
+        assert sorted(returned) == ["a", "d"]
+        empty = await conn.execute(text("SELECT name FROM t WHERE n > 1000"))
+        assert empty.all() == []
+        # fetchmany / fetchone on a buffered result
+        result = await conn.execute(text("SELECT id FROM t ORDER BY id"))
+        assert [r[0] for r in result.fetchmany(2)] == [1, 2]
+        assert result.fetchone()[0] == 3  # type: ignore[index]
+
+
+async def test_streaming_results_still_work(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO t (name, n) VALUES (?, ?)", [(f"r{i}", i) for i in range(50)]
+        )
+        stream = await conn.stream(text("SELECT n FROM t ORDER BY n"))
+        assert [r[0] async for r in stream] == list(range(50))
+
+
+async def test_errors_are_the_dbapi_errors_and_roll_back(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (name, n) VALUES ('x', 1)"))
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (name, n) VALUES ('y', 2)"))
+            await conn.execute(text("INSERT INTO t (name, n) VALUES ('x', 3)"))
+    with pytest.raises(OperationalError, match="no such table"):
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT * FROM missing"))
+    async with engine.connect() as conn:
+        names = (await conn.execute(text("SELECT name FROM t"))).scalars().all()
+    assert names == ["x"]  # 'y' went with its transaction
+
+
+async def test_one_thread_trip_per_statement(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))  # connection set up (PRAGMAs) first
+        trips: list[Any] = []
+        real = aiosqlite.core.Connection._execute
+
+        async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            trips.append(fn)
+            return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+        monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
+        rows = (await conn.execute(text("SELECT 1 UNION ALL SELECT 2"))).all()
+        assert [r[0] for r in rows] == [1, 2]
+        # aiosqlite through SQLAlchemy's own adapter: cursor, execute, fetchall, close.
+        assert len(trips) == 1
