@@ -53,6 +53,11 @@ from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
 from watcher.store.models import TxAttempt, utcnow
 
+#: Signatures between two yields to the event loop (~0.1 ms each).
+SIGN_SLICE = 16
+#: Withdrawals signed and persisted per DB transaction (see :meth:`Sender.sign_ready`).
+SIGN_CHUNK = 64
+
 log = logging.getLogger("watcher.sender")
 
 W = WithdrawalState
@@ -238,28 +243,41 @@ class Sender:
             gas_left -= gas_each
             chosen.append(w)
 
-        signed: list[tuple[repo.Ready, int, SignedTx]] = []
-        for offset, w in enumerate(chosen):
-            nonce = first_nonce + offset
-            tx = build_withdraw_tx(
-                chain_id=self.chain_id,
-                vault=self.network.vault,
-                w=w,
-                nonce=nonce,
-                gas=self.settings.gas_limit,
-                fees=fees,
+        # In chunks, each signed then persisted in its own transaction and broadcast:
+        # a short hold of the writer connection each, and the node mines the first
+        # chunk while the next one is signed.
+        done = 0
+        for start in range(0, max(len(chosen), 1), SIGN_CHUNK):
+            chunk = chosen[start : start + SIGN_CHUNK]
+            signed: list[tuple[repo.Ready, int, SignedTx]] = []
+            for offset, w in enumerate(chunk):
+                tx = build_withdraw_tx(
+                    chain_id=self.chain_id,
+                    vault=self.network.vault,
+                    w=w,
+                    nonce=first_nonce + start + offset,
+                    gas=self.settings.gas_limit,
+                    fees=fees,
+                )
+                signed.append((w, first_nonce + start + offset, self.signer.sign_transaction(tx)))
+                if offset % SIGN_SLICE == SIGN_SLICE - 1:
+                    # Let requests and DB results waiting on the event loop through.
+                    await asyncio.sleep(0)
+            # The queued reasons go with the first chunk.
+            reasons = short if start == 0 else {}
+            ids = [w.id for w in chunk] + list(reasons)
+            ok = await self._persist(
+                signed, reasons, {i: snapshot[i] for i in ids}, first_nonce + start, fees
             )
-            signed.append((w, nonce, self.signer.sign_transaction(tx)))
-            if offset % 200 == 199:
-                await asyncio.sleep(0)  # let the API breathe during a large batch
-
-        ok = await self._persist(signed, short, snapshot, first_nonce, fees)
-        if not ok:
-            return 0
-        self.last.signed += len(signed)
-        self.last.queued += len(short)
-        self.last.reasons.update(short)
-        return len(signed)
+            if not ok:
+                break
+            done += len(signed)
+            self.last.queued += len(reasons)
+            self.last.reasons.update(reasons)
+            if signed and start + SIGN_CHUNK < len(chosen):
+                await self.broadcast_signed()
+        self.last.signed += done
+        return done
 
     async def _persist(
         self,

@@ -67,6 +67,11 @@ from watcher.store.db import SessionFactory
 from watcher.store.ledger_batch import Posting
 from watcher.store.models import TxAttempt, utcnow
 
+#: Withdrawals per DB transaction when the tracker records receipts or settles: a tick
+#: after a burst has hundreds; one transaction for all of them holds the (on SQLite,
+#: only) writer connection for tens of ms, and every request of the API waits behind it.
+TX_CHUNK = 64
+
 log = logging.getLogger("watcher.tracker")
 
 W = WithdrawalState
@@ -151,8 +156,13 @@ class Tracker:
             [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
         )
         found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
-        if not found:
-            return
+        for start in range(0, len(found), TX_CHUNK):
+            await self._record_mined(found[start : start + TX_CHUNK], head)
+
+    async def _record_mined(
+        self, found: Sequence[tuple[repo.AttemptRef, dict[str, Any]]], head: int
+    ) -> None:
+        """Attempts with a receipt → mined, their withdrawals → confirming (one chunk)."""
         async with self.sessions.begin() as s:
             rows = await repo.attempts_by_id(s, [a.id for a, _ in found])
             ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a, _ in found])
@@ -201,6 +211,24 @@ class Tracker:
             for a in attempts
             if a.id in final and a.status == 0
         }
+        resend: list[str] = []
+        for start in range(0, len(attempts), TX_CHUNK):
+            chunk = attempts[start : start + TX_CHUNK]
+            resend += await self._settle(chunk, head, reorged, final, paid_elsewhere)
+        if resend:
+            await broadcast_raw(self.http, self.network.rpc_urls, resend)
+
+    async def _settle(
+        self,
+        attempts: Sequence[repo.AttemptRef],
+        head: int,
+        reorged: set[int],
+        final: set[int],
+        paid_elsewhere: dict[int, str | None],
+    ) -> list[str]:
+        """One chunk of mined attempts: confirmations counted; final ones completed and
+        settled (or failed and released); reorged ones back to broadcast. Returns the raw
+        transactions to re-send."""
         resend: list[str] = []
         async with self.sessions.begin() as s:
             # Confirmation counts of everything still mined: one statement, from each
@@ -255,10 +283,9 @@ class Tracker:
                     repo.move(w, W.FAILED, f"transaction {a.tx_hash} reverted")
                     postings.append(repo.release_posting(w, "failed: reverted on chain"))
                     self.last.failed += 1
-            # Every settlement and release of the tick in one set of multi-row statements.
+            # Every settlement and release of the chunk in one set of multi-row statements.
             await repo.post_all(s, postings)
-        if resend:
-            await broadcast_raw(self.http, self.network.rpc_urls, resend)
+        return resend
 
     async def _payer(self, withdrawal_id: int, block: int | str = "latest") -> str | None:
         """The tx that paid ``withdrawal_id`` if the vault says it was paid (as of

@@ -1,0 +1,147 @@
+"""The sender and the tracker work through a large tick in chunks, one DB transaction
+each (short holds of the writer connection). Chunk sizes are shrunk to 3 so that ten
+withdrawals cross several chunk boundaries; on a real anvil with the real vault."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from eth_account import Account
+from web3 import AsyncWeb3
+
+from tests.integration.withdrawal_support import (
+    credit,
+    deposit_token,
+    mine,
+    run_pipeline,
+    sender,
+    signed_body,
+    tracker,
+    withdrawal_app,
+    withdrawn_events,
+)
+from watcher.api.server import make_web_app
+from watcher.app import App
+from watcher.chain.devnet import Deployment, dev_account
+from watcher.domain.journal import CROSS, HOLD
+from watcher.services import sender as sender_mod
+from watcher.services import tracker as tracker_mod
+from watcher.services import withdrawal_ops
+from watcher.store import ledger
+from watcher.store import withdrawals as repo
+
+pytestmark = pytest.mark.usefixtures("chain_snapshot")
+
+N = 10
+CHUNK = 3
+
+
+@pytest.fixture
+async def app(
+    tmp_path: Path, deployment: Deployment, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[App]:
+    monkeypatch.setattr(sender_mod, "SIGN_CHUNK", CHUNK)
+    monkeypatch.setattr(tracker_mod, "TX_CHUNK", CHUNK)
+    async with withdrawal_app(tmp_path, deployment, db_url, confirmations=2) as a:
+        yield a
+
+
+async def request_withdrawals(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any]
+) -> tuple[list[int], list[str]]:
+    """N funded accounts (the vault holds their tokens), one 1-USDT withdrawal each."""
+    usdt = deployment.tokens["USDT"].address
+    await deposit_token(chain_w3, dev_account(5), deployment, "USDT", 50 * 10**18)
+    users = [Account.create() for _ in range(N)]
+    ids: list[int] = []
+    async with TestClient(TestServer(make_web_app(app))) as client:
+        for i, user in enumerate(users):
+            await credit(app, user.address, "USDT", 5 * 10**8, f"test:chunks:{i}")
+            body = signed_body(
+                user,
+                deployment,
+                token=usdt,
+                amount="1",
+                amount_units=10**18,
+                destination=user.address,
+                nonce=i,
+            )
+            resp = await client.post("/v1/withdrawals", json=body)
+            assert resp.status == 202, await resp.text()
+            ids.append((await resp.json())["id"])
+    return ids, [u.address for u in users]
+
+
+async def test_many_withdrawals_in_chunks_each_paid_and_settled_once(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any]
+) -> None:
+    ids, users = await request_withdrawals(app, deployment, chain_w3)
+    events_before = len(await withdrawn_events(chain_w3, deployment))
+
+    signed = await sender(app).sign_ready()
+    assert signed == N  # one tick, four chunks (3 + 3 + 3 + 1)
+    async with app.sessions() as s:
+        attempts = {i: await repo.attempts_of(s, i) for i in ids}
+    nonces = sorted(a.nonce for rows in attempts.values() for a in rows)
+    assert nonces == list(range(nonces[0], nonces[0] + N))  # contiguous, none twice
+
+    await run_pipeline(app, chain_w3, rounds=4)
+    await mine(chain_w3, 2)
+    await tracker(app).tick()
+
+    async with app.sessions() as s:
+        for wid, user in zip(ids, users, strict=True):
+            w = await repo.get(s, wid)
+            assert w is not None and w.state == "completed", (wid, w and w.state)
+            rows = await repo.attempts_of(s, wid)
+            assert [a.state for a in rows] == ["confirmed"]
+            balances = await ledger.balances(s, user)
+            assert balances[("USDT", HOLD)] == 0
+            assert balances[("USDT", CROSS)] == 4 * 10**8
+    assert len(await withdrawn_events(chain_w3, deployment)) - events_before == N
+
+
+async def test_a_chunk_whose_rows_changed_is_not_persisted_and_the_rest_follow_next_tick(
+    app: App,
+    deployment: Deployment,
+    chain_w3: AsyncWeb3[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids, users = await request_withdrawals(app, deployment, chain_w3)
+    s_ = sender(app)
+    real_broadcast = s_.broadcast_signed
+    cancelled: list[int] = []
+
+    async def cancel_one_of_the_next_chunk() -> int:
+        # Between chunk 1 and 2 (the sender broadcasts each chunk): an operator cancels
+        # a withdrawal of chunk 2 — a race the real parts cannot be made to lose on cue.
+        if not cancelled:
+            cancelled.append(ids[CHUNK + 1])
+            await withdrawal_ops.cancel(app.sessions, ids[CHUNK + 1], "test")
+        return await real_broadcast()
+
+    monkeypatch.setattr(s_, "broadcast_signed", cancel_one_of_the_next_chunk)
+    assert await s_.sign_ready() == CHUNK  # chunk 2 dropped unsent, nothing after it
+    async with app.sessions() as s:
+        states = {i: (await repo.get(s, i)).state for i in ids}  # type: ignore[union-attr]
+    assert [states[i] for i in ids[:CHUNK]] == ["broadcast"] * CHUNK  # sent before chunk 2
+    assert states[ids[CHUNK + 1]] == "cancelled"
+    assert all(states[i] == "requested" for i in ids[CHUNK:] if i != ids[CHUNK + 1])
+
+    monkeypatch.setattr(s_, "broadcast_signed", real_broadcast)
+    await run_pipeline(app, chain_w3, rounds=4)
+    await mine(chain_w3, 2)
+    await tracker(app).tick()
+    async with app.sessions() as s:
+        rows = [a for i in ids for a in await repo.attempts_of(s, i)]
+        final = {i: (await repo.get(s, i)).state for i in ids}  # type: ignore[union-attr]
+        held = await ledger.balances(s, users[CHUNK + 1])
+    assert final[ids[CHUNK + 1]] == "cancelled"
+    assert held[("USDT", CROSS)] == 5 * 10**8 and held[("USDT", HOLD)] == 0
+    assert all(state == "completed" for i, state in final.items() if i != ids[CHUNK + 1])
+    nonces = sorted(a.nonce for a in rows)
+    assert nonces == list(range(nonces[0], nonces[0] + N - 1))  # no gap, none twice
