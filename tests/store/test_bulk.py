@@ -11,10 +11,11 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, UnbalancedTransaction, transfer
-from watcher.store import ledger
+from watcher.store import ledger, ledger_batch
 from watcher.store.bulk import insert_many
 from watcher.store.db import SessionFactory
 from watcher.store.ledger_batch import (
@@ -250,6 +251,41 @@ async def test_post_many_keeps_orm_balances_in_step(sessions: SessionFactory) ->
         assert fresh == 157
         assert row.amount == 157  # the identity-map object is not stale
     assert (await balances_of(sessions))[(ALICE, "USDT", CROSS)] == 157
+
+
+async def test_post_many_with_fresh_refs_and_known_accounts(sessions: SessionFactory) -> None:
+    """The intake's form: account ids given, refs declared new. A ref that was posted
+    after all is refused by the unique index and nothing of the batch is written."""
+    async with sessions.begin() as s:
+        await post_many(
+            s, [Posting(TxKind.DEPOSIT, "f1", [Leg(ALICE, "USDT", 9), Leg(VAULT, "USDT", -9)])]
+        )
+    async with sessions() as s:
+        ids = await ledger_batch.account_ids(s, [ALICE, VAULT])
+    async with sessions.begin() as s:
+        got = await post_many(
+            s,
+            [Posting(TxKind.DEPOSIT, "f2", [Leg(ALICE, "USDT", 1), Leg(VAULT, "USDT", -1)])],
+            known_accounts=ids,
+            fresh_refs=True,
+        )
+    assert set(got) == {"f2"}
+    with pytest.raises(IntegrityError):
+        async with sessions.begin() as s:
+            await post_many(
+                s,
+                [
+                    Posting(TxKind.DEPOSIT, "f3", [Leg(ALICE, "USDT", 5), Leg(VAULT, "USDT", -5)]),
+                    Posting(TxKind.DEPOSIT, "f1", [Leg(ALICE, "USDT", 5), Leg(VAULT, "USDT", -5)]),
+                ],
+                known_accounts=ids,
+                fresh_refs=True,
+            )
+    balances = await balances_of(sessions)
+    assert balances[(ALICE, "USDT", CROSS)] == 10 and balances[(VAULT, "USDT", CROSS)] == -10
+    async with sessions() as s:
+        refs = set((await s.scalars(select(JournalTransaction.ref))).all())
+    assert refs == {"f1", "f2"}
 
 
 async def test_post_pairs_checks_units_and_refs(sessions: SessionFactory) -> None:

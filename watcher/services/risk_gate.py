@@ -290,7 +290,12 @@ class LockedBatch:
             )
             for h in holds
         ]
-        return await post_many(session, postings) if postings else {}
+        if not postings:
+            return {}
+        # The refs name withdrawal ids reserved in this transaction: they cannot be
+        # posted yet. The accounts are the ones locked here.
+        known = {key: row.id for key, row in self.accounts.items()}
+        return await post_many(session, postings, known_accounts=known, fresh_refs=True)
 
 
 # --------------------------------------------------------------------------- isolated margin

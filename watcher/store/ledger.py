@@ -100,14 +100,25 @@ class LockedAccount(NamedTuple):
 
 
 async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
-    """:func:`lock_account` for many accounts at once, with three statements whatever
-    their number: create the missing ones (``ON CONFLICT DO NOTHING``), lock them in key
-    order (``SELECT ... ORDER BY key FOR UPDATE`` on PostgreSQL, so two batches that
-    share accounts never deadlock; SQLite's transaction already holds the writer lock),
-    and bump their versions, returning the rows."""
+    """:func:`lock_account` for many accounts at once, with a fixed number of statements
+    whatever their number. PostgreSQL: create the missing ones (``ON CONFLICT DO
+    NOTHING``), lock them in key order (``SELECT ... ORDER BY key FOR UPDATE``, so two
+    batches that share accounts never deadlock) and bump their versions, returning the
+    rows. SQLite (whose transaction already holds the writer lock): bump the existing
+    ones, then create and bump the missing ones if any."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    if dialect_name(session) == "sqlite":
+        # The transaction holds SQLite's writer lock already: lock (bump) the existing
+        # rows first and create only what is missing (one statement when all exist,
+        # the usual case), then lock those.
+        locked = await _bump_versions(session, wanted)
+        missing = [k for k in wanted if k not in locked]
+        if missing:
+            await create_accounts(session, missing)
+            locked.update(await _bump_versions(session, missing))
+        return locked
     await create_accounts(session, wanted)
     if dialect_name(session) == "postgresql":
         await session.execute(
@@ -116,9 +127,13 @@ async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str,
             .order_by(Account.key)
             .with_for_update()
         )
+    return await _bump_versions(session, wanted)
+
+
+async def _bump_versions(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
     rows = await session.execute(
         update(Account)
-        .where(Account.key.in_(wanted))
+        .where(Account.key.in_(keys))
         .values(version=Account.version + 1)
         .returning(Account.id, Account.key, Account.multi_asset_mode, Account.version)
         .execution_options(synchronize_session=False)

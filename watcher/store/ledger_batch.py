@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
@@ -152,11 +152,23 @@ def _unique(refs: Sequence[str]) -> None:
         raise ValueError("post_many: the same ref twice in one batch")
 
 
-async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[str, int]:
-    """Post every posting whose ref is new; return {ref: transaction id} for all of them."""
+async def post_many(
+    session: AsyncSession,
+    postings: Sequence[Posting],
+    *,
+    known_accounts: Mapping[str, int] | None = None,
+    fresh_refs: bool = False,
+) -> dict[str, int]:
+    """Post every posting whose ref is new; return {ref: transaction id} for all of them.
+
+    ``known_accounts`` ({key: id}, e.g. the rows the caller has locked) spares reading
+    those ids again. ``fresh_refs=True`` is for refs that cannot exist yet (built from
+    ids reserved in this very transaction): the lookup of already-posted refs is
+    skipped, and the unique index on ``ref`` still refuses a duplicate (the
+    transaction fails, nothing is posted twice)."""
     checked = [(p, check_balanced(p.legs)) for p in postings]
     _unique([p.ref for p in postings])
-    ids = await existing_refs(session, [p.ref for p in postings])
+    ids = {} if fresh_refs else await existing_refs(session, [p.ref for p in postings])
     cols = _Columns()
     for p, legs in checked:
         if p.ref in ids:
@@ -172,7 +184,7 @@ async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[
             cols.asset.append(leg.asset)
             cols.wallet.append(leg.wallet)
             cols.amount.append(leg.amount)
-    ids.update(await _write(session, cols))
+    ids.update(await _write(session, cols, known_accounts))
     return ids
 
 
@@ -214,7 +226,9 @@ async def post_pairs(
     return ids
 
 
-async def _write(session: AsyncSession, cols: _Columns) -> dict[str, int]:
+async def _write(
+    session: AsyncSession, cols: _Columns, known: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Write new transactions with their entries and balance changes; {ref: id}."""
     if not cols.refs:
         return {}
@@ -222,7 +236,10 @@ async def _write(session: AsyncSession, cols: _Columns) -> dict[str, int]:
     # before the set-based writes below read and overwrite the same rows.
     await session.flush()
     owners = {o for o in cols.owners if o is not None}
-    accounts = await account_ids(session, sorted(set(cols.account) | owners))
+    keys = set(cols.account) | owners
+    accounts = {k: known[k] for k in keys if k in known} if known else {}
+    if len(accounts) < len(keys):
+        accounts.update(await account_ids(session, sorted(keys - accounts.keys())))
     tx_ids = await reserve_ids(session, _table(JournalTransaction), len(cols.refs))
     entry_tx = [tx_ids[i] for i in cols.tx]
     entry_account = [accounts[k] for k in cols.account]
