@@ -113,18 +113,19 @@ async def test_a_chunk_whose_rows_changed_is_not_persisted_and_the_rest_follow_n
 ) -> None:
     ids, users = await request_withdrawals(app, deployment, chain_w3)
     s_ = sender(app)
-    real_broadcast = s_.broadcast_signed
-    cancelled: list[int] = []
+    real_persist = s_._persist
+    calls: list[int] = []
 
-    async def cancel_one_of_the_next_chunk() -> int:
-        # Between chunk 1 and 2 (the sender broadcasts each chunk): an operator cancels
-        # a withdrawal of chunk 2 — a race the real parts cannot be made to lose on cue.
-        if not cancelled:
-            cancelled.append(ids[CHUNK + 1])
+    async def cancel_before_chunk_two(*args: Any, **kwargs: Any) -> bool:
+        # Before chunk 2 is persisted, an operator cancels one of its withdrawals (read
+        # as requested when the tick began) — a race the real parts cannot be made to
+        # lose on cue.
+        calls.append(1)
+        if len(calls) == 2:
             await withdrawal_ops.cancel(app.sessions, ids[CHUNK + 1], "test")
-        return await real_broadcast()
+        return await real_persist(*args, **kwargs)
 
-    monkeypatch.setattr(s_, "broadcast_signed", cancel_one_of_the_next_chunk)
+    monkeypatch.setattr(s_, "_persist", cancel_before_chunk_two)
     assert await s_.sign_ready() == CHUNK  # chunk 2 dropped unsent, nothing after it
     async with app.sessions() as s:
         states = {i: (await repo.get(s, i)).state for i in ids}  # type: ignore[union-attr]
@@ -132,7 +133,7 @@ async def test_a_chunk_whose_rows_changed_is_not_persisted_and_the_rest_follow_n
     assert states[ids[CHUNK + 1]] == "cancelled"
     assert all(states[i] == "requested" for i in ids[CHUNK:] if i != ids[CHUNK + 1])
 
-    monkeypatch.setattr(s_, "broadcast_signed", real_broadcast)
+    monkeypatch.setattr(s_, "_persist", real_persist)
     await run_pipeline(app, chain_w3, rounds=4)
     await mine(chain_w3, 2)
     await tracker(app).tick()
