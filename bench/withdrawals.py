@@ -10,6 +10,12 @@
    requests go through the HTTP API with 32 connections
    (intake latency per request); then we wait until every withdrawal is ``completed``
    (confirmation depth 1). e2e rate = N / (first request → last completed).
+   Then the latency at a given load: OPEN_N more requests arrive open-loop at
+   OPEN_RATE per second (Poisson arrivals, fixed seed; each request on its own, however
+   many are in flight; latency counted from its scheduled arrival, so a client that falls
+   behind does not hide the wait), and we wait until they are completed too. A closed
+   loop at saturation measures queueing (32 connections / throughput, Little's law); a
+   latency target is about a load, so the target's p99 is this phase's.
 3. Floor: N ``vault.withdraw`` transactions pre-signed by the hot key, sent with
    ``eth_sendRawTransaction`` in JSON-RPC batches of 200, each batch's receipts awaited
    before the next (the fastest way found to get N transactions mined on anvil), on a
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sqlite3
 import statistics
 import sys
@@ -52,6 +59,8 @@ from watcher.store.ledger_batch import Posting, post_many  # noqa: E402
 N = int(os.environ.get("BENCH_WITHDRAWALS", "2000"))
 CONCURRENCY = 32
 WARMUP = 64  # requests through the whole pipeline before timing (imports, caches)
+OPEN_RATE = 500  # requests/s offered in the open-loop phase (the target's load)
+OPEN_N = int(os.environ.get("BENCH_WITHDRAWALS_OPEN", "1000"))
 FLOOR_WINDOW = 200
 FLOOR_RUNS = 3
 AMOUNT_WHOLE = 1  # USDT per withdrawal
@@ -187,6 +196,40 @@ async def pipeline(
     return intake_done - started, latencies, finished - started
 
 
+async def open_loop(
+    api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int
+) -> tuple[float, list[float]]:
+    """Requests at Poisson arrivals of OPEN_RATE/s; (achieved rate, latencies)."""
+    rng = random.Random(7)
+    offsets, t = [], 0.0
+    for _ in bodies:
+        t += rng.expovariate(OPEN_RATE)
+        offsets.append(t)
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        start = time.perf_counter() + 0.05
+
+        async def one(body: dict[str, Any], at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            async with http.post(
+                api + "/v1/withdrawals",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                text = await resp.text()
+            latencies.append(time.perf_counter() - at)
+            if resp.status != 202:
+                raise RuntimeError(f"intake refused: {resp.status} {text}")
+
+        await asyncio.gather(*(one(b, start + o) for b, o in zip(bodies, offsets, strict=True)))
+        elapsed = time.perf_counter() - start
+    while True:  # the phase's chain work done before the next phase starts
+        if completed_count(db).get("completed", 0) >= completed_before + len(bodies):
+            return len(bodies) / elapsed, latencies
+        await asyncio.sleep(0.05)
+
+
 async def floor(url: str, vault: str, token: str, chain_id: int, n: int) -> float:
     signer = HotSigner(dev_account(1))
     async with aiohttp.ClientSession() as http:
@@ -265,7 +308,7 @@ async def main() -> None:
                 "WATCHER_LOG_LEVEL": "WARNING",
             }
             settings = load_settings(cfg, env=env)
-            users = [Account.create() for _ in range(WARMUP + N)]
+            users = [Account.create() for _ in range(WARMUP + OPEN_N + N)]
             print(f"setup: crediting {N} accounts", flush=True)
             await setup_ledger(settings, [u.address for u in users], dep.chain_id)
             deadline = int(time.time()) + 3600
@@ -311,7 +354,19 @@ async def main() -> None:
                 await wait_http(api)
                 await pipeline(api, bodies[:WARMUP], db)
                 print(f"warm-up: {WARMUP} withdrawals completed (not counted)", flush=True)
-                intake_s, latencies, e2e_s = await pipeline(api, bodies[WARMUP:], db, WARMUP)
+                intake_s, latencies, e2e_s = await pipeline(
+                    api, bodies[WARMUP : WARMUP + N], db, WARMUP
+                )
+                # After the e2e run: anvil slows down as its chain grows, and the e2e
+                # run is the one that depends on the node.
+                open_rate, open_latencies = await open_loop(
+                    api, bodies[WARMUP + N :], db, WARMUP + N
+                )
+                print(
+                    f"open loop: {OPEN_N} requests at {OPEN_RATE}/s offered, "
+                    f"{open_rate:.0f}/s achieved",
+                    flush=True,
+                )
                 print(f"pipeline: done in {e2e_s:.2f} s; measuring the floor", flush=True)
             finally:
                 proc.terminate()
@@ -335,13 +390,22 @@ async def main() -> None:
     floor_rate = N / floor_s
     p50 = statistics.median(latencies) * 1000
     p99 = pct(latencies, 99) * 1000
+    open_p50 = statistics.median(open_latencies) * 1000
+    open_p99 = pct(open_latencies, 99) * 1000
     print(f"requests: {N} signed withdrawals, {CONCURRENCY} connections, SQLite, anvil automine")
-    print(f"intake:   {intake_rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(
+        f"intake at {OPEN_RATE}/s offered (open loop, {OPEN_N} requests): p50 {open_p50:.1f} ms, "
+        f"p99 {open_p99:.1f} ms, max {max(open_latencies) * 1000:.1f} ms"
+    )
+    print(
+        f"intake at saturation ({CONCURRENCY} connections): {intake_rate:.0f} req/s, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
     print(f"pipeline: {e2e_s:.2f} s until all completed (depth 1) -> {e2e_rate:.0f}/s")
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
     print(
-        f"withdrawals: intake {intake_rate:.0f}/s p99 {p99:.0f}ms e2e {e2e_rate:.0f}/s "
+        f"withdrawals: intake {intake_rate:.0f}/s p99 {open_p99:.0f}ms e2e {e2e_rate:.0f}/s "
         f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f}"
     )
 
