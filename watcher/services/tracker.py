@@ -29,9 +29,11 @@ Guarantees across crash, restart and reorg:
   deeper than the rule). A NONCE_CONSUMED alarm is latched, the attempts become
   ``dropped``, and the vault's ``withdrawn(id)`` at that block decides: true (the
   foreign tx paid this id) → ``completed``, payer recorded, hold settled; false →
-  ``stalled`` until an operator runs ``watcher withdrawals retry ID`` (→ ``queued``,
-  signed again under a new nonce; if an old attempt ever landed after all, the new
-  one reverts with AlreadyWithdrawn and is settled as paid elsewhere, see Final).
+  ``stalled`` until an operator decides: ``watcher withdrawals retry ID`` (→
+  ``queued``, signed again under a new nonce; if an old attempt ever landed after all,
+  the new one reverts with AlreadyWithdrawn and is settled as paid elsewhere, see
+  Final), or ``cancel``/``reject ID`` (hold released, only if the vault still says
+  unpaid at the latest block).
 * **Stuck.** The newest attempt of a nonce not mined after ``stuck_after_seconds``
   (or ``stuck_after_blocks`` blocks after the head at its broadcast, persisted on the
   attempt as ``broadcast_block`` so a restart keeps counting) is replaced under the
