@@ -1,6 +1,7 @@
 """Withdrawals against what the chain itself can do to them, on real anvil nodes: a reorg
 that drops a mined payout, a stuck transaction across a restart, a nonce gap with no
-persisted attempt, a nonce consumed by a foreign transaction of the hot key, and a
+persisted attempt, a node that lost its pool while the daemon runs, a nonce consumed by
+a foreign transaction of the hot key, and a
 broadcast to two endpoints of which one fails."""
 
 from __future__ import annotations
@@ -315,6 +316,59 @@ async def test_nonce_gap_without_persisted_attempts_is_filled(
             (before + 3, dep.vault, 0),  # the payout
         ]
         assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 20 * 10**18
+
+
+async def test_node_that_lost_its_pool_gets_our_attempts_again_before_new_ones(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    """While the daemon runs, the node loses its pool (a restart): our broadcast but
+    unmined attempt is gone, and the next withdrawal, signed under the following nonce,
+    would wait behind the gap until the stuck timer (60 s here) bumped it. The sender
+    sees the gap when it syncs before the batch and re-sends the lost attempt (same raw
+    bytes, same hash) first; both are mined on the next block and each paid once."""
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+    ):
+        first_dest, second_dest = Account.create().address, Account.create().address
+        first = await request_usdt(app, w3, dep, 20, first_dest, nonce=1)
+        await rpc(w3, "evm_setAutomine", False)
+        await sender(app).tick()  # signed and broadcast: in the pool, not mined
+        await tracker(app).tick()  # (its once-per-process re-broadcast is spent here)
+        async with app.sessions() as s:
+            (lost,) = await repo.attempts_of(s, first)
+        assert lost.state == "broadcast"
+        await rpc(w3, "anvil_dropAllTransactions")  # the node forgets its pool
+        assert await rpc(w3, "eth_getTransactionByHash", lost.tx_hash) is None
+
+        await rpc(w3, "evm_setAutomine", True)  # the user's deposit for the next one
+        second = await request_usdt(app, w3, dep, 30, second_dest, nonce=2)
+        await rpc(w3, "evm_setAutomine", False)
+        await sender(app).tick()  # gap {lost.nonce} re-sent, then the new one signed
+        assert await rpc(w3, "eth_getTransactionByHash", lost.tx_hash) is not None
+        await mine(w3, 1)  # both in this block: nothing waits behind a gap
+        async with app.sessions() as s:
+            (new,) = await repo.attempts_of(s, second)
+        for tx_hash in (lost.tx_hash, new.tx_hash):
+            receipt = await rpc(w3, "eth_getTransactionReceipt", tx_hash)
+            assert receipt is not None and receipt["status"] == "0x1", tx_hash
+        await rpc(w3, "evm_setAutomine", True)
+        for _ in range(2):
+            await tracker(app).tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            states = {i: (await repo.get(s, i)).state for i in (first, second)}  # type: ignore[union-attr]
+            attempts = [a for i in (first, second) for a in await repo.attempts_of(s, i)]
+        assert states == {first: "completed", second: "completed"}
+        assert [(a.nonce, a.state) for a in attempts] == [
+            (lost.nonce, "confirmed"),
+            (lost.nonce + 1, "confirmed"),
+        ]
+        assert attempts[0].tx_hash == lost.tx_hash  # the same transaction, not a bump
+        assert await balance_of(w3, dep.tokens["USDT"].address, first_dest) == 20 * 10**18
+        assert await balance_of(w3, dep.tokens["USDT"].address, second_dest) == 30 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 2
 
 
 async def foreign_tx_under(

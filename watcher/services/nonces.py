@@ -6,11 +6,13 @@ Guarantees across crash and restart:
   attempt using it (``store.withdrawals.reserve_nonces``), so a restart never signs a
   second transaction under a nonce that a persisted one already holds, and never
   skips one silently.
-* On start (:meth:`NonceManager.sync`) the stored next nonce is compared with the
-  chain's: if the chain's *pending* nonce is ahead (someone else used the wallet, or
-  the table was lost) we move up to it; if the stored one is ahead, the nonces in
-  between are a *gap*: signed in our DB but unknown to the node (a crash between
-  persist and broadcast, or a node that lost its mempool). A gap blocks every later
+* On start and before every batch the sender signs (:meth:`NonceManager.sync`) the
+  stored next nonce is compared with the chain's: if the chain's *pending* nonce is
+  ahead (someone else used the wallet, or the table was lost) we move up to it; if
+  the stored one is ahead, the nonces in between are a *gap*: signed in our DB but
+  unknown to the node (a crash between persist and broadcast, or a node that lost
+  its mempool, or a load-balanced endpoint whose pending count lags: then every
+  re-sent one comes back "already known" and nothing else happens). A gap blocks every later
   transaction of the wallet, so :meth:`repair_gap` re-broadcasts each nonce's newest
   persisted attempt (same raw bytes, same hash) and, for a nonce with no attempt at
   all, sends a zero-value transfer to self to fill it.
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from watcher.chain.broadcast import broadcast_raw
+from watcher.chain.broadcast import Outcome, broadcast_raw
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
 from watcher.domain.gas import Fees
@@ -133,6 +135,17 @@ class NonceManager:
                 filled.append(nonce)
             raws.append(raw)
         results = await broadcast_raw(http, urls, raws)
+        if not filled and all(r.outcome is Outcome.KNOWN for r in results):
+            # The node had them all (its pending count lagged, e.g. another node of a
+            # load-balanced endpoint answered): nothing was missing.
+            log.debug(
+                "hot wallet %s on chain %d: nonces %d..%d re-sent, all already known",
+                self.address,
+                self.chain_id,
+                sync.gap.start,
+                sync.gap.stop - 1,
+            )
+            return filled
         log.warning(
             "hot wallet %s on chain %d: repaired nonce gap %d..%d (%d re-sent, %d filled): %s",
             self.address,

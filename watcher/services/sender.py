@@ -21,9 +21,11 @@ Guarantees across crash, restart and reorg:
   attempt. Otherwise the withdrawal waits as ``queued`` with the reason in its
   ``reason`` field and a HOT_WALLET_LOW alarm is latched; it is sent on the first
   tick after the funds arrive.
-* On start the stored nonce is synced with the chain and a nonce gap is repaired
-  (see ``services.nonces``); before each batch is signed the stored nonce is moved up
-  to the chain's pending nonce if a foreign transaction of the hot key passed it.
+* On start, and again before each batch is signed, the stored nonce is synced with
+  the chain (see ``services.nonces``): moved up to the chain's pending nonce if a
+  foreign transaction of the hot key passed it, and a gap (nonces we hold attempts
+  for that the node does not know, e.g. after it lost its pool) is repaired by
+  re-sending those attempts before anything new is signed.
   The vault's id guard (``AlreadyWithdrawn``) makes a second payout of one id
   impossible whatever happens here.
 """
@@ -213,10 +215,22 @@ class Sender:
             snapshot = {w.id: w.state for w in candidates}
         # Never sign under a nonce the chain has already used (a foreign transaction of
         # the hot key took it): the stored next nonce moves up to the chain's pending one.
-        first_nonce = (await self.nonces.sync()).next_nonce
+        sync = await self.nonces.sync()
+        first_nonce = sync.next_nonce
 
         quote = await fee_quote(self.rpc)
         fees = initial_fees(quote.base_fee, quote.tip, self.caps)
+        if sync.gap:
+            # The node lacks nonces we hold signed attempts for (it restarted and lost
+            # its pool, or never got them): re-send them first, or everything signed
+            # now would wait behind the gap until the stuck timer bumps it.
+            await self.nonces.repair_gap(
+                sync,
+                http=self.http,
+                urls=self.network.rpc_urls,
+                signer=self.signer,
+                filler_fees=fees,
+            )
         tokens = sorted({w.token for w in candidates})
         vault_balances, gas_balance = await self._balances(tokens)
         gas_each = self.settings.gas_limit * fees.max_fee_per_gas
