@@ -156,6 +156,16 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+async def submit(http: aiohttp.ClientSession, api: str, data: str) -> None:
+    """POST one signed withdrawal request; anything but 202 Accepted stops the bench."""
+    async with http.post(
+        api + "/v1/withdrawals", data=data, headers={"Content-Type": "application/json"}
+    ) as resp:
+        text = await resp.text()
+    if resp.status != 202:
+        raise RuntimeError(f"intake refused: {resp.status} {text}")
+
+
 async def pipeline(
     api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int = 0
 ) -> tuple[float, list[float], float]:
@@ -168,18 +178,10 @@ async def pipeline(
 
         async def worker() -> None:
             while not queue.empty():
-                body = queue.get_nowait()
-                data = json.dumps(body)
+                data = json.dumps(queue.get_nowait())
                 t0 = time.perf_counter()
-                async with http.post(
-                    api + "/v1/withdrawals",
-                    data=data,
-                    headers={"Content-Type": "application/json"},
-                ) as resp:
-                    text = await resp.text()
+                await submit(http, api, data)
                 latencies.append(time.perf_counter() - t0)
-                if resp.status != 202:
-                    raise RuntimeError(f"intake refused: {resp.status} {text}")
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -211,16 +213,10 @@ async def open_loop(
         start = time.perf_counter() + 0.05
 
         async def one(body: dict[str, Any], at: float) -> None:
+            data = json.dumps(body)
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            async with http.post(
-                api + "/v1/withdrawals",
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                text = await resp.text()
+            await submit(http, api, data)
             latencies.append(time.perf_counter() - at)
-            if resp.status != 202:
-                raise RuntimeError(f"intake refused: {resp.status} {text}")
 
         await asyncio.gather(*(one(b, start + o) for b, o in zip(bodies, offsets, strict=True)))
         elapsed = time.perf_counter() - start
