@@ -213,12 +213,13 @@ class Tracker:
             for a in attempts
             if a.id in final and a.status == 0
         }
-        resend: list[str] = []
         for start in range(0, len(attempts), TX_CHUNK):
             chunk = attempts[start : start + TX_CHUNK]
-            resend += await self._settle(chunk, head, reorged, final, paid_elsewhere)
-        if resend:
-            await broadcast_raw(self.http, self.network.rpc_urls, resend)
+            # Each chunk's reorged-out transactions are re-sent once it is committed (a
+            # later chunk failing does not leave them waiting for the stuck timer).
+            resend = await self._settle(chunk, head, reorged, final, paid_elsewhere)
+            if resend:
+                await broadcast_raw(self.http, self.network.rpc_urls, resend)
 
     async def _settle(
         self,
