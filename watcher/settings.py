@@ -107,6 +107,9 @@ class ListenerSettings(_Model):
 class WithdrawalSettings(_Model):
     poll_interval_seconds: Seconds = Decimal(1)
     stuck_after_seconds: int = Field(default=60, ge=1)
+    # Re-send (same bytes) the attempt holding the hot wallet's next nonce when it has
+    # waited this long unmined: a node that lost it holds back every later one.
+    resend_after_seconds: Seconds = Decimal(5)
     fee_bump_percent: int = Field(default=15, ge=10, le=500)
     max_fee_per_gas_gwei: ExactDecimal = Decimal(500)
     max_priority_fee_per_gas_gwei: ExactDecimal = Decimal(5)

@@ -1,6 +1,7 @@
 """Withdrawals against what the chain itself can do to them, on real anvil nodes: a reorg
 that drops a mined payout, a stuck transaction across a restart, a nonce gap with no
-persisted attempt, a node that lost its pool while the daemon runs, a nonce consumed by
+persisted attempt, a node that lost its pool while the daemon runs (a new batch coming,
+or none), a nonce consumed by
 a foreign transaction of the hot key, and a
 broadcast to two endpoints of which one fails."""
 
@@ -368,6 +369,66 @@ async def test_node_that_lost_its_pool_gets_our_attempts_again_before_new_ones(
         assert attempts[0].tx_hash == lost.tx_hash  # the same transaction, not a bump
         assert await balance_of(w3, dep.tokens["USDT"].address, first_dest) == 20 * 10**18
         assert await balance_of(w3, dep.tokens["USDT"].address, second_dest) == 30 * 10**18
+        assert len(await withdrawn_events(w3, dep)) == 2
+
+
+async def test_tracker_resends_the_next_nonce_the_node_lost(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    """No new withdrawal comes to trigger the sender's gap repair: the node lost the
+    attempt holding the wallet's next nonce (and, anvil being thorough, the one after
+    it). Each time the head of the line has waited `resend_after_seconds` (the
+    tracker's clock, moved by the test), the tracker re-sends it as signed; both are
+    mined and paid once, with no fee bump (the stuck timer, 60 s, is far away)."""
+    now = [1_000_000.0]
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+    ):
+        t = tracker(app)
+        t.clock = lambda: now[0]
+        dests = [Account.create().address for _ in range(2)]
+        wids = [await request_usdt(app, w3, dep, 10 + i, d, nonce=i) for i, d in enumerate(dests)]
+        await rpc(w3, "evm_setAutomine", False)
+        await sender(app).tick()  # both broadcast, neither mined
+        await t.tick()  # (its once-per-process re-broadcast is spent here)
+        async with app.sessions() as s:
+            first, second = [(await repo.attempts_of(s, w))[0] for w in wids]
+        assert second.nonce == first.nonce + 1
+        await rpc(w3, "anvil_dropTransaction", first.tx_hash)  # lost; the second waits
+        assert await rpc(w3, "eth_getTransactionByHash", first.tx_hash) is None
+        # anvil drops the ones that depended on it as well: both are gone.
+        assert await rpc(w3, "eth_getTransactionByHash", second.tx_hash) is None
+
+        await t.tick()  # the head of the line is noted
+        now[0] += 4.0
+        await t.tick()  # 4 s < 5 s: not yet
+        assert await rpc(w3, "eth_getTransactionByHash", first.tx_hash) is None
+        now[0] += 2.0
+        await t.tick()  # 6 s: re-sent as signed
+        assert await rpc(w3, "eth_getTransactionByHash", first.tx_hash) is not None
+        await mine(w3, 1)
+        await t.tick()  # the first mined; the second is now the head of the line
+        assert await rpc(w3, "eth_getTransactionByHash", second.tx_hash) is None
+        now[0] += 6.0
+        await t.tick()
+        assert await rpc(w3, "eth_getTransactionByHash", second.tx_hash) is not None
+        await mine(w3, 1)
+        await rpc(w3, "evm_setAutomine", True)
+        for _ in range(2):
+            await t.tick()
+            await mine(w3, 1)
+        async with app.sessions() as s:
+            states = [(await repo.get(s, w)).state for w in wids]  # type: ignore[union-attr]
+            attempts = [a for w in wids for a in await repo.attempts_of(s, w)]
+        assert states == ["completed", "completed"]
+        assert [(a.tx_hash, a.state) for a in attempts] == [
+            (first.tx_hash, "confirmed"),
+            (second.tx_hash, "confirmed"),
+        ]
+        for i, dest in enumerate(dests):
+            assert await balance_of(w3, dep.tokens["USDT"].address, dest) == (10 + i) * 10**18
         assert len(await withdrawn_events(w3, dep)) == 2
 
 

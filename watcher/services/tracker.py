@@ -119,6 +119,8 @@ class Tracker:
         self.caps = fee_caps(settings)
         self.rebroadcast_on_start = True
         self.last = TrackReport()
+        # The attempt(s) holding the wallet's next nonce, and since when (clock).
+        self._waiting: tuple[tuple[int, ...], float] | None = None
 
     async def tick(self) -> None:
         self.last = TrackReport()
@@ -130,7 +132,8 @@ class Tracker:
         if self.rebroadcast_on_start:
             await self._rebroadcast_unmined()
             self.rebroadcast_on_start = False
-        await self._find_receipts(head)
+        unmined = await self._find_receipts(head)
+        await self._resend_next_nonce(unmined)
         await self._check_consumed(head, tagged)
         await self._check_mined(head, tagged)
         await self._replace_stuck(head)
@@ -150,16 +153,57 @@ class Tracker:
         async with self.sessions() as s:
             return await repo.attempt_refs(s, self.chain_id, states, sender=self.signer.address)
 
-    async def _find_receipts(self, head: int) -> None:
+    async def _find_receipts(self, head: int) -> list[repo.AttemptRef]:
+        """Record the attempts that got a receipt; returns the ones still without."""
         attempts = await self._refs(UNMINED)
         if not attempts:
-            return
+            return []
         receipts = await self.rpc.batch(
             [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
         )
         found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
         for start in range(0, len(found), TX_CHUNK):
             await self._record_mined(found[start : start + TX_CHUNK], head)
+        return [a for a, r in zip(attempts, receipts, strict=True) if not r]
+
+    async def _resend_next_nonce(self, unmined: Sequence[repo.AttemptRef]) -> None:
+        """A node mines a wallet's transactions in nonce order. If the attempt holding
+        the wallet's next nonce (its count of mined transactions) has waited unmined for
+        ``resend_after_seconds``, the node may have lost it (a restart, a pool eviction)
+        while every later one waits behind it: re-send it as it was signed (same bytes,
+        same hash; harmless if the node still has it). An underpriced one is still
+        bumped by the stuck timer."""
+        if not unmined:
+            self._waiting = None
+            return
+        mined = int(
+            await self.rpc.call("eth_getTransactionCount", [self.signer.address, "latest"]), 16
+        )
+        ids = tuple(sorted(a.id for a in unmined if a.nonce == mined))
+        now = self.clock()
+        if not ids:
+            self._waiting = None  # the next nonce is not one of ours in flight
+            return
+        if self._waiting is None or self._waiting[0] != ids:
+            self._waiting = (ids, now)
+            return
+        if now - self._waiting[1] < float(self.settings.resend_after_seconds):
+            return
+        async with self.sessions() as s:
+            newest = (await repo.attempts_by_id(s, [ids[-1]]))[ids[-1]]
+        (result,) = await broadcast_raw(self.http, self.network.rpc_urls, [newest.raw_tx])
+        waited = now - self._waiting[1]
+        self._waiting = (ids, now)
+        log.warning(
+            "attempt %d of withdrawal %d (nonce %d) waited %.0f s unmined with later ones "
+            "behind it: re-sent as signed (%s)",
+            newest.id,
+            newest.withdrawal_id,
+            newest.nonce,
+            waited,
+            result.outcome.value,
+            extra={"chain_id": self.chain_id, "withdrawal_id": newest.withdrawal_id},
+        )
 
     async def _record_mined(
         self, found: Sequence[tuple[repo.AttemptRef, dict[str, Any]]], head: int
