@@ -194,7 +194,11 @@ class Tracker:
         (result,) = await broadcast_raw(self.http, self.network.rpc_urls, [newest.raw_tx])
         waited = now - self._waiting[1]
         self._waiting = (ids, now)
-        log.warning(
+        # "known": the node still has it (waiting for its fee, or a node that does not
+        # promote it: the stuck timer bumps it); "accepted": it had been lost.
+        level = logging.DEBUG if result.outcome is Outcome.KNOWN else logging.WARNING
+        log.log(
+            level,
             "attempt %d of withdrawal %d (nonce %d) waited %.0f s unmined with later ones "
             "behind it: re-sent as signed (%s)",
             newest.id,
