@@ -53,6 +53,20 @@ async def w3_for(url: str) -> AsyncIterator[AsyncWeb3[Any]]:
         await w3.provider.disconnect()
 
 
+@asynccontextmanager
+async def chain_and_app(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str, *, confirmations: int
+) -> AsyncIterator[tuple[Deployment, AsyncWeb3[Any], App]]:
+    """A fresh anvil with the contracts (each test does things to its chain), a web3
+    client for it and a withdrawal app on it."""
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=confirmations) as app,
+    ):
+        yield dep, w3, app
+
+
 async def rpc(w3: AsyncWeb3[Any], method: str, *params: Any) -> Any:
     answer = await w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
     assert "error" not in answer, answer
@@ -101,11 +115,7 @@ async def settlements(app: App, withdrawal_id: int) -> list[str]:
 async def test_reorged_out_withdrawal_is_resent_mined_again_and_paid_once(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         dest = Account.create().address
         usdt = dep.tokens["USDT"].address
         wid = await request_usdt(app, w3, dep, 250, dest)
@@ -166,11 +176,7 @@ async def test_reorged_out_withdrawal_is_resent_mined_again_and_paid_once(
 async def test_payout_reincluded_by_the_reorg_is_tracked_in_its_new_block(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         dest = Account.create().address
         wid = await request_usdt(app, w3, dep, 40, dest)
         await sender(app).tick()
@@ -231,11 +237,7 @@ async def mine_without_the_pool(w3: AsyncWeb3[Any], blocks: int, over: int) -> N
 async def test_stuck_after_blocks_survives_a_restart(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=1) as (dep, w3, app):
         stuck = {"stuck_after_blocks": 3, "stuck_after_seconds": 3600}
         dest = Account.create().address
         wid = await request_usdt(app, w3, dep, 30, dest)
@@ -283,11 +285,7 @@ async def test_nonce_gap_without_persisted_attempts_is_filled(
     """The table says next nonce = chain + 3 but no attempt holds the 3 nonces between
     (attempts lost, DB restored from an odd backup): self-transfers fill them, and the
     withdrawal signed under the stored nonce is not stuck behind the gap."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=1) as (dep, w3, app):
         hot = sender(app).signer.address
         before = await w3.eth.get_transaction_count(hot)  # type: ignore[arg-type]
         first_block = await w3.eth.block_number
@@ -327,11 +325,7 @@ async def test_node_that_lost_its_pool_gets_our_attempts_again_before_new_ones(
     would wait behind the gap until the stuck timer (60 s here) bumped it. The sender
     sees the gap when it syncs before the batch and re-sends the lost attempt (same raw
     bytes, same hash) first; both are mined on the next block and each paid once."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=1) as (dep, w3, app):
         first_dest, second_dest = Account.create().address, Account.create().address
         first = await request_usdt(app, w3, dep, 20, first_dest, nonce=1)
         await rpc(w3, "evm_setAutomine", False)
@@ -381,11 +375,7 @@ async def test_tracker_resends_the_next_nonce_the_node_lost(
     tracker's clock, moved by the test), the tracker re-sends it as signed; both are
     mined and paid once, with no fee bump (the stuck timer, 60 s, is far away)."""
     now = [1_000_000.0]
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=1) as (dep, w3, app):
         t = tracker(app)
         t.clock = lambda: now[0]
         dests = [Account.create().address for _ in range(2)]
@@ -478,11 +468,7 @@ async def broadcast_then_lose_nonce(
 async def test_nonce_taken_by_a_foreign_tx_stalls_then_retry_pays_once(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         dest = Account.create().address
         usdt = dep.tokens["USDT"].address
         wid = await request_usdt(app, w3, dep, 70, dest)
@@ -538,11 +524,7 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
 ) -> None:
     """The foreign tx is itself ``vault.withdraw`` of this id (another signer with the
     hot key, other fees): the vault says paid, the tracker records that tx and settles."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=2) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=2) as (dep, w3, app):
         dest = Account.create().address
         usdt = dep.tokens["USDT"].address
         wid = await request_usdt(app, w3, dep, 15, dest)
@@ -567,11 +549,7 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
 async def test_sender_signs_above_a_nonce_a_foreign_tx_used_while_running(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=1) as (dep, w3, app):
         send = sender(app)
         await send.tick()  # started: stored next nonce = the chain's
         hot = send.signer.address

@@ -19,9 +19,9 @@ from tests.helpers import watcher_cli
 from tests.integration.deposit_support import assert_ledger_consistent
 from tests.integration.test_withdrawals_chain_faults import (
     broadcast_then_lose_nonce,
+    chain_and_app,
     request_usdt,
     settlements,
-    w3_for,
 )
 from tests.integration.withdrawal_support import (
     OPERATOR,
@@ -31,7 +31,6 @@ from tests.integration.withdrawal_support import (
     run_pipeline,
     sender,
     tracker,
-    withdrawal_app,
     withdrawn_events,
 )
 from watcher.app import App
@@ -122,11 +121,7 @@ async def assert_released(app: App, dep: Deployment, wid: int, state: str, by: s
 async def test_stalled_and_unpaid_at_latest_is_given_up_and_the_hold_released(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str, action: str, state: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         dest = Account.create().address
         wid = await stall(app, w3, dep, dest)
         # No RPC, no answer: refused, nothing changed.
@@ -154,11 +149,7 @@ async def test_cli_cancel_of_a_stalled_withdrawal(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
     """The real `watcher withdrawals cancel` process, with the tests' config directory."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         wid = await stall(app, w3, dep, Account.create().address)
         env = {**os.environ, "WATCHER_DATABASE_URL": db_url}
         proc = await watcher_cli(
@@ -187,11 +178,7 @@ async def test_stalled_but_paid_at_latest_is_refused_and_retry_settles_it_once(
     """After it stalled, whoever holds the hot key pays the id with ``vault.withdraw``:
     one block deep, far from final at depth 3, but paid at latest. Cancel and reject are
     refused and change nothing; the refusal's advice (retry) ends in one settlement."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         dest = Account.create().address
         usdt = dep.tokens["USDT"].address
         wid = await stall(app, w3, dep, dest)
@@ -233,11 +220,7 @@ async def test_stalled_but_paid_at_latest_is_refused_and_retry_settles_it_once(
 async def test_stalled_with_the_rpc_unreachable_is_refused(
     tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
 ) -> None:
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         wid = await stall(app, w3, dep, Account.create().address)
         before = await snapshot(app, wid)
         for action in (withdrawal_ops.cancel, withdrawal_ops.reject):
@@ -254,11 +237,7 @@ async def test_broadcast_is_still_refused_and_before_signing_needs_no_rpc(
 ) -> None:
     """A broadcast withdrawal (signed, may still be mined) cannot be cancelled, with or
     without a vault to ask; one not signed yet is cancelled with the RPC unreachable."""
-    async with (
-        devnet_factory() as (node, dep),
-        w3_for(node.url) as w3,
-        withdrawal_app(tmp_path, dep, db_url, confirmations=3) as app,
-    ):
+    async with chain_and_app(tmp_path, devnet_factory, db_url, confirmations=3) as (dep, w3, app):
         wid = await request_usdt(app, w3, dep, WHOLE, Account.create().address)
         await sender(app).tick()  # signed and broadcast (automined; no tracker tick yet)
         # Asked for after the sender's tick: requested, nothing signed.
