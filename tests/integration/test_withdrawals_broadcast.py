@@ -45,6 +45,7 @@ async def test_one_failing_endpoint_does_not_stop_the_broadcast(
     anvil: AnvilNode, broken: FaultProxy, chain_w3: AsyncWeb3[Any], deployment: Deployment
 ) -> None:
     nonce = await chain_w3.eth.get_transaction_count(OPERATOR.address)
+    base_fee = (await chain_w3.eth.get_block("latest"))["baseFeePerGas"]
     raw = OPERATOR.sign_transaction(
         {
             "type": 2,
@@ -53,7 +54,7 @@ async def test_one_failing_endpoint_does_not_stop_the_broadcast(
             "to": OPERATOR.address,
             "value": 0,
             "gas": 21_000,
-            "maxFeePerGas": 10 * 10**9,
+            "maxFeePerGas": 2 * base_fee + 10**9,  # mineable whatever the chain did before
             "maxPriorityFeePerGas": 10**9,
         }
     )
@@ -67,6 +68,9 @@ async def test_one_failing_endpoint_does_not_stop_the_broadcast(
         # Both down: the transaction is reported as not broadcast.
         (alone,) = await broadcast_raw(http, [broken.url], ["0x" + raw.raw_transaction.hex()])
         assert alone.outcome is Outcome.ERROR
+    # Mined through the working endpoint (automine mines it shortly after it is accepted).
+    receipt = await chain_w3.eth.wait_for_transaction_receipt(raw.hash, timeout=10)
+    assert receipt["status"] == 1
     assert await chain_w3.eth.get_transaction_count(OPERATOR.address) == nonce + 1
 
 
