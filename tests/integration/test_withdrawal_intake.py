@@ -187,7 +187,7 @@ async def test_a_failed_batch_retries_each_request_alone(
     real = risk_gate.LockedBatch.post_holds
     failures = []
 
-    async def flaky(self: Any, session: Any, hs: Any) -> dict[str, int]:
+    async def flaky(self: Any, session: Any, hs: Any) -> list[int]:
         if len(hs) > 1:  # a database error in the middle of a batch's transaction
             failures.append(len(hs))
             raise RuntimeError("injected: connection lost")
@@ -213,7 +213,7 @@ async def test_a_failed_batch_retries_each_request_alone(
 async def test_a_request_whose_own_transaction_fails_gets_the_error(
     app: App, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(self: Any, session: Any, hs: Any) -> dict[str, int]:
+    async def broken(self: Any, session: Any, hs: Any) -> list[int]:
         raise RuntimeError("injected: disk full")
 
     monkeypatch.setattr(risk_gate.LockedBatch, "post_holds", broken)

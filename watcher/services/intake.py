@@ -55,7 +55,7 @@ from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthoriz
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import AmountFormatError, chain_to_ledger, parse_decimal_amount
 from watcher.domain.states import WithdrawalState
-from watcher.services.risk_gate import AccountStateError, Hold, LockedBatch
+from watcher.services.risk_gate import AccountStateError, LockedBatch
 from watcher.settings import NetworkConfig, Settings
 from watcher.store import withdrawals as repo
 from watcher.store.db import SessionFactory
@@ -464,21 +464,8 @@ class Intake:
             for row, new_id in zip(rows, await repo.new_ids(s, len(rows)), strict=True):
                 row.id = new_id
                 row.account_id = gate.accounts[row.account].id
-            ids = await gate.post_holds(
-                s,
-                [
-                    Hold(
-                        row.account,
-                        row.asset,
-                        row.ledger_amount,
-                        f"withdrawal:{row.id}:hold",
-                        f"withdrawal {row.id} on chain {row.chain_id}",
-                    )
-                    for row in rows
-                ],
-            )
-            for row in rows:
-                row.hold_tx_id = ids[f"withdrawal:{row.id}:hold"]
+            for row, hold_tx_id in zip(rows, await gate.post_holds(s, rows), strict=True):
+                row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
         self.batches += 1
         for i, q in enumerate(batch):

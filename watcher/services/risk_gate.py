@@ -55,8 +55,8 @@ from watcher.store.accounts import (
     market,
     units_to_decimal,
 )
-from watcher.store.ledger_batch import Posting, post_many
-from watcher.store.models import JournalTransaction
+from watcher.store.ledger_batch import post_many
+from watcher.store.models import JournalTransaction, Withdrawal
 
 #: Errors of a snapshot the rules cannot evaluate (data defects, not user answers).
 STATE_ERRORS: tuple[type[Exception], ...] = (SnapshotError, PositionError, BracketError)
@@ -208,17 +208,6 @@ async def withdrawal_hold(
 # --------------------------------------------------------------------------- batches
 
 
-@dataclass(frozen=True)
-class Hold:
-    """An approved withdrawal hold of a batch, posted by :meth:`LockedBatch.post_holds`."""
-
-    account: str
-    asset: str
-    units: int
-    ref: str
-    memo: str = ""
-
-
 class LockedBatch:
     """Many withdrawal decisions under one lock set: the group-commit form of
     :func:`withdrawal_hold`, for the intake's batches.
@@ -278,24 +267,18 @@ class LockedBatch:
         self._states.pop(account, None)
         return GateResult(True, None, dict(verdict.details), state, None)
 
-    async def post_holds(self, session: AsyncSession, holds: Sequence[Hold]) -> dict[str, int]:
-        """Post the approved holds (cross → hold); {ref: journal transaction id}."""
-        postings = [
-            Posting(
-                kind=TxKind.WITHDRAWAL_HOLD,
-                ref=h.ref,
-                legs=withdrawal_repo.hold_legs(h.account, h.asset, h.units),
-                account_key=h.account,
-                memo=h.memo,
-            )
-            for h in holds
-        ]
+    async def post_holds(self, session: AsyncSession, holds: Sequence[Withdrawal]) -> list[int]:
+        """Post the approved withdrawals' holds (cross → hold,
+        :func:`~watcher.store.withdrawals.hold_posting`); their journal transaction ids,
+        in the same order."""
+        postings = [withdrawal_repo.hold_posting(w) for w in holds]
         if not postings:
-            return {}
+            return []
         # The refs name withdrawal ids reserved in this transaction: they cannot be
         # posted yet. The accounts are the ones locked here.
         known = {key: row.id for key, row in self.accounts.items()}
-        return await post_many(session, postings, known_accounts=known, fresh_refs=True)
+        ids = await post_many(session, postings, known_accounts=known, fresh_refs=True)
+        return [ids[p.ref] for p in postings]
 
 
 # --------------------------------------------------------------------------- isolated margin

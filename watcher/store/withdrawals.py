@@ -563,16 +563,19 @@ def hold_legs(account: str, asset: str, held: int) -> list[Leg]:
     return transfer(asset, held, debit=(account, CROSS), credit=(account, HOLD))
 
 
-async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
-    posted = await ledger.post(
-        session,
+def hold_posting(w: Withdrawal) -> Posting:
+    """The request is accepted: amount + fee move from the cross wallet to the hold."""
+    return Posting(
         kind=TxKind.WITHDRAWAL_HOLD,
         ref=f"withdrawal:{w.id}:hold",
         legs=hold_legs(w.account, w.asset, w.ledger_amount),
         account_key=w.account,
         memo=f"withdrawal {w.id} on chain {w.chain_id}",
     )
-    return posted.transaction.id
+
+
+async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
+    return await _post_one(session, hold_posting(w))
 
 
 def settle_posting(w: Withdrawal | Settled, fee_account: str) -> Posting:
@@ -603,10 +606,11 @@ def release_posting(w: Withdrawal, why: str) -> Posting:
     )
 
 
-async def _post_one(session: AsyncSession, p: Posting) -> None:
-    await ledger.post(
+async def _post_one(session: AsyncSession, p: Posting) -> int:
+    posted = await ledger.post(
         session, kind=p.kind, ref=p.ref, legs=p.legs, account_key=p.account_key, memo=p.memo
     )
+    return posted.transaction.id
 
 
 async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None:
