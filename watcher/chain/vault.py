@@ -26,10 +26,11 @@ __all__ = [
     "WITHDRAWN_TOPIC",
     "ZERO_ADDRESS",
     "balance_of_call",
+    "balance_request",
     "decode_uint",
     "id_topic",
     "withdraw_calldata",
-    "withdrawn_call",
+    "withdrawn_request",
 ]
 
 
@@ -61,10 +62,13 @@ def withdraw_calldata(withdrawal_id: int, token: str, to: str, amount: int) -> s
     return "0x" + (_WITHDRAW + args).hex()
 
 
-def withdrawn_call(vault: str, withdrawal_id: int) -> dict[str, Any]:
-    """eth_call object for ``vault.withdrawn(id)`` (True once the id has paid)."""
+def withdrawn_request(
+    vault: str, withdrawal_id: int, block: str = "latest"
+) -> tuple[str, list[Any]]:
+    """The JSON-RPC (method, params) that asks ``vault.withdrawn(id)`` at ``block``
+    (true once the id has been paid; decode the answer with :func:`decode_uint`)."""
     data = _WITHDRAWN + abi_encode(["uint256"], [withdrawal_id])
-    return {"to": vault, "data": "0x" + data.hex()}
+    return "eth_call", [{"to": vault, "data": "0x" + data.hex()}, block]
 
 
 def balance_of_call(token: str, holder: str) -> dict[str, Any]:

@@ -57,7 +57,7 @@ import aiohttp
 from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
-from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_call
+from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_request
 from watcher.domain.confirmations import is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
@@ -342,9 +342,7 @@ class Tracker:
         """The tx that paid ``withdrawal_id`` if the vault says it was paid (as of
         ``block``), else None."""
         at = block if isinstance(block, str) else hex(block)
-        result = await self.rpc.call(
-            "eth_call", [withdrawn_call(self.network.vault, withdrawal_id), at]
-        )
+        result = await self.rpc.call(*withdrawn_request(self.network.vault, withdrawal_id, at))
         if not decode_uint(result):
             return None
         logs: list[dict[str, Any]] = await self.rpc.get_logs(

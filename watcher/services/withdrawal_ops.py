@@ -31,7 +31,7 @@ from typing import Any
 
 from watcher.chain.errors import RpcError
 from watcher.chain.rpc import RpcClient
-from watcher.chain.vault import decode_uint, withdrawn_call
+from watcher.chain.vault import decode_uint, withdrawn_request
 from watcher.domain.states import (
     WITHDRAWAL_BEFORE_SIGNING,
     AttemptState,
@@ -107,7 +107,7 @@ class Vaults:
             )
         rpc, vault = found
         try:
-            result = await rpc.call("eth_call", [withdrawn_call(vault, withdrawal_id), "latest"])
+            result = await rpc.call(*withdrawn_request(vault, withdrawal_id))
             return bool(decode_uint(result))
         except (RpcError, ValueError) as exc:
             raise OperatorError(
