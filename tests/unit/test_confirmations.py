@@ -10,6 +10,7 @@ from watcher.domain.confirmations import (
     ConfirmationRule,
     confirmations,
     eta_seconds,
+    final_upto,
     is_final,
     remaining_blocks,
 )
@@ -59,6 +60,26 @@ def test_is_final(
     rule: ConfirmationRule, block: int, head: int, tagged: int | None, expected: bool
 ) -> None:
     assert is_final(rule, block, head, tagged) is expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "head", "tagged", "expected"),
+    [
+        (DEVNET, 102, None, 100),  # block 100 has its 3 confirmations at head 102
+        (DEVNET, 2, None, 0),
+        (DEVNET, 1, None, None),  # no block has 3 confirmations yet
+        (FINALIZED, 120, 88, 88),
+        (FINALIZED, 120, None, None),  # the node has no finalized block yet
+        (SAFE, 90, 95, 90),  # a tagged block above the head counts as the head
+    ],
+)
+def test_final_upto(
+    rule: ConfirmationRule, head: int, tagged: int | None, expected: int | None
+) -> None:
+    assert final_upto(rule, head, tagged) == expected
+    if expected is not None:  # agrees with is_final at the boundary
+        assert is_final(rule, expected, head, tagged)
+        assert not is_final(rule, expected + 1, head, tagged) or expected == head
 
 
 @pytest.mark.parametrize(

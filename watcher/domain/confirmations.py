@@ -26,6 +26,7 @@ __all__ = [
     "FinalityTag",
     "confirmations",
     "eta_seconds",
+    "final_upto",
     "is_final",
     "remaining_blocks",
 ]
@@ -103,6 +104,24 @@ def is_final(
     if tagged_block_number is None:
         return False
     return block_number <= tagged_block_number
+
+
+def final_upto(
+    rule: ConfirmationRule, head: int, tagged_block_number: int | None = None
+) -> int | None:
+    """The highest block number that is final now, or None when no block is yet (a
+    depth larger than the chain, or a tag the node has no block for). A tagged block
+    above ``head`` counts as ``head``.
+
+    >>> final_upto(ConfirmationRule.of_depth(3), 102)
+    100
+    """
+    if rule.depth is not None:
+        newest = head - rule.depth + 1
+        return newest if newest >= 0 else None
+    if tagged_block_number is None:
+        return None
+    return min(tagged_block_number, head)
 
 
 def remaining_blocks(

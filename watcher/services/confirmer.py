@@ -23,21 +23,11 @@ from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from watcher.domain.confirmations import ConfirmationRule
-from watcher.domain.reorg import BlockRef, compare
+from watcher.domain.reorg import compare
 from watcher.store import deposits
 from watcher.store.models import Deposit
 
 log = logging.getLogger("watcher.confirmer")
-
-
-def final_upto(rule: ConfirmationRule, tip: int, tagged: BlockRef | None) -> int | None:
-    """The highest block number whose deposits are final now, or None."""
-    if rule.depth is not None:
-        return tip - rule.depth + 1
-    if tagged is None:
-        return None
-    return min(tagged.number, tip)
 
 
 async def credit_final(

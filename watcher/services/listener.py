@@ -62,6 +62,7 @@ from dataclasses import dataclass
 
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
+from watcher.domain.confirmations import final_upto
 from watcher.domain.reorg import (
     BlockRef,
     ReorgDepthExceeded,
@@ -251,7 +252,7 @@ class DepositListener:
         ]
         canonical = {n: b.hash for n, b in stored.items()}
         canonical.update({b.number: b.hash for b in keep})
-        upto = confirmer.final_upto(self.rule, tip_number, scan.tagged)
+        upto = final_upto(self.rule, tip_number, scan.tagged.number if scan.tagged else None)
         behind = scan.head - tip_number
 
         async with self.sessions.begin() as s:

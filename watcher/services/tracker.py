@@ -58,7 +58,7 @@ from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
 from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_request
-from watcher.domain.confirmations import is_final
+from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
 from watcher.services.sender import build_withdraw_tx, fee_caps
@@ -230,7 +230,7 @@ class Tracker:
                     repo.move(w, W.CONFIRMING)
                 w.tx_hash = a.tx_hash
                 w.block_number = a.block_number
-                w.confirmations = max(0, head - a.block_number + 1)
+                w.confirmations = confirmations(head, a.block_number)
                 for sibling in siblings[w.id]:
                     if sibling.id != a.id and sibling.state in (*UNMINED, A.SIGNED.value):
                         if sibling.state == A.SIGNED.value:
@@ -318,7 +318,7 @@ class Tracker:
                     self.last.reorged += 1
                     continue
                 assert a.block_number is not None
-                w.confirmations = max(0, head - a.block_number + 1)
+                w.confirmations = confirmations(head, a.block_number)
                 repo.move_attempt(a, A.CONFIRMED)
                 if a.status == 1:
                     repo.move(w, W.COMPLETED)
@@ -355,18 +355,10 @@ class Tracker:
 
     # ------------------------------------------------------------------ foreign nonce
 
-    def _final_block(self, head: int, tagged: int | None) -> int | None:
-        """The newest block that is final by the network's rule (None: none yet)."""
-        if self.rule.is_tag:
-            return tagged
-        assert self.rule.depth is not None
-        newest = head - self.rule.depth + 1
-        return newest if newest >= 0 else None
-
     async def _check_consumed(self, head: int, tagged: int | None) -> None:
         """Withdrawals whose nonce a transaction that is none of their attempts used."""
         attempts = await self._refs(UNMINED)
-        final = self._final_block(head, tagged)
+        final = final_upto(self.rule, head, tagged)
         if not attempts or final is None:
             return
         used = int(
