@@ -81,6 +81,16 @@ A = AttemptState
 UNMINED = (A.BROADCAST.value, A.REPLACED.value)
 
 
+def _drop(a: TxAttempt) -> None:
+    """An attempt whose nonce another transaction has taken can never be mined: one not
+    mined yet becomes ``dropped`` (a signed one by way of ``replaced``, as the state
+    machine has it); a mined or final one is left alone."""
+    if a.state == A.SIGNED.value:
+        repo.move_attempt(a, A.REPLACED)
+    if a.state in UNMINED:
+        repo.move_attempt(a, A.DROPPED)
+
+
 @dataclass
 class TrackReport:
     mined: int = 0
@@ -134,7 +144,7 @@ class Tracker:
             self.rebroadcast_on_start = False
         unmined = await self._find_receipts(head)
         await self._resend_next_nonce(unmined)
-        await self._check_consumed(head, tagged)
+        await self._check_consumed(unmined, head, tagged)
         await self._check_mined(head, tagged)
         await self._replace_stuck(head)
 
@@ -232,10 +242,8 @@ class Tracker:
                 w.block_number = a.block_number
                 w.confirmations = confirmations(head, a.block_number)
                 for sibling in siblings[w.id]:
-                    if sibling.id != a.id and sibling.state in (*UNMINED, A.SIGNED.value):
-                        if sibling.state == A.SIGNED.value:
-                            repo.move_attempt(sibling, A.REPLACED)
-                        repo.move_attempt(sibling, A.DROPPED)
+                    if sibling.id != a.id:
+                        _drop(sibling)
                 self.last.mined += 1
 
     # ------------------------------------------------------------------ confirmations
@@ -355,9 +363,11 @@ class Tracker:
 
     # ------------------------------------------------------------------ foreign nonce
 
-    async def _check_consumed(self, head: int, tagged: int | None) -> None:
-        """Withdrawals whose nonce a transaction that is none of their attempts used."""
-        attempts = await self._refs(UNMINED)
+    async def _check_consumed(
+        self, attempts: Sequence[repo.AttemptRef], head: int, tagged: int | None
+    ) -> None:
+        """Withdrawals whose nonce a transaction that is none of their attempts used
+        (``attempts``: the unmined ones, as :meth:`_find_receipts` left them)."""
         final = final_upto(self.rule, head, tagged)
         if not attempts or final is None:
             return
@@ -390,10 +400,7 @@ class Tracker:
                 nonces = sorted({a.nonce for a in mine if a.state in (*UNMINED, A.SIGNED.value)})
                 ours = [a.tx_hash for a in mine if a.state in (*UNMINED, A.SIGNED.value)]
                 for a in mine:
-                    if a.state == A.SIGNED.value:
-                        repo.move_attempt(a, A.REPLACED)
-                    if a.state in UNMINED:
-                        repo.move_attempt(a, A.DROPPED)
+                    _drop(a)
                 nonce_text = ", ".join(str(n) for n in nonces)
                 payer = paid[wid]
                 if payer is not None:
