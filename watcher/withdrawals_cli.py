@@ -60,21 +60,14 @@ def _run_with_vaults(settings: Settings, action: Callable[[Any, Any], Awaitable[
 
     from watcher.app import make_client
     from watcher.services.withdrawal_ops import Vaults
-    from watcher.store.db import create_engine, require_schema, session_factory
 
-    async def go() -> T:
-        engine = create_engine(settings.database.url)
+    async def with_vaults(sessions: Any) -> T:
         timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
-        http = aiohttp.ClientSession(timeout=timeout)
-        try:
-            await require_schema(engine)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
             clients = {n.name: make_client(n, settings, http) for n in settings.enabled_networks}
-            return await action(session_factory(engine), Vaults.of(settings, clients))
-        finally:
-            await http.close()
-            await engine.dispose()
+            return await action(sessions, Vaults.of(settings, clients))
 
-    return asyncio.run(go())
+    return _run(settings, with_vaults)
 
 
 def _doc(settings: Settings, w: Any) -> dict[str, Any]:
