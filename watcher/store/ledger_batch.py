@@ -50,7 +50,7 @@ from sqlalchemy.orm.util import identity_key
 
 from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
 from watcher.store.bulk import insert_many, reserve_ids
-from watcher.store.ledger import create_accounts
+from watcher.store.ledger import create_accounts, dialect_name
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
@@ -68,10 +68,6 @@ class Posting:
     memo: str = ""
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _table(model: type[object]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -84,7 +80,7 @@ async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str,
     array on PostgreSQL; both probe the unique index on ``ref``."""
     if not refs:
         return {}
-    if _is_postgresql(session):
+    if dialect_name(session) == "postgresql":
         stmt = text("SELECT ref, id FROM journal_transactions WHERE ref = ANY(:refs)")
         params: dict[str, object] = {"refs": list(refs)}
     else:
@@ -281,7 +277,7 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     if not deltas:
         return
     keys = sorted(deltas)
-    postgres = _is_postgresql(session)
+    postgres = dialect_name(session) == "postgresql"
     if postgres:
         amounts = [deltas[k] for k in keys]
         new_amount = "balances.amount + excluded.amount"
