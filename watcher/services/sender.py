@@ -48,7 +48,7 @@ from watcher.chain.vault import ZERO_ADDRESS, balance_request, withdraw_calldata
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
-from watcher.services.nonces import NonceManager
+from watcher.services.nonces import NonceManager, NonceSync
 from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
@@ -149,17 +149,27 @@ class Sender:
 
     async def start(self) -> None:
         """Sync the stored nonce with the chain and repair a gap (once per process)."""
+        await self._sync_nonces()
+        self.started = True
+
+    async def _sync_nonces(self, fees: Fees | None = None) -> NonceSync:
+        """Sync the stored next nonce with the chain (never below the chain's pending
+        one) and repair a gap: nonces we hold signed attempts for that the node does
+        not know (it restarted and lost its pool, or never got them) are re-sent, or
+        everything signed after them would wait until the stuck timer bumps it."""
         sync = await self.nonces.sync()
         if sync.gap:
-            quote = await fee_quote(self.rpc)
+            if fees is None:
+                quote = await fee_quote(self.rpc)
+                fees = initial_fees(quote.base_fee, quote.tip, self.caps)
             await self.nonces.repair_gap(
                 sync,
                 http=self.http,
                 urls=self.network.rpc_urls,
                 signer=self.signer,
-                filler_fees=initial_fees(quote.base_fee, quote.tip, self.caps),
+                filler_fees=fees,
             )
-        self.started = True
+        return sync
 
     # ------------------------------------------------------------------ broadcast
 
@@ -213,24 +223,11 @@ class Sender:
             outflow = await repo.in_flight_outflow(s, self.chain_id)
             unmined = await repo.count_unmined(s, self.chain_id)
             snapshot = {w.id: w.state for w in candidates}
-        # Never sign under a nonce the chain has already used (a foreign transaction of
-        # the hot key took it): the stored next nonce moves up to the chain's pending one.
-        sync = await self.nonces.sync()
-        first_nonce = sync.next_nonce
-
         quote = await fee_quote(self.rpc)
         fees = initial_fees(quote.base_fee, quote.tip, self.caps)
-        if sync.gap:
-            # The node lacks nonces we hold signed attempts for (it restarted and lost
-            # its pool, or never got them): re-send them first, or everything signed
-            # now would wait behind the gap until the stuck timer bumps it.
-            await self.nonces.repair_gap(
-                sync,
-                http=self.http,
-                urls=self.network.rpc_urls,
-                signer=self.signer,
-                filler_fees=fees,
-            )
+        # Never sign under a nonce the chain has already used (a foreign transaction of
+        # the hot key took it), nor behind a gap the node has.
+        first_nonce = (await self._sync_nonces(fees)).next_nonce
         tokens = sorted({w.token for w in candidates})
         vault_balances, gas_balance = await self._balances(tokens)
         gas_each = self.settings.gas_limit * fees.max_fee_per_gas
