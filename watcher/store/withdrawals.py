@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
 
 from sqlalchemy import Table, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -253,12 +253,19 @@ async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttem
     )
 
 
-async def attempts_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, TxAttempt]:
-    out: dict[int, TxAttempt] = {}
+_Row = TypeVar("_Row", TxAttempt, Withdrawal)
+
+
+async def _by_id(session: AsyncSession, model: type[_Row], ids: Sequence[int]) -> dict[int, _Row]:
+    out: dict[int, _Row] = {}
     for chunk in _chunks(ids):
-        rows = await session.scalars(select(TxAttempt).where(TxAttempt.id.in_(chunk)))
-        out.update({a.id: a for a in rows})
+        rows = await session.scalars(select(model).where(model.id.in_(chunk)))
+        out.update({r.id: r for r in rows})
     return out
+
+
+async def attempts_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, TxAttempt]:
+    return await _by_id(session, TxAttempt, ids)
 
 
 async def attempts_of_many(
@@ -276,11 +283,7 @@ async def attempts_of_many(
 
 
 async def withdrawals_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Withdrawal]:
-    out: dict[int, Withdrawal] = {}
-    for chunk in _chunks(ids):
-        rows = await session.scalars(select(Withdrawal).where(Withdrawal.id.in_(chunk)))
-        out.update({w.id: w for w in rows})
-    return out
+    return await _by_id(session, Withdrawal, ids)
 
 
 async def held_since_many(
