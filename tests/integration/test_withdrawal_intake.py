@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import write_config
-from tests.integration.withdrawal_support import credit, signed_body
+from tests.integration.withdrawal_support import credit, usdt_body
 from watcher.api.errors import ApiError
 from watcher.app import App, build
 from watcher.chain.devnet import Deployment, dev_account
@@ -79,16 +79,7 @@ async def limited(tmp_path: Path, deployment: Deployment, db_url: str) -> AsyncI
 def request(
     deployment: Deployment, user: Any, whole: int, nonce: int, dest: str = DEST
 ) -> WithdrawalRequest:
-    body = signed_body(
-        user,
-        deployment,
-        token=deployment.tokens["USDT"].address,
-        amount=str(whole),
-        amount_units=whole * 10**18,
-        destination=dest,
-        nonce=nonce,
-    )
-    return WithdrawalRequest.from_json(body)
+    return WithdrawalRequest.from_json(usdt_body(deployment, user, whole, nonce, dest))
 
 
 async def submit_all(intake: Intake, reqs: Sequence[WithdrawalRequest]) -> list[Any]:

@@ -26,8 +26,8 @@ from tests.integration.withdrawal_support import (
     deposit_token,
     mine,
     sender,
-    signed_body,
     tracker,
+    usdt_body,
     withdrawal_app,
     withdrawn_events,
 )
@@ -82,15 +82,7 @@ async def request_usdt(
     await deposit_token(w3, user, dep, "USDT", whole * 10**18)
     # 10 USDT more in the ledger than the payout: the withdrawal fee.
     await credit(app, user.address, "USDT", (whole + 10) * 10**8, f"test:{user.address}:{nonce}")
-    body = signed_body(
-        user,
-        dep,
-        token=dep.tokens["USDT"].address,
-        amount=str(whole),
-        amount_units=whole * 10**18,
-        destination=dest,
-        nonce=nonce,
-    )
+    body = usdt_body(dep, user, whole, nonce, dest)
     async with TestClient(TestServer(make_web_app(app))) as client:
         resp = await client.post("/v1/withdrawals", json=body)
         doc = await resp.json()

@@ -27,6 +27,7 @@ from tests.integration.withdrawal_support import (
     sender,
     signed_body,
     tracker,
+    usdt_body,
     withdrawal_app,
     withdrawn_events,
 )
@@ -83,18 +84,6 @@ async def funded(app: App, w3: AsyncWeb3[Any], dep: Deployment, user: Any, whole
 async def post(client: TestClient[Any, Any], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     resp = await client.post("/v1/withdrawals", json=body)
     return resp.status, await resp.json()
-
-
-def usdt_body(dep: Deployment, user: Any, whole: int, nonce: int, dest: str) -> dict[str, Any]:
-    return signed_body(
-        user,
-        dep,
-        token=dep.tokens["USDT"].address,
-        amount=str(whole),
-        amount_units=whole * 10**18,
-        destination=dest,
-        nonce=nonce,
-    )
 
 
 async def test_50_concurrent_withdrawals_never_exceed_the_balance(

@@ -119,6 +119,21 @@ def signed_body(
     }
 
 
+def usdt_body(
+    dep: Deployment, user: LocalAccount, whole: int, nonce: int, dest: str
+) -> dict[str, Any]:
+    """A request of ``whole`` USDT (the devnet token, 18 decimals) to ``dest``."""
+    return signed_body(
+        user,
+        dep,
+        token=dep.tokens["USDT"].address,
+        amount=str(whole),
+        amount_units=whole * 10**18,
+        destination=dest,
+        nonce=nonce,
+    )
+
+
 async def credit(app: App, account: str, asset: str, units: int, ref: str) -> None:
     """A direct ledger credit (as a deposit would post), for tests that need many funded
     accounts; end-to-end tests deposit on chain through the real listener instead."""
