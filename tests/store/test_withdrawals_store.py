@@ -59,8 +59,8 @@ async def test_hold_settle_moves_amount_to_vault_and_fee_to_fee_account(
         w = row(account_id)
         s.add(w)
         await s.flush()
-        await repo.post_hold(s, w)
-        await repo.post_hold(s, w)  # idempotent on its ref
+        await repo.post_all(s, [repo.hold_posting(w)])
+        await repo.post_all(s, [repo.hold_posting(w)])  # idempotent on its ref
     async with sessions() as s:
         bal = await ledger.balances(s, USER)
     assert bal[("USDT", CROSS)] == 3_990 and bal[("USDT", HOLD)] == 1_010
@@ -74,8 +74,8 @@ async def test_hold_settle_moves_amount_to_vault_and_fee_to_fee_account(
         ):
             repo.move(w2, state)
         repo.move(w2, WithdrawalState.COMPLETED)
-        await repo.settle(s, w2, "system:fees")
-        await repo.settle(s, w2, "system:fees")
+        await repo.post_all(s, [repo.settle_posting(w2, "system:fees")])
+        await repo.post_all(s, [repo.settle_posting(w2, "system:fees")])
     async with sessions() as s:
         bal = await ledger.balances(s, USER)
         vault = await ledger.balances(s, vault_account(31337))
@@ -95,7 +95,7 @@ async def test_release_returns_the_hold_and_terminal_states_are_final(
         w = row(account_id)
         s.add(w)
         await s.flush()
-        await repo.post_hold(s, w)
+        await repo.post_all(s, [repo.hold_posting(w)])
         repo.move(w, WithdrawalState.CANCELLED, "by test")
         await repo.release(s, w, "cancelled")
         with pytest.raises(IllegalTransition):

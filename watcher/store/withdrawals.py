@@ -577,10 +577,6 @@ def hold_posting(w: Withdrawal) -> Posting:
     )
 
 
-async def post_hold(session: AsyncSession, w: Withdrawal) -> int:
-    return await _post_one(session, hold_posting(w))
-
-
 def settle_posting(w: Withdrawal | Settled, fee_account: str) -> Posting:
     """The payout is final: the hold leaves the account for the vault and the fee account."""
     paid = w.ledger_amount - w.fee
@@ -609,24 +605,17 @@ def release_posting(w: Withdrawal, why: str) -> Posting:
     )
 
 
-async def _post_one(session: AsyncSession, p: Posting) -> int:
-    posted = await ledger.post(
+async def release(session: AsyncSession, w: Withdrawal, why: str) -> None:
+    """Post one withdrawal's release (an operator's cancel or reject)."""
+    p = release_posting(w, why)
+    await ledger.post(
         session, kind=p.kind, ref=p.ref, legs=p.legs, account_key=p.account_key, memo=p.memo
     )
-    return posted.transaction.id
-
-
-async def settle(session: AsyncSession, w: Withdrawal, fee_account: str) -> None:
-    await _post_one(session, settle_posting(w, fee_account))
-
-
-async def release(session: AsyncSession, w: Withdrawal, why: str) -> None:
-    await _post_one(session, release_posting(w, why))
 
 
 async def post_all(session: AsyncSession, postings: Sequence[Posting]) -> None:
-    """Settlements and releases of many withdrawals with a few multi-row statements
-    (idempotent on their refs like :func:`settle` / :func:`release`)."""
+    """Holds, settlements and releases of many withdrawals with a few multi-row
+    statements, each posted at most once (idempotent on its ref)."""
     if postings:
         await post_many(session, postings)
 
