@@ -152,6 +152,33 @@ def completed_count(db: Path) -> dict[str, int]:
     return {state: n for state, n in rows}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Share of one core each process used over a phase (wall clock)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = time.perf_counter()
+        self.used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def report(self) -> str:
+        wall = time.perf_counter() - self.start
+        shares = []
+        for name, pid in self.pids.items():
+            before, after = self.used[name], cpu_seconds(pid)
+            if before is not None and after is not None:
+                shares.append(f"{name} {100 * (after - before) / wall:.0f}%")
+        return ", ".join(shares) + f" of one core ({os.cpu_count()} cores)" if shares else "n/a"
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -200,8 +227,8 @@ async def pipeline(
 
 
 async def open_loop(
-    api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int
-) -> tuple[float, list[float]]:
+    api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int, meter: CpuMeter
+) -> tuple[float, list[float], str]:
     """Requests at Poisson arrivals of OPEN_RATE/s; (achieved rate, latencies)."""
     rng = random.Random(7)
     offsets, t = [], 0.0
@@ -221,9 +248,10 @@ async def open_loop(
 
         await asyncio.gather(*(one(b, start + o) for b, o in zip(bodies, offsets, strict=True)))
         elapsed = time.perf_counter() - start
+    cpu = meter.report()  # while the requests arrived
     while True:  # the phase's chain work done before the next phase starts
         if completed_count(db).get("completed", 0) >= completed_before + len(bodies):
-            return len(bodies) / elapsed, latencies
+            return len(bodies) / elapsed, latencies, cpu
         await asyncio.sleep(0.05)
 
 
@@ -366,13 +394,16 @@ async def main() -> None:
                 await wait_http(api)
                 await pipeline(api, bodies[:WARMUP], db)
                 print(f"warm-up: {WARMUP} withdrawals completed (not counted)", flush=True)
+                pids = {"daemon": proc.pid, "anvil": node.process.pid, "client": os.getpid()}
+                meter = CpuMeter(pids)
                 intake_s, latencies, e2e_s = await pipeline(
                     api, bodies[WARMUP : WARMUP + N], db, WARMUP
                 )
+                e2e_cpu = meter.report()
                 # After the e2e run: anvil slows down as its chain grows, and the e2e
                 # run is the one that depends on the node.
-                open_rate, open_latencies = await open_loop(
-                    api, bodies[WARMUP + N :], db, WARMUP + N
+                open_rate, open_latencies, open_cpu = await open_loop(
+                    api, bodies[WARMUP + N :], db, WARMUP + N, CpuMeter(pids)
                 )
                 print(
                     f"open loop: {OPEN_N} requests at {OPEN_RATE}/s offered, "
@@ -419,6 +450,8 @@ async def main() -> None:
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
     )
     print(f"pipeline: {e2e_s:.2f} s until all completed (depth 1) -> {e2e_rate:.0f}/s")
+    print(f"cpu, saturation until all completed: {e2e_cpu}")
+    print(f"cpu, open loop while the requests arrived: {open_cpu}")
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
     print(
