@@ -26,6 +26,7 @@ from tests.integration.withdrawal_support import (
     deposit_token,
     mine,
     sender,
+    track_rounds,
     tracker,
     usdt_body,
     withdrawal_app,
@@ -143,9 +144,7 @@ async def test_reorged_out_withdrawal_is_resent_mined_again_and_paid_once(
         receipt = await w3.eth.get_transaction_receipt(attempt.tx_hash)  # type: ignore[arg-type]
         assert receipt["blockNumber"] > first_block  # the same tx, mined again
 
-        for _ in range(4):
-            await track.tick()
-            await mine(w3, 1)
+        await track_rounds(app, w3, 4)
         async with app.sessions() as s:
             w = await repo.get(s, wid)
             attempts = await repo.attempts_of(s, wid)
@@ -184,9 +183,7 @@ async def test_payout_reincluded_by_the_reorg_is_tracked_in_its_new_block(
         await rpc(w3, "anvil_reorg", 2, [[attempt.raw_tx, 1]])
         receipt = await rpc(w3, "eth_getTransactionReceipt", attempt.tx_hash)
         assert int(receipt["blockNumber"], 16) == old_block + 1
-        for _ in range(5):
-            await track.tick()
-            await mine(w3, 1)
+        await track_rounds(app, w3, 5)
         async with app.sessions() as s:
             w = await repo.get(s, wid)
             (final,) = await repo.attempts_of(s, wid)
@@ -341,9 +338,7 @@ async def test_node_that_lost_its_pool_gets_our_attempts_again_before_new_ones(
             receipt = await rpc(w3, "eth_getTransactionReceipt", tx_hash)
             assert receipt is not None and receipt["status"] == "0x1", tx_hash
         await rpc(w3, "evm_setAutomine", True)
-        for _ in range(2):
-            await tracker(app).tick()
-            await mine(w3, 1)
+        await track_rounds(app, w3, 2)
         async with app.sessions() as s:
             states = {i: (await repo.get(s, i)).state for i in (first, second)}  # type: ignore[union-attr]
             attempts = [a for i in (first, second) for a in await repo.attempts_of(s, i)]
@@ -522,10 +517,7 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
         wid = await request_usdt(app, w3, dep, 15, dest)
         data = withdraw_calldata(wid, usdt, dest, 15 * 10**18)
         attempt, foreign = await broadcast_then_lose_nonce(app, w3, dep, wid, data=data)
-        track = tracker(app)
-        for _ in range(3):
-            await track.tick()
-            await mine(w3, 1)
+        await track_rounds(app, w3, 3)
         async with app.sessions() as s:
             w = await repo.get(s, wid)
             (ours,) = await repo.attempts_of(s, wid)

@@ -26,6 +26,7 @@ from tests.integration.withdrawal_support import (
     run_pipeline,
     sender,
     signed_body,
+    track_rounds,
     tracker,
     usdt_body,
     withdrawal_app,
@@ -213,9 +214,7 @@ async def test_stuck_transaction_is_bumped_and_mined_once(
     finally:
         await chain_w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     track.clock = time.time
-    for _ in range(4):
-        await track.tick()
-        await mine(chain_w3)
+    await track_rounds(app, chain_w3, 4)
     async with app.sessions() as s:
         w = await repo.get(s, doc["id"])
         attempts = {a.tx_hash: a.state for a in await repo.attempts_of(s, doc["id"])}
@@ -248,9 +247,7 @@ async def test_operator_retry_of_a_broadcast_withdrawal_bumps_it_next_tick(
         await mine(chain_w3)
     finally:
         await chain_w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
-    for _ in range(4):
-        await track.tick()
-        await mine(chain_w3)
+    await track_rounds(app, chain_w3, 4)
     async with app.sessions() as s:
         w = await repo.get(s, doc["id"])
     assert w is not None and w.state == "completed" and w.tx_hash == new.tx_hash

@@ -27,10 +27,9 @@ from tests.integration.withdrawal_support import (
     OPERATOR,
     balance_of,
     deposit_token,
-    mine,
     run_pipeline,
     sender,
-    tracker,
+    track_rounds,
     withdrawn_events,
 )
 from watcher.app import App
@@ -54,10 +53,7 @@ async def stall(app: App, w3: AsyncWeb3[Any], dep: Deployment, dest: str) -> int
     three confirmations later the tracker moves it to ``stalled`` (vault: unpaid)."""
     wid = await request_usdt(app, w3, dep, WHOLE, dest)
     await broadcast_then_lose_nonce(app, w3, dep, wid)
-    track = tracker(app)
-    for _ in range(3):
-        await track.tick()
-        await mine(w3, 1)
+    await track_rounds(app, w3, 3)
     async with app.sessions() as s:
         w = await repo.get(s, wid)
         held = await ledger.balances(s, USER.address)

@@ -187,6 +187,13 @@ async def run_pipeline(app: App, w3: AsyncWeb3[Any], *, rounds: int = 6) -> None
         await mine(w3, 1)
 
 
+async def track_rounds(app: App, w3: AsyncWeb3[Any], rounds: int) -> None:
+    """Tracker ticks, a block mined after each (no sender tick)."""
+    for _ in range(rounds):
+        await tracker(app).tick()
+        await mine(w3, 1)
+
+
 async def withdrawn_events(w3: AsyncWeb3[Any], dep: Deployment) -> list[Any]:
     """Every ``Withdrawn`` event of the vault so far (each is one payout on chain)."""
     return list(
