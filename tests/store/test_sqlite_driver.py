@@ -1,9 +1,13 @@
-"""The one-hop SQLite driver behaves as the sqlite3 module does, seen through SQLAlchemy:
-rows, row counts, last row ids, executemany, errors, streaming; and it makes one trip
-to aiosqlite's thread per statement (the reason it exists)."""
+"""The inline SQLite driver behaves as the sqlite3 module does, seen through SQLAlchemy:
+rows, row counts, last row ids, executemany, errors, streaming; statements and commits
+run on the event loop's thread with no trip to aiosqlite's (the reason it exists); and
+a write lock held by another connection (another process) is waited for in the worker
+thread while the loop keeps running, up to a limit, then fails without writing."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from watcher.store import sqlite_driver
 from watcher.store.db import create_engine
-from watcher.store.sqlite_driver import OneHopCursor
+from watcher.store.sqlite_driver import InlineCursor
 
 
 @pytest.fixture
@@ -29,11 +34,11 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def test_engine_uses_the_one_hop_cursor(engine: AsyncEngine) -> None:
+async def test_engine_uses_the_inline_cursor(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         cursor = raw.dbapi_connection.cursor()  # type: ignore[union-attr]
-        assert isinstance(cursor, OneHopCursor)
+        assert isinstance(cursor, InlineCursor)
         cursor.close()
 
 
@@ -83,20 +88,76 @@ async def test_errors_are_the_dbapi_errors_and_roll_back(engine: AsyncEngine) ->
     assert names == ["x"]  # 'y' went with its transaction
 
 
-async def test_one_thread_trip_per_statement(
+async def test_no_thread_trip_per_statement_or_commit(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))  # connection set up (PRAGMAs) first
-        trips: list[Any] = []
-        real = aiosqlite.core.Connection._execute
+    trips: list[Any] = []
+    real = aiosqlite.core.Connection._execute
 
-        async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-            trips.append(fn)
-            return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
-        monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
-        rows = (await conn.execute(text("SELECT 1 UNION ALL SELECT 2"))).all()
-        assert [r[0] for r in rows] == [1, 2]
-        # aiosqlite through SQLAlchemy's own adapter: cursor, execute, fetchall, close.
-        assert len(trips) == 1
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (name, n) VALUES ('a', 1)"))
+        rows = (await conn.execute(text("SELECT name FROM t UNION ALL SELECT 'b'"))).all()
+    assert [r[0] for r in rows] == ["a", "b"]
+    assert trips == []  # BEGIN, INSERT, SELECT, COMMIT all ran on the loop's thread
+
+
+def _lock_from_elsewhere(db: Path) -> sqlite3.Connection:
+    """Another process's connection (a plain sqlite3 one) holding the write lock."""
+    other = sqlite3.connect(db, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (name, n) VALUES ('other', 0)")
+    return other
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    other = _lock_from_elsewhere(tmp_path / "driver.db")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (name, n) VALUES ('mine', 1)"))
+
+    beat = asyncio.create_task(ticker())
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.3)
+    assert not writer.done()  # waiting for the other connection's lock ...
+    assert ticks >= 10  # ... while the event loop kept running
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(writer, 5)
+    beat.cancel()
+    async with engine.connect() as conn:
+        names = (await conn.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+    assert names == ["other", "mine"]
+
+
+async def test_a_lock_held_past_the_limit_fails_and_writes_nothing(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "BUSY_LIMIT_S", 0.2)
+    other = _lock_from_elsewhere(tmp_path / "driver.db")
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (name, n) VALUES ('mine', 1)"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with engine.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    assert count == 0

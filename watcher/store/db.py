@@ -36,15 +36,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # One connection per process: SQLite has one writer anyway, and every
         # transaction here is BEGIN IMMEDIATE. Waiting in SQLAlchemy's asyncio pool
         # queue is FIFO and costs nothing; waiting in SQLite's busy handler sleeps
-        # in growing steps (32 concurrent requests: p99 of seconds). The busy
-        # timeout still covers other processes (`watcher status`, the CLI).
+        # in growing steps (32 concurrent requests: p99 of seconds). Statements run
+        # on the loop's thread (store/sqlite_driver.py); a lock held by another
+        # process (`watcher withdrawals approve`, the CLI) is waited for in the
+        # driver's worker thread, up to 30 s, so the connection's busy timeout is 0.
         from watcher.store.sqlite_driver import dbapi
 
         engine = create_async_engine(
             url,
             echo=echo,
-            module=dbapi(),  # aiosqlite with one thread hop per statement
-            connect_args={"timeout": 30},
+            module=dbapi(),  # statements on the loop's thread, busy waits in a worker
             pool_size=1,
             max_overflow=0,
             pool_timeout=120,
@@ -58,7 +59,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=0")
             # 16 MiB of page cache (default 2 MiB): a backfill step writes ~80,000 rows
             # and their index entries in one transaction; with the default cache SQLite
             # spills dirty pages to the WAL mid-transaction and reads them back.

@@ -1,19 +1,34 @@
-"""The SQLite driver under the async engine: aiosqlite, with one thread hop per statement.
+"""The SQLite driver under the async engine: statements run on the event loop's thread.
 
-aiosqlite runs every call of the ``sqlite3`` module in its own thread and hands the
-result back to the event loop. SQLAlchemy's adapter makes four such calls for a
-statement (open a cursor, execute, fetch the rows, close the cursor), and each one
-waits twice: for the worker thread to get the GIL, then for the event loop to resume
-the caller after whatever callbacks are queued before it. Measured under the
-withdrawal benchmark's load: ~5.7 hops per withdrawal, ~250 us of waiting each on
-average (p99 ~5 ms), more than the statements' own time in SQLite; with one writer
-connection that waiting is held by the connection and limits every transaction.
+SQLite is a library, not a server: a statement here is a function call that takes
+tens to hundreds of microseconds (WAL, ``synchronous=NORMAL``: a commit does not wait
+for the disk). aiosqlite runs each call in its own thread and hands the result back
+to the event loop; every such trip waits for the worker to get the GIL and then for
+the loop to come back to the caller after whatever callbacks are queued before it.
+With one writer connection (``store/db.py``) that waiting is held *with the
+connection*: measured under the withdrawal benchmark, the connection was in use 98 %
+of the time while SQLite itself ran for 13–15 % of it (~800 trips/s of ~1.2 ms each,
+~0.17 ms of it in SQLite). Every other transaction queued behind those waits.
 
-:class:`OneHopCursor` does the four calls in one function in the worker thread (a
-``sqlite3`` cursor opened, executed, drained and closed there) and keeps the rows,
-the description, the row count and the last row id, which is all SQLAlchemy reads
-from a buffered cursor. Semantics are those of the ``sqlite3`` module; only the
-number of round trips changes. Server-side (streaming) cursors keep aiosqlite's own.
+So :class:`InlineCursor` runs the ``sqlite3`` calls directly, on the loop's thread (a
+cursor opened, executed, drained and closed in one call), and keeps the rows, the
+description, the row count and the last row id, which is all SQLAlchemy reads from a
+buffered cursor; ``commit``/``rollback`` are direct calls too. Semantics are those of
+the ``sqlite3`` module; only where the call runs changes.
+
+The one wait that must not happen on the loop's thread is another *process* holding
+the write lock (``watcher withdrawals approve``, a second daemon): the connection's
+busy timeout is 0, so such a statement fails at once with ``SQLITE_BUSY`` without
+having done anything, and is then retried in aiosqlite's worker thread with short
+sleeps for up to :data:`BUSY_LIMIT_S` (the loop keeps serving meanwhile). A busy
+statement has no effect, and a busy ``COMMIT`` leaves the transaction open (SQLite's
+documented behaviour), so the retry is exact. Server-side (streaming) cursors keep
+aiosqlite's own path.
+
+The sqlite3 connection is opened by aiosqlite in its thread with
+``check_same_thread=False`` and is never used by two threads at once: the engine has
+one connection, SQLAlchemy uses it from one task at a time, and each call completes
+before the next starts.
 
 It is wired in through ``create_async_engine(..., module=...)``: the dialect stays
 ``sqlite+aiosqlite`` and the URL is the user's.
@@ -23,7 +38,9 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -36,12 +53,17 @@ from sqlalchemy.util.concurrency import await_
 
 #: ``fetchmany()`` without a size (the DB-API default).
 ARRAYSIZE = 1
+#: How long a statement waits for another process's write lock before failing.
+BUSY_LIMIT_S = 30.0
+_BUSY_FIRST_SLEEP_S = 0.001
+_BUSY_MAX_SLEEP_S = 0.05
 
 _Result = tuple[Any, list[Any] | None, int, int | None]
+T = TypeVar("T")
 
 
-def _one_hop(conn: sqlite3.Connection, operation: Any, parameters: Any, many: bool) -> _Result:
-    """Runs in aiosqlite's worker thread: the whole statement, the cursor closed."""
+def _statement(conn: sqlite3.Connection, operation: Any, parameters: Any, many: bool) -> _Result:
+    """The whole statement in one call: executed, drained, the cursor closed."""
     cur = conn.cursor()
     try:
         if many:
@@ -57,16 +79,61 @@ def _one_hop(conn: sqlite3.Connection, operation: Any, parameters: Any, many: bo
         cur.close()
 
 
-class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
-    """A buffered cursor whose statement is one call into the worker thread."""
+def is_busy(error: BaseException) -> bool:
+    """``SQLITE_BUSY``: another connection holds the lock this call needs."""
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    )
+
+
+def _retry_while_busy(call: Callable[[], T], limit_s: float) -> T:
+    """Runs in aiosqlite's worker thread: ``call`` again after short sleeps while busy."""
+    deadline = time.monotonic() + limit_s
+    pause = _BUSY_FIRST_SLEEP_S
+    while True:
+        try:
+            return call()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _BUSY_MAX_SLEEP_S)
+
+
+async def _already_done() -> None:
+    return None
+
+
+def run_inline(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
+    """``call`` on this thread; if another process holds the lock, wait in the worker."""
+    # SQLAlchemy's async layer insists that a statement awaits something (it cannot
+    # otherwise tell an async driver from a blocking one); awaiting a coroutine that
+    # is already done satisfies it without giving the loop a turn.
+    await_(_already_done())
+    try:
+        return call()
+    except sqlite3.OperationalError as error:
+        if not is_busy(error):
+            raise
+    result: T = await_(
+        connection._execute(  # type: ignore[no-untyped-call]
+            lambda: _retry_while_busy(call, BUSY_LIMIT_S)
+        )
+    )
+    return result
+
+
+class InlineCursor(AsyncAdapt_aiosqlite_cursor):
+    """A buffered cursor whose statement is one direct call into ``sqlite3``."""
 
     __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
 
-    # Nothing to close after the statement: the sqlite3 cursor was closed in the hop.
+    # Nothing to close after the statement: the sqlite3 cursor was closed in the call.
     _awaitable_cursor_close = False
 
     def __init__(self, adapt_connection: Any) -> None:
-        # Deliberately not the base __init__: it opens an aiosqlite cursor (a hop).
+        # Deliberately not the base __init__: it opens an aiosqlite cursor (a trip).
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._cursor = None  # type: ignore[assignment]
@@ -98,42 +165,55 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._arraysize = value
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
-        try:
-            return await_(self._run(operation, parameters, many=False))
-        except Exception as error:
-            self._adapt_connection._handle_exception(error)
+        self._run(operation, parameters, many=False)
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._run(operation, seq_of_parameters, many=True)
+
+    def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
+        conn: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         try:
-            return await_(self._run(operation, seq_of_parameters, many=True))
+            raw = conn._conn  # type: ignore[no-untyped-call]
+            result = run_inline(conn, lambda: _statement(raw, operation, parameters, many))
         except Exception as error:
             self._adapt_connection._handle_exception(error)
-
-    async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
-        conn: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
-            # aiosqlite's own way of running a function in its thread (what each of
-            # its methods does); ``_conn`` is the sqlite3 connection, read there.
-            result: _Result = await conn._execute(  # type: ignore[no-untyped-call]
-                lambda: _one_hop(conn._conn, operation, parameters, many)
-            )
         description, rows, self._rowcount, self._lastrowid = result
         self._description = description
         self._rows = collections.deque(rows) if rows else collections.deque()
 
 
-class OneHopConnection(AsyncAdapt_aiosqlite_connection):
+class InlineConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
-    _cursor_cls = OneHopCursor
+    _cursor_cls = InlineCursor
+
+    def commit(self) -> None:
+        self._end(commit=True)
+
+    def rollback(self) -> None:
+        self._end(commit=False)
+
+    def _end(self, *, commit: bool) -> None:
+        conn: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        raw = conn._connection
+        if raw is None:  # closed: nothing to end (what SQLAlchemy's adapter does)
+            return
+        try:
+            run_inline(conn, raw.commit if commit else raw.rollback)
+        except Exception as error:
+            self._handle_exception(error)
 
 
-class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
-    """The aiosqlite DB-API adapter, handing out :class:`OneHopConnection`."""
+class InlineDbapi(AsyncAdapt_aiosqlite_dbapi):
+    """The aiosqlite DB-API adapter, handing out :class:`InlineConnection`."""
 
-    def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
+    def connect(self, *arg: Any, **kw: Any) -> InlineConnection:
+        # Used from the loop's thread as well as aiosqlite's (never at the same time).
+        kw["check_same_thread"] = False
+        # No sleeping busy handler on the loop's thread: run_inline waits in the worker.
+        kw["timeout"] = 0
         adapted = super().connect(*arg, **kw)
-        return OneHopConnection(self, adapted._connection)
+        return InlineConnection(self, adapted._connection)
 
 
-def dbapi() -> OneHopDbapi:
-    return OneHopDbapi(aiosqlite, sqlite3)
+def dbapi() -> InlineDbapi:
+    return InlineDbapi(aiosqlite, sqlite3)
