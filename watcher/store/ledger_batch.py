@@ -44,19 +44,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
-from sqlalchemy import Table, select, text, tuple_
+from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
 from watcher.store.bulk import insert_many, reserve_ids
+from watcher.store.keys import KeyColumn, by_keys, keys_params, select_by_keys
 from watcher.store.ledger import create_accounts, dialect_name
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
-_KEY_CHUNK = 2000  # (account_id, asset, wallet) tuples per IN-list: 3 parameters each
 
 BalanceKey = tuple[int, str, str]
+_BALANCE_KEY = (
+    KeyColumn("account_id", "bigint[]"),
+    KeyColumn("asset", "text[]"),
+    KeyColumn("wallet", "text[]"),
+)
 
 
 @dataclass(frozen=True)
@@ -304,28 +309,23 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     # a stale amount nor (async) needs a lazy load after an expire.
     identity = session.sync_session.identity_map
     held = [k for k in keys if identity_key(Balance, k) in identity]
-    for start in range(0, len(held), _KEY_CHUNK):
+    if held:
+        dialect = dialect_name(session)
+        table = _table(Balance)
+        stmt = by_keys(dialect, "balances", _BALANCE_KEY, list(table.c.keys()))
         await session.execute(
             select(Balance)
-            .where(
-                tuple_(Balance.account_id, Balance.asset, Balance.wallet).in_(
-                    held[start : start + _KEY_CHUNK]
-                )
-            )
-            .execution_options(populate_existing=True)
+            .from_statement(stmt.columns(*table.c))
+            .execution_options(populate_existing=True),
+            keys_params(dialect, len(_BALANCE_KEY), held),
         )
 
 
 async def _read_balances(
     session: AsyncSession, keys: Sequence[BalanceKey]
 ) -> dict[BalanceKey, int]:
-    found: dict[BalanceKey, int] = {}
-    for start in range(0, len(keys), _KEY_CHUNK):
-        chunk = keys[start : start + _KEY_CHUNK]
-        rows = await session.execute(
-            select(Balance.account_id, Balance.asset, Balance.wallet, Balance.amount).where(
-                tuple_(Balance.account_id, Balance.asset, Balance.wallet).in_(chunk)
-            )
-        )
-        found.update({(a, s, w): amount for a, s, w, amount in rows.all()})
-    return found
+    c = _table(Balance).c
+    rows = await select_by_keys(
+        session, "balances", _BALANCE_KEY, [c.account_id, c.asset, c.wallet, c.amount], keys
+    )
+    return {(a, s, w): amount for a, s, w, amount in rows}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, case, func, or_, select, tuple_, update
+from sqlalchemy import Table, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -29,6 +29,7 @@ from watcher.domain.states import (
 )
 from watcher.store import ledger
 from watcher.store.bulk import insert_many, reserve_ids
+from watcher.store.keys import KeyColumn, select_by_keys
 from watcher.store.ledger import dialect_name
 from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
@@ -47,6 +48,9 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
 
 
 # Attempts that may still be (or become) mined.
+# The replay key (unique): nonce is sent as text, cast to NUMERIC on PostgreSQL.
+_ACCOUNT_NONCE = (KeyColumn("account", "text[]"), KeyColumn("nonce", "text[]", "numeric[]"))
+
 LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
 
 
@@ -71,13 +75,18 @@ async def find_by_account_nonces(
     session: AsyncSession, pairs: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], Withdrawal]:
     """:func:`find_by_account_nonce` for many (account, nonce) pairs, one query."""
-    if not pairs:
-        return {}
-    rows = await session.scalars(
-        select(Withdrawal).where(
-            tuple_(Withdrawal.account, Withdrawal.nonce).in_(sorted(set(pairs)))
-        )
+    # The ids first, by key through the unique index (nearly always none: a replay is
+    # rare); then the rows of those ids.
+    ids = await select_by_keys(
+        session,
+        "withdrawals",
+        _ACCOUNT_NONCE,
+        [cast(Table, Withdrawal.__table__).c.id],
+        [(account, str(nonce)) for account, nonce in pairs],
     )
+    if not ids:
+        return {}
+    rows = await session.scalars(select(Withdrawal).where(Withdrawal.id.in_([i for (i,) in ids])))
     return {(w.account, w.nonce): w for w in rows}
 
 
