@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -65,6 +66,15 @@ FLOOR_WINDOW = 200
 FLOOR_RUNS = 3
 FLOOR_STUCK_S = 20  # a floor window unmined this long: the run is discarded
 AMOUNT_WHOLE = 1  # USDT per withdrawal
+# Automine, plus an interval block every second ("mixed mining"): anvil's automine now
+# and then leaves a transaction of a burst in its pool, ready but never mined
+# (foundry-rs/foundry#10122, transactions of one sender arriving out of nonce order);
+# every later nonce then waits behind it until something else mines a block. The
+# interval block is the upstream workaround; without it such a stall lasts until the
+# daemon's stuck timer replaces the transaction (5 s here), or forever in the floor.
+ANVIL: dict[str, Any] = {"block_time": 1, "extra_args": ["--mixed-mining"]}
+KEEP_DIR = os.environ.get("BENCH_KEEP_DIR")  # copy the daemon's database and log here
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
 
 
 def rpc_body(method: str, params: list[Any], rid: int = 1) -> dict[str, Any]:
@@ -315,10 +325,18 @@ async def floor(url: str, vault: str, token: str, chain_id: int, n: int) -> floa
         return time.perf_counter() - started
 
 
+def keep(root: Path, into: Path) -> None:
+    """For a post-mortem: a copy of the daemon's database and log (BENCH_KEEP_DIR)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("watcher.db", "watcher.db-wal", "daemon.log"):
+        if (root / name).exists():
+            shutil.copy(root / name, into / name)
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-withdrawals-") as tmp:
         root = Path(tmp)
-        async with start_anvil() as node:
+        async with start_anvil(**ANVIL) as node:
             dep = await deploy_devnet(node.url, fund_accounts=1)
             usdt = dep.tokens["USDT"].address
             await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
@@ -345,7 +363,7 @@ async def main() -> None:
                 "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
                 "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
                 "WATCHER_ADMIN_TOKEN": "bench-admin-token",
-                "WATCHER_LOG_LEVEL": "WARNING",
+                "WATCHER_LOG_LEVEL": LOG_LEVEL,
             }
             settings = load_settings(cfg, env=env)
             users = [Account.create() for _ in range(WARMUP + OPEN_N + N)]
@@ -414,13 +432,15 @@ async def main() -> None:
             finally:
                 proc.terminate()
                 await proc.wait()
+                if KEEP_DIR:
+                    keep(root, Path(KEEP_DIR))
         # The floor on its own fresh chain with the same setup (anvil slows down as it
         # accumulates thousands of blocks, and neither side should pay for the other's),
         # best of FLOOR_RUNS: it varies by 2x from run to run on this machine, and the
         # floor is what the raw path can do, so the fastest run is the honest one.
         floors: list[float] = []
         for _ in range(FLOOR_RUNS):
-            async with start_anvil() as node:
+            async with start_anvil(**ANVIL) as node:
                 dep = await deploy_devnet(node.url, fund_accounts=1)
                 usdt = dep.tokens["USDT"].address
                 await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
