@@ -181,3 +181,71 @@ async def test_set_based_confirmations_and_completion(sessions: SessionFactory) 
     assert got[ids[1]] == ("confirming", 2, None)  # reverted: left for the row-by-row path
     assert got[ids[2]] == ("broadcast", 0, None)  # no block yet
     assert [states[i] for i in attempt_ids] == ["confirmed", "mined", "broadcast"]
+
+
+def attempt(withdrawal_id: int, nonce: int, state: str) -> TxAttempt:
+    return TxAttempt(
+        withdrawal_id=withdrawal_id,
+        chain_id=31337,
+        sender="0x" + "55" * 20,
+        nonce=nonce,
+        tx_hash=f"0x{nonce:064x}",
+        raw_tx="0x02",
+        max_fee_per_gas=1,
+        max_priority_fee_per_gas=1,
+        state=state,
+    )
+
+
+async def test_record_mined_takes_receipts_in_order_and_drops_siblings(
+    sessions: SessionFactory,
+) -> None:
+    """The first receipt of a withdrawal is recorded (attempt mined, withdrawal
+    confirming with its hash, block and confirmations); its not-mined siblings are
+    dropped, so a later receipt of one of them is not recorded; an attempt already mined
+    is left alone; a stalled withdrawal gets the hash and block but keeps its state."""
+    account_id = await funded(sessions)
+    async with sessions.begin() as s:
+        ws = [row(account_id, nonce=n) for n in (1, 2, 3)]
+        for w, state in zip(ws, ("broadcast", "signed", "stalled"), strict=True):
+            w.state = state
+        s.add_all(ws)
+        await s.flush()
+        a = [
+            attempt(ws[0].id, 10, "broadcast"),  # receipt first: recorded
+            attempt(ws[0].id, 11, "replaced"),  # receipt second: dropped as a sibling
+            attempt(ws[0].id, 12, "signed"),  # sibling never sent: dropped
+            attempt(ws[1].id, 13, "mined"),  # already mined: receipt not recorded again
+            attempt(ws[2].id, 14, "broadcast"),
+        ]
+        s.add_all(a)
+        await s.flush()
+        a_ids, w_ids = [x.id for x in a], [w.id for w in ws]
+    receipts = [
+        repo.Receipt(a_ids[0], 100, "0x" + "b1" * 32, 1),
+        repo.Receipt(a_ids[1], 101, "0x" + "b2" * 32, 0),
+        repo.Receipt(a_ids[3], 102, "0x" + "b3" * 32, 1),
+        repo.Receipt(a_ids[4], 103, "0x" + "b4" * 32, 1),
+        repo.Receipt(10**9, 104, "0x" + "b5" * 32, 1),  # no such attempt
+    ]
+    async with sessions.begin() as s:
+        assert await repo.record_mined(s, receipts, head=104) == 2
+    async with sessions() as s:
+        got_a = {
+            x.id: (x.state, x.block_number, x.block_hash)
+            for x in await s.scalars(select(TxAttempt))
+        }
+        got_w = {
+            w.id: (w.state, w.tx_hash, w.block_number, w.confirmations)
+            for w in await s.scalars(select(Withdrawal))
+        }
+    assert got_a[a_ids[0]] == ("mined", 100, "0x" + "b1" * 32)
+    assert got_a[a_ids[1]] == ("dropped", None, None)
+    assert got_a[a_ids[2]] == ("dropped", None, None)
+    assert got_a[a_ids[3]] == ("mined", None, None)
+    assert got_a[a_ids[4]] == ("mined", 103, "0x" + "b4" * 32)
+    assert got_w[w_ids[0]] == ("confirming", f"0x{10:064x}", 100, 5)
+    assert got_w[w_ids[1]] == ("signed", None, None, 0)
+    assert got_w[w_ids[2]] == ("stalled", f"0x{14:064x}", 103, 2)
+    async with sessions.begin() as s:  # the same receipts again: nothing left to record
+        assert await repo.record_mined(s, receipts, head=104) == 0

@@ -222,29 +222,19 @@ class Tracker:
     async def _record_mined(
         self, found: Sequence[tuple[repo.AttemptRef, dict[str, Any]]], head: int
     ) -> None:
-        """Attempts with a receipt → mined, their withdrawals → confirming (one chunk)."""
+        """Attempts with a receipt → mined, their withdrawals → confirming, the other
+        attempts of those withdrawals dropped (one chunk; ``repo.record_mined``)."""
+        receipts = [
+            repo.Receipt(
+                attempt_id=a.id,
+                block_number=int(receipt["blockNumber"], 16),
+                block_hash=str(receipt["blockHash"]),
+                status=int(receipt["status"], 16),
+            )
+            for a, receipt in found
+        ]
         async with self.sessions.begin() as s:
-            rows = await repo.attempts_by_id(s, [a.id for a, _ in found])
-            ws = await repo.withdrawals_by_id(s, [a.withdrawal_id for a, _ in found])
-            siblings = await repo.attempts_of_many(s, list(ws))
-            for detached, receipt in found:
-                a = rows[detached.id]
-                if a.state not in UNMINED:
-                    continue
-                repo.move_attempt(a, A.MINED)
-                a.block_number = int(receipt["blockNumber"], 16)
-                a.block_hash = str(receipt["blockHash"])
-                a.status = int(receipt["status"], 16)
-                w = ws[a.withdrawal_id]
-                if w.state in (W.SIGNED.value, W.BROADCAST.value):
-                    repo.move(w, W.CONFIRMING)
-                w.tx_hash = a.tx_hash
-                w.block_number = a.block_number
-                w.confirmations = confirmations(head, a.block_number)
-                for sibling in siblings[w.id]:
-                    if sibling.id != a.id:
-                        _drop(sibling)
-                self.last.mined += 1
+            self.last.mined += await repo.record_mined(s, receipts, head)
 
     # ------------------------------------------------------------------ confirmations
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, case, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from watcher.domain.confirmations import confirmations
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
 from watcher.domain.states import (
     AttemptState,
@@ -424,6 +425,127 @@ async def mark_broadcast(
             .execution_options(synchronize_session=False)
         )
     return moved
+
+
+class Receipt(NamedTuple):
+    """What the tracker records of an attempt's receipt."""
+
+    attempt_id: int
+    block_number: int
+    block_hash: str
+    status: int
+
+
+_MINABLE = (A.BROADCAST.value, A.REPLACED.value)  # sent, no receipt recorded yet
+_DROPPABLE = (A.SIGNED.value, *_MINABLE)  # not mined: its nonce can be taken by another
+
+
+async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head: int) -> int:
+    """Attempts with a receipt → ``mined`` (block, hash, status), their withdrawals →
+    ``confirming`` (from ``signed``/``broadcast``; tx hash, block, confirmations set in
+    any state), and every other not-mined attempt of those withdrawals → ``dropped``
+    (its nonce is taken). Receipts are taken in order: an attempt already dropped as
+    the sibling of an earlier one is not recorded. Reads columns and writes with
+    executemany / set-based UPDATEs guarded by the from-state. Returns how many were
+    recorded."""
+    for old in _MINABLE:
+        check_attempt(AttemptState(old), A.MINED)
+    for old in _DROPPABLE:  # a signed one by way of replaced, as the state machine has it
+        check_attempt(AttemptState(old), A.DROPPED if old != A.SIGNED.value else A.REPLACED)
+    check_withdrawal(W.SIGNED, W.CONFIRMING)
+    check_withdrawal(W.BROADCAST, W.CONFIRMING)
+    if not receipts:
+        return 0
+    attempts = cast(Table, TxAttempt.__table__)
+    withdrawals = cast(Table, Withdrawal.__table__)
+    wanted = [r.attempt_id for r in receipts]
+    owner: dict[int, tuple[int, str, str]] = {}  # attempt id -> (withdrawal, hash, state)
+    for chunk in _chunks(wanted):
+        rows = await session.execute(
+            select(
+                attempts.c.id, attempts.c.withdrawal_id, attempts.c.tx_hash, attempts.c.state
+            ).where(attempts.c.id.in_(chunk))
+        )
+        owner.update({int(i): (int(w), str(h), str(st)) for i, w, h, st in rows.all()})
+    state: dict[int, str] = {}  # every attempt of the withdrawals concerned
+    siblings: dict[int, list[int]] = {}
+    for chunk in _chunks({w for w, _, _ in owner.values()}):
+        family = await session.execute(
+            select(attempts.c.id, attempts.c.withdrawal_id, attempts.c.state).where(
+                attempts.c.withdrawal_id.in_(chunk)
+            )
+        )
+        for i, w, st in family.all():
+            state[int(i)] = str(st)
+            siblings.setdefault(int(w), []).append(int(i))
+    now = utcnow()
+    mined: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
+    dropped: list[int] = []
+    for r in receipts:
+        if r.attempt_id not in owner or state.get(r.attempt_id) not in _MINABLE:
+            continue
+        withdrawal_id, tx_hash, _ = owner[r.attempt_id]
+        state[r.attempt_id] = A.MINED.value
+        mined.append(
+            {
+                "a_id": r.attempt_id,
+                "a_block": r.block_number,
+                "a_hash": r.block_hash,
+                "a_status": r.status,
+            }
+        )
+        moved.append(
+            {
+                "w_id": withdrawal_id,
+                "w_hash": tx_hash,
+                "w_block": r.block_number,
+                "w_conf": confirmations(head, r.block_number),
+            }
+        )
+        for sibling in siblings[withdrawal_id]:
+            if sibling != r.attempt_id and state[sibling] in _DROPPABLE:
+                state[sibling] = A.DROPPED.value
+                dropped.append(sibling)
+    if mined:
+        await session.execute(
+            update(attempts)
+            .where(attempts.c.id == bindparam("a_id"))
+            # Equalities, not IN: an expanding IN list cannot go into an executemany.
+            .where(or_(*(attempts.c.state == st for st in _MINABLE)))
+            .values(
+                state=A.MINED.value,
+                block_number=bindparam("a_block"),
+                block_hash=bindparam("a_hash"),
+                status=bindparam("a_status"),
+                updated_at=now,
+            ),
+            mined,
+        )
+        into_confirming = or_(
+            withdrawals.c.state == W.SIGNED.value, withdrawals.c.state == W.BROADCAST.value
+        )
+        await session.execute(
+            update(withdrawals)
+            .where(withdrawals.c.id == bindparam("w_id"))
+            .values(
+                state=case((into_confirming, W.CONFIRMING.value), else_=withdrawals.c.state),
+                reason=case((into_confirming, None), else_=withdrawals.c.reason),
+                tx_hash=bindparam("w_hash"),
+                block_number=bindparam("w_block"),
+                confirmations=bindparam("w_conf"),
+                updated_at=now,
+            ),
+            moved,
+        )
+    for chunk in _chunks(dropped):
+        await session.execute(
+            update(attempts)
+            .where(attempts.c.id.in_(chunk))
+            .where(attempts.c.state.in_(_DROPPABLE))
+            .values(state=A.DROPPED.value, updated_at=now)
+        )
+    return len(mined)
 
 
 async def insert_attempts(session: AsyncSession, attempts: Sequence[TxAttempt]) -> None:
