@@ -37,6 +37,21 @@ def row(account_id: int, nonce: int = 1, fee: int = 10) -> Withdrawal:
     )
 
 
+def attempt(withdrawal_id: int, nonce: int, state: str, status: int | None = None) -> TxAttempt:
+    return TxAttempt(
+        withdrawal_id=withdrawal_id,
+        chain_id=31337,
+        sender="0x" + "55" * 20,
+        nonce=nonce,
+        tx_hash=f"0x{nonce:064x}",
+        raw_tx="0x02",
+        max_fee_per_gas=1,
+        max_priority_fee_per_gas=1,
+        state=state,
+        status=status,
+    )
+
+
 async def funded(sessions: SessionFactory) -> int:
     async with sessions.begin() as s:
         await ledger.post(
@@ -147,18 +162,7 @@ async def test_set_based_confirmations_and_completion(sessions: SessionFactory) 
         s.add_all(ws)
         await s.flush()
         attempts = [
-            TxAttempt(
-                withdrawal_id=w.id,
-                chain_id=31337,
-                sender="0x" + "55" * 20,
-                nonce=i,
-                tx_hash=f"0x{i:064x}",
-                raw_tx="0x02",
-                max_fee_per_gas=1,
-                max_priority_fee_per_gas=1,
-                state=state,
-                status=status,
-            )
+            attempt(w.id, i, state, status)
             for i, (w, state, status) in enumerate(
                 zip(ws, ("mined", "mined", "broadcast"), (1, 0, None), strict=True)
             )
@@ -181,20 +185,6 @@ async def test_set_based_confirmations_and_completion(sessions: SessionFactory) 
     assert got[ids[1]] == ("confirming", 2, None)  # reverted: left for the row-by-row path
     assert got[ids[2]] == ("broadcast", 0, None)  # no block yet
     assert [states[i] for i in attempt_ids] == ["confirmed", "mined", "broadcast"]
-
-
-def attempt(withdrawal_id: int, nonce: int, state: str) -> TxAttempt:
-    return TxAttempt(
-        withdrawal_id=withdrawal_id,
-        chain_id=31337,
-        sender="0x" + "55" * 20,
-        nonce=nonce,
-        tx_hash=f"0x{nonce:064x}",
-        raw_tx="0x02",
-        max_fee_per_gas=1,
-        max_priority_fee_per_gas=1,
-        state=state,
-    )
 
 
 async def test_record_mined_takes_receipts_in_order_and_drops_siblings(
