@@ -48,10 +48,10 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
         yield wanted[start : start + _CHUNK]
 
 
-# Attempts that may still be (or become) mined.
 # The replay key (unique): nonce is sent as text, cast to NUMERIC on PostgreSQL.
 _ACCOUNT_NONCE = (KeyColumn("account", "text[]"), KeyColumn("nonce", "text[]", "numeric[]"))
 
+# Attempts that may still be (or become) mined.
 LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
 
 
