@@ -146,3 +146,24 @@ async def test_a_chunk_whose_rows_changed_is_not_persisted_and_the_rest_follow_n
     assert all(state == "completed" for i, state in final.items() if i != ids[CHUNK + 1])
     nonces = sorted(a.nonce for a in rows)
     assert nonces == list(range(nonces[0], nonces[0] + N - 1))  # no gap, none twice
+
+
+async def test_a_tick_that_found_work_looks_again_within_its_time_budget(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 4: one tick signs and sends all ten (4 + 4 + 2) instead of leaving six
+    for the next poll interval; with no time budget it stops after the first batch."""
+    ids, _ = await request_withdrawals(app, deployment, chain_w3)
+    s_ = sender(app)
+    monkeypatch.setattr(s_, "settings", s_.settings.model_copy(update={"batch_size": 4}))
+
+    monkeypatch.setattr(sender_mod, "BUSY_TICK_INTERVALS", 0)
+    await s_.tick()
+    assert s_.last.signed == 4
+
+    monkeypatch.setattr(sender_mod, "BUSY_TICK_INTERVALS", 5)
+    await s_.tick()
+    assert s_.last.signed == N - 4
+    async with app.sessions() as s:
+        states = [(await repo.get(s, i)).state for i in ids]  # type: ignore[union-attr]
+    assert states == ["broadcast"] * N

@@ -59,6 +59,10 @@ from watcher.store.models import TxAttempt, utcnow
 SIGN_SLICE = 16
 #: Withdrawals signed and persisted per DB transaction (see :meth:`Sender.sign_ready`).
 SIGN_CHUNK = 64
+#: A tick that found work looks again at once, for up to this many poll intervals:
+#: requests that arrived while a batch was signed do not wait for the next interval
+#: (with ``max_instances=1`` a tick that overran its interval also lost the next slot).
+BUSY_TICK_INTERVALS = 5
 
 log = logging.getLogger("watcher.sender")
 
@@ -144,8 +148,11 @@ class Sender:
         if not self.started:
             await self.start()
         await self.broadcast_signed()
-        if await self.sign_ready():
+        until = time.monotonic() + BUSY_TICK_INTERVALS * self.interval_seconds
+        while await self.sign_ready():
             await self.broadcast_signed()
+            if time.monotonic() >= until:
+                break
 
     async def start(self) -> None:
         """Sync the stored nonce with the chain and repair a gap (once per process)."""
