@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from watcher import logs
 from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
+from watcher.services.foreground import Foreground
 from watcher.settings import NetworkConfig, Settings
 from watcher.store.db import SessionFactory, create_engine, session_factory
 from watcher.store.ledger import dialect_name
@@ -116,6 +117,8 @@ class App:
     rpc: dict[str, RpcClient] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    # The intake's batches go before the sender's and tracker's chunks on the loop.
+    foreground: Foreground = field(default_factory=Foreground)
 
     async def close(self) -> None:
         for client in self.rpc.values():

@@ -165,10 +165,12 @@ async def test_requests_queued_during_a_batch_share_the_next(
     intake = Intake(app.settings, app.sessions)
     first = asyncio.ensure_future(intake.submit(request(deployment, A, 10, 1)))
     await asyncio.sleep(0)  # the first batch (one request) is now in flight
+    assert intake.foreground.busy  # background chunks let it go first
     rest = [request(deployment, A, 10, n) for n in range(2, 12)]
     outcomes = [await first, *await submit_all(intake, rest)]
     assert {code(o) for o in outcomes} == {"created"}
     assert intake.batches == 2
+    assert not intake.foreground.busy  # and are free again once the queue is empty
     assert await holds(app, A) == (890 * 10**8, 110 * 10**8)
 
 
@@ -214,6 +216,7 @@ async def test_a_request_whose_own_transaction_fails_gets_the_error(
         intake, [request(deployment, A, 1, 1), request(deployment, A, 2, 2)]
     )
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+    assert not intake.foreground.busy  # a failing batch does not leave it busy
     assert await counts(app) == before
     assert await holds(app, A) == (1_000 * 10**8, 0)
 

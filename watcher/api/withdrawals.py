@@ -84,6 +84,6 @@ def add_routes(web_app: web.Application) -> None:
     from watcher.api.server import APP_KEY
 
     app = web_app[APP_KEY]
-    web_app[INTAKE_KEY] = Intake(app.settings, app.sessions)
+    web_app[INTAKE_KEY] = Intake(app.settings, app.sessions, foreground=app.foreground)
     web_app.router.add_post("/v1/withdrawals", create_withdrawal)
     web_app.router.add_get("/v1/withdrawals/{id}", get_withdrawal)

@@ -55,6 +55,7 @@ from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthoriz
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import AmountFormatError, chain_to_ledger, parse_decimal_amount
 from watcher.domain.states import WithdrawalState
+from watcher.services.foreground import Foreground
 from watcher.services.risk_gate import AccountStateError, LockedBatch
 from watcher.settings import NetworkConfig, Settings
 from watcher.store import withdrawals as repo
@@ -236,11 +237,15 @@ class Intake:
         *,
         clock: Callable[[], float] = time.time,
         max_batch: int = 256,
+        foreground: Foreground | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
         self.max_batch = max_batch
+        # Announces queued requests to the background roles (sender, tracker), which
+        # let the batch go first (services/foreground.py).
+        self.foreground = foreground or Foreground()
         self._queue: list[_Queued] = []
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0  # committed batch transactions (for tests and metrics)
@@ -398,12 +403,19 @@ class Intake:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(row, digest, future))
         if self._worker is None or self._worker.done():
+            self.foreground.enter()
             self._worker = asyncio.create_task(self._drain(), name="withdrawal-intake")
         # Shielded: a client that hangs up does not cancel a decision in flight (it
         # commits or not with its batch; the client's retry gets it back as a replay).
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            self.foreground.leave()
+
+    async def _drain_queue(self) -> None:
         while self._queue:
             batch = self._queue[: self.max_batch]
             del self._queue[: len(batch)]

@@ -48,6 +48,7 @@ from watcher.chain.vault import ZERO_ADDRESS, balance_request, withdraw_calldata
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.foreground import Foreground
 from watcher.services.nonces import NonceManager, NonceSync
 from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
@@ -125,6 +126,7 @@ class Sender:
         http: aiohttp.ClientSession,
         signer: HotSigner,
         clock: Callable[[], float] = time.time,
+        foreground: Foreground | None = None,
     ) -> None:
         self.network = network
         self.settings = settings
@@ -133,6 +135,7 @@ class Sender:
         self.http = http
         self.signer = signer
         self.clock = clock
+        self.foreground = foreground or Foreground()
         self.chain_id = network.chain_id
         self.name = f"sender:{network.name}"
         self.interval_seconds = float(settings.poll_interval_seconds)
@@ -267,6 +270,7 @@ class Sender:
         done = 0
         for start in range(0, max(len(chosen), 1), SIGN_CHUNK):
             chunk = chosen[start : start + SIGN_CHUNK]
+            await self.foreground.yield_to()  # a queued intake batch goes first
             signed: list[tuple[repo.Ready, int, SignedTx]] = []
             for offset, w in enumerate(chunk):
                 tx = build_withdraw_tx(

@@ -61,6 +61,7 @@ from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdraw
 from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.foreground import Foreground
 from watcher.services.sender import build_withdraw_tx, fee_caps
 from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
@@ -112,6 +113,7 @@ class Tracker:
         http: aiohttp.ClientSession,
         signer: HotSigner,
         clock: Callable[[], float] = time.time,
+        foreground: Foreground | None = None,
         fee_account: str | None = None,
     ) -> None:
         self.network = network
@@ -121,6 +123,7 @@ class Tracker:
         self.http = http
         self.signer = signer
         self.clock = clock
+        self.foreground = foreground or Foreground()
         self.chain_id = network.chain_id
         self.rule = network.rule
         self.fee_account = fee_account or settings.fee_account
@@ -173,6 +176,7 @@ class Tracker:
         )
         found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
         for start in range(0, len(found), TX_CHUNK):
+            await self.foreground.yield_to()  # a queued intake batch goes first
             await self._record_mined(found[start : start + TX_CHUNK], head)
         return [a for a, r in zip(attempts, receipts, strict=True) if not r]
 
@@ -261,6 +265,7 @@ class Tracker:
         }
         for start in range(0, len(attempts), TX_CHUNK):
             chunk = attempts[start : start + TX_CHUNK]
+            await self.foreground.yield_to()  # a queued intake batch goes first
             # Each chunk's reorged-out transactions are re-sent once it is committed (a
             # later chunk failing does not leave them waiting for the stuck timer).
             resend = await self._settle(chunk, head, reorged, final, paid_elsewhere)

@@ -40,6 +40,7 @@ def withdrawal_services(app: App) -> list[Service]:
             "rpc": app.rpc[network.name],
             "http": app.http,
             "signer": signer,
+            "foreground": app.foreground,
         }
         services.append(Sender(**common))  # type: ignore[arg-type]
         services.append(Tracker(**common))  # type: ignore[arg-type]
