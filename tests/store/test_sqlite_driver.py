@@ -108,6 +108,38 @@ async def test_no_thread_trip_per_statement_or_commit(
     assert trips == []  # BEGIN, INSERT, SELECT, COMMIT all ran on the loop's thread
 
 
+async def test_a_statement_with_thousands_of_parameters_runs_in_the_worker(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk insert above INLINE_MAX_PARAMETERS makes one trip (the loop keeps serving
+    while it runs); the same rows in small statements make none."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    trips: list[Any] = []
+    real = aiosqlite.core.Connection._execute
+
+    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
+    width = sqlite_driver.INLINE_MAX_PARAMETERS // 2 + 1  # rows of 2 parameters: just over
+    rows = [(f"n{i}", i) for i in range(width)]
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("INSERT INTO t (name, n) VALUES (?, ?)", rows)
+    assert len(trips) == 1
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("DELETE FROM t")
+        for start in range(0, width, 100):
+            await conn.exec_driver_sql(
+                "INSERT INTO t (name, n) VALUES (?, ?)", rows[start : start + 100]
+            )
+    assert len(trips) == 1  # no more
+    async with engine.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    assert count == width
+
+
 def _lock_from_elsewhere(db: Path) -> sqlite3.Connection:
     """Another process's connection (a plain sqlite3 one) holding the write lock."""
     other = sqlite3.connect(db, isolation_level=None, timeout=0)

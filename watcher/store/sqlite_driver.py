@@ -22,8 +22,9 @@ busy timeout is 0, so such a statement fails at once with ``SQLITE_BUSY`` withou
 having done anything, and is then retried in aiosqlite's worker thread with short
 sleeps for up to :data:`BUSY_LIMIT_S` (the loop keeps serving meanwhile). A busy
 statement has no effect, and a busy ``COMMIT`` leaves the transaction open (SQLite's
-documented behaviour), so the retry is exact. Server-side (streaming) cursors keep
-aiosqlite's own path.
+documented behaviour), so the retry is exact. A statement with thousands of parameters
+(a backfill step's bulk insert) also runs in the worker thread, so the loop keeps
+serving while it runs. Server-side (streaming) cursors keep aiosqlite's own path.
 
 The sqlite3 connection is opened by aiosqlite in its thread with
 ``check_same_thread=False`` and is never used by two threads at once: the engine has
@@ -55,6 +56,11 @@ from sqlalchemy.util.concurrency import await_
 ARRAYSIZE = 1
 #: How long a statement waits for another process's write lock before failing.
 BUSY_LIMIT_S = 30.0
+#: A statement with more parameters than this (a bulk insert of thousands of rows in a
+#: backfill step) runs in the worker thread, as aiosqlite would: it takes long enough
+#: that the loop should keep serving (``/healthz``, other requests) meanwhile, and one
+#: trip is nothing next to it. The withdrawal pipeline's statements stay far below.
+INLINE_MAX_PARAMETERS = 4096
 _BUSY_FIRST_SLEEP_S = 0.001
 _BUSY_MAX_SLEEP_S = 0.05
 
@@ -105,6 +111,25 @@ async def _already_done() -> None:
     return None
 
 
+def _in_worker(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
+    """``call`` in aiosqlite's worker thread (waiting there if the lock is held)."""
+    result: T = await_(
+        connection._execute(  # type: ignore[no-untyped-call]
+            lambda: _retry_while_busy(call, BUSY_LIMIT_S)
+        )
+    )
+    return result
+
+
+def _parameter_count(parameters: Any, many: bool) -> int:
+    if parameters is None:
+        return 0
+    if many:
+        rows = parameters if isinstance(parameters, list | tuple) else list(parameters)
+        return len(rows) * (len(rows[0]) if rows else 0)
+    return len(parameters)
+
+
 def run_inline(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
     """``call`` on this thread; if another process holds the lock, wait in the worker."""
     # SQLAlchemy's async layer insists that a statement awaits something (it cannot
@@ -116,12 +141,7 @@ def run_inline(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
     except sqlite3.OperationalError as error:
         if not is_busy(error):
             raise
-    result: T = await_(
-        connection._execute(  # type: ignore[no-untyped-call]
-            lambda: _retry_while_busy(call, BUSY_LIMIT_S)
-        )
-    )
-    return result
+    return _in_worker(connection, call)
 
 
 class InlineCursor(AsyncAdapt_aiosqlite_cursor):
@@ -174,7 +194,17 @@ class InlineCursor(AsyncAdapt_aiosqlite_cursor):
         conn: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         try:
             raw = conn._conn  # type: ignore[no-untyped-call]
-            result = run_inline(conn, lambda: _statement(raw, operation, parameters, many))
+            if many and not isinstance(parameters, list | tuple):
+                parameters = list(parameters)  # counted below, then executed
+            params = parameters
+
+            def statement() -> _Result:
+                return _statement(raw, operation, params, many)
+
+            if _parameter_count(params, many) > INLINE_MAX_PARAMETERS:
+                result = _in_worker(conn, statement)
+            else:
+                result = run_inline(conn, statement)
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         description, rows, self._rowcount, self._lastrowid = result
