@@ -88,9 +88,9 @@ async def test_errors_are_the_dbapi_errors_and_roll_back(engine: AsyncEngine) ->
     assert names == ["x"]  # 'y' went with its transaction
 
 
-async def test_no_thread_trip_per_statement_or_commit(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def trips(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The calls run in aiosqlite's worker thread from now on (counted)."""
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))  # connection set up (PRAGMAs) first
     trips: list[Any] = []
@@ -101,6 +101,12 @@ async def test_no_thread_trip_per_statement_or_commit(
         return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
+    return trips
+
+
+async def test_no_thread_trip_per_statement_or_commit(
+    engine: AsyncEngine, trips: list[Any]
+) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO t (name, n) VALUES ('a', 1)"))
         rows = (await conn.execute(text("SELECT name FROM t UNION ALL SELECT 'b'"))).all()
@@ -109,20 +115,10 @@ async def test_no_thread_trip_per_statement_or_commit(
 
 
 async def test_a_statement_with_thousands_of_parameters_runs_in_the_worker(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, trips: list[Any]
 ) -> None:
     """A bulk insert above INLINE_MAX_PARAMETERS makes one trip (the loop keeps serving
     while it runs); the same rows in small statements make none."""
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
-    trips: list[Any] = []
-    real = aiosqlite.core.Connection._execute
-
-    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(fn)
-        return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
     width = sqlite_driver.INLINE_MAX_PARAMETERS // 2 + 1  # rows of 2 parameters: just over
     rows = [(f"n{i}", i) for i in range(width)]
     async with engine.begin() as conn:
