@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,40 @@ async def test_a_lock_held_past_the_limit_fails_and_writes_nothing(
     async with engine.connect() as conn:
         count = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
     assert count == 0
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_no_transaction_behind(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Cancelled while its BEGIN waits for another process's lock: the worker stops
+    retrying at once (the cancellation is not held up for the 30 s busy limit) and lets
+    go of the connection before SQLAlchemy cleans it up, so no BEGIN lands afterwards
+    (which would leave the connection in a transaction, holding the write lock)."""
+    db = tmp_path / "driver.db"
+    other = _lock_from_elsewhere(db)
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t (name, n) VALUES ('cancelled', 1)"))
+
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.2)
+    writer.cancel()
+    cancelled_at = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert time.monotonic() - cancelled_at < 2  # not the 30 s busy limit
+    other.execute("COMMIT")
+    await asyncio.sleep(0.2)  # a retry that was still due would have run by now
+    third = sqlite3.connect(db, isolation_level=None, timeout=0)
+    try:
+        third.execute("BEGIN IMMEDIATE")  # nobody holds the write lock
+        third.execute("ROLLBACK")
+    finally:
+        third.close()
+        other.close()
+    async with engine.begin() as conn:  # and the engine's connection works
+        await conn.execute(text("INSERT INTO t (name, n) VALUES ('after', 2)"))
+    async with engine.connect() as conn:
+        names = (await conn.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+    assert names == ["other", "after"]

@@ -29,7 +29,8 @@ serving while it runs. Server-side (streaming) cursors keep aiosqlite's own path
 The sqlite3 connection is opened by aiosqlite in its thread with
 ``check_same_thread=False`` and is never used by two threads at once: the engine has
 one connection, SQLAlchemy uses it from one task at a time, and each call completes
-before the next starts.
+before the next starts (a caller cancelled while its call is in the worker thread
+waits for the worker to let go of the connection before SQLAlchemy rolls back).
 
 It is wired in through ``create_async_engine(..., module=...)``: the dialect stays
 ``sqlite+aiosqlite`` and the URL is the user's.
@@ -37,8 +38,11 @@ It is wired in through ``create_async_engine(..., module=...)``: the dialect sta
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -93,11 +97,14 @@ def is_busy(error: BaseException) -> bool:
     )
 
 
-def _retry_while_busy(call: Callable[[], T], limit_s: float) -> T:
-    """Runs in aiosqlite's worker thread: ``call`` again after short sleeps while busy."""
+def _retry_while_busy(call: Callable[[], T], limit_s: float, stop: threading.Event) -> T:
+    """Runs in aiosqlite's worker thread: ``call`` again after short sleeps while busy,
+    until ``stop`` is set (the caller was cancelled)."""
     deadline = time.monotonic() + limit_s
     pause = _BUSY_FIRST_SLEEP_S
     while True:
+        if stop.is_set():
+            raise sqlite3.OperationalError("cancelled while waiting for the database lock")
         try:
             return call()
         except sqlite3.OperationalError as error:
@@ -111,14 +118,29 @@ async def _already_done() -> None:
     return None
 
 
-def _in_worker(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
-    """``call`` in aiosqlite's worker thread (waiting there if the lock is held)."""
-    result: T = await_(
+async def _worker_call(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
+    stop = threading.Event()
+    work = asyncio.ensure_future(
         connection._execute(  # type: ignore[no-untyped-call]
-            lambda: _retry_while_busy(call, BUSY_LIMIT_S)
+            lambda: _retry_while_busy(call, BUSY_LIMIT_S, stop)
         )
     )
+    try:
+        result: T = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # The caller goes away (and SQLAlchemy rolls back, on this thread, right after):
+        # the worker must be done with the connection first, or a retried BEGIN or the
+        # rest of an executemany could run after that rollback, outside any transaction.
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await work
+        raise
     return result
+
+
+def _in_worker(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
+    """``call`` in aiosqlite's worker thread (waiting there if the lock is held)."""
+    return await_(_worker_call(connection, call))
 
 
 def _parameter_count(parameters: Any, many: bool) -> int:
