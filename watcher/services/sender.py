@@ -273,15 +273,16 @@ class Sender:
             await self.foreground.yield_to()  # a queued intake batch goes first
             signed: list[tuple[repo.Ready, int, SignedTx]] = []
             for offset, w in enumerate(chunk):
+                nonce = first_nonce + start + offset
                 tx = build_withdraw_tx(
                     chain_id=self.chain_id,
                     vault=self.network.vault,
                     w=w,
-                    nonce=first_nonce + start + offset,
+                    nonce=nonce,
                     gas=self.settings.gas_limit,
                     fees=fees,
                 )
-                signed.append((w, first_nonce + start + offset, self.signer.sign_transaction(tx)))
+                signed.append((w, nonce, self.signer.sign_transaction(tx)))
                 if offset % SIGN_SLICE == SIGN_SLICE - 1:
                     # Let requests and DB results waiting on the event loop through.
                     await asyncio.sleep(0)

@@ -79,7 +79,7 @@ log = logging.getLogger("watcher.tracker")
 
 W = WithdrawalState
 A = AttemptState
-UNMINED = (A.BROADCAST.value, A.REPLACED.value)
+UNMINED = repo.MINABLE_ATTEMPTS
 
 
 def _drop(a: TxAttempt) -> None:
@@ -392,8 +392,8 @@ class Tracker:
                     a.state in (A.MINED.value, A.CONFIRMED.value) for a in mine
                 ):
                     continue  # moved on meanwhile
-                nonces = sorted({a.nonce for a in mine if a.state in (*UNMINED, A.SIGNED.value)})
-                ours = [a.tx_hash for a in mine if a.state in (*UNMINED, A.SIGNED.value)]
+                nonces = sorted({a.nonce for a in mine if a.state in repo.DROPPABLE_ATTEMPTS})
+                ours = [a.tx_hash for a in mine if a.state in repo.DROPPABLE_ATTEMPTS]
                 for a in mine:
                     _drop(a)
                 nonce_text = ", ".join(str(n) for n in nonces)

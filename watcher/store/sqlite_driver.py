@@ -144,11 +144,11 @@ def _in_worker(connection: aiosqlite.Connection, call: Callable[[], T]) -> T:
 
 
 def _parameter_count(parameters: Any, many: bool) -> int:
+    """Parameters of one call; for ``many``, ``parameters`` is a list of rows."""
     if parameters is None:
         return 0
     if many:
-        rows = parameters if isinstance(parameters, list | tuple) else list(parameters)
-        return len(rows) * (len(rows[0]) if rows else 0)
+        return len(parameters) * (len(parameters[0]) if parameters else 0)
     return len(parameters)
 
 

@@ -53,6 +53,10 @@ _ACCOUNT_NONCE = (KeyColumn("account", "text[]"), KeyColumn("nonce", "text[]", "
 
 # Attempts that may still be (or become) mined.
 LIVE_ATTEMPTS = (A.SIGNED.value, A.BROADCAST.value, A.REPLACED.value, A.MINED.value)
+# Sent, no receipt recorded yet: what the tracker asks receipts for.
+MINABLE_ATTEMPTS = (A.BROADCAST.value, A.REPLACED.value)
+# Not mined: dropped once another transaction takes its nonce.
+DROPPABLE_ATTEMPTS = (A.SIGNED.value, *MINABLE_ATTEMPTS)
 
 
 # ------------------------------------------------------------------ reads
@@ -436,10 +440,6 @@ class Receipt(NamedTuple):
     status: int
 
 
-_MINABLE = (A.BROADCAST.value, A.REPLACED.value)  # sent, no receipt recorded yet
-_DROPPABLE = (A.SIGNED.value, *_MINABLE)  # not mined: its nonce can be taken by another
-
-
 async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head: int) -> int:
     """Attempts with a receipt → ``mined`` (block, hash, status), their withdrawals →
     ``confirming`` (from ``signed``/``broadcast``; tx hash, block, confirmations set in
@@ -448,9 +448,9 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     the sibling of an earlier one is not recorded. Reads columns and writes with
     executemany / set-based UPDATEs guarded by the from-state. Returns how many were
     recorded."""
-    for old in _MINABLE:
+    for old in MINABLE_ATTEMPTS:
         check_attempt(AttemptState(old), A.MINED)
-    for old in _DROPPABLE:  # a signed one by way of replaced, as the state machine has it
+    for old in DROPPABLE_ATTEMPTS:  # a signed one by way of replaced, as the state machine has it
         check_attempt(AttemptState(old), A.DROPPED if old != A.SIGNED.value else A.REPLACED)
     check_withdrawal(W.SIGNED, W.CONFIRMING)
     check_withdrawal(W.BROADCAST, W.CONFIRMING)
@@ -459,17 +459,17 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     attempts = cast(Table, TxAttempt.__table__)
     withdrawals = cast(Table, Withdrawal.__table__)
     wanted = [r.attempt_id for r in receipts]
-    owner: dict[int, tuple[int, str, str]] = {}  # attempt id -> (withdrawal, hash, state)
+    owner: dict[int, tuple[int, str]] = {}  # attempt id -> (withdrawal id, tx hash)
     for chunk in _chunks(wanted):
         rows = await session.execute(
-            select(
-                attempts.c.id, attempts.c.withdrawal_id, attempts.c.tx_hash, attempts.c.state
-            ).where(attempts.c.id.in_(chunk))
+            select(attempts.c.id, attempts.c.withdrawal_id, attempts.c.tx_hash).where(
+                attempts.c.id.in_(chunk)
+            )
         )
-        owner.update({int(i): (int(w), str(h), str(st)) for i, w, h, st in rows.all()})
-    state: dict[int, str] = {}  # every attempt of the withdrawals concerned
+        owner.update({int(i): (int(w), str(h)) for i, w, h in rows.all()})
+    state: dict[int, str] = {}  # every attempt of the withdrawals concerned, its state
     siblings: dict[int, list[int]] = {}
-    for chunk in _chunks({w for w, _, _ in owner.values()}):
+    for chunk in _chunks({w for w, _ in owner.values()}):
         family = await session.execute(
             select(attempts.c.id, attempts.c.withdrawal_id, attempts.c.state).where(
                 attempts.c.withdrawal_id.in_(chunk)
@@ -483,9 +483,9 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     moved: list[dict[str, Any]] = []
     dropped: list[int] = []
     for r in receipts:
-        if r.attempt_id not in owner or state.get(r.attempt_id) not in _MINABLE:
+        if r.attempt_id not in owner or state.get(r.attempt_id) not in MINABLE_ATTEMPTS:
             continue
-        withdrawal_id, tx_hash, _ = owner[r.attempt_id]
+        withdrawal_id, tx_hash = owner[r.attempt_id]
         state[r.attempt_id] = A.MINED.value
         mined.append(
             {
@@ -504,7 +504,7 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
             }
         )
         for sibling in siblings[withdrawal_id]:
-            if sibling != r.attempt_id and state[sibling] in _DROPPABLE:
+            if sibling != r.attempt_id and state[sibling] in DROPPABLE_ATTEMPTS:
                 state[sibling] = A.DROPPED.value
                 dropped.append(sibling)
     if mined:
@@ -512,7 +512,7 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
             update(attempts)
             .where(attempts.c.id == bindparam("a_id"))
             # Equalities, not IN: an expanding IN list cannot go into an executemany.
-            .where(or_(*(attempts.c.state == st for st in _MINABLE)))
+            .where(or_(*(attempts.c.state == st for st in MINABLE_ATTEMPTS)))
             .values(
                 state=A.MINED.value,
                 block_number=bindparam("a_block"),
@@ -542,7 +542,7 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
         await session.execute(
             update(attempts)
             .where(attempts.c.id.in_(chunk))
-            .where(attempts.c.state.in_(_DROPPABLE))
+            .where(attempts.c.state.in_(DROPPABLE_ATTEMPTS))
             .values(state=A.DROPPED.value, updated_at=now)
         )
     return len(mined)
