@@ -159,27 +159,26 @@ class Sender:
 
     async def start(self) -> None:
         """Sync the stored nonce with the chain and repair a gap (once per process)."""
-        await self._sync_nonces()
+        await self._repair_gap(await self.nonces.sync(), None)
         self.started = True
 
-    async def _sync_nonces(self, fees: Fees | None = None) -> NonceSync:
-        """Sync the stored next nonce with the chain (never below the chain's pending
-        one) and repair a gap: nonces we hold signed attempts for that the node does
-        not know (it restarted and lost its pool, or never got them) are re-sent, or
-        everything signed after them would wait until the stuck timer bumps it."""
-        sync = await self.nonces.sync()
-        if sync.gap:
-            if fees is None:
-                quote = await fee_quote(self.rpc)
-                fees = initial_fees(quote.base_fee, quote.tip, self.caps)
-            await self.nonces.repair_gap(
-                sync,
-                http=self.http,
-                urls=self.network.rpc_urls,
-                signer=self.signer,
-                filler_fees=fees,
-            )
-        return sync
+    async def _repair_gap(self, sync: NonceSync, fees: Fees | None) -> None:
+        """After a sync with the chain (the stored next nonce never below the chain's
+        pending one), repair a gap: nonces we hold signed attempts for that the node
+        does not know (it restarted and lost its pool, or never got them) are re-sent,
+        or everything signed after them would wait until the stuck timer bumps it."""
+        if not sync.gap:
+            return
+        if fees is None:
+            quote = await fee_quote(self.rpc)
+            fees = initial_fees(quote.base_fee, quote.tip, self.caps)
+        await self.nonces.repair_gap(
+            sync,
+            http=self.http,
+            urls=self.network.rpc_urls,
+            signer=self.signer,
+            filler_fees=fees,
+        )
 
     # ------------------------------------------------------------------ broadcast
 
@@ -233,13 +232,18 @@ class Sender:
             outflow = await repo.in_flight_outflow(s, self.chain_id)
             unmined = await repo.count_unmined(s, self.chain_id)
             snapshot = {w.id: w.state for w in candidates}
-        quote = await fee_quote(self.rpc)
+        tokens = sorted({w.token for w in candidates})
+        # The three chain reads at once: one round trip to the node instead of three
+        # (each waits behind the node's mining when it is busy, and the sender has
+        # nothing else to do meanwhile).
+        quote, sync, (vault_balances, gas_balance) = await asyncio.gather(
+            fee_quote(self.rpc), self.nonces.sync(), self._balances(tokens)
+        )
         fees = initial_fees(quote.base_fee, quote.tip, self.caps)
         # Never sign under a nonce the chain has already used (a foreign transaction of
-        # the hot key took it), nor behind a gap the node has.
-        first_nonce = (await self._sync_nonces(fees)).next_nonce
-        tokens = sorted({w.token for w in candidates})
-        vault_balances, gas_balance = await self._balances(tokens)
+        # the hot key took it; the sync moved past it), nor behind a gap the node has.
+        await self._repair_gap(sync, fees)
+        first_nonce = sync.next_nonce
         gas_each = self.settings.gas_limit * fees.max_fee_per_gas
         gas_left = gas_balance - unmined * gas_each
         available = {t: vault_balances[t] - outflow.get(t, 0) for t in tokens}
