@@ -212,11 +212,12 @@ async def test_record_mined_takes_receipts_in_order_and_drops_siblings(
         await s.flush()
         a_ids, w_ids = [x.id for x in a], [w.id for w in ws]
     receipts = [
-        repo.Receipt(a_ids[0], 100, "0x" + "b1" * 32, 1),
-        repo.Receipt(a_ids[1], 101, "0x" + "b2" * 32, 0),
-        repo.Receipt(a_ids[3], 102, "0x" + "b3" * 32, 1),
-        repo.Receipt(a_ids[4], 103, "0x" + "b4" * 32, 1),
-        repo.Receipt(10**9, 104, "0x" + "b5" * 32, 1),  # no such attempt
+        repo.Receipt(a_ids[0], w_ids[0], 100, "0x" + "b1" * 32, 1),
+        repo.Receipt(a_ids[1], w_ids[0], 101, "0x" + "b2" * 32, 0),
+        repo.Receipt(a_ids[3], w_ids[1], 102, "0x" + "b3" * 32, 1),
+        repo.Receipt(a_ids[4], w_ids[0], 105, "0x" + "b6" * 32, 1),  # not w0's attempt
+        repo.Receipt(a_ids[4], w_ids[2], 103, "0x" + "b4" * 32, 1),
+        repo.Receipt(10**9, w_ids[2], 104, "0x" + "b5" * 32, 1),  # no such attempt
     ]
     async with sessions.begin() as s:
         assert await repo.record_mined(s, receipts, head=104) == 2

@@ -231,6 +231,7 @@ class Tracker:
         receipts = [
             repo.Receipt(
                 attempt_id=a.id,
+                withdrawal_id=a.withdrawal_id,
                 block_number=int(receipt["blockNumber"], 16),
                 block_hash=str(receipt["blockHash"]),
                 status=int(receipt["status"], 16),

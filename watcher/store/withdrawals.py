@@ -435,6 +435,7 @@ class Receipt(NamedTuple):
     """What the tracker records of an attempt's receipt."""
 
     attempt_id: int
+    withdrawal_id: int  # the attempt's (as the caller read it; an attempt not of it is skipped)
     block_number: int
     block_hash: str
     status: int
@@ -445,9 +446,9 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     ``confirming`` (from ``signed``/``broadcast``; tx hash, block, confirmations set in
     any state), and every other not-mined attempt of those withdrawals → ``dropped``
     (its nonce is taken). Receipts are taken in order: an attempt already dropped as
-    the sibling of an earlier one is not recorded. Reads columns and writes with
-    executemany / set-based UPDATEs guarded by the from-state. Returns how many were
-    recorded."""
+    the sibling of an earlier one is not recorded. Reads the attempts of the receipts'
+    withdrawals in one query per chunk and writes with executemany / set-based UPDATEs
+    guarded by the from-state. Returns how many were recorded."""
     for old in MINABLE_ATTEMPTS:
         check_attempt(AttemptState(old), A.MINED)
     for old in DROPPABLE_ATTEMPTS:  # a signed one by way of replaced, as the state machine has it
@@ -458,24 +459,18 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
         return 0
     attempts = cast(Table, TxAttempt.__table__)
     withdrawals = cast(Table, Withdrawal.__table__)
-    wanted = [r.attempt_id for r in receipts]
+    # Every attempt of the withdrawals concerned: its withdrawal, state and hash.
     owner: dict[int, tuple[int, str]] = {}  # attempt id -> (withdrawal id, tx hash)
-    for chunk in _chunks(wanted):
-        rows = await session.execute(
-            select(attempts.c.id, attempts.c.withdrawal_id, attempts.c.tx_hash).where(
-                attempts.c.id.in_(chunk)
-            )
-        )
-        owner.update({int(i): (int(w), str(h)) for i, w, h in rows.all()})
-    state: dict[int, str] = {}  # every attempt of the withdrawals concerned, its state
+    state: dict[int, str] = {}
     siblings: dict[int, list[int]] = {}
-    for chunk in _chunks({w for w, _ in owner.values()}):
+    for chunk in _chunks({r.withdrawal_id for r in receipts}):
         family = await session.execute(
-            select(attempts.c.id, attempts.c.withdrawal_id, attempts.c.state).where(
-                attempts.c.withdrawal_id.in_(chunk)
-            )
+            select(
+                attempts.c.id, attempts.c.withdrawal_id, attempts.c.state, attempts.c.tx_hash
+            ).where(attempts.c.withdrawal_id.in_(chunk))
         )
-        for i, w, st in family.all():
+        for i, w, st, h in family.all():
+            owner[int(i)] = (int(w), str(h))
             state[int(i)] = str(st)
             siblings.setdefault(int(w), []).append(int(i))
     now = utcnow()
@@ -483,9 +478,12 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     moved: list[dict[str, Any]] = []
     dropped: list[int] = []
     for r in receipts:
-        if r.attempt_id not in owner or state.get(r.attempt_id) not in MINABLE_ATTEMPTS:
+        found = owner.get(r.attempt_id)
+        if found is None or found[0] != r.withdrawal_id:
+            continue  # not an attempt of the withdrawal the receipt names
+        if state[r.attempt_id] not in MINABLE_ATTEMPTS:
             continue
-        withdrawal_id, tx_hash = owner[r.attempt_id]
+        withdrawal_id, tx_hash = found
         state[r.attempt_id] = A.MINED.value
         mined.append(
             {
