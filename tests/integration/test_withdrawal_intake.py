@@ -24,7 +24,7 @@ from watcher.app import App, build
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.domain.journal import CROSS, HOLD
 from watcher.services import risk_gate
-from watcher.services.intake import Accepted, Intake, WithdrawalRequest
+from watcher.services.intake import LINGER_BELOW, Accepted, Intake, WithdrawalRequest
 from watcher.settings import load_settings
 from watcher.store import ledger
 from watcher.store.models import JournalTransaction, Withdrawal
@@ -162,7 +162,7 @@ async def test_one_batch_decides_in_arrival_order(app: App, deployment: Deployme
 async def test_requests_queued_during_a_batch_share_the_next(
     app: App, deployment: Deployment
 ) -> None:
-    intake = Intake(app.settings, app.sessions)
+    intake = Intake(app.settings, app.sessions, linger_s=0)  # the linger: tested below
     first = asyncio.ensure_future(intake.submit(request(deployment, A, 10, 1)))
     await asyncio.sleep(0)  # the first batch (one request) is now in flight
     assert intake.foreground.busy  # background chunks let it go first
@@ -172,6 +172,34 @@ async def test_requests_queued_during_a_batch_share_the_next(
     assert intake.batches == 2
     assert not intake.foreground.busy  # and are free again once the queue is empty
     assert await holds(app, A) == (890 * 10**8, 110 * 10**8)
+
+
+async def test_a_lone_request_waits_the_linger_for_company(
+    app: App, deployment: Deployment
+) -> None:
+    intake = Intake(app.settings, app.sessions, linger_s=0.5)
+    first = asyncio.ensure_future(intake.submit(request(deployment, A, 10, 1)))
+    await asyncio.sleep(0.05)
+    assert not first.done()  # waiting for others to join its batch
+    second = await intake.submit(request(deployment, A, 10, 2))
+    assert [code(await first), code(second)] == ["created", "created"]
+    assert intake.batches == 1
+    # Without the linger the same two requests take a transaction each.
+    eager = Intake(app.settings, app.sessions, linger_s=0)
+    third = asyncio.ensure_future(eager.submit(request(deployment, A, 10, 3)))
+    await asyncio.sleep(0.05)
+    assert third.done()
+    await eager.submit(request(deployment, A, 10, 4))
+    assert eager.batches == 2
+    assert await holds(app, A) == (960 * 10**8, 40 * 10**8)
+
+
+async def test_a_queue_of_enough_requests_does_not_linger(app: App, deployment: Deployment) -> None:
+    intake = Intake(app.settings, app.sessions, linger_s=30.0)
+    reqs = [request(deployment, A, 1, n) for n in range(1, LINGER_BELOW + 1)]
+    outcomes = await asyncio.wait_for(submit_all(intake, reqs), 10.0)
+    assert {code(o) for o in outcomes} == {"created"}
+    assert intake.batches == 1
 
 
 async def test_a_failed_batch_retries_each_request_alone(

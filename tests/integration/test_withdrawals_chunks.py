@@ -31,6 +31,7 @@ from watcher.domain.journal import CROSS, HOLD
 from watcher.services import sender as sender_mod
 from watcher.services import tracker as tracker_mod
 from watcher.services import withdrawal_ops
+from watcher.services.foreground import Foreground
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
 
@@ -167,3 +168,41 @@ async def test_a_tick_that_found_work_looks_again_within_its_time_budget(
     async with app.sessions() as s:
         states = [(await repo.get(s, i)).state for i in ids]  # type: ignore[union-attr]
     assert states == ["broadcast"] * N
+
+
+async def test_while_requests_come_in_the_chunks_are_smaller(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake had a batch a moment ago: the sender and the tracker take at most the
+    foreground's small chunk, and carry on with everything as usual."""
+    ids, _ = await request_withdrawals(app, deployment, chain_w3)
+    busy = Foreground(small_chunk=2, recent_s=60.0)
+    busy.enter()
+    busy.leave()
+    s_, t_ = sender(app), tracker(app)
+    s_.foreground = t_.foreground = busy
+    signed: list[int] = []
+    mined: list[int] = []
+    real_persist, real_mined = s_._persist, t_._record_mined
+
+    async def persist(chunk: Any, *args: Any) -> bool:
+        signed.append(len(chunk))
+        return await real_persist(chunk, *args)
+
+    async def record_mined(found: Any, head: int) -> None:
+        mined.append(len(found))
+        await real_mined(found, head)
+
+    monkeypatch.setattr(s_, "_persist", persist)
+    monkeypatch.setattr(t_, "_record_mined", record_mined)
+    assert await s_.sign_ready() == N
+    assert signed == [2] * 5  # not the fixture's chunk of 3
+    await s_.broadcast_signed()
+    await mine(chain_w3, 1)
+    await t_.tick()
+    assert sum(mined) == N and max(mined) == 2
+    await mine(chain_w3, 2)
+    await t_.tick()
+    async with app.sessions() as s:
+        states = {(await repo.get(s, i)).state for i in ids}  # type: ignore[union-attr]
+    assert states == {"completed"}

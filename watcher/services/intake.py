@@ -72,6 +72,10 @@ _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 UINT256_MAX = 2**256 - 1
 DAY = timedelta(days=1)
+#: A batch with fewer requests than LINGER_BELOW waits until its oldest request is
+#: LINGER_S old before it starts, for others to join (see :class:`Intake`).
+LINGER_S = 0.002
+LINGER_BELOW = 8
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class _Queued:
     row: Withdrawal
     digest: str
     future: asyncio.Future[Accepted]
+    at: float  # the event loop's time when it was queued
 
     @property
     def key(self) -> tuple[str, int]:
@@ -226,8 +231,16 @@ class Intake:
     their holds written with multi-row statements. A rejected request writes nothing; an
     accepted one commits with its batch. If the batch's transaction fails (a concurrent
     twin on another replica, a database error), each of its requests is retried alone,
-    so one bad request never sinks the others. Under light load a batch is one request
-    and nothing waits; under load the cost of a transaction is shared.
+    so one bad request never sinks the others.
+
+    Linger: a batch of fewer than ``LINGER_BELOW`` requests starts when its oldest
+    request is ``linger_s`` old (2 ms), so that requests arriving meanwhile share its
+    transaction. A batch costs ~2.4 ms of CPU for one request and ~0.23 ms more per
+    request. At 500 requests/s with the chain roles held off, batches without the linger
+    held one or two requests and the intake kept 82 % of a core busy (61 % with a 3 ms
+    linger, 54 % with 6 ms); with the chain roles, 2 ms gave the lowest p99. Under load
+    the queue is longer than that and nothing lingers: the requests that arrived during
+    the previous batch are the next one. A lone request waits 2 ms more.
     """
 
     def __init__(
@@ -237,12 +250,14 @@ class Intake:
         *,
         clock: Callable[[], float] = time.time,
         max_batch: int = 256,
+        linger_s: float = LINGER_S,
         foreground: Foreground | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
         self.max_batch = max_batch
+        self.linger_s = linger_s
         # Announces queued requests to the background roles (sender, tracker), which
         # let the batch go first (services/foreground.py).
         self.foreground = foreground or Foreground()
@@ -400,8 +415,9 @@ class Intake:
     # ------------------------------------------------------------------ group commit
 
     async def _enqueue(self, row: Withdrawal, digest: str) -> Accepted:
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(row, digest, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Accepted] = loop.create_future()
+        self._queue.append(_Queued(row, digest, future, loop.time()))
         if self._worker is None or self._worker.done():
             self.foreground.enter()
             self._worker = asyncio.create_task(self._drain(), name="withdrawal-intake")
@@ -416,7 +432,15 @@ class Intake:
             self.foreground.leave()
 
     async def _drain_queue(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
+            if len(self._queue) < LINGER_BELOW:
+                # Few requests waiting: give the next ones a moment to join the batch
+                # (counted from the oldest's arrival; one that waited through the
+                # previous batch does not wait again).
+                wait = self._queue[0].at + self.linger_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             batch = self._queue[: self.max_batch]
             del self._queue[: len(batch)]
             outcomes: list[_Outcome | BaseException]

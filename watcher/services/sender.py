@@ -58,7 +58,8 @@ from watcher.store.models import TxAttempt, utcnow
 
 #: Signatures between two yields to the event loop (~0.1 ms each).
 SIGN_SLICE = 16
-#: Withdrawals signed and persisted per DB transaction (see :meth:`Sender.sign_ready`).
+#: Withdrawals signed and persisted per DB transaction (see :meth:`Sender.sign_ready`);
+#: fewer while withdrawal requests are coming in (``Foreground.chunk_size``).
 SIGN_CHUNK = 64
 #: A tick that found work looks again at once, for up to this many poll intervals:
 #: requests that arrived while a batch was signed do not wait for the next interval
@@ -270,11 +271,13 @@ class Sender:
 
         # In chunks, each signed then persisted in its own transaction and broadcast:
         # a short hold of the writer connection each, and the node mines the first
-        # chunk while the next one is signed.
+        # chunk while the next one is signed. The first chunk goes even if nothing was
+        # chosen: it stores the queued reasons.
         done = 0
-        for start in range(0, max(len(chosen), 1), SIGN_CHUNK):
-            chunk = chosen[start : start + SIGN_CHUNK]
+        start = 0
+        while start == 0 or start < len(chosen):
             await self.foreground.yield_to()  # a queued intake batch goes first
+            chunk = chosen[start : start + self.foreground.chunk_size(SIGN_CHUNK)]
             signed: list[tuple[repo.Ready, int, SignedTx]] = []
             for offset, w in enumerate(chunk):
                 nonce = first_nonce + start + offset
@@ -301,7 +304,8 @@ class Sender:
             done += len(signed)
             self.last.queued += len(reasons)
             self.last.reasons.update(reasons)
-            if signed and start + SIGN_CHUNK < len(chosen):
+            start += max(len(chunk), 1)
+            if signed and start < len(chosen):
                 await self.broadcast_signed()
         self.last.signed += done
         return done

@@ -73,6 +73,7 @@ from watcher.store.models import TxAttempt, utcnow
 #: Withdrawals per DB transaction when the tracker records receipts or settles: a tick
 #: after a burst has hundreds; one transaction for all of them holds the (on SQLite,
 #: only) writer connection for tens of ms, and every request of the API waits behind it.
+#: Fewer while withdrawal requests are coming in (``Foreground.chunk_size``).
 TX_CHUNK = 64
 
 log = logging.getLogger("watcher.tracker")
@@ -175,9 +176,12 @@ class Tracker:
             [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
         )
         found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
-        for start in range(0, len(found), TX_CHUNK):
+        start = 0
+        while start < len(found):
             await self.foreground.yield_to()  # a queued intake batch goes first
-            await self._record_mined(found[start : start + TX_CHUNK], head)
+            size = self.foreground.chunk_size(TX_CHUNK)
+            await self._record_mined(found[start : start + size], head)
+            start += size
         return [a for a, r in zip(attempts, receipts, strict=True) if not r]
 
     async def _resend_next_nonce(self, unmined: Sequence[repo.AttemptRef]) -> None:
@@ -264,9 +268,11 @@ class Tracker:
             for a in attempts
             if a.id in final and a.status == 0
         }
-        for start in range(0, len(attempts), TX_CHUNK):
-            chunk = attempts[start : start + TX_CHUNK]
+        start = 0
+        while start < len(attempts):
             await self.foreground.yield_to()  # a queued intake batch goes first
+            chunk = attempts[start : start + self.foreground.chunk_size(TX_CHUNK)]
+            start += len(chunk)
             # Each chunk's reorged-out transactions are re-sent once it is committed (a
             # later chunk failing does not leave them waiting for the stuck timer).
             resend = await self._settle(chunk, head, reorged, final, paid_elsewhere)
