@@ -75,3 +75,14 @@ async def test_full_chunks_when_the_intake_never_goes_quiet() -> None:
     gate.leave()
     await waiter  # this time it went quiet before the limit
     assert gate.chunk_size(64) == 16  # and requests came in recently
+
+
+async def test_chunks_walk_the_items_in_order() -> None:
+    gate = Foreground(small_chunk=2, recent_s=10.0)
+    items = [1, 2, 3, 4, 5]
+    assert [list(c) async for c in gate.chunks(items, 4)] == [[1, 2, 3, 4], [5]]  # quiet
+    assert [list(c) async for c in gate.chunks([], 4)] == []
+    assert [list(c) async for c in gate.chunks([], 4, at_least_one=True)] == [[]]
+    gate.enter()
+    gate.leave()  # requests came in: small chunks
+    assert [list(c) async for c in gate.chunks(items, 4)] == [[1, 2], [3, 4], [5]]

@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: How long a background chunk waits at most for the intake to go quiet.
 YIELD_LIMIT_S = 0.05
@@ -86,3 +90,16 @@ class Foreground:
         if self._busy or time.monotonic() - self._last < self.recent_s:
             return min(full, self.small_chunk)
         return full
+
+    async def chunks(
+        self, items: Sequence[T], full: int, *, at_least_one: bool = False
+    ) -> AsyncIterator[Sequence[T]]:
+        """``items`` in consecutive chunks for a background role: before each one, the
+        intake goes first (:meth:`yield_to`), then the chunk takes :meth:`chunk_size`
+        of ``full``. With ``at_least_one``, an empty ``items`` gives one empty chunk."""
+        start = 0
+        while start < len(items) or (at_least_one and start == 0):
+            await self.yield_to()
+            chunk = items[start : start + self.chunk_size(full)]
+            yield chunk
+            start += max(len(chunk), 1)

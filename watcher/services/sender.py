@@ -274,10 +274,9 @@ class Sender:
         # chunk while the next one is signed. The first chunk goes even if nothing was
         # chosen: it stores the queued reasons.
         done = 0
-        start = 0
-        while start == 0 or start < len(chosen):
-            await self.foreground.yield_to()  # a queued intake batch goes first
-            chunk = chosen[start : start + self.foreground.chunk_size(SIGN_CHUNK)]
+        start = 0  # the position of the chunk in ``chosen``: its nonces follow from it
+        # A queued intake batch goes first before each chunk.
+        async for chunk in self.foreground.chunks(chosen, SIGN_CHUNK, at_least_one=True):
             signed: list[tuple[repo.Ready, int, SignedTx]] = []
             for offset, w in enumerate(chunk):
                 nonce = first_nonce + start + offset
@@ -304,7 +303,7 @@ class Sender:
             done += len(signed)
             self.last.queued += len(reasons)
             self.last.reasons.update(reasons)
-            start += max(len(chunk), 1)
+            start += len(chunk)
             if signed and start < len(chosen):
                 await self.broadcast_signed()
         self.last.signed += done

@@ -176,12 +176,9 @@ class Tracker:
             [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
         )
         found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
-        start = 0
-        while start < len(found):
-            await self.foreground.yield_to()  # a queued intake batch goes first
-            size = self.foreground.chunk_size(TX_CHUNK)
-            await self._record_mined(found[start : start + size], head)
-            start += size
+        # A queued intake batch goes first before each chunk.
+        async for chunk in self.foreground.chunks(found, TX_CHUNK):
+            await self._record_mined(chunk, head)
         return [a for a, r in zip(attempts, receipts, strict=True) if not r]
 
     async def _resend_next_nonce(self, unmined: Sequence[repo.AttemptRef]) -> None:
@@ -268,11 +265,8 @@ class Tracker:
             for a in attempts
             if a.id in final and a.status == 0
         }
-        start = 0
-        while start < len(attempts):
-            await self.foreground.yield_to()  # a queued intake batch goes first
-            chunk = attempts[start : start + self.foreground.chunk_size(TX_CHUNK)]
-            start += len(chunk)
+        # A queued intake batch goes first before each chunk.
+        async for chunk in self.foreground.chunks(attempts, TX_CHUNK):
             # Each chunk's reorged-out transactions are re-sent once it is committed (a
             # later chunk failing does not leave them waiting for the stuck timer).
             resend = await self._settle(chunk, head, reorged, final, paid_elsewhere)
