@@ -282,7 +282,8 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     if not deltas:
         return
     keys = sorted(deltas)
-    postgres = dialect_name(session) == "postgresql"
+    dialect = dialect_name(session)
+    postgres = dialect == "postgresql"
     if postgres:
         amounts = [deltas[k] for k in keys]
         new_amount = "balances.amount + excluded.amount"
@@ -310,7 +311,6 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     identity = session.sync_session.identity_map
     held = [k for k in keys if identity_key(Balance, k) in identity]
     if held:
-        dialect = dialect_name(session)
         table = _table(Balance)
         stmt = by_keys(dialect, "balances", _BALANCE_KEY, list(table.c.keys()))
         await session.execute(
