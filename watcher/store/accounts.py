@@ -27,8 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.account import (
@@ -62,6 +63,7 @@ from watcher.store.models import (
 )
 from watcher.store.models import OpenOrderMargin as OpenOrderRow
 from watcher.store.models import Position as PositionRow
+from watcher.store.prepared import Prepared, ValueList, any_of, rows
 
 ISO_PREFIX = "iso:"
 MARK = "mark"
@@ -121,9 +123,56 @@ async def prices(session: AsyncSession) -> tuple[dict[str, Decimal], dict[str, D
     """(mark price per symbol, USD price per asset) as stored by the engine."""
     marks: dict[str, Decimal] = {}
     assets: dict[str, Decimal] = {}
-    for row in await session.scalars(select(Price)):
-        (marks if row.kind == MARK else assets)[row.key] = row.price
+    for kind, key, price in await rows(session, _PRICES):
+        (marks if kind == MARK else assets)[key] = price
     return marks, assets
+
+
+def _table(model: type[object]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+_PRICES = Prepared(lambda _d: select(*(_table(Price).c[n] for n in ("kind", "key", "price"))))
+
+
+class PositionFields(NamedTuple):
+    """The columns of a position row the rules read."""
+
+    symbol: str
+    size: Decimal
+    entry_price: Decimal
+    leverage: int
+    margin_mode: str
+
+
+class OrderFields(NamedTuple):
+    """The columns of an open-order margin row the rules read."""
+
+    symbol: str
+    margin_mode: str
+    initial_margin: Decimal
+
+
+def _by_account_ids(dialect: str, model: type[object], columns: Sequence[str]) -> Select[Any]:
+    table = _table(model)
+    return select(table.c.account_id, *(table.c[name] for name in columns)).where(
+        text(any_of(dialect, f"{table.name}.account_id", "ids", "bigint[]"))
+    )
+
+
+_BALANCES = Prepared(lambda d: _by_account_ids(d, Balance, ("asset", "wallet", "amount")))
+_POSITIONS = Prepared(
+    lambda d: _by_account_ids(d, PositionRow, PositionFields._fields).order_by(
+        _table(PositionRow).c.account_id, _table(PositionRow).c.symbol
+    )
+)
+_ORDERS = Prepared(
+    lambda d: _by_account_ids(d, OpenOrderRow, OrderFields._fields).order_by(
+        _table(OpenOrderRow).c.account_id,
+        _table(OpenOrderRow).c.symbol,
+        _table(OpenOrderRow).c.margin_mode,
+    )
+)
 
 
 @dataclass
@@ -137,8 +186,8 @@ class RawAccount:
     cross: dict[str, int] = field(default_factory=dict)
     isolated: dict[str, int] = field(default_factory=dict)
     hold: dict[str, int] = field(default_factory=dict)
-    positions: list[PositionRow] = field(default_factory=list)
-    orders: list[OpenOrderRow] = field(default_factory=list)
+    positions: list[PositionFields] = field(default_factory=list)
+    orders: list[OrderFields] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,8 +221,8 @@ async def load_raw(
     if not keys:
         return out
     if accounts is None:
-        rows = await session.scalars(select(Account).where(Account.key.in_(list(out))))
-        accounts = {a.key: a for a in rows}
+        found = await session.scalars(select(Account).where(Account.key.in_(list(out))))
+        accounts = {a.key: a for a in found}
     by_id: dict[int, RawAccount] = {}
     for key, raw in out.items():
         account = accounts.get(key)
@@ -185,13 +234,8 @@ async def load_raw(
         by_id[account.id] = raw
     if not by_id:
         return out
-    ids = list(by_id)
-    balances = await session.execute(
-        select(Balance.account_id, Balance.asset, Balance.wallet, Balance.amount).where(
-            Balance.account_id.in_(ids)
-        )
-    )
-    for account_id, asset, wallet, amount in balances:
+    ids = {"ids": ValueList(by_id)}
+    for account_id, asset, wallet, amount in await rows(session, _BALANCES, ids):
         raw = by_id[account_id]
         if wallet == CROSS:
             raw.cross[asset] = amount
@@ -199,16 +243,10 @@ async def load_raw(
             raw.hold[asset] = amount
         elif wallet.startswith(ISO_PREFIX) and asset == settle:
             raw.isolated[wallet[len(ISO_PREFIX) :]] = amount
-    for pos in await session.scalars(
-        select(PositionRow).where(PositionRow.account_id.in_(ids)).order_by(PositionRow.symbol)
-    ):
-        by_id[pos.account_id].positions.append(pos)
-    for order in await session.scalars(
-        select(OpenOrderRow)
-        .where(OpenOrderRow.account_id.in_(ids))
-        .order_by(OpenOrderRow.symbol, OpenOrderRow.margin_mode)
-    ):
-        by_id[order.account_id].orders.append(order)
+    for account_id, *position in await rows(session, _POSITIONS, ids):
+        by_id[account_id].positions.append(PositionFields(*position))
+    for account_id, *order in await rows(session, _ORDERS, ids):
+        by_id[account_id].orders.append(OrderFields(*order))
     return out
 
 

@@ -30,14 +30,17 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import Select, Table, func, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from watcher.store.prepared import connection
 
 __all__ = [
     "CHUNK",
@@ -110,6 +113,22 @@ def _check_columns(table: Table, given: set[str]) -> None:
         raise ValueError(f"{table.name}: bulk insert needs a value for {col.name!r}")
 
 
+class _Plan(NamedTuple):
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+@functools.lru_cache(maxsize=128)
+def _plan(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Plan:
+    """The checked column list's bind processors, once per (table, columns, dialect)."""
+    _check_columns(table, set(names))
+    return _Plan(tuple(processor(table, n, dialect) for n in names))
+
+
+@functools.lru_cache(maxsize=512)
+def _sql(table: Table, names: tuple[str, ...], dialect: Dialect, suffix: str, rows: int) -> str:
+    return insert_sql(table, names, dialect, suffix, rows)
+
+
 async def insert_many(
     session: AsyncSession,
     table: Table,
@@ -132,13 +151,14 @@ async def insert_many(
     overlap = set(columns) & set(same)
     if overlap:
         raise ValueError(f"{table.name}: {sorted(overlap)} given twice")
-    names = [*columns, *same]
-    _check_columns(table, set(names))
-    conn = await session.connection()
+    names = (*columns, *same)
+    conn = await connection(session)
     dialect = conn.dialect
-    converted = [_convert(processor(table, n, dialect), v) for n, v in columns.items()]
-    for name, value in same.items():
-        proc = processor(table, name, dialect)
+    plan = _plan(table, names, dialect)
+    procs = iter(plan.processors)
+    converted = [_convert(next(procs), v) for v in columns.values()]
+    for value in same.values():
+        proc = next(procs)
         converted.append([value if proc is None else proc(value)] * count)
     if dialect.name == "sqlite":
         # Multi-row VALUES: one statement (and one release of the GIL by sqlite3) per
@@ -149,17 +169,24 @@ async def insert_many(
         for j, values in enumerate(converted):
             flat[j::width] = values
         per = max(1, SQLITE_PARAMETERS // width)
-        full = insert_sql(table, names, dialect, suffix, rows=per)
         for start in range(0, count, per):
             n = min(per, count - start)
-            sql = full if n == per else insert_sql(table, names, dialect, suffix, rows=n)
+            sql = _sql(table, names, dialect, suffix, n)
             await conn.exec_driver_sql(sql, tuple(flat[start * width : (start + n) * width]))
         return count
     rows = zip(*converted, strict=True)
-    sql = insert_sql(table, names, dialect, suffix)
+    sql = _sql(table, names, dialect, suffix, 1)
     for _ in range(0, count, CHUNK):
         await conn.exec_driver_sql(sql, list(islice(rows, CHUNK)))
     return count
+
+
+_NEXTVAL = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
+
+
+@functools.lru_cache(maxsize=32)
+def _max_id(table: Table) -> Select[tuple[Any]]:
+    return select(func.max(table.c.id))
 
 
 async def reserve_ids(session: AsyncSession, table: Table, count: int) -> list[int]:
@@ -172,15 +199,10 @@ async def reserve_ids(session: AsyncSession, table: Table, count: int) -> list[i
     IMMEDIATE``, so no other writer can take them before the commit."""
     if count <= 0:
         return []
-    conn = await session.connection()
+    conn = await connection(session)
     if conn.dialect.name == "postgresql":
-        rows = await session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
-            ),
-            {"table": table.name, "n": count},
-        )
+        rows = await conn.execute(_NEXTVAL, {"table": table.name, "n": count})
         return sorted(int(r[0]) for r in rows.all())
-    highest = await session.scalar(select(func.max(table.c.id)))
+    highest = (await conn.execute(_max_id(table))).scalar()
     base = int(highest or 0)
     return list(range(base + 1, base + count + 1))

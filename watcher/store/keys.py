@@ -17,6 +17,7 @@ would return their row twice).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import TextualSelect
 
-from watcher.store.ledger import dialect_name
+from watcher.store.prepared import connection
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,24 @@ async def select_by_keys(
     keys: Sequence[tuple[Any, ...]],
 ) -> list[Any]:
     """The rows of ``table`` whose ``key`` columns equal one of ``keys``; the
-    ``returned`` columns typed as the model's (so amounts come back as ``int``)."""
+    ``returned`` columns typed as the model's (so amounts come back as ``int``). Runs on
+    the session's connection (Core): pending ORM changes are not flushed first."""
     if not keys:
         return []
-    dialect = dialect_name(session)
-    stmt = by_keys(dialect, table, key, [c.name for c in returned]).columns(*returned)
-    rows = await session.execute(stmt, keys_params(dialect, len(key), keys))
+    conn = await connection(session)
+    dialect = conn.dialect.name
+    stmt = _typed_by_keys(dialect, table, tuple(key), tuple(returned))
+    rows = await conn.execute(stmt, keys_params(dialect, len(key), keys))
     return list(rows.all())
+
+
+@functools.lru_cache(maxsize=64)
+def _typed_by_keys(
+    dialect: str,
+    table: str,
+    key: tuple[KeyColumn, ...],
+    returned: tuple[ColumnClause[Any], ...],
+) -> TextualSelect:
+    """:func:`by_keys` typed by ``returned``, built once per shape (its text is parsed
+    for binds when built: most of what a small lookup cost)."""
+    return by_keys(dialect, table, key, [c.name for c in returned]).columns(*returned)

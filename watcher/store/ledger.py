@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Executable, Table, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import Leg, TxKind, check_balanced
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
+from watcher.store.prepared import Prepared, ValueList, any_of, run
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,24 @@ async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str,
     return await _bump_versions(session, wanted)
 
 
-async def _bump_versions(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
-    rows = await session.execute(
-        update(Account)
-        .where(Account.key.in_(keys))
-        .values(version=Account.version + 1)
-        .returning(Account.id, Account.key, Account.multi_asset_mode, Account.version)
-        .execution_options(synchronize_session=False)
+def _build_bump(dialect: str) -> Executable:
+    accounts = cast(Table, Account.__table__)
+    c = accounts.c
+    return (
+        update(accounts)
+        .where(text(any_of(dialect, "accounts.key", "keys", "text[]")))
+        .values(version=c.version + 1)
+        .returning(c.id, c.key, c.multi_asset_mode, c.version)
     )
+
+
+_BUMP = Prepared(_build_bump)
+
+
+async def _bump_versions(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
+    # Not through the ORM: Account objects of this session, if any, keep their loaded
+    # version (as with the bulk update this replaced, synchronize_session=False).
+    rows = await run(session, _BUMP, {"keys": ValueList(keys)})
     return {
         r.key: LockedAccount(int(r.id), r.key, bool(r.multi_asset_mode), r.version) for r in rows
     }
