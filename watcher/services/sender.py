@@ -187,10 +187,9 @@ class Sender:
         """Broadcast every persisted attempt not yet known to be sent (crash recovery and
         the normal path alike), in nonce order."""
         async with self.sessions() as s:
-            attempts = await repo.attempts_in(
+            pending = await repo.raw_in(
                 s, self.chain_id, [A.SIGNED.value], sender=self.signer.address
             )
-            pending = [(a.id, a.withdrawal_id, a.raw_tx) for a in attempts]
         if not pending:
             return 0
         head = await self.rpc.block_number()  # stuck_after_blocks counts from here
@@ -320,8 +319,8 @@ class Sender:
         async with self.sessions.begin() as s:
             current = await repo.states_of(s, list(snapshot), lock=True)
             changed = [i for i, state in snapshot.items() if current.get(i) != state]
-            row = await repo.nonce_row(s, self.chain_id, self.signer.address, lock=True)
-            if changed or row is None or row.next_nonce != first_nonce:
+            stored = await repo.next_nonce(s, self.chain_id, self.signer.address, lock=True)
+            if changed or stored is None or stored != first_nonce:
                 log.info(
                     "sign batch dropped unsent (withdrawals %s changed or nonce moved); "
                     "rebuilding next tick",
@@ -330,7 +329,7 @@ class Sender:
                 )
                 return False
             if signed:
-                await repo.reserve_nonces(s, self.chain_id, self.signer.address, len(signed))
+                await repo.take_nonces(s, self.chain_id, self.signer.address, len(signed))
             await repo.insert_attempts(
                 s,
                 [

@@ -38,7 +38,6 @@ stale balance or writes one back.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.keys import KeyColumn, by_keys, keys_params, select_by_keys
 from watcher.store.ledger import create_accounts, dialect_name
 from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
+from watcher.store.prepared import Prepared, ValueList, any_of, rows
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
 
@@ -85,17 +85,20 @@ async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str,
     array on PostgreSQL; both probe the unique index on ``ref``."""
     if not refs:
         return {}
-    if dialect_name(session) == "postgresql":
-        stmt = text("SELECT ref, id FROM journal_transactions WHERE ref = ANY(:refs)")
-        params: dict[str, object] = {"refs": list(refs)}
-    else:
-        stmt = text(
-            "SELECT ref, id FROM journal_transactions "
-            "WHERE ref IN (SELECT value FROM json_each(:refs))"
-        )
-        params = {"refs": json.dumps(list(refs))}
-    rows = await session.execute(stmt, params)
-    return {ref: int(tx_id) for ref, tx_id in rows.all()}
+    found = await rows(session, _REFS, {"refs": ValueList(refs)})
+    return {ref: int(tx_id) for ref, tx_id in found}
+
+
+_REFS = Prepared(
+    lambda d: text(
+        "SELECT ref, id FROM journal_transactions WHERE " + any_of(d, "ref", "refs", "text[]")
+    )
+)
+_ACCOUNT_IDS = Prepared(
+    lambda d: select(_table(Account).c.key, _table(Account).c.id).where(
+        text(any_of(d, "accounts.key", "keys", "text[]"))
+    )
+)
 
 
 async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, int]:
@@ -105,12 +108,8 @@ async def account_ids(session: AsyncSession, keys: Sequence[str]) -> dict[str, i
 
     async def read(which: Sequence[str]) -> None:
         for start in range(0, len(which), _CHUNK):
-            rows = await session.execute(
-                select(Account.key, Account.id).where(
-                    Account.key.in_(which[start : start + _CHUNK])
-                )
-            )
-            found.update({k: i for k, i in rows.all()})
+            keys = ValueList(which[start : start + _CHUNK])
+            found.update({k: i for k, i in await rows(session, _ACCOUNT_IDS, {"keys": keys})})
 
     await read(wanted)
     missing = [k for k in wanted if k not in found]

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, case, func, or_, select, update
+from sqlalchemy import Select, Table, Update, bindparam, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.confirmations import confirmations
@@ -31,9 +31,9 @@ from watcher.domain.states import (
 from watcher.store import ledger
 from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.keys import KeyColumn, select_by_keys
-from watcher.store.ledger import dialect_name
 from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
+from watcher.store.prepared import Prepared, ValueList, any_of, connection, rows, run
 
 W = WithdrawalState
 A = AttemptState
@@ -46,6 +46,21 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
     wanted = sorted(set(ids))
     for start in range(0, len(wanted), _CHUNK):
         yield wanted[start : start + _CHUNK]
+
+
+_ATTEMPTS = cast(Table, TxAttempt.__table__)
+_WITHDRAWALS = cast(Table, Withdrawal.__table__)
+_NONCES = cast(Table, SenderNonce.__table__)
+
+
+def _ids_in(dialect: str, table: Table, column: str = "id", param: str = "ids") -> Any:
+    """``table.column`` is one of the :class:`ValueList` parameter ``param``."""
+    return text(any_of(dialect, f"{table.name}.{column}", param, "bigint[]"))
+
+
+def _now(table: Table) -> Any:
+    """The ``now`` parameter, typed as the table's ``updated_at``."""
+    return bindparam("now", type_=table.c.updated_at.type)
 
 
 # The replay key (unique): nonce is sent as text, cast to NUMERIC on PostgreSQL.
@@ -118,25 +133,27 @@ class Ready(NamedTuple):
 async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> list[Ready]:
     """Approved withdrawals waiting for a transaction, oldest first (locked on PG);
     columns only, as the sender reads them every tick."""
+    found = await rows(session, _READY, {"chain_id": chain_id, "limit": limit})
+    return [Ready._make(r) for r in found]
+
+
+def _build_ready(dialect: str) -> Select[Any]:
+    c = _WITHDRAWALS.c
     stmt = (
-        select(
-            Withdrawal.id,
-            Withdrawal.token,
-            Withdrawal.destination,
-            Withdrawal.amount,
-            Withdrawal.state,
-            Withdrawal.reason,
-        )
+        select(*(c[name] for name in Ready._fields))
         .where(
-            Withdrawal.chain_id == chain_id,
-            Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)),
+            c.chain_id == bindparam("chain_id"),
+            or_(c.state == W.REQUESTED.value, c.state == W.QUEUED.value),
         )
-        .order_by(Withdrawal.id)
-        .limit(limit)
+        .order_by(c.id)
+        .limit(bindparam("limit"))
     )
-    if dialect_name(session) == "postgresql":
+    if dialect == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    return [Ready._make(r) for r in (await session.execute(stmt)).all()]
+    return stmt
+
+
+_READY = Prepared(_build_ready)
 
 
 async def states_of(
@@ -145,11 +162,21 @@ async def states_of(
     """{id: state} of these withdrawals (rows locked on PostgreSQL with ``lock``)."""
     out: dict[int, str] = {}
     for chunk in _chunks(ids):
-        stmt = select(Withdrawal.id, Withdrawal.state).where(Withdrawal.id.in_(chunk))
-        if lock and dialect_name(session) == "postgresql":
-            stmt = stmt.order_by(Withdrawal.id).with_for_update()
-        out.update({int(i): str(st) for i, st in (await session.execute(stmt)).all()})
+        found = await rows(session, _STATES_LOCKED if lock else _STATES, {"ids": ValueList(chunk)})
+        out.update({int(i): str(st) for i, st in found})
     return out
+
+
+def _build_states(dialect: str, lock: bool) -> Select[Any]:
+    c = _WITHDRAWALS.c
+    stmt = select(c.id, c.state).where(_ids_in(dialect, _WITHDRAWALS))
+    if lock and dialect == "postgresql":
+        stmt = stmt.order_by(c.id).with_for_update()
+    return stmt
+
+
+_STATES = Prepared(lambda d: _build_states(d, lock=False))
+_STATES_LOCKED = Prepared(lambda d: _build_states(d, lock=True))
 
 
 async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
@@ -158,55 +185,69 @@ async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
     row was not moved, so the caller's transaction rolls back whole."""
     for old in (W.REQUESTED, W.QUEUED):
         check_withdrawal(old, W.SIGNED)
-    signed_hash = (
-        select(TxAttempt.tx_hash)
-        .where(TxAttempt.withdrawal_id == Withdrawal.id, TxAttempt.state == A.SIGNED.value)
-        .order_by(TxAttempt.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     now = utcnow()
     moved = 0
     for chunk in _chunks(ids):
-        rows = await session.execute(
-            update(Withdrawal)
-            .where(Withdrawal.id.in_(chunk))
-            .where(Withdrawal.state.in_((W.REQUESTED.value, W.QUEUED.value)))
-            .values(state=W.SIGNED.value, tx_hash=signed_hash, reason=None, updated_at=now)
-            .returning(Withdrawal.id)
-            .execution_options(synchronize_session=False)
-        )
-        moved += len(rows.all())
+        done = await rows(session, _MARK_SIGNED, {"ids": ValueList(chunk), "now": now})
+        moved += len(done)
     if moved != len(set(ids)):
         raise RuntimeError(f"signing {len(set(ids))} withdrawals moved {moved}: state changed")
+
+
+def _build_mark_signed(dialect: str) -> Update:
+    a, w = _ATTEMPTS.c, _WITHDRAWALS.c
+    signed_hash = (
+        select(a.tx_hash)
+        .where(a.withdrawal_id == w.id, a.state == A.SIGNED.value)
+        .order_by(a.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        update(_WITHDRAWALS)
+        .where(_ids_in(dialect, _WITHDRAWALS))
+        .where(or_(w.state == W.REQUESTED.value, w.state == W.QUEUED.value))
+        .values(
+            state=W.SIGNED.value, tx_hash=signed_hash, reason=None, updated_at=_now(_WITHDRAWALS)
+        )
+        .returning(w.id)
+    )
+
+
+_MARK_SIGNED = Prepared(_build_mark_signed)
 
 
 async def in_flight_outflow(session: AsyncSession, chain_id: int) -> dict[str, int]:
     """Token base units signed or broadcast but not yet mined, per token address: the
     vault still holds them, but they are spoken for."""
-    rows = await session.execute(
-        select(Withdrawal.token, func.count(), Withdrawal.amount)
-        .where(
-            Withdrawal.chain_id == chain_id,
-            Withdrawal.state.in_((W.SIGNED.value, W.BROADCAST.value)),
-        )
-        .group_by(Withdrawal.token, Withdrawal.amount)
-    )
     out: dict[str, int] = {}
-    for token, count, amount in rows:
+    for token, count, amount in await rows(session, _OUTFLOW, {"chain_id": chain_id}):
         out[token] = out.get(token, 0) + int(count) * int(amount)
     return out
 
 
-async def count_unmined(session: AsyncSession, chain_id: int) -> int:
-    value = await session.scalar(
-        select(func.count())
-        .select_from(Withdrawal)
-        .where(
-            Withdrawal.chain_id == chain_id,
-            Withdrawal.state.in_((W.SIGNED.value, W.BROADCAST.value)),
-        )
+def _unmined_where() -> Any:
+    c = _WITHDRAWALS.c
+    return (
+        c.chain_id == bindparam("chain_id"),
+        or_(c.state == W.SIGNED.value, c.state == W.BROADCAST.value),
     )
+
+
+_OUTFLOW = Prepared(
+    lambda _d: (
+        select(_WITHDRAWALS.c.token, func.count(), _WITHDRAWALS.c.amount)
+        .where(*_unmined_where())
+        .group_by(_WITHDRAWALS.c.token, _WITHDRAWALS.c.amount)
+    )
+)
+_UNMINED = Prepared(
+    lambda _d: select(func.count()).select_from(_WITHDRAWALS).where(*_unmined_where())
+)
+
+
+async def count_unmined(session: AsyncSession, chain_id: int) -> int:
+    value = (await run(session, _UNMINED, {"chain_id": chain_id})).scalar()
     return int(value or 0)
 
 
@@ -239,24 +280,60 @@ class AttemptRef(NamedTuple):
 async def attempt_refs(
     session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str
 ) -> list[AttemptRef]:
-    rows = await session.execute(
-        select(
-            TxAttempt.id,
-            TxAttempt.withdrawal_id,
-            TxAttempt.nonce,
-            TxAttempt.tx_hash,
-            TxAttempt.block_number,
-            TxAttempt.block_hash,
-            TxAttempt.status,
-        )
-        .where(
-            TxAttempt.chain_id == chain_id,
-            TxAttempt.state.in_(list(states)),
-            TxAttempt.sender == sender,
-        )
-        .order_by(TxAttempt.nonce, TxAttempt.id)
+    found = await rows(
+        session,
+        _ATTEMPT_REFS,
+        {"chain_id": chain_id, "states": ValueList(states), "sender": sender},
     )
-    return [AttemptRef(*row) for row in rows]
+    return [AttemptRef._make(row) for row in found]
+
+
+def _attempts_where(dialect: str) -> Any:
+    c = _ATTEMPTS.c
+    return (
+        c.chain_id == bindparam("chain_id"),
+        text(any_of(dialect, "tx_attempts.state", "states", "text[]")),
+        c.sender == bindparam("sender"),
+    )
+
+
+_ATTEMPT_REFS = Prepared(
+    lambda d: (
+        select(*(_ATTEMPTS.c[name] for name in AttemptRef._fields))
+        .where(*_attempts_where(d))
+        .order_by(_ATTEMPTS.c.nonce, _ATTEMPTS.c.id)
+    )
+)
+
+
+class SignedRaw(NamedTuple):
+    """An attempt to broadcast: its ids and signed bytes."""
+
+    id: int
+    withdrawal_id: int
+    raw_tx: str
+
+
+_SIGNED_RAW = Prepared(
+    lambda d: (
+        select(*(_ATTEMPTS.c[name] for name in SignedRaw._fields))
+        .where(*_attempts_where(d))
+        .order_by(_ATTEMPTS.c.nonce, _ATTEMPTS.c.id)
+    )
+)
+
+
+async def raw_in(
+    session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str
+) -> list[SignedRaw]:
+    """The attempts of ``sender`` in ``states``, nonce order: ids and signed bytes only
+    (what a broadcast needs, without loading ORM objects)."""
+    found = await rows(
+        session,
+        _SIGNED_RAW,
+        {"chain_id": chain_id, "states": ValueList(states), "sender": sender},
+    )
+    return [SignedRaw._make(row) for row in found]
 
 
 async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttempt]:
@@ -409,26 +486,37 @@ async def mark_broadcast(
     moved: list[int] = []
     owners: list[int] = []
     for chunk in _chunks(attempt_ids):
-        rows = await session.execute(
-            update(TxAttempt)
-            .where(TxAttempt.id.in_(chunk))
-            .where(TxAttempt.state == A.SIGNED.value)
-            .values(state=A.BROADCAST.value, broadcast_at=now, broadcast_block=head, updated_at=now)
-            .returning(TxAttempt.id, TxAttempt.withdrawal_id)
-            .execution_options(synchronize_session=False)
-        )
-        for attempt_id, withdrawal_id in rows.all():
+        params = {"ids": ValueList(chunk), "now": now, "head": head}
+        for attempt_id, withdrawal_id in await rows(session, _ATTEMPTS_BROADCAST, params):
             moved.append(int(attempt_id))
             owners.append(int(withdrawal_id))
     for chunk in _chunks(owners):
-        await session.execute(
-            update(Withdrawal)
-            .where(Withdrawal.id.in_(chunk))
-            .where(Withdrawal.state == W.SIGNED.value)
-            .values(state=W.BROADCAST.value, reason=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        await run(session, _WITHDRAWALS_BROADCAST, {"ids": ValueList(chunk), "now": now})
     return moved
+
+
+_ATTEMPTS_BROADCAST = Prepared(
+    lambda d: (
+        update(_ATTEMPTS)
+        .where(_ids_in(d, _ATTEMPTS))
+        .where(_ATTEMPTS.c.state == A.SIGNED.value)
+        .values(
+            state=A.BROADCAST.value,
+            broadcast_at=bindparam("now", type_=_ATTEMPTS.c.broadcast_at.type),
+            broadcast_block=bindparam("head", type_=_ATTEMPTS.c.broadcast_block.type),
+            updated_at=_now(_ATTEMPTS),
+        )
+        .returning(_ATTEMPTS.c.id, _ATTEMPTS.c.withdrawal_id)
+    )
+)
+_WITHDRAWALS_BROADCAST = Prepared(
+    lambda d: (
+        update(_WITHDRAWALS)
+        .where(_ids_in(d, _WITHDRAWALS))
+        .where(_WITHDRAWALS.c.state == W.SIGNED.value)
+        .values(state=W.BROADCAST.value, reason=None, updated_at=_now(_WITHDRAWALS))
+    )
+)
 
 
 class Receipt(NamedTuple):
@@ -457,19 +545,12 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
     check_withdrawal(W.BROADCAST, W.CONFIRMING)
     if not receipts:
         return 0
-    attempts = cast(Table, TxAttempt.__table__)
-    withdrawals = cast(Table, Withdrawal.__table__)
     # Every attempt of the withdrawals concerned: its withdrawal, state and hash.
     owner: dict[int, tuple[int, str]] = {}  # attempt id -> (withdrawal id, tx hash)
     state: dict[int, str] = {}
     siblings: dict[int, list[int]] = {}
     for chunk in _chunks({r.withdrawal_id for r in receipts}):
-        family = await session.execute(
-            select(
-                attempts.c.id, attempts.c.withdrawal_id, attempts.c.state, attempts.c.tx_hash
-            ).where(attempts.c.withdrawal_id.in_(chunk))
-        )
-        for i, w, st, h in family.all():
+        for i, w, st, h in await rows(session, _FAMILY, {"ids": ValueList(chunk)}):
             owner[int(i)] = (int(w), str(h))
             state[int(i)] = str(st)
             siblings.setdefault(int(w), []).append(int(i))
@@ -506,44 +587,67 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
                 state[sibling] = A.DROPPED.value
                 dropped.append(sibling)
     if mined:
-        await session.execute(
-            update(attempts)
-            .where(attempts.c.id == bindparam("a_id"))
-            # Equalities, not IN: an expanding IN list cannot go into an executemany.
-            .where(or_(*(attempts.c.state == st for st in MINABLE_ATTEMPTS)))
-            .values(
-                state=A.MINED.value,
-                block_number=bindparam("a_block"),
-                block_hash=bindparam("a_hash"),
-                status=bindparam("a_status"),
-                updated_at=now,
-            ),
-            mined,
-        )
-        into_confirming = or_(
-            withdrawals.c.state == W.SIGNED.value, withdrawals.c.state == W.BROADCAST.value
-        )
-        await session.execute(
-            update(withdrawals)
-            .where(withdrawals.c.id == bindparam("w_id"))
-            .values(
-                state=case((into_confirming, W.CONFIRMING.value), else_=withdrawals.c.state),
-                reason=case((into_confirming, None), else_=withdrawals.c.reason),
-                tx_hash=bindparam("w_hash"),
-                block_number=bindparam("w_block"),
-                confirmations=bindparam("w_conf"),
-                updated_at=now,
-            ),
-            moved,
-        )
+        conn = await connection(session)
+        dialect = conn.dialect.name
+        for row in mined:
+            row["now"] = now
+        for row in moved:
+            row["now"] = now
+        await conn.execute(_MINED.statement(dialect), mined)
+        await conn.execute(_CONFIRMING.statement(dialect), moved)
     for chunk in _chunks(dropped):
-        await session.execute(
-            update(attempts)
-            .where(attempts.c.id.in_(chunk))
-            .where(attempts.c.state.in_(DROPPABLE_ATTEMPTS))
-            .values(state=A.DROPPED.value, updated_at=now)
-        )
+        await run(session, _DROPPED, {"ids": ValueList(chunk), "now": now})
     return len(mined)
+
+
+_FAMILY = Prepared(
+    lambda d: select(
+        *(_ATTEMPTS.c[name] for name in ("id", "withdrawal_id", "state", "tx_hash"))
+    ).where(_ids_in(d, _ATTEMPTS, "withdrawal_id"))
+)
+_MINED = Prepared(
+    lambda _d: (
+        update(_ATTEMPTS)
+        .where(_ATTEMPTS.c.id == bindparam("a_id"))
+        # Equalities, not IN: an expanding IN list cannot go into an executemany.
+        .where(or_(*(_ATTEMPTS.c.state == st for st in MINABLE_ATTEMPTS)))
+        .values(
+            state=A.MINED.value,
+            block_number=bindparam("a_block"),
+            block_hash=bindparam("a_hash"),
+            status=bindparam("a_status"),
+            updated_at=_now(_ATTEMPTS),
+        )
+    )
+)
+
+
+def _build_confirming(_dialect: str) -> Update:
+    w = _WITHDRAWALS.c
+    into_confirming = or_(w.state == W.SIGNED.value, w.state == W.BROADCAST.value)
+    return (
+        update(_WITHDRAWALS)
+        .where(w.id == bindparam("w_id"))
+        .values(
+            state=case((into_confirming, W.CONFIRMING.value), else_=w.state),
+            reason=case((into_confirming, None), else_=w.reason),
+            tx_hash=bindparam("w_hash"),
+            block_number=bindparam("w_block"),
+            confirmations=bindparam("w_conf"),
+            updated_at=_now(_WITHDRAWALS),
+        )
+    )
+
+
+_CONFIRMING = Prepared(_build_confirming)
+_DROPPED = Prepared(
+    lambda d: (
+        update(_ATTEMPTS)
+        .where(_ids_in(d, _ATTEMPTS))
+        .where(or_(*(_ATTEMPTS.c.state == st for st in DROPPABLE_ATTEMPTS)))
+        .values(state=A.DROPPED.value, updated_at=_now(_ATTEMPTS))
+    )
+)
 
 
 async def insert_attempts(session: AsyncSession, attempts: Sequence[TxAttempt]) -> None:
@@ -564,19 +668,27 @@ async def set_confirmations(
 ) -> None:
     """``confirmations = head - block_number + 1`` (0 above the head) for these
     withdrawals, in one statement per chunk, touching only rows whose count changed."""
-    count = case(
-        (Withdrawal.block_number.is_(None), 0),
-        (Withdrawal.block_number > head, 0),
-        else_=head - Withdrawal.block_number + 1,
-    )
     for chunk in _chunks(withdrawal_ids):
-        await session.execute(
-            update(Withdrawal)
-            .where(Withdrawal.id.in_(chunk))
-            .where(Withdrawal.confirmations != count)
-            .values(confirmations=count)
-            .execution_options(synchronize_session=False)
-        )
+        await run(session, _CONFIRMATIONS, {"ids": ValueList(chunk), "head": head})
+
+
+def _build_confirmations(dialect: str) -> Update:
+    w = _WITHDRAWALS.c
+    head = bindparam("head", type_=w.block_number.type)
+    count = case(
+        (w.block_number.is_(None), 0),
+        (w.block_number > head, 0),
+        else_=head - w.block_number + 1,
+    )
+    return (
+        update(_WITHDRAWALS)
+        .where(_ids_in(dialect, _WITHDRAWALS))
+        .where(w.confirmations != count)
+        .values(confirmations=count)
+    )
+
+
+_CONFIRMATIONS = Prepared(_build_confirmations)
 
 
 class Settled(NamedTuple):
@@ -600,57 +712,59 @@ async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> li
     check_withdrawal(W.CONFIRMING, W.COMPLETED)
     now = utcnow()
     paid: dict[int, str] = {}
-    confirming = select(Withdrawal.id).where(Withdrawal.state == W.CONFIRMING.value)
     for chunk in _chunks(attempt_ids):
-        rows = await session.execute(
-            update(TxAttempt)
-            .where(TxAttempt.id.in_(chunk))
-            .where(TxAttempt.state == A.MINED.value, TxAttempt.status == 1)
-            .where(TxAttempt.withdrawal_id.in_(confirming.scalar_subquery()))
-            .values(state=A.CONFIRMED.value, updated_at=now)
-            .returning(TxAttempt.withdrawal_id, TxAttempt.tx_hash)
-            .execution_options(synchronize_session=False)
-        )
-        paid.update({int(w): str(h) for w, h in rows.all()})
+        confirmed = await rows(session, _CONFIRMED, {"ids": ValueList(chunk), "now": now})
+        paid.update({int(w): str(h) for w, h in confirmed})
     if not paid:
         return []
-    # The paying attempt's hash, per withdrawal, from the rows just confirmed.
-    paid_hash = (
-        select(TxAttempt.tx_hash)
-        .where(
-            TxAttempt.withdrawal_id == Withdrawal.id,
-            TxAttempt.state == A.CONFIRMED.value,
-            TxAttempt.status == 1,
-        )
-        .order_by(TxAttempt.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     out: list[Settled] = []
     for chunk in _chunks(paid):
-        rows = await session.execute(
-            update(Withdrawal)
-            .where(Withdrawal.id.in_(chunk))
-            .where(Withdrawal.state == W.CONFIRMING.value)
-            .values(state=W.COMPLETED.value, tx_hash=paid_hash, reason=None, updated_at=now)
-            .returning(
-                Withdrawal.id,
-                Withdrawal.account,
-                Withdrawal.asset,
-                Withdrawal.ledger_amount,
-                Withdrawal.fee,
-                Withdrawal.chain_id,
-                Withdrawal.tx_hash,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        out.extend(Settled._make(r) for r in rows.all())
+        completed = await rows(session, _COMPLETED, {"ids": ValueList(chunk), "now": now})
+        out.extend(Settled._make(r) for r in completed)
     if len(out) != len(paid) or any(w.tx_hash != paid[w.id] for w in out):
         raise RuntimeError(
             f"completing {len(paid)} paid withdrawals moved {len(out)}: a withdrawal "
             "changed state meanwhile; the tick is rolled back and retried"
         )
     return sorted(out)
+
+
+def _build_confirmed(dialect: str) -> Update:
+    a, w = _ATTEMPTS.c, _WITHDRAWALS.c
+    confirming = select(w.id).where(w.state == W.CONFIRMING.value)
+    return (
+        update(_ATTEMPTS)
+        .where(_ids_in(dialect, _ATTEMPTS))
+        .where(a.state == A.MINED.value, a.status == 1)
+        .where(a.withdrawal_id.in_(confirming.scalar_subquery()))
+        .values(state=A.CONFIRMED.value, updated_at=_now(_ATTEMPTS))
+        .returning(a.withdrawal_id, a.tx_hash)
+    )
+
+
+def _build_completed(dialect: str) -> Update:
+    a, w = _ATTEMPTS.c, _WITHDRAWALS.c
+    # The paying attempt's hash, per withdrawal, from the rows just confirmed.
+    paid_hash = (
+        select(a.tx_hash)
+        .where(a.withdrawal_id == w.id, a.state == A.CONFIRMED.value, a.status == 1)
+        .order_by(a.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        update(_WITHDRAWALS)
+        .where(_ids_in(dialect, _WITHDRAWALS))
+        .where(w.state == W.CONFIRMING.value)
+        .values(
+            state=W.COMPLETED.value, tx_hash=paid_hash, reason=None, updated_at=_now(_WITHDRAWALS)
+        )
+        .returning(*(w[name] for name in Settled._fields))
+    )
+
+
+_CONFIRMED = Prepared(_build_confirmed)
+_COMPLETED = Prepared(_build_completed)
 
 
 async def stuck_attempts(
@@ -756,6 +870,58 @@ async def nonce_row(
     session: AsyncSession, chain_id: int, address: str, *, lock: bool = False
 ) -> SenderNonce | None:
     return await session.get(SenderNonce, (chain_id, address), with_for_update=lock)
+
+
+async def next_nonce(
+    session: AsyncSession, chain_id: int, address: str, *, lock: bool = False
+) -> int | None:
+    """The stored next nonce (the row locked on PostgreSQL with ``lock``), or None."""
+    value = (
+        await run(
+            session,
+            _NEXT_NONCE_LOCKED if lock else _NEXT_NONCE,
+            {"chain_id": chain_id, "address": address},
+        )
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def _build_next_nonce(dialect: str, lock: bool) -> Select[Any]:
+    c = _NONCES.c
+    stmt = select(c.next_nonce).where(
+        c.chain_id == bindparam("chain_id"), c.address == bindparam("address")
+    )
+    return stmt.with_for_update() if lock and dialect == "postgresql" else stmt
+
+
+_NEXT_NONCE = Prepared(lambda d: _build_next_nonce(d, lock=False))
+_NEXT_NONCE_LOCKED = Prepared(lambda d: _build_next_nonce(d, lock=True))
+_TAKE_NONCES = Prepared(
+    lambda _d: (
+        update(_NONCES)
+        .where(
+            _NONCES.c.chain_id == bindparam("w_chain_id"),
+            _NONCES.c.address == bindparam("w_address"),
+        )
+        .values(
+            next_nonce=_NONCES.c.next_nonce + bindparam("count", type_=_NONCES.c.next_nonce.type),
+            updated_at=_now(_NONCES),
+        )
+        .returning(_NONCES.c.next_nonce)
+    )
+)
+
+
+async def take_nonces(session: AsyncSession, chain_id: int, address: str, count: int) -> int:
+    """:func:`reserve_nonces` in one statement, for a caller that read (and on
+    PostgreSQL locked) the row with :func:`next_nonce` in this transaction; returns the
+    first nonce taken. Nothing is loaded into the session (an ORM ``SenderNonce`` it
+    holds keeps its loaded value)."""
+    params = {"w_chain_id": chain_id, "w_address": address, "count": count, "now": utcnow()}
+    value = (await run(session, _TAKE_NONCES, params)).scalar()
+    if value is None:
+        raise LookupError(f"no nonce row for {address} on chain {chain_id}: sync first")
+    return int(value) - count
 
 
 async def set_next_nonce(session: AsyncSession, chain_id: int, address: str, value: int) -> None:
