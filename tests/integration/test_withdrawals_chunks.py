@@ -4,6 +4,7 @@ withdrawals cross several chunk boundaries; on a real anvil with the real vault.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,87 @@ async def test_while_requests_come_in_the_chunks_are_smaller(
     async with app.sessions() as s:
         states = {(await repo.get(s, i)).state for i in ids}  # type: ignore[union-attr]
     assert states == {"completed"}
+
+
+async def test_a_chunk_is_broadcast_while_the_next_one_is_signed_one_broadcast_at_a_time(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's answer to a chunk's broadcast is awaited while the next chunk is
+    signed and persisted (the node is made slow to answer, so the overlap shows): the
+    next persist starts before the broadcast ends; broadcasts never overlap each other,
+    and all ten are paid once with contiguous nonces."""
+    ids, _ = await request_withdrawals(app, deployment, chain_w3)
+    s_ = sender(app)
+    real_persist, real_broadcast = s_._persist, s_.broadcast_signed
+    events: list[tuple[str, str]] = []
+    running = 0
+    most = 0
+
+    async def persist(*args: Any, **kwargs: Any) -> bool:
+        events.append(("persist", "start"))
+        return await real_persist(*args, **kwargs)
+
+    async def broadcast() -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        events.append(("broadcast", "start"))
+        try:
+            await asyncio.sleep(0.05)  # a node slow to answer
+            return await real_broadcast()
+        finally:
+            events.append(("broadcast", "end"))
+            running -= 1
+
+    monkeypatch.setattr(s_, "_persist", persist)
+    monkeypatch.setattr(s_, "broadcast_signed", broadcast)
+    assert await s_.sign_ready() == N
+    assert most == 1
+    # The second chunk's persist started before the first chunk's broadcast ended (one
+    # after the other, the broadcast would end before the next persist starts).
+    second_persist = [i for i, e in enumerate(events) if e == ("persist", "start")][1]
+    assert second_persist < events.index(("broadcast", "end")), events
+
+    monkeypatch.setattr(s_, "broadcast_signed", real_broadcast)
+    await run_pipeline(app, chain_w3, rounds=4)
+    await mine(chain_w3, 2)
+    await tracker(app).tick()
+    async with app.sessions() as s:
+        states = [(await repo.get(s, i)).state for i in ids]  # type: ignore[union-attr]
+        nonces = sorted([a.nonce for i in ids for a in await repo.attempts_of(s, i)])
+    assert states == ["completed"] * N
+    assert nonces == list(range(nonces[0], nonces[0] + N))
+
+
+async def test_a_failing_chunk_stops_the_broadcast_in_flight_and_the_next_tick_sends_it(
+    app: App, deployment: Deployment, chain_w3: AsyncWeb3[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third chunk's transaction fails (a database fault injected): the error comes
+    out of the tick, no broadcast task is left running, and what was persisted is sent
+    by the next tick; all ten are paid once."""
+    ids, _ = await request_withdrawals(app, deployment, chain_w3)
+    s_ = sender(app)
+    real_persist = s_._persist
+    calls = 0
+
+    async def persist(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("injected: the database went away")
+        return await real_persist(*args, **kwargs)
+
+    monkeypatch.setattr(s_, "_persist", persist)
+    with pytest.raises(RuntimeError, match="injected"):
+        await s_.sign_ready()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().endswith(":broadcast")]
+
+    monkeypatch.setattr(s_, "_persist", real_persist)
+    await run_pipeline(app, chain_w3, rounds=4)
+    await mine(chain_w3, 2)
+    await tracker(app).tick()
+    async with app.sessions() as s:
+        states = [(await repo.get(s, i)).state for i in ids]  # type: ignore[union-attr]
+        nonces = sorted([a.nonce for i in ids for a in await repo.attempts_of(s, i)])
+    assert states == ["completed"] * N
+    assert nonces == list(range(nonces[0], nonces[0] + N))

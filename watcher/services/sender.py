@@ -269,42 +269,59 @@ class Sender:
             chosen.append(w)
 
         # In chunks, each signed then persisted in its own transaction and broadcast:
-        # a short hold of the writer connection each, and the node mines the first
-        # chunk while the next one is signed. The first chunk goes even if nothing was
+        # a short hold of the writer connection each. A chunk's broadcast runs while
+        # the next chunk is signed and persisted (the node's answer takes ~10 ms for a
+        # chunk, the sender would only wait for it); one broadcast at a time, so the
+        # node gets the nonces in order. The first chunk goes even if nothing was
         # chosen: it stores the queued reasons.
         done = 0
         start = 0  # the position of the chunk in ``chosen``: its nonces follow from it
-        # A queued intake batch goes first before each chunk.
-        async for chunk in self.foreground.chunks(chosen, SIGN_CHUNK, at_least_one=True):
-            signed: list[tuple[repo.Ready, int, SignedTx]] = []
-            for offset, w in enumerate(chunk):
-                nonce = first_nonce + start + offset
-                tx = build_withdraw_tx(
-                    chain_id=self.chain_id,
-                    vault=self.network.vault,
-                    w=w,
-                    nonce=nonce,
-                    gas=self.settings.gas_limit,
-                    fees=fees,
+        broadcasting: asyncio.Task[int] | None = None
+        try:
+            # A queued intake batch goes first before each chunk.
+            async for chunk in self.foreground.chunks(chosen, SIGN_CHUNK, at_least_one=True):
+                signed: list[tuple[repo.Ready, int, SignedTx]] = []
+                for offset, w in enumerate(chunk):
+                    nonce = first_nonce + start + offset
+                    tx = build_withdraw_tx(
+                        chain_id=self.chain_id,
+                        vault=self.network.vault,
+                        w=w,
+                        nonce=nonce,
+                        gas=self.settings.gas_limit,
+                        fees=fees,
+                    )
+                    signed.append((w, nonce, self.signer.sign_transaction(tx)))
+                    if offset % SIGN_SLICE == SIGN_SLICE - 1:
+                        # Let requests and DB results waiting on the event loop through.
+                        await asyncio.sleep(0)
+                # The queued reasons go with the first chunk.
+                reasons = short if start == 0 else {}
+                ids = [w.id for w in chunk] + list(reasons)
+                ok = await self._persist(
+                    signed, reasons, {i: snapshot[i] for i in ids}, first_nonce + start, fees
                 )
-                signed.append((w, nonce, self.signer.sign_transaction(tx)))
-                if offset % SIGN_SLICE == SIGN_SLICE - 1:
-                    # Let requests and DB results waiting on the event loop through.
-                    await asyncio.sleep(0)
-            # The queued reasons go with the first chunk.
-            reasons = short if start == 0 else {}
-            ids = [w.id for w in chunk] + list(reasons)
-            ok = await self._persist(
-                signed, reasons, {i: snapshot[i] for i in ids}, first_nonce + start, fees
-            )
-            if not ok:
-                break
-            done += len(signed)
-            self.last.queued += len(reasons)
-            self.last.reasons.update(reasons)
-            start += len(chunk)
-            if signed and start < len(chosen):
-                await self.broadcast_signed()
+                if not ok:
+                    break
+                done += len(signed)
+                self.last.queued += len(reasons)
+                self.last.reasons.update(reasons)
+                start += len(chunk)
+                if signed and start < len(chosen):
+                    if broadcasting is not None:
+                        await broadcasting
+                    broadcasting = asyncio.create_task(
+                        self.broadcast_signed(), name=f"{self.name}:broadcast"
+                    )
+        except BaseException:
+            # Persisted attempts are safe to leave unsent (the next tick sends them):
+            # stop the broadcast in flight, then let the error through.
+            if broadcasting is not None:
+                broadcasting.cancel()
+                await asyncio.wait([broadcasting])
+            raise
+        if broadcasting is not None:
+            await broadcasting
         self.last.signed += done
         return done
 
