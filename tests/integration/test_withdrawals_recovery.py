@@ -327,3 +327,49 @@ async def test_review_threshold_waits_for_approval(
     async with app.sessions() as s:
         approved = await repo.get(s, big["id"])
     assert approved is not None and approved.state == "completed"
+
+
+async def test_receipts_are_asked_only_for_nonces_the_node_has_mined(
+    app: App,
+    client: TestClient[Any, Any],
+    deployment: Deployment,
+    chain_w3: AsyncWeb3[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With mining off, two broadcast withdrawals sit in the node's pool: the tracker
+    reads the wallet's mined count and asks no receipt (their nonces are not below it).
+    Once mined, it asks for exactly those two and completes them."""
+    user = dev_account(2)
+    await funded(app, chain_w3, deployment, user, 1_000)
+    ids = []
+    for nonce in (1, 2):
+        _, doc = await post(
+            client, usdt_body(deployment, user, 10, nonce, Account.create().address)
+        )
+        ids.append(doc["id"])
+    track = tracker(app)
+    asked: list[str] = []
+    real_batch = track.rpc.batch
+
+    async def batch(calls: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.extend(params[0] for method, params in calls if method == "eth_getTransactionReceipt")
+        return await real_batch(calls, *args, **kwargs)
+
+    monkeypatch.setattr(track.rpc, "batch", batch)
+    await chain_w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        await sender(app).tick()
+        async with app.sessions() as s:
+            hashes = {a.tx_hash for i in ids for a in await repo.attempts_of(s, i)}
+        assert len(hashes) == 2
+        await track.tick()
+        assert asked == []
+        async with app.sessions() as s:
+            assert [(await repo.get(s, i)).state for i in ids] == ["broadcast"] * 2  # type: ignore[union-attr]
+        await mine(chain_w3)
+    finally:
+        await chain_w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    await track_rounds(app, chain_w3, 3)
+    assert set(asked) == hashes and len(asked) == 2  # asked once each, when mined
+    async with app.sessions() as s:
+        assert [(await repo.get(s, i)).state for i in ids] == ["completed"] * 2  # type: ignore[union-attr]

@@ -146,8 +146,8 @@ class Tracker:
         if self.rebroadcast_on_start:
             await self._rebroadcast_unmined()
             self.rebroadcast_on_start = False
-        unmined = await self._find_receipts(head)
-        await self._resend_next_nonce(unmined)
+        unmined, mined_count = await self._find_receipts(head)
+        await self._resend_next_nonce(unmined, mined_count)
         await self._check_consumed(unmined, head, tagged)
         await self._check_mined(head, tagged)
         await self._replace_stuck(head)
@@ -167,21 +167,35 @@ class Tracker:
         async with self.sessions() as s:
             return await repo.attempt_refs(s, self.chain_id, states, sender=self.signer.address)
 
-    async def _find_receipts(self, head: int) -> list[repo.AttemptRef]:
-        """Record the attempts that got a receipt; returns the ones still without."""
+    async def _find_receipts(self, head: int) -> tuple[list[repo.AttemptRef], int]:
+        """Record the attempts that got a receipt; returns the ones still without, and
+        how many transactions of the hot wallet the node had mined (its nonce count at
+        the latest block, read before the receipts).
+
+        A wallet's transactions are mined in nonce order, so an attempt whose nonce is
+        not below that count has no receipt yet and is not asked for: with hundreds in
+        flight most of them are in the node's pool, and asking for each receipt every
+        tick is work for the node (which is also mining them) and for the tracker."""
         attempts = await self._refs(UNMINED)
         if not attempts:
-            return []
-        receipts = await self.rpc.batch(
-            [("eth_getTransactionReceipt", [a.tx_hash]) for a in attempts]
+            return [], 0
+        mined_count = int(
+            await self.rpc.call("eth_getTransactionCount", [self.signer.address, "latest"]), 16
         )
-        found = [(a, r) for a, r in zip(attempts, receipts, strict=True) if r]
+        asked = [a for a in attempts if a.nonce < mined_count]
+        receipts = (
+            await self.rpc.batch([("eth_getTransactionReceipt", [a.tx_hash]) for a in asked])
+            if asked
+            else []
+        )
+        found = [(a, r) for a, r in zip(asked, receipts, strict=True) if r]
         # A queued intake batch goes first before each chunk.
         async for chunk in self.foreground.chunks(found, TX_CHUNK):
             await self._record_mined(chunk, head)
-        return [a for a, r in zip(attempts, receipts, strict=True) if not r]
+        with_receipt = {a.id for a, _ in found}
+        return [a for a in attempts if a.id not in with_receipt], mined_count
 
-    async def _resend_next_nonce(self, unmined: Sequence[repo.AttemptRef]) -> None:
+    async def _resend_next_nonce(self, unmined: Sequence[repo.AttemptRef], mined: int) -> None:
         """A node mines a wallet's transactions in nonce order. If the attempt holding
         the wallet's next nonce (its count of mined transactions) has waited unmined for
         ``resend_after_seconds``, the node may have lost it (a restart, a pool eviction)
@@ -191,9 +205,6 @@ class Tracker:
         if not unmined:
             self._waiting = None
             return
-        mined = int(
-            await self.rpc.call("eth_getTransactionCount", [self.signer.address, "latest"]), 16
-        )
         ids = tuple(sorted(a.id for a in unmined if a.nonce == mined))
         now = self.clock()
         if not ids:
