@@ -194,15 +194,22 @@ async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
         raise RuntimeError(f"signing {len(set(ids))} withdrawals moved {moved}: state changed")
 
 
-def _build_mark_signed(dialect: str) -> Update:
-    a, w = _ATTEMPTS.c, _WITHDRAWALS.c
-    signed_hash = (
+def _newest_attempt_hash(*where: Any) -> Any:
+    """The hash of the withdrawal's newest attempt matching ``where`` (correlated to the
+    row an ``UPDATE withdrawals`` is setting)."""
+    a = _ATTEMPTS.c
+    return (
         select(a.tx_hash)
-        .where(a.withdrawal_id == w.id, a.state == A.SIGNED.value)
+        .where(a.withdrawal_id == _WITHDRAWALS.c.id, *where)
         .order_by(a.id.desc())
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _build_mark_signed(dialect: str) -> Update:
+    a, w = _ATTEMPTS.c, _WITHDRAWALS.c
+    signed_hash = _newest_attempt_hash(a.state == A.SIGNED.value)
     return (
         update(_WITHDRAWALS)
         .where(_ids_in(dialect, _WITHDRAWALS))
@@ -745,13 +752,7 @@ def _build_confirmed(dialect: str) -> Update:
 def _build_completed(dialect: str) -> Update:
     a, w = _ATTEMPTS.c, _WITHDRAWALS.c
     # The paying attempt's hash, per withdrawal, from the rows just confirmed.
-    paid_hash = (
-        select(a.tx_hash)
-        .where(a.withdrawal_id == w.id, a.state == A.CONFIRMED.value, a.status == 1)
-        .order_by(a.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    paid_hash = _newest_attempt_hash(a.state == A.CONFIRMED.value, a.status == 1)
     return (
         update(_WITHDRAWALS)
         .where(_ids_in(dialect, _WITHDRAWALS))
