@@ -136,13 +136,13 @@ async def test_nonce_reservation_is_consecutive_and_persisted(sessions: SessionF
     address = "0x" + "55" * 20
     async with sessions.begin() as s:
         with pytest.raises(LookupError):
-            await repo.reserve_nonces(s, 31337, address, 1)
+            await repo.take_nonces(s, 31337, address, 1)
     async with sessions.begin() as s:
         await repo.set_next_nonce(s, 31337, address, 5)
     async with sessions.begin() as s:
-        assert await repo.reserve_nonces(s, 31337, address, 3) == 5
+        assert await repo.take_nonces(s, 31337, address, 3) == 5
     async with sessions.begin() as s:
-        assert await repo.reserve_nonces(s, 31337, address, 1) == 8
+        assert await repo.take_nonces(s, 31337, address, 1) == 8
     async with sessions() as s:
         stored = await repo.nonce_row(s, 31337, address)
     assert stored is not None and stored.next_nonce == 9

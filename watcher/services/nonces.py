@@ -3,7 +3,7 @@
 Guarantees across crash and restart:
 
 * A nonce is taken from the table in the same DB transaction that stores the signed
-  attempt using it (``store.withdrawals.reserve_nonces``), so a restart never signs a
+  attempt using it (``store.withdrawals.take_nonces``), so a restart never signs a
   second transaction under a nonce that a persisted one already holds, and never
   skips one silently.
 * On start and before every batch the sender signs (:meth:`NonceManager.sync`) the

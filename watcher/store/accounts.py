@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, Table, delete, select, text
+from sqlalchemy import Select, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.account import (
@@ -59,6 +59,7 @@ from watcher.store.models import (
     JournalTransaction,
     Price,
     Withdrawal,
+    table_of,
     utcnow,
 )
 from watcher.store.models import OpenOrderMargin as OpenOrderRow
@@ -128,11 +129,7 @@ async def prices(session: AsyncSession) -> tuple[dict[str, Decimal], dict[str, D
     return marks, assets
 
 
-def _table(model: type[object]) -> Table:
-    return cast(Table, model.__table__)  # type: ignore[attr-defined]
-
-
-_PRICES = Prepared(lambda _d: select(*(_table(Price).c[n] for n in ("kind", "key", "price"))))
+_PRICES = Prepared(lambda _d: select(*(table_of(Price).c[n] for n in ("kind", "key", "price"))))
 
 
 class PositionFields(NamedTuple):
@@ -154,7 +151,7 @@ class OrderFields(NamedTuple):
 
 
 def _by_account_ids(dialect: str, model: type[object], columns: Sequence[str]) -> Select[Any]:
-    table = _table(model)
+    table = table_of(model)
     return select(table.c.account_id, *(table.c[name] for name in columns)).where(
         text(any_of(dialect, f"{table.name}.account_id", "ids", "bigint[]"))
     )
@@ -163,14 +160,14 @@ def _by_account_ids(dialect: str, model: type[object], columns: Sequence[str]) -
 _BALANCES = Prepared(lambda d: _by_account_ids(d, Balance, ("asset", "wallet", "amount")))
 _POSITIONS = Prepared(
     lambda d: _by_account_ids(d, PositionRow, PositionFields._fields).order_by(
-        _table(PositionRow).c.account_id, _table(PositionRow).c.symbol
+        table_of(PositionRow).c.account_id, table_of(PositionRow).c.symbol
     )
 )
 _ORDERS = Prepared(
     lambda d: _by_account_ids(d, OpenOrderRow, OrderFields._fields).order_by(
-        _table(OpenOrderRow).c.account_id,
-        _table(OpenOrderRow).c.symbol,
-        _table(OpenOrderRow).c.margin_mode,
+        table_of(OpenOrderRow).c.account_id,
+        table_of(OpenOrderRow).c.symbol,
+        table_of(OpenOrderRow).c.margin_mode,
     )
 )
 

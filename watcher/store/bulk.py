@@ -34,7 +34,7 @@ import functools
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Select, Table, func, select, text
 from sqlalchemy.engine import Dialect
@@ -113,15 +113,13 @@ def _check_columns(table: Table, given: set[str]) -> None:
         raise ValueError(f"{table.name}: bulk insert needs a value for {col.name!r}")
 
 
-class _Plan(NamedTuple):
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-
 @functools.lru_cache(maxsize=128)
-def _plan(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Plan:
+def _processors(
+    table: Table, names: tuple[str, ...], dialect: Dialect
+) -> tuple[Callable[[Any], Any] | None, ...]:
     """The checked column list's bind processors, once per (table, columns, dialect)."""
     _check_columns(table, set(names))
-    return _Plan(tuple(processor(table, n, dialect) for n in names))
+    return tuple(processor(table, n, dialect) for n in names)
 
 
 @functools.lru_cache(maxsize=512)
@@ -154,8 +152,7 @@ async def insert_many(
     names = (*columns, *same)
     conn = await connection(session)
     dialect = conn.dialect
-    plan = _plan(table, names, dialect)
-    procs = iter(plan.processors)
+    procs = iter(_processors(table, names, dialect))
     converted = [_convert(next(procs), v) for v in columns.values()]
     for value in same.values():
         proc = next(procs)

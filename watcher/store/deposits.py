@@ -21,10 +21,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
@@ -36,7 +36,7 @@ from watcher.settings import AssetConfig, NetworkConfig, Settings
 from watcher.store.bulk import insert_many
 from watcher.store.ledger import post
 from watcher.store.ledger_batch import Pair, post_pairs
-from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, utcnow
+from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, table_of, utcnow
 
 log = logging.getLogger("watcher.store.deposits")
 
@@ -243,7 +243,7 @@ async def record_logs(
             credit_tx[i] = ids[pair.ref]
     out.new = await insert_many(
         session,
-        cast(Table, Deposit.__table__),
+        table_of(Deposit),
         {
             "tx_hash": [d.tx_hash for d in fresh],
             "log_index": [d.log_index for d in fresh],

@@ -16,14 +16,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-from sqlalchemy import Executable, Table, select, text, update
+from sqlalchemy import Executable, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import Leg, TxKind, check_balanced
-from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
+from watcher.store.models import (
+    Account,
+    Balance,
+    JournalEntry,
+    JournalTransaction,
+    table_of,
+    utcnow,
+)
 from watcher.store.prepared import Prepared, ValueList, any_of, run
 
 
@@ -132,7 +139,7 @@ async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str,
 
 
 def _build_bump(dialect: str) -> Executable:
-    accounts = cast(Table, Account.__table__)
+    accounts = table_of(Account)
     c = accounts.c
     return (
         update(accounts)

@@ -41,9 +41,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-from sqlalchemy import Table, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
@@ -51,7 +51,14 @@ from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, ch
 from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.keys import KeyColumn, by_keys, keys_params, select_by_keys
 from watcher.store.ledger import create_accounts, dialect_name
-from watcher.store.models import Account, Balance, JournalEntry, JournalTransaction, utcnow
+from watcher.store.models import (
+    Account,
+    Balance,
+    JournalEntry,
+    JournalTransaction,
+    table_of,
+    utcnow,
+)
 from watcher.store.prepared import Prepared, ValueList, any_of, rows
 
 _CHUNK = 5000  # IN-list size: under SQLite's and asyncpg's 32,767 parameters
@@ -73,10 +80,6 @@ class Posting:
     memo: str = ""
 
 
-def _table(model: type[object]) -> Table:
-    return cast(Table, model.__table__)  # type: ignore[attr-defined]
-
-
 async def existing_refs(session: AsyncSession, refs: Sequence[str]) -> dict[str, int]:
     """{ref: journal transaction id} for the refs that are already posted.
 
@@ -95,7 +98,7 @@ _REFS = Prepared(
     )
 )
 _ACCOUNT_IDS = Prepared(
-    lambda d: select(_table(Account).c.key, _table(Account).c.id).where(
+    lambda d: select(table_of(Account).c.key, table_of(Account).c.id).where(
         text(any_of(d, "accounts.key", "keys", "text[]"))
     )
 )
@@ -240,7 +243,7 @@ async def _write(
     accounts = {k: known[k] for k in keys if k in known} if known else {}
     if len(accounts) < len(keys):
         accounts.update(await account_ids(session, sorted(keys - accounts.keys())))
-    tx_ids = await reserve_ids(session, _table(JournalTransaction), len(cols.refs))
+    tx_ids = await reserve_ids(session, table_of(JournalTransaction), len(cols.refs))
     entry_tx = [tx_ids[i] for i in cols.tx]
     entry_account = [accounts[k] for k in cols.account]
     deltas: dict[BalanceKey, int] = defaultdict(int)
@@ -251,7 +254,7 @@ async def _write(
 
     await insert_many(
         session,
-        _table(JournalTransaction),
+        table_of(JournalTransaction),
         {
             "id": tx_ids,
             "kind": cols.kinds,
@@ -263,7 +266,7 @@ async def _write(
     )
     await insert_many(
         session,
-        _table(JournalEntry),
+        table_of(JournalEntry),
         {
             "transaction_id": entry_tx,
             "account_id": entry_account,
@@ -294,7 +297,7 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     # locks in sorted key order (like ledger.post) and two posters cannot deadlock.
     await insert_many(
         session,
-        _table(Balance),
+        table_of(Balance),
         {
             "account_id": [k[0] for k in keys],
             "asset": [k[1] for k in keys],
@@ -310,7 +313,7 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
     identity = session.sync_session.identity_map
     held = [k for k in keys if identity_key(Balance, k) in identity]
     if held:
-        table = _table(Balance)
+        table = table_of(Balance)
         stmt = by_keys(dialect, "balances", _BALANCE_KEY, list(table.c.keys()))
         await session.execute(
             select(Balance)
@@ -323,7 +326,7 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
 async def _read_balances(
     session: AsyncSession, keys: Sequence[BalanceKey]
 ) -> dict[BalanceKey, int]:
-    c = _table(Balance).c
+    c = table_of(Balance).c
     rows = await select_by_keys(
         session, "balances", _BALANCE_KEY, [c.account_id, c.asset, c.wallet, c.amount], keys
     )

@@ -77,20 +77,31 @@ _CONNECTION = "watcher.prepared.connection"
 
 
 async def run(
-    session: AsyncSession, prepared: Prepared, params: Mapping[str, Any] | None = None
+    session: AsyncSession,
+    prepared: Prepared,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
 ) -> CursorResult[Any]:
-    """Execute ``prepared`` on the session's connection, in its transaction. Pending
-    ORM changes of the session are flushed first (as the ORM's autoflush would)."""
+    """Execute ``prepared`` on the session's connection, in its transaction (a list of
+    parameter sets: once per set, the driver's executemany). Pending ORM changes of the
+    session are flushed first (as the ORM's autoflush would)."""
     if session.new or session.deleted or session.dirty:
         await session.flush()
     conn = await connection(session)
     dialect = conn.dialect.name
+    stmt = prepared.statement(dialect)
+    if isinstance(params, Sequence):
+        return await conn.execute(stmt, [_bound(dialect, p) for p in params])
+    return await conn.execute(stmt, _bound(dialect, params or {}))
+
+
+def _bound(dialect: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each :class:`ValueList` in the dialect's form."""
     bound: dict[str, Any] = {}
-    for name, value in (params or {}).items():
+    for name, value in params.items():
         if isinstance(value, ValueList):
             value = list(value) if dialect == "postgresql" else json.dumps(list(value))
         bound[name] = value
-    return await conn.execute(prepared.statement(dialect), bound)
+    return bound
 
 
 async def rows(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Select, Table, Update, bindparam, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,8 +32,8 @@ from watcher.store import ledger
 from watcher.store.bulk import insert_many, reserve_ids
 from watcher.store.keys import KeyColumn, select_by_keys
 from watcher.store.ledger_batch import Posting, post_many
-from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, utcnow
-from watcher.store.prepared import Prepared, ValueList, any_of, connection, rows, run
+from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, table_of, utcnow
+from watcher.store.prepared import Prepared, ValueList, any_of, rows, run
 
 W = WithdrawalState
 A = AttemptState
@@ -48,9 +48,9 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
         yield wanted[start : start + _CHUNK]
 
 
-_ATTEMPTS = cast(Table, TxAttempt.__table__)
-_WITHDRAWALS = cast(Table, Withdrawal.__table__)
-_NONCES = cast(Table, SenderNonce.__table__)
+_ATTEMPTS = table_of(TxAttempt)
+_WITHDRAWALS = table_of(Withdrawal)
+_NONCES = table_of(SenderNonce)
 
 
 def _ids_in(dialect: str, table: Table, column: str = "id", param: str = "ids") -> Any:
@@ -101,7 +101,7 @@ async def find_by_account_nonces(
         session,
         "withdrawals",
         _ACCOUNT_NONCE,
-        [cast(Table, Withdrawal.__table__).c.id],
+        [_WITHDRAWALS.c.id],
         [(account, str(nonce)) for account, nonce in pairs],
     )
     if not ids:
@@ -287,30 +287,8 @@ class AttemptRef(NamedTuple):
 async def attempt_refs(
     session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str
 ) -> list[AttemptRef]:
-    found = await rows(
-        session,
-        _ATTEMPT_REFS,
-        {"chain_id": chain_id, "states": ValueList(states), "sender": sender},
-    )
+    found = await _by_state(session, _ATTEMPT_REFS, chain_id, states, sender)
     return [AttemptRef._make(row) for row in found]
-
-
-def _attempts_where(dialect: str) -> Any:
-    c = _ATTEMPTS.c
-    return (
-        c.chain_id == bindparam("chain_id"),
-        text(any_of(dialect, "tx_attempts.state", "states", "text[]")),
-        c.sender == bindparam("sender"),
-    )
-
-
-_ATTEMPT_REFS = Prepared(
-    lambda d: (
-        select(*(_ATTEMPTS.c[name] for name in AttemptRef._fields))
-        .where(*_attempts_where(d))
-        .order_by(_ATTEMPTS.c.nonce, _ATTEMPTS.c.id)
-    )
-)
 
 
 class SignedRaw(NamedTuple):
@@ -321,26 +299,42 @@ class SignedRaw(NamedTuple):
     raw_tx: str
 
 
-_SIGNED_RAW = Prepared(
-    lambda d: (
-        select(*(_ATTEMPTS.c[name] for name in SignedRaw._fields))
-        .where(*_attempts_where(d))
-        .order_by(_ATTEMPTS.c.nonce, _ATTEMPTS.c.id)
-    )
-)
-
-
 async def raw_in(
     session: AsyncSession, chain_id: int, states: Sequence[str], *, sender: str
 ) -> list[SignedRaw]:
     """The attempts of ``sender`` in ``states``, nonce order: ids and signed bytes only
     (what a broadcast needs, without loading ORM objects)."""
-    found = await rows(
-        session,
-        _SIGNED_RAW,
-        {"chain_id": chain_id, "states": ValueList(states), "sender": sender},
-    )
+    found = await _by_state(session, _SIGNED_RAW, chain_id, states, sender)
     return [SignedRaw._make(row) for row in found]
+
+
+def _attempts_by_state(columns: Sequence[str]) -> Prepared:
+    """``columns`` of one sender's attempts in some states on a chain, nonce order."""
+
+    def build(dialect: str) -> Select[Any]:
+        c = _ATTEMPTS.c
+        return (
+            select(*(c[name] for name in columns))
+            .where(
+                c.chain_id == bindparam("chain_id"),
+                text(any_of(dialect, "tx_attempts.state", "states", "text[]")),
+                c.sender == bindparam("sender"),
+            )
+            .order_by(c.nonce, c.id)
+        )
+
+    return Prepared(build)
+
+
+_ATTEMPT_REFS = _attempts_by_state(AttemptRef._fields)
+_SIGNED_RAW = _attempts_by_state(SignedRaw._fields)
+
+
+async def _by_state(
+    session: AsyncSession, prepared: Prepared, chain_id: int, states: Sequence[str], sender: str
+) -> Sequence[Any]:
+    params = {"chain_id": chain_id, "states": ValueList(states), "sender": sender}
+    return await rows(session, prepared, params)
 
 
 async def attempts_of(session: AsyncSession, withdrawal_id: int) -> list[TxAttempt]:
@@ -417,7 +411,7 @@ async def new_ids(session: AsyncSession, count: int) -> list[int]:
     the highest id (the transaction holds the single writer lock since ``BEGIN
     IMMEDIATE``, so no other writer can take them before the commit). An id is also
     the vault's on-chain withdrawal id, so it is never reused."""
-    return await reserve_ids(session, cast(Table, Withdrawal.__table__), count)
+    return await reserve_ids(session, _WITHDRAWALS, count)
 
 
 _NEW_COLUMNS = (
@@ -458,7 +452,7 @@ async def insert_new(session: AsyncSession, rows: Sequence[Withdrawal]) -> None:
         w.confirmations = w.confirmations or 0
         w.created_at = w.created_at or now
         w.updated_at = w.updated_at or now
-    table = cast(Table, Withdrawal.__table__)
+    table = _WITHDRAWALS
     await insert_many(session, table, {c: [getattr(w, c) for w in rows] for c in _NEW_COLUMNS})
 
 
@@ -579,6 +573,7 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
                 "a_block": r.block_number,
                 "a_hash": r.block_hash,
                 "a_status": r.status,
+                "now": now,
             }
         )
         moved.append(
@@ -587,6 +582,7 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
                 "w_hash": tx_hash,
                 "w_block": r.block_number,
                 "w_conf": confirmations(head, r.block_number),
+                "now": now,
             }
         )
         for sibling in siblings[withdrawal_id]:
@@ -594,14 +590,8 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
                 state[sibling] = A.DROPPED.value
                 dropped.append(sibling)
     if mined:
-        conn = await connection(session)
-        dialect = conn.dialect.name
-        for row in mined:
-            row["now"] = now
-        for row in moved:
-            row["now"] = now
-        await conn.execute(_MINED.statement(dialect), mined)
-        await conn.execute(_CONFIRMING.statement(dialect), moved)
+        await run(session, _MINED, mined)
+        await run(session, _CONFIRMING, moved)
     for chunk in _chunks(dropped):
         await run(session, _DROPPED, {"ids": ValueList(chunk), "now": now})
     return len(mined)
@@ -662,7 +652,7 @@ async def insert_attempts(session: AsyncSession, attempts: Sequence[TxAttempt]) 
     if not attempts:
         return
     now = utcnow()
-    table = cast(Table, TxAttempt.__table__)
+    table = _ATTEMPTS
     columns = [c.name for c in table.c if c.name != "id"]
     for a in attempts:
         a.created_at = a.created_at or now
@@ -914,10 +904,11 @@ _TAKE_NONCES = Prepared(
 
 
 async def take_nonces(session: AsyncSession, chain_id: int, address: str, count: int) -> int:
-    """:func:`reserve_nonces` in one statement, for a caller that read (and on
-    PostgreSQL locked) the row with :func:`next_nonce` in this transaction; returns the
-    first nonce taken. Nothing is loaded into the session (an ORM ``SenderNonce`` it
-    holds keeps its loaded value)."""
+    """Take ``count`` consecutive nonces in the caller's transaction, in one statement;
+    returns the first. The row must exist (the nonce manager creates it when it syncs
+    on start); a caller that checks the stored value first reads (and on PostgreSQL
+    locks) it with :func:`next_nonce` in the same transaction. Nothing is loaded into
+    the session (an ORM ``SenderNonce`` it holds keeps its loaded value)."""
     params = {"w_chain_id": chain_id, "w_address": address, "count": count, "now": utcnow()}
     value = (await run(session, _TAKE_NONCES, params)).scalar()
     if value is None:
@@ -933,16 +924,3 @@ async def set_next_nonce(session: AsyncSession, chain_id: int, address: str, val
         row.next_nonce = value
         row.updated_at = utcnow()
     await session.flush()
-
-
-async def reserve_nonces(session: AsyncSession, chain_id: int, address: str, count: int) -> int:
-    """Take ``count`` consecutive nonces in the caller's transaction; returns the first.
-    The row must exist (the nonce manager creates it when it syncs on start)."""
-    row = await nonce_row(session, chain_id, address, lock=True)
-    if row is None:
-        raise LookupError(f"no nonce row for {address} on chain {chain_id}: sync first")
-    first = row.next_nonce
-    row.next_nonce = first + count
-    row.updated_at = utcnow()
-    await session.flush()
-    return first
