@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test check lint typecheck contracts bench bench-deposits bench-withdrawals clean test-pg
+.PHONY: setup run test check lint typecheck contracts bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -66,6 +66,10 @@ bench-deposits: setup
 
 bench-withdrawals: setup
 	$(BIN)/python bench/withdrawals.py
+
+# What anvil can mine of a stream of withdrawals arriving at the intake's rate (no daemon).
+bench-anvil-stream: setup
+	$(BIN)/python bench/anvil_stream.py
 
 # The suite against a throwaway local PostgreSQL as well (what CI does).
 test-pg: setup

@@ -16,6 +16,9 @@
    behind does not hide the wait), and we wait until they are completed too. A closed
    loop at saturation measures queueing (32 connections / throughput, Little's law); a
    latency target is about a load, so the target's p99 is this phase's.
+   The daemon's CPU time over the saturation phase, per withdrawal, is printed with the
+   end-to-end rate and ratio it allows at best: ``watcher run`` is one process, so that
+   work is serial whatever the chain and the client overlap with it.
 3. Floor: N ``vault.withdraw`` transactions pre-signed by the hot key, sent with
    ``eth_sendRawTransaction`` in JSON-RPC batches of 200, each batch's receipts awaited
    before the next (the fastest way found to get N transactions mined on anvil), on a
@@ -183,13 +186,18 @@ class CpuMeter:
         self.start = time.perf_counter()
         self.used = {name: cpu_seconds(pid) for name, pid in pids.items()}
 
+    def seconds(self, name: str) -> float | None:
+        """CPU seconds the process used since the meter started (None if unknown)."""
+        before, after = self.used[name], cpu_seconds(self.pids[name])
+        return None if before is None or after is None else after - before
+
     def report(self) -> str:
         wall = time.perf_counter() - self.start
         shares = []
-        for name, pid in self.pids.items():
-            before, after = self.used[name], cpu_seconds(pid)
-            if before is not None and after is not None:
-                shares.append(f"{name} {100 * (after - before) / wall:.0f}%")
+        for name in self.pids:
+            used = self.seconds(name)
+            if used is not None:
+                shares.append(f"{name} {100 * used / wall:.0f}%")
         return ", ".join(shares) + f" of one core ({os.cpu_count()} cores)" if shares else "n/a"
 
 
@@ -273,34 +281,41 @@ class FloorStuck(Exception):
     """A floor run whose transactions anvil did not mine (that run does not count)."""
 
 
+async def presign(
+    http: aiohttp.ClientSession, url: str, vault: str, token: str, chain_id: int, n: int
+) -> tuple[int, list[str], list[str]]:
+    """N ``vault.withdraw`` transactions signed by the hot key with consecutive nonces
+    from its pending count: (first nonce, raw transactions, their hashes)."""
+    signer = HotSigner(dev_account(1))
+    nonce = int(await rpc(http, url, "eth_getTransactionCount", [signer.address, "pending"]), 16)
+    block = await rpc(http, url, "eth_getBlockByNumber", ["latest", False])
+    base = int(block["baseFeePerGas"], 16)
+    raws, hashes = [], []
+    dest = Account.create().address
+    for i in range(n):
+        tx = {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": nonce + i,
+            "to": vault,
+            "value": 0,
+            "data": withdraw_calldata(10**12 + i, token, dest, 10**18),
+            "gas": 200_000,
+            "maxFeePerGas": 2 * base + 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+        signed = signer.sign_transaction(tx)
+        raws.append(signed.raw)
+        hashes.append(signed.tx_hash)
+    return nonce, raws, hashes
+
+
 async def floor(
     url: str, vault: str, token: str, chain_id: int, n: int, anvil_pid: int
 ) -> tuple[float, str]:
     """Seconds until all N are mined, and the CPU anvil and this client used meanwhile."""
-    signer = HotSigner(dev_account(1))
     async with aiohttp.ClientSession() as http:
-        nonce = int(
-            await rpc(http, url, "eth_getTransactionCount", [signer.address, "pending"]), 16
-        )
-        block = await rpc(http, url, "eth_getBlockByNumber", ["latest", False])
-        base = int(block["baseFeePerGas"], 16)
-        raws, hashes = [], []
-        dest = Account.create().address
-        for i in range(n):
-            tx = {
-                "type": 2,
-                "chainId": chain_id,
-                "nonce": nonce + i,
-                "to": vault,
-                "value": 0,
-                "data": withdraw_calldata(10**12 + i, token, dest, 10**18),
-                "gas": 200_000,
-                "maxFeePerGas": 2 * base + 10**9,
-                "maxPriorityFeePerGas": 10**9,
-            }
-            signed = signer.sign_transaction(tx)
-            raws.append(signed.raw)
-            hashes.append(signed.tx_hash)
+        _, raws, hashes = await presign(http, url, vault, token, chain_id, n)
         started = time.perf_counter()
         meter = CpuMeter({"anvil": anvil_pid, "client": os.getpid()})
         # A window of FLOOR_WINDOW transactions in flight: send them in one JSON-RPC
@@ -425,6 +440,7 @@ async def main() -> None:
                     api, bodies[WARMUP : WARMUP + N], db, WARMUP
                 )
                 e2e_cpu = meter.report()
+                daemon_cpu_s = meter.seconds("daemon")
                 # After the e2e run: anvil slows down as its chain grows, and the e2e
                 # run is the one that depends on the node.
                 open_rate, open_latencies, open_cpu = await open_loop(
@@ -484,6 +500,15 @@ async def main() -> None:
     print(f"cpu, floor (its best run): {floor_cpu}")
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
+    if daemon_cpu_s:
+        # The daemon is one process (API.md): its CPU per withdrawal is serial work, so
+        # even with the chain and the client perfectly overlapped the e2e rate is at most
+        # its inverse, and the ratio at least the floor times it.
+        per = daemon_cpu_s / N
+        print(
+            f"daemon:   {per * 1000:.2f} ms CPU per withdrawal (intake, signing, tracking) "
+            f"-> e2e at most {1 / per:.0f}/s, ratio at least {floor_rate * per:.2f}x"
+        )
     print(
         f"withdrawals: intake {intake_rate:.0f}/s p99 {open_p99:.0f}ms e2e {e2e_rate:.0f}/s "
         f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f}"
