@@ -46,6 +46,7 @@ from withdrawals import (
     presign,
     rpc,
     rpc_body,
+    send_raw,
 )
 
 from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil
@@ -55,14 +56,6 @@ RATE = float(os.environ.get("BENCH_STREAM_RATE", "1700"))  # arrivals/s: the int
 BURSTS = (16, 64, 256)
 RUNS = 2
 HOT_WALLET = dev_account(1).address  # presign()'s signer
-
-
-async def _post(http: aiohttp.ClientSession, url: str, raws: list[str], first_id: int) -> None:
-    body = [rpc_body("eth_sendRawTransaction", [raw], first_id + i) for i, raw in enumerate(raws)]
-    async with http.post(url, json=body) as resp:
-        for item in await resp.json():
-            if "error" in item:
-                raise RuntimeError(f"send: {item['error']}")
 
 
 async def _mined(http: aiohttp.ClientSession, url: str, first_nonce: int) -> int:
@@ -89,7 +82,7 @@ async def stream(
     while sent < len(raws):
         upto = min(len(raws), sent + burst)
         await asyncio.sleep(max(0.0, started + upto / RATE - time.perf_counter()))
-        await _post(http, url, raws[sent:upto], sent)
+        await send_raw(http, url, raws[sent:upto], sent)
         sent = upto
     await _wait_mined(http, url, first_nonce, len(raws), time.perf_counter())
     return time.perf_counter() - started
@@ -104,7 +97,7 @@ async def gated(http: aiohttp.ClientSession, url: str, first_nonce: int, raws: l
         if mined < sent:
             mined = await _mined(http, url, first_nonce)
         if arrived > sent and mined >= sent:
-            await _post(http, url, raws[sent:arrived], sent)
+            await send_raw(http, url, raws[sent:arrived], sent)
             sent = arrived
         else:
             await asyncio.sleep(0.005)
@@ -133,9 +126,8 @@ async def one_run(pattern: str) -> tuple[float, str]:
         await fund_vault(node.url, dep.vault, usdt, 2 * N * 10**18)
         async with aiohttp.ClientSession() as http:
             start_block = int(await rpc(http, node.url, "eth_blockNumber", []), 16)
-            meter = CpuMeter({"anvil": node.process.pid})
-            if pattern == "floor":
-                seconds, _ = await floor(
+            if pattern == "floor":  # its CPU meter starts after the signing, as ours
+                seconds, cpu = await floor(
                     node.url, dep.vault, usdt, dep.chain_id, N, node.process.pid
                 )
             else:
@@ -145,7 +137,7 @@ async def one_run(pattern: str) -> tuple[float, str]:
                     seconds = await gated(http, node.url, first, raws)
                 else:
                     seconds = await stream(http, node.url, first, raws, int(pattern.split()[1]))
-            cpu = meter.report()
+                cpu = meter.report()
             sizes = await block_sizes(http, node.url, start_block)
     described = (
         f"{seconds:.2f} s, {len(sizes)} blocks ({sizes.count(0)} empty, "

@@ -310,6 +310,16 @@ async def presign(
     return nonce, raws, hashes
 
 
+async def send_raw(http: aiohttp.ClientSession, url: str, raws: list[str], first_id: int) -> None:
+    """``raws`` in one JSON-RPC batch of ``eth_sendRawTransaction`` (ids from
+    ``first_id``); any transaction refused stops the bench."""
+    body = [rpc_body("eth_sendRawTransaction", [raw], first_id + i) for i, raw in enumerate(raws)]
+    async with http.post(url, json=body) as resp:
+        for item in await resp.json():
+            if "error" in item:
+                raise RuntimeError(f"send: {item['error']}")
+
+
 async def floor(
     url: str, vault: str, token: str, chain_id: int, n: int, anvil_pid: int
 ) -> tuple[float, str]:
@@ -325,11 +335,7 @@ async def floor(
         # 200: ~2,000/s on this machine).
         for start in range(0, n, FLOOR_WINDOW):
             window = list(range(start, min(n, start + FLOOR_WINDOW)))
-            body = [rpc_body("eth_sendRawTransaction", [raws[i]], i) for i in window]
-            async with http.post(url, json=body) as resp:
-                for item in await resp.json():
-                    if "error" in item:
-                        raise RuntimeError(f"floor send: {item['error']}")
+            await send_raw(http, url, raws[start : start + FLOOR_WINDOW], start)
             pending = [hashes[i] for i in window]
             waiting_since = time.perf_counter()
             while pending:
