@@ -26,17 +26,18 @@ $(NPM_STAMP): contracts/package.json contracts/package-lock.json
 	touch $@
 
 # Local devnet (anvil + deployed vault and tokens) and the daemon on SQLite.
+# A fresh chain and a fresh ledger each time (var/devnet is wiped); KEEP=1 keeps both.
+# Ports: ANVIL_PORT (default 8545) and API_PORT (default 8080).
+ANVIL_PORT ?= 8545
+API_PORT ?= 8080
 run: setup
-	@# A fresh devnet chain each time, so the ledger starts fresh too: the devnet config
-	@# dir names its own database (var/devnet/watcher.db); `watcher status --config
-	@# var/devnet` in another shell reads the same one.
-	@rm -rf var/devnet && mkdir -p var/devnet
-	@$(BIN)/watcher devnet --out var/devnet & DEVNET=$$!; \
+	@if [ "$(KEEP)" != 1 ]; then rm -rf var/devnet; fi; mkdir -p var/devnet
+	@$(BIN)/watcher devnet --out var/devnet --port $(ANVIL_PORT) $(if $(filter 1,$(KEEP)),--keep) & DEVNET=$$!; \
 	  trap 'kill $$DEVNET 2>/dev/null; wait $$DEVNET 2>/dev/null' EXIT INT TERM; \
 	  for i in $$(seq 1 150); do [ -f var/devnet/networks/devnet.toml ] && break; sleep 0.2; done; \
 	  WATCHER_ADMIN_TOKEN=$${WATCHER_ADMIN_TOKEN:-devnet-admin-token} \
 	  WATCHER_SIGNER_KEY=$${WATCHER_SIGNER_KEY:-$$($(BIN)/python -m watcher.chain.devnet_key)} \
-	  $(BIN)/watcher run --config var/devnet
+	  $(BIN)/watcher run --config var/devnet --port $(API_PORT)
 
 $(COMPOSE_STAMP):
 	$(PY) -m venv $(COMPOSE_VENV)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from watcher import logs
 from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
+from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
 from watcher.settings import NetworkConfig, Settings
 from watcher.store.db import SessionFactory, create_engine, session_factory
@@ -153,14 +156,25 @@ async def sync_assets(app: App) -> None:
             )
 
 
-async def beat(app: App, name: str = DAEMON_HEARTBEAT) -> None:
-    info = {
+async def beat(app: App, name: str = DAEMON_HEARTBEAT, *, stopped: bool = False) -> None:
+    """Write the daemon's heartbeat; ``stopped=True`` is the clean stop's marker, which
+    lets `watcher status` say "stopped" at once instead of waiting for the beat to age."""
+    from watcher.services.status import hot_wallet_address
+
+    info: dict[str, object] = {
         "uptime": int(time.time() - app.started_at),
+        "host": socket.gethostname(),
         "ticks": {
             k: {"runs": v.runs, "failures": v.failures, "lastError": v.last_error}
             for k, v in app.runner.stats.items()
         },
     }
+    # The hot wallet's address (public), so an operator's shell without the key can
+    # still show the wallet's gas balance.
+    if hot := hot_wallet_address(app.settings):
+        info["hotWallet"] = hot
+    if stopped:
+        info["stoppedAt"] = utcnow().isoformat()
     async with app.sessions.begin() as s:
         row = await s.get(Heartbeat, name)
         if row is None:
@@ -230,10 +244,51 @@ def _now() -> datetime:
     return datetime.now().astimezone()
 
 
+def bind_api(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts, so a port in use
+    is one clear error and nothing has been started or written."""
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        why = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise RuntimeProblem(
+            f"cannot listen on {host}:{port}: {why} "
+            "(another watcher? choose another with --port or $WATCHER_API_PORT)"
+        ) from None
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    Before anything is built: the SQLite file's lock (one daemon per file) and the API
+    port; either taken is a ``RuntimeProblem`` and nothing has started."""
     from watcher.api.server import make_web_app
 
+    if not settings.enabled_networks:
+        raise RuntimeProblem(
+            f"{settings.config_dir}: no enabled network (networks/*.toml): "
+            "nothing to watch; point --config at a directory with at least one network"
+        )
+    lock = sqlite_lock_for(settings.database.url)
+    if lock is not None:
+        lock.acquire()
+    try:
+        sock = bind_api(settings.api.host, settings.api.port)
+        try:
+            await _serve(settings, stop, sock, make_web_app)
+        finally:
+            sock.close()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _serve(
+    settings: Settings,
+    stop: asyncio.Event | None,
+    sock: socket.socket,
+    make_web_app: Callable[[App], web.Application],
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -254,18 +309,29 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     gc.set_threshold(1_000, 20, 20)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.api.host, settings.api.port)
+    site = web.SockSite(runner, sock)
     await site.start()
+    register(
+        config_dir=settings.config_dir,
+        api_host=settings.api.host,
+        api_port=settings.api.port,
+        database_url=settings.database.url,
+        env=None,
+    )
     scheduler = AsyncIOScheduler()
     schedule(app, scheduler)
     scheduler.start()
     names = ", ".join(n.name for n in settings.enabled_networks) or "none"
     log.info(
-        "watcher running: api http://%s:%d, networks: %s",
+        "watcher running: api http://%s:%d, networks: %s, config %s, pid %d",
         settings.api.host,
         settings.api.port,
         names,
+        settings.config_dir,
+        os.getpid(),
     )
+    # The registry record stays after the stop (its process is gone then): operator
+    # commands with no flags still find this daemon's config and say "stopped at".
     try:
         await stop.wait()
     finally:
@@ -274,5 +340,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await app.runner.drain(limit_seconds=60)
         scheduler.shutdown(wait=False)
         await runner.cleanup()
+        try:
+            await beat(app, stopped=True)
+        except Exception:  # the stop goes on; status then sees the beat age instead
+            log.warning("could not write the stopped marker", exc_info=True)
         await app.close()
         log.info("stopped")

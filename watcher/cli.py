@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Coroutine
 from decimal import Decimal
@@ -40,12 +41,43 @@ DbOpt = Annotated[
 ]
 
 
-def _settings(config: Path | None, database_url: str | None = None, **kw: object) -> Settings:
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(
+    config: Path | None, database_url: str | None = None, *, find: bool = True, **kw: object
+) -> Settings:
+    """The configuration: ``--config``, else ``$WATCHER_CONFIG_DIR``, else (for operator
+    commands, ``find=True``) the one daemon running on this host, else ``config/``."""
+    from watcher.runtime import RuntimeProblem, find_daemon
+
+    if config is None and find and not os.environ.get("WATCHER_CONFIG_DIR"):
+        try:
+            daemon = find_daemon()
+        except RuntimeProblem as exc:
+            raise _fail(str(exc)) from None
+        if daemon is not None:
+            config = daemon.config_dir
+            if database_url is None and not os.environ.get("WATCHER_DATABASE_URL"):
+                if daemon.database_has_password:
+                    raise _fail(
+                        f"the running daemon ({daemon.describe()}) uses the database "
+                        f"{daemon.database_url}: set $WATCHER_DATABASE_URL (with its password)"
+                    )
+                database_url = daemon.database_url
     try:
-        return load_settings(config, database_url=database_url, **kw)  # type: ignore[arg-type]
+        settings = load_settings(config, database_url=database_url, **kw)  # type: ignore[arg-type]
     except ConfigError as exc:
         err.print(f"[bold red]configuration error[/]\n{exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if not settings.networks:
+        raise _fail(
+            f"{settings.config_dir}: not a watcher config directory (no networks/*.toml); "
+            "pass --config DIR or set $WATCHER_CONFIG_DIR"
+        )
+    return settings
 
 
 def _configure_logs(settings: Settings) -> None:
@@ -73,11 +105,15 @@ def run(
     port: Annotated[int | None, typer.Option(help="API port (or $WATCHER_API_PORT)")] = None,
 ) -> None:
     """Run the daemon: listeners, sender, tracker, scheduler jobs and the HTTP API."""
-    settings = _settings(config, database_url, api_host=host, api_port=port)
+    settings = _settings(config, database_url, find=False, api_host=host, api_port=port)
     _configure_logs(settings)
     from watcher.app import serve
+    from watcher.runtime import RuntimeProblem
 
-    _run_loop(serve(settings))
+    try:
+        _run_loop(serve(settings))
+    except RuntimeProblem as exc:
+        raise _fail(str(exc)) from None
 
 
 def credit_time(network: NetworkConfig) -> str:
@@ -170,13 +206,18 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="the status document as JSON")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="refresh in place")] = False,
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="full hashes and addresses, every waiting deposit")
+    ] = False,
 ) -> None:
     """Networks, deposits, withdrawals, balances, alarms. Exit 0 healthy, 1 degraded, 2 down."""
     from watcher import ops_cli
 
     settings = _settings(config, database_url)
     raise typer.Exit(
-        ops_cli.status(settings, as_json=as_json, watch=watch, interval=interval, console=console)
+        ops_cli.status(
+            settings, as_json=as_json, watch=watch, interval=interval, console=console, wide=wide
+        )
     )
 
 

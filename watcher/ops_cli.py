@@ -41,17 +41,61 @@ async def with_app(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
         await app.close()
 
 
-def render_status(doc: dict[str, Any]) -> Group:
+def _opt(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _short(value: str | None, wide: bool, keep: int = 10) -> str:
+    """A hash or address shortened to its first characters unless ``wide``."""
+    if not value:
+        return "-"
+    return value if wide or len(value) <= keep + 2 else value[:keep] + "…"
+
+
+def _counts(by_state: dict[str, Any]) -> str:
+    parts = [f"{state} {count}" for state, count in sorted(by_state.items())]
+    return ", ".join(parts) if parts else "none"
+
+
+def _age_text(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
+    """The status document for people, most important first (verdict, reasons, alarms,
+    networks, withdrawals, deposits, balances, reconciliation), so that a short screen
+    under ``--watch`` cuts the least important part. Empty sections are one line."""
     parts: list[Any] = []
     head = Text(f"watcher: {doc['status'].upper()}", style=STYLE[doc["status"]])
     d = doc["daemon"]
     if d.get("running"):
         head.append(f"   daemon pid {d.get('pid')}, heartbeat {d.get('heartbeatAgeSeconds')} s ago")
+    elif d.get("stoppedAt"):
+        head.append(f"   daemon stopped at {str(d['stoppedAt'])[:19].replace('T', ' ')} UTC")
     else:
         head.append("   daemon NOT running", style="red")
     parts.append(head)
     for reason in doc["reasons"]:
         parts.append(Text(f"  - {reason}", style="yellow"))
+
+    alarms = doc["alarms"]
+    if alarms:
+        al = Table(title=f"Latched alarms ({len(alarms)})", title_justify="left")
+        for col in ("id", "kind", "severity", "count", "message"):
+            al.add_column(col)
+        order = {"critical": 0, "error": 1, "warning": 2}
+        for a in sorted(alarms, key=lambda a: (order.get(a["severity"], 3), a["id"])):
+            al.add_row(str(a["id"]), a["kind"], a["severity"], str(a["count"]), a["message"])
+        parts.append(al)
+    else:
+        parts.append(Text("Latched alarms: none"))
 
     nets = Table(title="Networks", title_justify="left")
     for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc"):
@@ -64,50 +108,74 @@ def render_status(doc: dict[str, Any]) -> Group:
         nets.add_row(
             n["name"],
             str(n["chainId"]),
-            str(n["head"]),
-            f"{n['safe']}/{n['finalized']}",
-            str(n["cursor"]),
+            _opt(n["head"]),
+            f"{_opt(n['safe'])}/{_opt(n['finalized'])}",
+            _opt(n["cursor"]),
             lag,
             n["rule"],
             rpc,
         )
-    parts.append(nets)
+    parts.append(nets if doc["networks"] else Text("Networks: none enabled"))
+
+    by_state = doc["withdrawals"]["byState"]
+    if by_state:
+        wd = Table(title="Withdrawals by state", title_justify="left")
+        wd.add_column("state")
+        wd.add_column("count", justify="right")
+        wd.add_column("oldest")
+        for state, v in sorted(by_state.items()):
+            wd.add_row(state, str(v["count"]), _age_text(v["oldestAgeSeconds"]))
+        parts.append(wd)
+    else:
+        parts.append(Text("Withdrawals: none"))
 
     waiting = doc["deposits"]["waiting"]
-    dep = Table(
-        title=f"Deposits waiting ({len(waiting)})  by state: {doc['deposits']['byState']}",
-        title_justify="left",
-    )
-    for col in ("chain", "tx", "account", "amount", "conf", "eta"):
-        dep.add_column(col, no_wrap=True)
-    for w in waiting[:20]:
-        dep.add_row(
-            str(w["chainId"]),
-            w["txHash"][:12] + "…",
-            w["account"][:10] + "…",
-            f"{w['amount']} {w['asset'] or '?'}",
-            f"{w['confirmations']}/{w['required']}",
-            "-" if w["etaSeconds"] is None else f"{w['etaSeconds']} s",
+    counts = _counts(doc["deposits"]["byState"])
+    if waiting:
+        dep = Table(
+            title=f"Deposits waiting ({len(waiting)}); all deposits: {counts}",
+            title_justify="left",
         )
-    parts.append(dep)
-
-    wd = Table(title="Withdrawals by state", title_justify="left")
-    wd.add_column("state")
-    wd.add_column("count")
-    wd.add_column("oldest")
-    for state, v in sorted(doc["withdrawals"]["byState"].items()):
-        wd.add_row(state, str(v["count"]), f"{v['oldestAgeSeconds']} s")
-    parts.append(wd)
-
-    bal = Table(title="Vault and hot wallet", title_justify="left")
-    for col in ("network", "asset", "vault", "pending out", "hot wallet gas"):
-        bal.add_column(col, no_wrap=True)
-    for b in doc["balances"]:
-        for a in b["assets"]:
-            bal.add_row(
-                b["network"], a["asset"], a["vaultBalance"], a["pendingOutflow"], b.get("gas", "-")
+        for col in ("chain", "tx", "log", "account", "amount", "conf", "eta"):
+            dep.add_column(col, no_wrap=True)
+        for w in waiting if wide else waiting[:20]:
+            dep.add_row(
+                str(w["chainId"]),
+                _short(w["txHash"], wide, 12),
+                str(w["logIndex"]),
+                _short(w["account"], wide),
+                f"{w['amount']} {w['asset'] or '?'}",
+                f"{w['confirmations']}/{w['required']}",
+                "-" if w["etaSeconds"] is None else f"{w['etaSeconds']} s",
             )
-    parts.append(bal)
+        parts.append(dep)
+    else:
+        parts.append(Text(f"Deposits waiting: none; all deposits: {counts}"))
+
+    rows = [(b, a) for b in doc["balances"] for a in b["assets"]]
+    if rows:
+        bal = Table(title="Vault and hot wallet", title_justify="left")
+        for col in ("network", "asset", "vault", "pending out", "covered"):
+            bal.add_column(col, no_wrap=True)
+        for b, a in rows:
+            bal.add_row(
+                b["network"],
+                a["asset"],
+                a["vaultBalance"],
+                a["pendingOutflow"],
+                "yes" if a["covered"] else "NO",
+            )
+        parts.append(bal)
+    else:
+        parts.append(Text("Vault balances: none (no network answered)"))
+    for b in doc["balances"]:
+        if b.get("hotWallet"):
+            gas = b.get("gas", "-")
+            parts.append(
+                Text(f"Hot wallet {b['network']}: {_short(b['hotWallet'], wide)} gas {gas}")
+            )
+        else:
+            parts.append(Text(f"Hot wallet {b['network']}: unknown (daemon has not reported it)"))
 
     if doc["reconciliation"]:
         rec = Table(title="Reconciliation (last run)", title_justify="left")
@@ -115,21 +183,22 @@ def render_status(doc: dict[str, Any]) -> Group:
             rec.add_column(col)
         for r in doc["reconciliation"]:
             rec.add_row(
-                str(r["chainId"]), r["asset"], str(r["block"]), r["difference"], str(r["status"])
+                str(r["chainId"]), r["asset"], _opt(r["block"]), r["difference"], _opt(r["status"])
             )
         parts.append(rec)
-
-    al = Table(title=f"Latched alarms ({len(doc['alarms'])})", title_justify="left")
-    for col in ("id", "kind", "severity", "count", "message"):
-        al.add_column(col)
-    for a in doc["alarms"]:
-        al.add_row(str(a["id"]), a["kind"], a["severity"], str(a["count"]), a["message"])
-    parts.append(al)
+    else:
+        parts.append(Text("Reconciliation: not run yet"))
     return Group(*parts)
 
 
 def status(
-    settings: Settings, *, as_json: bool, watch: bool, interval: float, console: Console
+    settings: Settings,
+    *,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    console: Console,
+    wide: bool = False,
 ) -> int:
     from watcher.services.status import collect_status
 
@@ -144,13 +213,13 @@ def status(
                 if as_json:
                     console.print_json(json.dumps(doc, default=str))
                 else:
-                    console.print(render_status(doc))
+                    console.print(render_status(doc, wide=wide))
                 return int(doc["exitCode"])
-            with Live(render_status(doc), console=console, refresh_per_second=4) as live:
+            with Live(render_status(doc, wide=wide), console=console, refresh_per_second=4) as live:
                 while True:
                     await asyncio.sleep(interval)
                     doc = await collect_status(app)
-                    live.update(render_status(doc))
+                    live.update(render_status(doc, wide=wide))
         finally:
             await app.close()
 

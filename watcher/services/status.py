@@ -14,6 +14,7 @@ waits for hot-wallet funds; else ``healthy`` (exit 0).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from watcher.chain.vault import ZERO_ADDRESS, balance_request
 from watcher.domain.amounts import format_amount
 from watcher.domain.confirmations import confirmations, eta_seconds
 from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState
+from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
 from watcher.settings import Settings
 from watcher.store.alarms import active_alarms
@@ -92,6 +94,14 @@ async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> 
     return result
 
 
+def _when(iso: str) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS UTC' for people."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
+
+
 def _age(then: datetime | None, now: datetime) -> int | None:
     return None if then is None else max(0, int((now - then).total_seconds()))
 
@@ -144,14 +154,25 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         down.append("daemon is not running (no heartbeat in this database)")
     else:
         age = _age(beat.at, now) or 0
+        info = dict(beat.info or {})
+        stopped_at = info.pop("stoppedAt", None)
+        gone = info.get("host") == socket.gethostname() and not pid_alive(beat.pid)
+        running = age <= HEARTBEAT_STALE_SECONDS and stopped_at is None and not gone
         daemon = {
-            "running": age <= HEARTBEAT_STALE_SECONDS,
+            "running": running,
             "heartbeatAt": beat.at.isoformat(),
             "heartbeatAgeSeconds": age,
             "pid": beat.pid,
-            **beat.info,
+            **info,
         }
-        if age > HEARTBEAT_STALE_SECONDS:
+        if stopped_at is not None:
+            daemon["stoppedAt"] = stopped_at
+            down.append(f"daemon stopped at {_when(stopped_at)} (clean stop)")
+        elif gone:
+            down.append(
+                f"daemon is not running (pid {beat.pid} is gone; last heartbeat {age} s ago)"
+            )
+        elif age > HEARTBEAT_STALE_SECONDS:
             down.append(f"daemon is not running (last heartbeat {age} s ago)")
 
     # Networks
@@ -256,7 +277,7 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     outflow: dict[tuple[int, str], int] = defaultdict(int)
     for w in open_withdrawals:
         outflow[(w.chain_id, w.token)] += w.amount
-    hot = hot_wallet_address(settings)
+    hot = hot_wallet_address(settings) or (beat.info.get("hotWallet") if beat else None)
     wallets: list[dict[str, Any]] = []
     if probe:
         for n in settings.enabled_networks:
