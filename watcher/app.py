@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from watcher.store.models import Asset, Heartbeat, utcnow
 log = logging.getLogger("watcher.app")
 
 DAEMON_HEARTBEAT = "daemon"
+RECURSION_LIMIT = 5_000
 HEARTBEAT_SECONDS = 5
 
 
@@ -296,6 +298,11 @@ async def _serve(
             loop.add_signal_handler(sig, stop.set)
     app = await build(settings)
     web_app = make_web_app(app)
+    # py_ecc (imported with eth_account) raises the recursion limit to 100,000 for its
+    # own use; with it, C code that recurses per level of its input (the JSON decoder)
+    # can overflow the C stack and kill the process instead of raising RecursionError.
+    # Request bodies are depth-checked before parsing too (domain/parsing.py).
+    sys.setrecursionlimit(RECURSION_LIMIT)
     # Everything built so far (modules, settings, ABIs, the ORM registry) lives as long
     # as the process: move it out of the collector's way so a full collection under load
     # walks only what requests and ticks allocate (fewer, shorter pauses in the tail).

@@ -34,12 +34,13 @@ async def _run(settings: Settings, account: str) -> RebalanceResult:
 
 
 def rebalance_command(settings: Settings, account: str, *, as_json: bool, console: Console) -> int:
-    from eth_utils.address import is_address, to_checksum_address
+    from watcher.domain.parsing import InputError, parse_address
 
-    if not is_address(account):
-        console.print(f"[red]not an address:[/] {account}", highlight=False)
+    try:
+        key = parse_address(account, "account")
+    except InputError as exc:
+        console.print(f"[red]{exc.message}[/]", highlight=False)
         return 2
-    key = str(to_checksum_address(account))
     try:
         result = asyncio.run(_run(settings, key))
     except NothingToRebalance as exc:

@@ -184,9 +184,7 @@ async def test_wrong_chain_expired_token_decimals(
         "BELOW_MIN_WITHDRAWAL",
     )
     await expect(app, client, dict(body(deployment), amount="-1"), 400, "INVALID_AMOUNT")
-    await expect(
-        app, client, dict(body(deployment), destination="0x12"), 400, "INVALID_DESTINATION"
-    )
+    await expect(app, client, dict(body(deployment), destination="0x12"), 400, "INVALID_ADDRESS")
 
 
 async def test_replay(app: App, client: TestClient[Any, Any], deployment: Deployment) -> None:

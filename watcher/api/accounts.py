@@ -50,6 +50,7 @@ from watcher.api.schemas import (
     ledger_units,
     parse,
     read_json,
+    uint_param,
 )
 from watcher.domain.account import ZERO, div_floor, exact, floor_to
 from watcher.domain.amounts import parse_decimal_amount
@@ -217,10 +218,11 @@ async def get_history(request: web.Request) -> web.Response:
     app = _app(request)
     account = address(request.match_info["address"])
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise bad_request("INVALID_REQUEST", "limit must be an integer from 1 to 1000")
+    limit = uint_param(raw, "limit", maximum=1000)
+    if limit < 1:
+        raise bad_request("INVALID_INTEGER", "limit must be between 1 and 1000", field="limit")
     async with app.sessions() as session:
-        items = await store.account_history(session, app.settings, account, limit=int(raw))
+        items = await store.account_history(session, app.settings, account, limit=limit)
     return json_response({"account": account, "history": [i.as_dict() for i in items]})
 
 

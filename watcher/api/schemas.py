@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from eth_utils.address import to_checksum_address
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -32,10 +31,15 @@ from pydantic import (
 
 from watcher.api.errors import ApiError, bad_request
 from watcher.domain.amounts import AmountFormatError, parse_decimal_amount
+from watcher.domain.parsing import (
+    UINT256_MAX,
+    InputError,
+    check_json_depth,
+    parse_address,
+    parse_uint,
+)
 
 _DECIMAL_RE = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,40})?")
-_UINT_RE = re.compile(r"[0-9]{1,78}")
-UINT256_MAX = 2**256 - 1
 
 
 def _decimal_string(value: Any) -> Decimal:
@@ -47,18 +51,11 @@ def _decimal_string(value: Any) -> Decimal:
 
 
 def _uint(value: Any) -> int:
-    """uint256 given as a JSON integer or a string of digits (JS cannot hold 2^53+)."""
-    if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    if isinstance(value, int):
-        result = value
-    elif isinstance(value, str) and _UINT_RE.fullmatch(value):
-        result = int(value)
-    else:
-        raise ValueError(f"{value!r} is not a non-negative integer")
-    if not 0 <= result <= UINT256_MAX:
-        raise ValueError("must be a uint256")
-    return result
+    """uint256 given as a JSON integer or a string of ASCII digits (JS cannot hold 2^53+)."""
+    try:
+        return parse_uint(value, "value")
+    except InputError as exc:
+        raise ValueError(exc.message.removeprefix("value ")) from None
 
 
 DecimalStr = Annotated[Decimal, BeforeValidator(_decimal_string)]
@@ -216,34 +213,46 @@ def parse_list(model: type[M], data: Any, what: str) -> list[M]:
     return out
 
 
+def input_error(exc: InputError) -> ApiError:
+    """A parsing rule's refusal as a 400, naming the field."""
+    details = {"field": exc.field} if exc.field else {}
+    return bad_request(exc.code, exc.message, **details)
+
+
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; JSON numbers with a fraction become ``Decimal`` (never float)."""
+    """The body as JSON; JSON numbers with a fraction become ``Decimal`` (never float).
+
+    Too deep a nesting is refused before parsing (see ``domain/parsing.py``); an integer
+    longer than the interpreter converts (4,300 digits) is malformed, not a crash."""
     raw = await request.read()
     if not raw:
         raise bad_request("INVALID_REQUEST", "the request body is empty; send JSON")
     try:
+        check_json_depth(raw)
         return json.loads(raw, parse_float=Decimal)
+    except InputError as exc:
+        raise input_error(exc) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request("MALFORMED_JSON", f"request body is not valid JSON: {exc}") from None
-
-
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+    except (ValueError, RecursionError) as exc:
+        raise bad_request("MALFORMED_JSON", f"request body cannot be read: {exc}") from None
 
 
 def address(text: str, what: str = "account") -> str:
-    """Checksummed address, or 400 ``INVALID_ADDRESS``. Any case is accepted (all lower,
-    all upper); a mixed-case address must carry a valid EIP-55 checksum."""
-    if not isinstance(text, str) or _ADDRESS_RE.fullmatch(text) is None:
-        raise bad_request(
-            "INVALID_ADDRESS", f"{what} {text!r} is not a 20-byte 0x-hex address", field=what
-        )
-    digits = text[2:]
-    checksummed = str(to_checksum_address(text))
-    if digits not in (digits.lower(), digits.upper()) and text != checksummed:
-        raise bad_request(
-            "INVALID_ADDRESS", f"{what} {text!r} has a wrong EIP-55 checksum", field=what
-        )
-    return checksummed
+    """Checksummed address, or 400 ``INVALID_ADDRESS`` naming the field. All lower or
+    all upper case is accepted; mixed case must carry a valid EIP-55 checksum."""
+    try:
+        return parse_address(text, what)
+    except InputError as exc:
+        raise input_error(exc) from None
+
+
+def uint_param(text: str, what: str, *, maximum: int = UINT256_MAX) -> int:
+    """A path or query integer (ASCII digits only), or 400 ``INVALID_INTEGER``."""
+    try:
+        return parse_uint(text, what, maximum=maximum)
+    except InputError as exc:
+        raise input_error(exc) from None
 
 
 def ledger_units(text: str, precision: int, *, what: str = "amount", signed: bool = False) -> int:

@@ -23,6 +23,9 @@ from watcher.store.models import Withdrawal
 INTAKE_KEY: web.AppKey[Intake] = web.AppKey("withdrawal_intake", Intake)
 
 
+MAX_ROW_ID = 2**31 - 1  # withdrawals.id is INTEGER on PostgreSQL
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -71,8 +74,10 @@ async def get_withdrawal(request: web.Request) -> web.Response:
 
     app = app_of(request)
     raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise not_found("WITHDRAWAL_NOT_FOUND", f"no withdrawal {raw!r}")
+    # Ids are ASCII digits; one above the id column's range cannot exist (and would
+    # overflow the driver), so it is simply not found.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ROW_ID:
+        raise not_found("WITHDRAWAL_NOT_FOUND", f"no withdrawal {raw[:40]!r}")
     async with app.sessions() as s:
         w = await repo.get(s, int(raw))
     if w is None:

@@ -17,8 +17,9 @@ Order of checks (the first failure answers):
 5. replay: (account, nonce) already used → the same signed message returns the existing
    withdrawal (200); any other → 409 ``NONCE_REUSED``. Checked before the deadline so a
    client's retry of an accepted request always gets its withdrawal back;
-6. deadline passed (401 ``SIGNATURE_EXPIRED``); destination a valid non-zero address
-   (400 ``INVALID_DESTINATION``) and on the account's allow-list if it has one (422
+6. deadline passed (401 ``SIGNATURE_EXPIRED``); destination not the zero address
+   (400 ``INVALID_DESTINATION``; a malformed one or a wrong checksum is 400
+   ``INVALID_ADDRESS`` at step 1) and on the account's allow-list if it has one (422
    ``DESTINATION_NOT_ALLOWED``); amount ≥ the token's ``min_withdrawal`` (422
    ``BELOW_MIN_WITHDRAWAL``); amount representable in the ledger asset's precision
    (422 ``AMOUNT_PRECISION``);
@@ -47,13 +48,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 from sqlalchemy.exc import IntegrityError
 
 from watcher.api import eip712
 from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthorized
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import AmountFormatError, chain_to_ledger, parse_decimal_amount
+from watcher.domain.parsing import UINT256_MAX, InputError, parse_address, parse_uint
 from watcher.domain.states import WithdrawalState
 from watcher.services.foreground import Foreground
 from watcher.services.risk_gate import AccountStateError, LockedBatch
@@ -70,7 +72,6 @@ eip712.register_type("Withdraw", WITHDRAW_TYPE)
 
 _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
-UINT256_MAX = 2**256 - 1
 DAY = timedelta(days=1)
 #: A batch with fewer requests than LINGER_BELOW waits until its oldest request is
 #: LINGER_S old before it starts, for others to join (see :class:`Intake`).
@@ -122,11 +123,11 @@ class WithdrawalRequest:
                 "MISSING_FIELD", f"missing fields: {', '.join(missing)}", missing=missing
             )
         return cls(
-            account=_address(body["account"], "account", "INVALID_ACCOUNT"),
+            account=_address(body["account"], "account"),
             chain_id=_uint(body["chainId"], "chainId"),
             token=_text(body["token"], "token"),
             amount=_text(body["amount"], "amount"),
-            destination=_text(body["destination"], "destination"),
+            destination=_address(body["destination"], "destination"),
             nonce=_uint(body["nonce"], "nonce"),
             deadline=_uint(body["deadline"], "deadline"),
             signature=_text(body["signature"], "signature"),
@@ -140,25 +141,25 @@ def _text(value: Any, name: str) -> str:
 
 
 def _uint(value: Any, name: str) -> int:
-    # JSON numbers or decimal strings (uint256 nonces do not fit a JS number).
-    if isinstance(value, bool):
-        raise bad_request("MALFORMED_REQUEST", f"{name} must be an integer", field=name)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or not 0 <= value <= UINT256_MAX:
-        raise bad_request("MALFORMED_REQUEST", f"{name} must be a uint256 integer", field=name)
-    return value
+    # JSON numbers or strings of ASCII digits (uint256 nonces do not fit a JS number).
+    try:
+        return parse_uint(value, name)
+    except InputError as exc:
+        raise bad_request(exc.code, exc.message, field=name) from None
 
 
-def _address(value: Any, name: str, code: str) -> str:
-    if not isinstance(value, str) or not is_address(value):
-        raise bad_request(code, f"{name} is not an EVM address: {value!r}", field=name)
-    return str(to_checksum_address(value))
+def _address(value: Any, name: str) -> str:
+    try:
+        return parse_address(value, name)
+    except InputError as exc:
+        raise bad_request(exc.code, exc.message, field=name) from None
 
 
 def resolve_token(network: NetworkConfig, token: str) -> TokenRef | None:
-    """A token by address, the zero address (native), or a configured symbol."""
-    if is_address(token):
+    """A token by address, the zero address (native), or a configured symbol. Text that
+    starts like an address is held to the address rule (``InputError`` otherwise)."""
+    if token[:2] in ("0x", "0X"):
+        token = parse_address(token, "token")
         if int(token, 16) == 0:
             return _native(network)
         cfg = network.token_by_address(token)
@@ -277,7 +278,10 @@ class Intake:
                 chainId=req.chain_id,
                 enabledChainIds=enabled,
             )
-        token = resolve_token(network, req.token)
+        try:
+            token = resolve_token(network, req.token)
+        except InputError as exc:
+            raise bad_request(exc.code, exc.message, field="token") from None
         if token is None:
             raise rule(
                 "UNSUPPORTED_TOKEN",
@@ -295,6 +299,12 @@ class Intake:
             raise bad_request("AMOUNT_PRECISION", str(exc), decimals=token.decimals) from None
         if amount <= 0:
             raise rule("AMOUNT_NOT_POSITIVE", "amount must be greater than zero")
+        if amount > UINT256_MAX:
+            raise bad_request(
+                "INVALID_AMOUNT",
+                f"amount {req.amount} is above what a uint256 holds in base units",
+                field="amount",
+            )
 
         # Signature: recover once, and use the same encoded message for the digest.
         message = {
@@ -305,11 +315,6 @@ class Intake:
             "nonce": req.nonce,
             "deadline": req.deadline,
         }
-        if not is_address(req.destination):
-            # The message cannot even be encoded: malformed, not a bad signature.
-            raise bad_request(
-                "INVALID_DESTINATION", f"destination is not an EVM address: {req.destination!r}"
-            )
         if _SIGNATURE_RE.fullmatch(req.signature) is None:
             raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
         try:

@@ -192,7 +192,7 @@ class Withdrawal(Base):
     fee: Mapped[int] = mapped_column(BigAmount, default=0)  # ledger units
     destination: Mapped[str] = mapped_column(String(42))
     nonce: Mapped[int] = mapped_column(BigAmount)
-    deadline: Mapped[int] = mapped_column(BigInteger)
+    deadline: Mapped[int] = mapped_column(BigAmount)
     signature: Mapped[str] = mapped_column(String(140))
     request_digest: Mapped[str] = mapped_column(String(66))
     state: Mapped[str] = mapped_column(String(16))
