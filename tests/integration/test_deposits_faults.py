@@ -4,6 +4,7 @@ Whatever the faults, once they stop every deposit is credited exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -174,14 +175,22 @@ async def test_second_endpoint_covers_truncation_lag_and_wrong_chain(
         assert bad.requests["eth_getLogs"] > 0
 
         # Truncation while the honest node is down for logs: one answer is not enough,
-        # the step fails and the cursor stays; a transient failure is retried.
+        # the step fails and the cursor stays. A transient failure fails that step (a
+        # cross-check asks each endpoint once and leaves a failed one alone for its
+        # cooldown); the next tick after the cooldown goes through.
         before = await cursor_of(sessions, 31337)
         await book.deposit(3, 10**18)
         good.fail_method("eth_getLogs")
         await failing_tick(listener)
         assert await cursor_of(sessions, 31337) == before
         good.reset()
+        await asyncio.sleep(1.1)  # its cooldown after one failure
         good.fail_next(1, method="eth_getLogs")
+        await failing_tick(listener)
+        asked = good.requests["eth_getLogs"]
+        await failing_tick(listener)  # still cooling down: not asked again
+        assert good.requests["eth_getLogs"] == asked
+        await asyncio.sleep(2.1)  # two failures in a row: 2 s
         await listener.tick()
         bad.reset()
         await catch_up(listener, chain)

@@ -479,8 +479,9 @@ class RpcClient:
         """One JSON-RPC call with failover and retry; returns ``result``.
 
         ``endpoint`` pins the call to one endpoint (by position in ``urls``),
-        e.g. to cross-check an answer with a second node; it is still retried
-        unless ``retry`` is False (then one attempt: ask every endpoint once).
+        e.g. to cross-check an answer with a second node: one attempt, refused
+        without a request while that endpoint is in cooldown. Otherwise the call is
+        retried unless ``retry`` is False (then one attempt: ask every endpoint once).
         ``check(result)`` may raise :class:`RetryableRpcError` to reject an
         answer (a lagging node's null block) and fail over to the next endpoint.
         """
@@ -505,11 +506,29 @@ class RpcClient:
                 check(result)
             return result
 
-        only = None if endpoint is None else self._endpoint(endpoint)
-        if not retry:
+        if endpoint is not None:
+            # Pinned (a cross-check asks every endpoint): one attempt, and none at all
+            # while the endpoint cools down from its last failure (circuit breaker). A
+            # hanging endpoint among healthy ones then costs one timeout, not one per
+            # retry per step; the caller decides with the other endpoints' answers.
+            only = self._endpoint(endpoint)
+            self._refuse_if_cooling(only, method)
             return await self._attempt(send, [method], only)
-        result, e = await self._run(send, [method], only)
+        if not retry:
+            return await self._attempt(send, [method])
+        result, e = await self._run(send, [method])
         return result, e
+
+    def _refuse_if_cooling(self, e: _Endpoint, method: str) -> None:
+        remaining = e.cooldown_until - self._clock()
+        if e.excluded is None and remaining > 0:
+            self._count_error(e, [method], RetryableRpcError("cooldown"))
+            raise RetryableRpcError(
+                f"not asked: in cooldown for {remaining:.1f}s more after "
+                f"{e.consecutive_failures} failure(s) (last: {e.last_error})",
+                endpoint=e.label,
+                method=method,
+            )
 
     async def batch(
         self,

@@ -75,7 +75,8 @@ class Scan:
 
 
 class _Pinned:
-    """A :class:`~watcher.chain.fetch.LogSource` pinned to one endpoint (still retried)."""
+    """A :class:`~watcher.chain.fetch.LogSource` pinned to one endpoint (one attempt;
+    refused at once while the endpoint is in cooldown)."""
 
     def __init__(self, client: RpcClient, index: int) -> None:
         self.client = client
