@@ -11,8 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / ".venv-compose" / "bin" / "docker-compose"
 PROMTOOL = shutil.which("promtool")
