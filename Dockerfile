@@ -21,7 +21,8 @@ RUN npm ci --no-audit --no-fund --loglevel=error \
 
 FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system watcher && useradd --system --gid watcher --home-dir /var/lib/watcher \
-    --create-home --shell /usr/sbin/nologin watcher
+    --create-home --shell /usr/sbin/nologin watcher \
+    && mkdir -p /devnet /etc/watcher && chown watcher:watcher /devnet
 COPY --from=build /opt/watcher /opt/watcher
 COPY --from=anvil /anvil /usr/local/bin/anvil
 COPY deploy/docker/entrypoint.sh /usr/local/bin/watcher-entrypoint
