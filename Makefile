@@ -46,11 +46,9 @@ $(COMPOSE_STAMP):
 	touch $@
 
 # promtool and the Prometheus server (alert-rule tests, live monitoring test): Debian's
-# package, installed once if missing; the package's service start is irrelevant here.
+# package, installed once if missing (scripts/install-prometheus.sh).
 promtool:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus >/dev/null; }
+	@scripts/install-prometheus.sh
 
 test: setup $(COMPOSE_STAMP) promtool
 	$(BIN)/pytest -q $(PYTEST_ARGS)
