@@ -325,7 +325,10 @@ def load_settings(
     env = os.environ if env is None else env
     cdir = Path(config_dir or env.get("WATCHER_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve()
     if not cdir.is_dir():
-        raise ConfigError(f"{cdir}: config directory not found")
+        raise ConfigError(
+            f"{cdir}: config directory not found "
+            "(pass --config DIR or set WATCHER_CONFIG_DIR to a copy of config/)"
+        )
 
     default_path = cdir / "default.toml"
     base = _read_toml(default_path) if default_path.exists() else {}
