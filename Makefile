@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test check lint typecheck contracts bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
+.PHONY: setup run test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -45,7 +45,12 @@ $(COMPOSE_STAMP):
 	PIP_CONSTRAINT=$(COMPOSE_VENV)/constraints.txt $(COMPOSE_VENV)/bin/pip install -q docker-compose==1.29.2
 	touch $@
 
-test: setup $(COMPOSE_STAMP)
+# promtool and the Prometheus server (alert-rule tests, live monitoring test): Debian's
+# package, installed once if missing (scripts/install-prometheus.sh).
+promtool:
+	@scripts/install-prometheus.sh
+
+test: setup $(COMPOSE_STAMP) promtool
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -22,6 +22,12 @@ class Metrics:
         self.withdrawals = Gauge(
             "watcher_withdrawals", "Withdrawals by state", ["state"], registry=r
         )
+        self.withdrawal_oldest = Gauge(
+            "watcher_withdrawal_oldest_age_seconds",
+            "Age of the oldest withdrawal in each open state (since its last change)",
+            ["state"],
+            registry=r,
+        )
         self.withdrawal_events = Counter(
             "watcher_withdrawal_events",
             "Withdrawal pipeline events",

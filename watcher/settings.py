@@ -39,7 +39,19 @@ from watcher.domain.brackets import BracketTable
 from watcher.domain.confirmations import ConfirmationRule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+# The shipped defaults (default.toml, assets.toml, brackets/, networks/). In a checkout
+# ``watcher/_config`` is a symlink to ``config/`` (the one source); a wheel carries the
+# files themselves as package data, so an installed ``watcher`` runs from any directory.
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent / "_config"
+
+
+def data_root() -> Path:
+    """What a relative SQLite path is relative to: the checkout when running from one
+    (so the daemon and `watcher status` agree whatever their working directory), else
+    ``WATCHER_HOME`` or the working directory of an installed package."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "config").is_dir():
+        return REPO_ROOT
+    return Path(os.environ.get("WATCHER_HOME") or Path.cwd())
 
 
 class ConfigError(Exception):
@@ -313,7 +325,10 @@ def load_settings(
     env = os.environ if env is None else env
     cdir = Path(config_dir or env.get("WATCHER_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve()
     if not cdir.is_dir():
-        raise ConfigError(f"{cdir}: config directory not found")
+        raise ConfigError(
+            f"{cdir}: config directory not found "
+            "(pass --config DIR or set WATCHER_CONFIG_DIR to a copy of config/)"
+        )
 
     default_path = cdir / "default.toml"
     base = _read_toml(default_path) if default_path.exists() else {}
@@ -351,7 +366,8 @@ def load_settings(
     if base:
         raise ConfigError(f"{default_path}: {next(iter(base))}: unknown key")
     if "database" in sections:
-        sections["database"]["url"] = _database_url(sections["database"].get("url", ""), REPO_ROOT)
+        raw_url = sections["database"].get("url", "")
+        sections["database"]["url"] = _database_url(raw_url, data_root())
 
     # assets.toml
     assets_path = cdir / "assets.toml"

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Compile contracts/src/*.sol with solcjs (standard JSON, offline) and write one
-// artifact per deployable contract to contracts/out/<Name>.json.
+// artifact per deployable contract to watcher/chain/compiled/<Name>.json (package data).
 //
 // The output is deterministic: fixed compiler settings, sources read in sorted order
 // under stable relative paths, object keys sorted recursively and a fixed indentation.
@@ -23,7 +23,8 @@ const EVM_VERSION = "cancun";
 const OPTIMIZER = { enabled: true, runs: 200 };
 
 function parseArgs(argv) {
-  let outDir = path.join(CONTRACTS_DIR, "out");
+  // The artifacts live inside the Python package (package data of the wheel).
+  let outDir = path.join(CONTRACTS_DIR, "..", "watcher", "chain", "compiled");
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--out") {

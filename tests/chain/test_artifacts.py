@@ -36,7 +36,7 @@ def test_fresh_compile_is_byte_identical_to_committed_artifacts(tmp_path: Path) 
     assert fresh == committed == ["TestToken.json", "Vault.json"]
     for name in fresh:
         assert (out / name).read_bytes() == (ARTIFACTS_DIR / name).read_bytes(), (
-            f"contracts/out/{name} is stale: run `make contracts` and commit the result"
+            f"watcher/chain/compiled/{name} is stale: run `make contracts` and commit the result"
         )
 
 

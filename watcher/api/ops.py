@@ -17,8 +17,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     from watcher.api.server import app_of
+    from watcher.services.gauges import refresh_gauges
 
-    body = app_of(request).metrics.render()
+    app = app_of(request)
+    await refresh_gauges(app)
+    body = app.metrics.render()
     return web.Response(
         body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

@@ -1,7 +1,9 @@
-"""Compiled contract artifacts (ABI + bytecode) committed under contracts/out/.
+"""Compiled contract artifacts (ABI + bytecode) committed under watcher/chain/compiled/.
 
 The artifacts are produced by ``contracts/scripts/compile.js`` (solcjs, pinned
-settings) and committed, so the Python side never needs a compiler. Loading is
+settings) and committed inside the package, so they ship as package data of the wheel
+and an installed ``watcher`` finds them from any working directory; the Python side
+never needs a compiler. Loading is
 cached: an artifact is read and parsed once per process.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
-ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "out"
+ARTIFACTS_DIR = Path(__file__).resolve().parent / "compiled"
 
 DEPOSIT_EVENT_SIGNATURE = "Deposit(address,address,uint256)"
 WITHDRAWN_EVENT_SIGNATURE = "Withdrawn(uint256,address,address,uint256)"
@@ -31,7 +33,7 @@ WITHDRAWN_TOPIC = _topic(WITHDRAWN_EVENT_SIGNATURE)
 
 
 class ArtifactError(RuntimeError):
-    """An artifact is missing or malformed (run ``make contracts``)."""
+    """An artifact is missing or malformed."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,15 @@ class Artifact:
 
 @cache
 def load_artifact(name: str) -> Artifact:
-    """Load ``contracts/out/<name>.json``; raises ArtifactError if absent or malformed."""
+    """Load ``watcher/chain/compiled/<name>.json``; raises ArtifactError if absent or malformed."""
     path = ARTIFACTS_DIR / f"{name}.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(
-            f"contract artifact {path} not found: run `make contracts` "
-            "(cd contracts && node scripts/compile.js)"
+            f"contract artifact {path} not found: the watcher package is incomplete; "
+            "reinstall it (pip install --force-reinstall watcher), or in a checkout "
+            "regenerate it with `make contracts`"
         ) from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"contract artifact {path} is not valid JSON: {exc}") from exc

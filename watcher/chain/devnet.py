@@ -72,15 +72,13 @@ class DevnetError(RuntimeError):
 
 
 def anvil_binary() -> Path:
-    """Path of the native anvil binary installed by npm in contracts/."""
-    path = CONTRACTS_DIR / ANVIL_RELATIVE
-    if not path.is_file():
-        raise DevnetError(
-            f"anvil not found at {path}: run `make setup` (or `npm ci` in contracts/)"
-        )
-    if not os.access(path, os.X_OK):
-        raise DevnetError(f"anvil at {path} is not executable (chmod +x it or rerun npm ci)")
-    return path
+    """The anvil binary: WATCHER_ANVIL, then PATH, then contracts/node_modules."""
+    from watcher.chain.anvil_bin import AnvilNotFoundError, find_anvil
+
+    try:
+        return find_anvil()
+    except AnvilNotFoundError as exc:
+        raise DevnetError(str(exc)) from None
 
 
 def free_port() -> int:
