@@ -117,7 +117,9 @@ def devnet(
             )
         )
         # SIGTERM stops it like Ctrl-C: anvil is stopped (and saves a kept chain) first.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        # (Only the main thread can handle signals; elsewhere, e.g. a test, it cannot.)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
