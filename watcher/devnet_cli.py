@@ -39,6 +39,11 @@ DEFAULT_DEVNET_DIR = Path("var/devnet")
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 #: Withdrawal states after which nothing more happens to it.
 FAILED_STATES = frozenset({"failed", "rejected", "cancelled"})
+#: States in which only an operator moves a withdrawal on (--wait keeps waiting).
+OPERATOR_HINTS = {
+    "review": " (waits for an operator: watcher withdrawals approve|reject ID)",
+    "stalled": " (waits for an operator: watcher withdrawals retry|cancel ID)",
+}
 
 devnet_app = typer.Typer(
     help="Local devnet (anvil, vault, test tokens) and its deposit/withdraw helpers "
@@ -507,7 +512,7 @@ async def follow(
         if doc["state"] != seen:
             seen = doc["state"]
             tx = f" tx {doc['txHash']}" if doc.get("txHash") else ""
-            say(f"withdrawal {withdrawal_id} {seen}{tx}")
+            say(f"withdrawal {withdrawal_id} {seen}{tx}{OPERATOR_HINTS.get(seen, '')}")
 
 
 async def withdraw(
@@ -535,7 +540,7 @@ async def withdraw(
             raise HelperError(exc.message) from None
     body = signed_withdrawal(target, index, asset, units, amount, to)
     doc = await _api("POST", f"{api}/v1/withdrawals", body)
-    say(f"withdrawal {doc['id']} {doc['state']}")
+    say(f"withdrawal {doc['id']} {doc['state']}{OPERATOR_HINTS.get(str(doc['state']), '')}")
     if wait:
         doc = await follow(api, int(doc["id"]), seen=str(doc["state"]), within=within, say=say)
     return doc
