@@ -270,6 +270,19 @@ def test_keep_refuses_after_an_unclean_stop(tmp_path: Path) -> None:
     assert "did not stop cleanly (pid 999999999)" in err, err
 
 
+def test_keep_refuses_another_chain_id_or_a_state_without_config(tmp_path: Path) -> None:
+    out = tmp_path / "devnet"
+    (out / "anvil").mkdir(parents=True)
+    (out / "anvil" / "devnet.json").write_text("{}")
+    port = str(free_port())
+    err = _refused("devnet", "--out", str(out), "--port", port, "--keep")
+    assert "has a saved chain but" in err and "devnet.toml is missing" in err, err
+    (out / "networks").mkdir()
+    (out / "networks" / "devnet.toml").write_text('name = "devnet"\nchain_id = 31337\n')
+    err = _refused("devnet", "--out", str(out), "--port", port, "--keep", "--chain-id", "1337")
+    assert "has chain id 31337, not 1337: pass --chain-id 31337" in err, err
+
+
 # ---------------------------------------------------------------------------- refusals
 # In process (typer's runner: the same command code, a fraction of a subprocess's start).
 
