@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
+.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -26,18 +26,26 @@ $(NPM_STAMP): contracts/package.json contracts/package-lock.json
 	touch $@
 
 # Local devnet (anvil + deployed vault and tokens) and the daemon on SQLite.
-# A fresh chain and a fresh ledger each time (var/devnet is wiped); KEEP=1 keeps both.
+# A fresh chain and a fresh ledger each time (var/devnet is wiped); KEEP=1 keeps both
+# (`watcher devnet --keep`: the chain is saved on stop and reloaded on the next start).
 # Ports: ANVIL_PORT (default 8545) and API_PORT (default 8080).
+# The daemon starts once the devnet has (re)written its network file; not if it failed.
 ANVIL_PORT ?= 8545
 API_PORT ?= 8080
 run: setup
-	@if [ "$(KEEP)" != 1 ]; then rm -rf var/devnet; fi; mkdir -p var/devnet
+	@if [ "$(KEEP)" != 1 ]; then rm -rf var/devnet; fi; mkdir -p var/devnet; touch var/devnet/.started
 	@$(BIN)/watcher devnet --out var/devnet --port $(ANVIL_PORT) $(if $(filter 1,$(KEEP)),--keep) & DEVNET=$$!; \
 	  trap 'kill $$DEVNET 2>/dev/null; wait $$DEVNET 2>/dev/null' EXIT INT TERM; \
-	  for i in $$(seq 1 150); do [ -f var/devnet/networks/devnet.toml ] && break; sleep 0.2; done; \
+	  for i in $$(seq 1 150); do [ var/devnet/networks/devnet.toml -nt var/devnet/.started ] && break; \
+	    kill -0 $$DEVNET 2>/dev/null || exit 2; sleep 0.2; done; \
 	  WATCHER_ADMIN_TOKEN=$${WATCHER_ADMIN_TOKEN:-devnet-admin-token} \
 	  WATCHER_SIGNER_KEY=$${WATCHER_SIGNER_KEY:-$$($(BIN)/python -m watcher.chain.devnet_key)} \
 	  $(BIN)/watcher run --config var/devnet --port $(API_PORT)
+
+# Against a running `make run` (another terminal, same API_PORT): deposit 100 USDT from
+# devnet account 2, wait until credited, withdraw 40 with --wait, print each step.
+demo: setup
+	$(BIN)/watcher devnet demo --config var/devnet --api http://127.0.0.1:$(API_PORT)
 
 $(COMPOSE_STAMP):
 	$(PY) -m venv $(COMPOSE_VENV)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Coroutine
@@ -15,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from watcher.devnet_cli import devnet_app
 from watcher.settings import ConfigError, NetworkConfig, Settings, load_settings
 from watcher.withdrawals_cli import withdrawals_app
 
@@ -26,6 +26,7 @@ app.add_typer(db_app, name="db")
 alarms_app = typer.Typer(no_args_is_help=True, help="Latched alarms")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(withdrawals_app, name="withdrawals")
+app.add_typer(devnet_app, name="devnet")
 
 console = Console()
 err = Console(stderr=True)
@@ -145,40 +146,6 @@ def networks(config: ConfigOpt = None) -> None:
             tokens,
         )
     console.print(table)
-
-
-@app.command()
-def devnet(
-    port: Annotated[int, typer.Option(help="anvil port")] = 8545,
-    chain_id: Annotated[int, typer.Option(help="chain id")] = 31337,
-    block_time: Annotated[
-        float | None, typer.Option(help="seconds per block (default: mine on each tx)")
-    ] = 1.0,
-    name: Annotated[str, typer.Option(help="network name in the written config")] = "devnet",
-    out: Annotated[Path, typer.Option(help="config directory to write")] = Path("var/devnet"),
-    confirmations: Annotated[int, typer.Option(help="confirmation depth")] = 3,
-    listen: Annotated[str, typer.Option(help="anvil listen address")] = "127.0.0.1",
-    config: ConfigOpt = None,
-) -> None:
-    """Start anvil, deploy the vault and test tokens, fund accounts, write the config."""
-    from watcher.chain.devnet import run_devnet
-    from watcher.settings import DEFAULT_CONFIG_DIR
-
-    bt = None if block_time is None or block_time <= 0 else block_time
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_devnet(
-                port=port,
-                chain_id=chain_id,
-                block_time=bt,
-                out_dir=out,
-                name=name,
-                base_config=config or DEFAULT_CONFIG_DIR,
-                confirmations=confirmations,
-                listen_host=listen,
-                echo=lambda line: console.print(line, highlight=False, markup=False),
-            )
-        )
 
 
 @db_app.command("upgrade")

@@ -193,6 +193,10 @@ class NetworkConfig(_Model):
     native_withdraw_fee: ExactDecimal = Field(default=Decimal(0), ge=0)
     max_log_range: int | None = Field(default=None, ge=1)
     tokens: list[TokenConfig] = Field(default_factory=list)
+    # A local development chain (written by `watcher devnet`): the only kind of network
+    # the `watcher devnet deposit|withdraw` helpers act on (chain ids 31337 and 1337 are
+    # devnets without it).
+    devnet: bool = False
 
     @field_validator("rpc_urls")
     @classmethod

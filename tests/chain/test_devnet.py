@@ -123,6 +123,7 @@ def test_network_toml_has_the_loader_fields() -> None:
     parsed = tomllib.loads(network_toml(_deployment(), name="devnet"))
     assert parsed == {
         "name": "devnet",
+        "devnet": True,
         "chain_id": 31337,
         "enabled": True,
         "confirmations": 3,
@@ -265,7 +266,8 @@ async def test_two_devnets_share_one_config_dir(tmp_path: Path) -> None:
             assert parsed["confirmations"] == 2
             assert parsed["vault"] == VAULT_ADDRESS
             assert any(str(path) in line for line in lines[name])
-            assert any(line.startswith("# Written by") for line in lines[name])
+            assert any(line.startswith("vault       0x5FbDB2") for line in lines[name])
+            assert any("<- hot wallet" in line for line in lines[name])
         assert sorted(p.name for p in (out / "networks").iterdir()) == [
             "bsc.toml",
             "devnet.toml",

@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from web3.providers.rpc import AsyncHTTPProvider
 from web3.types import TxParams
 
 from watcher.chain.artifacts import Artifact, load_artifact
+from watcher.domain.amounts import format_amount
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
@@ -504,6 +506,7 @@ def network_toml(
     lines = [
         f"# Written by `watcher devnet` for the anvil on {dep.rpc_url}.",
         f"name = {_toml_str(name)}",
+        "devnet = true",
         f"chain_id = {dep.chain_id}",
         "enabled = true",
         f"confirmations = {int(confirmations)}",
@@ -591,6 +594,147 @@ def _own_database(out_dir: Path) -> None:
         _write_atomic(default, text.replace(DEFAULT_DB_LINE, f'url = "sqlite+aiosqlite:///{db}"'))
 
 
+# Well-known local chain ids (anvil's and hardhat's defaults): devnets even when their
+# config does not say `devnet = true`.
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+#: How many dev accounts `watcher devnet` funds and lists (anvil's default count).
+DEVNET_ACCOUNTS = 10
+
+
+def is_devnet(chain_id: int, marked: bool) -> bool:
+    """A local development chain: marked ``devnet = true`` in its network file (what
+    `watcher devnet` writes) or one of :data:`LOCAL_CHAIN_IDS`."""
+    return marked or chain_id in LOCAL_CHAIN_IDS
+
+
+@dataclass(frozen=True)
+class KeptFiles:
+    """Where ``--keep`` saves a devnet's chain: anvil's state dump, and a marker that
+    exists while the devnet runs (left behind, it says the last stop was not clean)."""
+
+    state: Path
+    running: Path
+
+    @classmethod
+    def of(cls, out_dir: Path, name: str) -> KeptFiles:
+        folder = out_dir / "anvil"
+        return cls(state=folder / f"{name}.json", running=folder / f"{name}.running")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kept_deployment(kept: KeptFiles, target: Path, out_dir: Path, chain_id: int) -> bool:
+    """With ``--keep``: True to reload the saved chain and reuse ``target``, False for a
+    fresh chain (nothing saved yet); DevnetError when the two would not match."""
+    fresh = f"remove {out_dir} (or run without --keep) to start a fresh chain and ledger"
+    if kept.running.exists():
+        text = kept.running.read_text(encoding="utf-8").strip()
+        pid = int(text) if text.isdigit() else 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            raise DevnetError(f"a devnet with --keep already runs on {out_dir} (pid {pid})")
+        raise DevnetError(
+            f"the previous devnet on {out_dir} did not stop cleanly (pid {pid or '?'}): "
+            f"its chain was last saved to {kept.state} before the ledger moved on; {fresh}"
+        )
+    if kept.state.exists() and target.exists():
+        try:
+            written = tomllib.loads(target.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DevnetError(f"{target}: cannot read the kept devnet config: {exc}") from None
+        if written.get("chain_id") != chain_id:
+            raise DevnetError(
+                f"the kept devnet in {out_dir} has chain id {written.get('chain_id')}, "
+                f"not {chain_id}: pass --chain-id {written.get('chain_id')} or {fresh}"
+            )
+        return True
+    if kept.state.exists():
+        raise DevnetError(f"{kept.state} has a saved chain but {target} is missing: {fresh}")
+    if target.exists():
+        raise DevnetError(
+            f"{target} was written by a devnet run without --keep (no chain saved in "
+            f"{kept.state}): its ledger belongs to a chain that is gone; {fresh}"
+        )
+    return False
+
+
+def deployment_from_toml(path: Path, rpc_url: str) -> Deployment:
+    """The deployment a written network file describes, served at ``rpc_url`` now."""
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        return Deployment(
+            chain_id=int(doc["chain_id"]),
+            rpc_url=rpc_url,
+            vault=to_checksum_address(str(doc["vault"])),
+            tokens={
+                str(t["symbol"]): TokenInfo(
+                    address=to_checksum_address(str(t["address"])), decimals=int(t["decimals"])
+                )
+                for t in doc.get("tokens", [])
+            },
+            deploy_block=int(doc.get("start_block", 0)),
+            operator=dev_account(1).address,
+            guardian=dev_account(0).address,
+            owner=dev_account(0).address,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DevnetError(f"{path}: not a devnet network file ({exc})") from None
+
+
+async def _check_kept_chain(w3: AsyncWeb3[Any], dep: Deployment, state: Path) -> None:
+    code = await w3.eth.get_code(to_checksum_address(dep.vault))
+    if code.to_0x_hex() != load_artifact("Vault").deployed_bytecode:
+        raise DevnetError(
+            f"the chain loaded from {state} has no vault at {dep.vault}: the saved state "
+            "and the written config do not match"
+        )
+
+
+async def describe_devnet(
+    w3: AsyncWeb3[Any], dep: Deployment, *, native: str = "ETH", accounts: int = DEVNET_ACCOUNTS
+) -> list[str]:
+    """Anvil-style listing: addresses, tokens, each dev account's balances (read from the
+    chain now) and role, and the dev accounts' private keys (public test keys)."""
+    vault = w3.eth.contract(address=to_checksum_address(dep.vault), abi=load_artifact("Vault").abi)
+    operator = str(await vault.functions.operator().call())
+    owner = str(await vault.functions.owner().call())
+    token_abi = load_artifact("TestToken").abi
+    tokens = {
+        symbol: w3.eth.contract(address=to_checksum_address(info.address), abi=token_abi)
+        for symbol, info in dep.tokens.items()
+    }
+    lines = [f"vault       {dep.vault}"]
+    for symbol, info in dep.tokens.items():
+        lines.append(f"token {symbol:<5} {info.address} ({info.decimals} decimals)")
+    lines += ["", "Available Accounts", "=================="]
+    for i in range(accounts):
+        address = dev_account(i).address
+        held = [f"{format_amount(int(await w3.eth.get_balance(address)), 18)} {native}"]
+        for symbol, token in tokens.items():
+            units = int(await token.functions.balanceOf(address).call())
+            held.append(f"{format_amount(units, dep.tokens[symbol].decimals)} {symbol}")
+        role = ""
+        if address == operator:
+            role = "  <- hot wallet (vault operator; pays withdrawals): do not deposit from it"
+        elif address == owner:
+            role = "  <- vault owner and guardian (the deployer)"
+        lines.append(f"({i}) {address} ({', '.join(held)}){role}")
+    lines += [
+        "",
+        "Private Keys (anvil's well-known test keys, public: never use them on a real network)",
+        "==================",
+    ]
+    lines += [f"({i}) 0x{bytes(dev_account(i).key).hex()}" for i in range(accounts)]
+    return lines
+
+
 async def run_devnet(
     *,
     port: int,
@@ -602,24 +746,107 @@ async def run_devnet(
     confirmations: int,
     echo: Callable[[str], None],
     listen_host: str = "127.0.0.1",
+    keep: bool = False,
 ) -> None:
     """Start anvil, deploy, write ``out_dir/networks/<name>.toml`` and run until cancelled.
 
-    ``listen_host`` 0.0.0.0 exposes anvil beyond loopback (the docker-compose service)."""
+    ``listen_host`` 0.0.0.0 exposes anvil beyond loopback (the docker-compose service).
+
+    ``keep``: the chain is saved to ``out_dir/anvil/<name>.json`` when anvil stops and,
+    when that file and the network file exist, reloaded instead of deploying again (same
+    addresses, blocks, balances), so the ledger next to it stays consistent with the
+    chain. A marker ``out_dir/anvil/<name>.running`` exists while it runs; one left by
+    a devnet that did not stop cleanly (its chain was not saved) makes the next start
+    refuse. Without ``keep`` any saved chain of that name is removed (it is replaced)."""
     extra = ("--host", listen_host) if listen_host != "127.0.0.1" else ()
-    async with start_anvil(
-        port=port, chain_id=chain_id, block_time=block_time, extra_args=extra
-    ) as node:
-        dep = await deploy_devnet(node.url)
+    target = out_dir / "networks" / f"{name}.toml"
+    kept = KeptFiles.of(out_dir, name)
+    reuse = False
+    if keep:
+        reuse = _kept_deployment(kept, target, out_dir, chain_id)
+        kept.state.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        for stale in (kept.state, kept.running):
+            stale.unlink(missing_ok=True)
+    started = time.time()
+    try:
+        async with start_anvil(
+            port=port,
+            chain_id=chain_id,
+            block_time=block_time,
+            extra_args=extra,
+            state_path=kept.state if keep else None,
+        ) as node:
+            if keep:
+                _write_atomic(kept.running, f"{os.getpid()}\n")
+            await _deploy_and_announce(
+                node,
+                reuse=reuse,
+                keep=keep,
+                kept=kept,
+                target=target,
+                out_dir=out_dir,
+                name=name,
+                base_config=base_config,
+                confirmations=confirmations,
+                block_time=block_time,
+                echo=echo,
+            )
+            await asyncio.Event().wait()
+    finally:
+        # anvil has stopped here: with --keep it saved the chain on the way out.
+        if keep and kept.running.exists():
+            if kept.state.exists() and kept.state.stat().st_mtime >= started:
+                kept.running.unlink(missing_ok=True)
+            else:
+                echo(f"anvil did not save the chain to {kept.state}: the next --keep refuses")
+
+
+async def _deploy_and_announce(
+    node: AnvilNode,
+    *,
+    reuse: bool,
+    keep: bool,
+    kept: KeptFiles,
+    target: Path,
+    out_dir: Path,
+    name: str,
+    base_config: Path,
+    confirmations: int,
+    block_time: float | None,
+    echo: Callable[[str], None],
+) -> None:
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
+    try:
+        if reuse:
+            dep = deployment_from_toml(target, node.url)
+            await _check_kept_chain(w3, dep, kept.state)
+        else:
+            dep = await deploy_devnet(node.url)
         prepare_config_dir(out_dir, base_config)
         _own_database(out_dir)
         block_seconds = max(1, round(block_time)) if block_time is not None else 1
         text = network_toml(
             dep, name=name, confirmations=confirmations, block_time_seconds=block_seconds
         )
-        target = out_dir / "networks" / f"{name}.toml"
         _write_atomic(target, text)
-        echo(f"devnet {name!r}: anvil on {node.url} (chain id {chain_id}), config {target}")
-        echo(text)
-        echo("Press Ctrl-C to stop.")
-        await asyncio.Event().wait()
+        height = await w3.eth.block_number
+        listing = await describe_devnet(w3, dep)
+    finally:
+        await w3.provider.disconnect()
+    if not keep:
+        chain = "fresh, not kept (--keep saves it across restarts)"
+    elif reuse:
+        chain = f"reloaded from {kept.state} (saved again on stop)"
+    else:
+        chain = f"fresh, saved to {kept.state} on stop (--keep)"
+    echo(f"devnet {name!r} ready: anvil on {node.url}, chain id {node.chain_id}, block {height}")
+    echo(f"config      {target}")
+    echo(f"chain       {chain}")
+    for line in listing:
+        echo(line)
+    echo("")
+    cfg = f" --config {out_dir}" if out_dir != Path("var/devnet") else ""
+    echo(f"deposit:  watcher devnet deposit --from 2 --token USDT --amount 100{cfg}")
+    echo(f"withdraw: watcher devnet withdraw --from 2 --token USDT --amount 40 --wait{cfg}")
+    echo("Press Ctrl-C to stop.")
