@@ -21,6 +21,7 @@ from tests.integration.deposit_support import (
     make_settings,
 )
 from watcher import logs
+from watcher.services import listener as listener_module
 from watcher.store.db import SessionFactory
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -138,3 +139,35 @@ async def test_a_backfill_step_is_one_summary_line_not_one_per_deposit(
         summaries = lines(caplog, "devnet backfill: block")
         assert summaries, "no backfill progress line"
         assert [s for s in summaries if ": 3 deposits seen, 3 credited" in s]
+
+
+async def test_a_crowded_steady_state_step_is_one_summary_line(
+    tmp_path: Path,
+    devnet_factory: DevnetFactory,
+    sessions: SessionFactory,
+    db_url: str,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(listener_module, "PER_EVENT_LOG_LIMIT", 2)
+    async with devnet_factory() as (node, dep):
+        chain = Chain(node.url, dep, http)
+        listener = make_listener(
+            make_settings(tmp_path, [("devnet", dep, 3)], db_url), "devnet", sessions
+        )
+        await listener.tick()
+        await chain.automine(False)
+        txs = [await chain.deposit_native(who, 10**18) for who in (2, 3, 4)]
+        block = await chain.mine(1)
+        await chain.automine(True)
+        await listener.tick()
+        assert [r.state for r in await deposit_rows(sessions)] == ["pending"] * 3
+        for tx in txs:
+            assert lines(caplog, tx) == []
+        [summary] = lines(caplog, "deposits chain=")
+        assert summary == (
+            f"deposits chain={dep.chain_id} blocks={block}..{block}: 3 seen, 0 credited "
+            "(summary: 3 events in one step)"
+        )

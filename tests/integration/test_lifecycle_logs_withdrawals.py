@@ -219,13 +219,14 @@ async def test_a_line_of_a_rolled_back_transaction_is_not_written(
     class Abort(Exception):
         pass
 
-    with pytest.raises(Abort):
-        async with app.sessions.begin() as s:
-            await raise_alarm(s, AlarmKind.RPC_DOWN, "test:rolled-back", "never committed")
-            raise Abort
-    assert lines(caplog, "alarm raised") == []
-    async with app.sessions.begin() as s:
-        await raise_alarm(s, AlarmKind.RPC_DOWN, "test:committed", "committed")
-        assert lines(caplog, "alarm raised") == []  # not before the commit
+    async with app.sessions() as s:  # one session, two transactions
+        with pytest.raises(Abort):
+            async with s.begin():
+                await raise_alarm(s, AlarmKind.RPC_DOWN, "test:rolled-back", "never committed")
+                raise Abort
+        assert lines(caplog, "alarm raised") == []
+        async with s.begin():
+            await raise_alarm(s, AlarmKind.RPC_DOWN, "test:committed", "committed")
+            assert lines(caplog, "alarm raised") == []  # not before the commit
     [line] = lines(caplog, "alarm raised")
     assert "kind=rpc_down key=test:committed severity=critical: committed" in line

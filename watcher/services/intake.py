@@ -35,6 +35,12 @@ the user receives exactly ``amount`` on chain; the ledger holds and later debits
 ``amount + fee``; on completion the fee moves to ``withdrawals.fee_account``
 (``system:fees``). A withdrawal of at least ``review_threshold[asset]`` is stored in
 ``review`` and waits for ``watcher withdrawals approve|reject``.
+
+Log lines (INFO, after the batch's transaction committed): ``withdrawal accepted id=…
+chain=… account=… asset=… amount=… fee=… to=… nonce=… state=requested|review`` and, for
+the step 7 decisions, ``withdrawal rejected chain=… account=… asset=… amount=… nonce=…
+reason=INSUFFICIENT_WITHDRAWABLE``. Steps 1-6 answer malformed, unsigned or expired
+input with its 4xx only: anyone can send those, and they change nothing.
 """
 
 from __future__ import annotations

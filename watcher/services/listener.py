@@ -44,6 +44,20 @@ Guarantees across crash, restart and reorg:
   (``backfill_from``/``backfill_to``) for ``watcher status``, and cleared when the
   cursor reaches the head.
 
+Lifecycle lines (INFO, written after the step's commit, so never for a step that
+rolled back): in steady state one line per event, ``deposit seen chain=… tx=… log=…
+block=… account=… asset=… amount=… (pending n/N)`` (``(final)`` when already final,
+``(unsupported token: not credited)``), ``deposit credited …``, ``deposit seen again …``
+after a reorg re-included it; on a reorg ``reorg detected chain=… depth=… ancestor=…``
+(WARNING) then ``deposit orphaned …`` / ``deposit reversed …`` (WARNING) per deposit. A
+backfill step (the cursor more than ``max_log_range`` behind the head) writes no line
+per deposit but its progress line with the step's counts (``devnet backfill: block B of
+F..T (p%): blocks a..b: 812 deposits seen, 800 credited``): a backfill of 20,000
+deposits would otherwise write 40,000 lines. A steady-state step with more than
+:data:`PER_EVENT_LOG_LIMIT` events (a burst after a pause) writes one summary line
+``deposits chain=… blocks=a..b: n seen, m credited (summary: k events in one step)``.
+Nothing is formatted when INFO is disabled.
+
 Throughput (README, Deposits): a step of 20,000 final deposits is one ``eth_getLogs``,
 two header batches and one transaction whose rows are written in bulk
 (:mod:`watcher.store.bulk`, :func:`watcher.store.ledger_batch.post_pairs`); the cyclic

@@ -9,6 +9,13 @@ transactions with fixed refs, so each is posted at most once whatever retries:
 * ``withdrawal:<id>:settle``  hold → ``system:vault:<chain>`` (amount) and the fee
                               account (fee), when the payout is final
 * ``withdrawal:<id>:release`` hold → cross, amount + fee (failed, rejected, cancelled)
+
+Each state change is logged at INFO once its transaction commits
+(:func:`watcher.store.events.after_commit`): ``withdrawal broadcast id=… tx=…``
+(:func:`mark_broadcast`), ``withdrawal mined id=… tx=… block=… status=…``
+(:func:`record_mined`), ``withdrawal completed id=… chain=… account=… asset=… tx=…``
+(:func:`complete_paid`), and ``withdrawal <state> id=… chain=… account=… asset=… tx=…
+reason=…`` for every :func:`move` (queued, failed, stalled, cancelled, rejected, ...).
 """
 
 from __future__ import annotations
