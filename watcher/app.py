@@ -218,7 +218,16 @@ async def build(settings: Settings, *, migrate: bool = True, services: bool = Tr
     return app
 
 
+#: APScheduler's own warnings are about our ticks overrunning their interval
+#: ("maximum number of running instances reached", "Run time of job ... was missed"):
+#: with ``max_instances=1`` and ``coalesce`` that is by design (a backfill tick runs
+#: for seconds), not an operator event. A tick's failure is logged by :class:`Runner`.
+SCHEDULER_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors")
+
+
 def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
+    for name in SCHEDULER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     for service in app.services:
         scheduler.add_job(
             app.runner.run,

@@ -78,12 +78,16 @@ class _JsonLines(logging.Formatter):
 
 
 class _Context(logging.Filter):
+    """Appends the context fields to a human line, except those whose value the message
+    already shows as a ``key=value`` word (``deposit seen chain=1 tx=0x…`` carries
+    ``chain_id`` and ``tx_hash`` for the JSON form; the human line says them once)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        parts = [
-            f"{f}={getattr(record, f)}"
-            for f in CONTEXT_FIELDS
-            if getattr(record, f, None) is not None
-        ]
+        fields = [(f, v) for f in CONTEXT_FIELDS if (v := getattr(record, f, None)) is not None]
+        if fields:
+            shown = {w.partition("=")[2] for w in record.getMessage().split() if "=" in w}
+            fields = [(f, v) for f, v in fields if str(v) not in shown]
+        parts = [f"{f}={v}" for f, v in fields]
         record.context = (" " + " ".join(parts)) if parts else ""
         return True
 
@@ -100,5 +104,8 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("alembic", "apscheduler", "aiohttp.access", "web3", "urllib3", "asyncio"):
+    for noisy in ("alembic", "aiohttp.access", "web3", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A periodic tick overrunning its interval is skipped or coalesced by design; the
+    # scheduler's warnings about it are noise (tick failures are logged by the runner).
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -35,11 +35,18 @@ the user receives exactly ``amount`` on chain; the ledger holds and later debits
 ``amount + fee``; on completion the fee moves to ``withdrawals.fee_account``
 (``system:fees``). A withdrawal of at least ``review_threshold[asset]`` is stored in
 ``review`` and waits for ``watcher withdrawals approve|reject``.
+
+Log lines (INFO, after the batch's transaction committed): ``withdrawal accepted id=…
+chain=… account=… asset=… amount=… fee=… to=… nonce=… state=requested|review`` and, for
+the step 7 decisions, ``withdrawal rejected chain=… account=… asset=… amount=… nonce=…
+reason=INSUFFICIENT_WITHDRAWABLE``. Steps 1-6 answer malformed, unsigned or expired
+input with its 4xx only: anyone can send those, and they change nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -54,7 +61,12 @@ from sqlalchemy.exc import IntegrityError
 from watcher.api import eip712
 from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthorized
 from watcher.chain.vault import ZERO_ADDRESS
-from watcher.domain.amounts import AmountFormatError, chain_to_ledger, parse_decimal_amount
+from watcher.domain.amounts import (
+    AmountFormatError,
+    chain_to_ledger,
+    format_amount,
+    parse_decimal_amount,
+)
 from watcher.domain.parsing import UINT256_MAX, InputError, parse_address, parse_uint
 from watcher.domain.states import WithdrawalState
 from watcher.services.foreground import Foreground
@@ -63,6 +75,8 @@ from watcher.settings import NetworkConfig, Settings
 from watcher.store import withdrawals as repo
 from watcher.store.db import SessionFactory
 from watcher.store.models import Withdrawal
+
+log = logging.getLogger("watcher.intake")
 
 WITHDRAW_TYPE = (
     "Withdraw(address account,address token,uint256 amount,address destination,"
@@ -479,6 +493,7 @@ class Intake:
     async def _commit(self, batch: list[_Queued]) -> list[_Outcome]:
         outcomes: dict[int, _Outcome] = {}
         twins: dict[int, _Queued] = {}  # index → the earlier request of the batch it repeats
+        rejected: list[tuple[Withdrawal, str]] = []
         async with self.sessions.begin() as s:
             existing = await repo.find_by_account_nonces(s, [q.key for q in batch])
             fresh = [q for q in batch if q.key not in existing]
@@ -499,6 +514,7 @@ class Intake:
                         self._decide(gate, q, limit, taken)
                     except ApiError as exc:
                         outcomes[i] = exc
+                        rejected.append((q.row, exc.code))
                     else:
                         accepted[q.key] = q
             rows = [q.row for q in accepted.values()]
@@ -511,12 +527,48 @@ class Intake:
                 row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
         self.batches += 1
+        if log.isEnabledFor(logging.INFO):
+            self._log_decisions(rows, rejected)
         for i, q in enumerate(batch):
             if i in twins:
                 outcomes[i] = _replayed(twins[i].row, q.digest)
             elif i not in outcomes:
                 outcomes[i] = Accepted(q.row, created=True)
         return [outcomes[i] for i in range(len(batch))]
+
+    def _log_decisions(
+        self, accepted: list[Withdrawal], rejected: list[tuple[Withdrawal, str]]
+    ) -> None:
+        """One line per decision of a committed batch (amounts in asset units, the fee
+        apart)."""
+        for row in accepted:
+            precision = self.settings.assets[row.asset].precision
+            log.info(
+                "withdrawal accepted id=%d chain=%d account=%s asset=%s amount=%s fee=%s "
+                "to=%s nonce=%d state=%s",
+                row.id,
+                row.chain_id,
+                row.account,
+                row.asset,
+                format_amount(row.ledger_amount - row.fee, precision),
+                format_amount(row.fee, precision),
+                row.destination,
+                row.nonce,
+                row.state,
+                extra={"withdrawal_id": row.id, "chain_id": row.chain_id},
+            )
+        for row, reason in rejected:
+            precision = self.settings.assets[row.asset].precision
+            log.info(
+                "withdrawal rejected chain=%d account=%s asset=%s amount=%s nonce=%d reason=%s",
+                row.chain_id,
+                row.account,
+                row.asset,
+                format_amount(row.ledger_amount - row.fee, precision),
+                row.nonce,
+                reason,
+                extra={"chain_id": row.chain_id},
+            )
 
     def _decide(
         self,

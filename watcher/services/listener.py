@@ -44,6 +44,20 @@ Guarantees across crash, restart and reorg:
   (``backfill_from``/``backfill_to``) for ``watcher status``, and cleared when the
   cursor reaches the head.
 
+Lifecycle lines (INFO, written after the step's commit, so never for a step that
+rolled back): in steady state one line per event, ``deposit seen chain=… tx=… log=…
+block=… account=… asset=… amount=… (pending n/N)`` (``(final)`` when already final,
+``(unsupported token: not credited)``), ``deposit credited …``, ``deposit seen again …``
+after a reorg re-included it; on a reorg ``reorg detected chain=… depth=… ancestor=…``
+(WARNING) then ``deposit orphaned …`` / ``deposit reversed …`` (WARNING) per deposit. A
+backfill step (the cursor more than ``max_log_range`` behind the head) writes no line
+per deposit but its progress line with the step's counts (``devnet backfill: block B of
+F..T (p%): blocks a..b: 812 deposits seen, 800 credited``): a backfill of 20,000
+deposits would otherwise write 40,000 lines. A steady-state step with more than
+:data:`PER_EVENT_LOG_LIMIT` events (a burst after a pause) writes one summary line
+``deposits chain=… blocks=a..b: n seen, m credited (summary: k events in one step)``.
+Nothing is formatted when INFO is disabled.
+
 Throughput (README, Deposits): a step of 20,000 final deposits is one ``eth_getLogs``,
 two header batches and one transaction whose rows are written in bulk
 (:mod:`watcher.store.bulk`, :func:`watcher.store.ledger_batch.post_pairs`); the cyclic
@@ -62,7 +76,8 @@ from dataclasses import dataclass
 
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
-from watcher.domain.confirmations import final_upto
+from watcher.domain.amounts import format_amount
+from watcher.domain.confirmations import confirmations, final_upto
 from watcher.domain.reorg import (
     BlockRef,
     ReorgDepthExceeded,
@@ -70,11 +85,13 @@ from watcher.domain.reorg import (
     check_continuity,
     is_deep,
 )
+from watcher.domain.states import DepositState
 from watcher.metrics import Metrics
 from watcher.settings import AssetConfig, ListenerSettings, NetworkConfig
 from watcher.store import chainstate, deposits
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
+from watcher.store.models import Deposit
 
 from . import confirmer, poller, reorgs
 
@@ -84,6 +101,8 @@ log = logging.getLogger("watcher.listener")
 # deepest reorg whose common ancestor we can still find without guessing.
 REORG_MARGIN = 64
 TICK_BUDGET_SECONDS = 10.0
+#: A steady-state step with more deposit events than this logs one summary line.
+PER_EVENT_LOG_LIMIT = 100
 
 
 @dataclass
@@ -290,14 +309,21 @@ class DepositListener:
             total = max(1, backfill[1] - backfill[0] + 1)
             done = tip_number - backfill[0] + 1
             log.info(
-                "%s backfill: block %d of %d..%d (%d%%), %d deposits in this range",
+                "%s backfill: block %d of %d..%d (%d%%): blocks %d..%d: %d deposits seen, "
+                "%d credited",
                 network.name,
                 tip_number,
                 backfill[0],
                 backfill[1],
                 100 * done // total,
-                len(scan.logs),
+                scan.from_block,
+                scan.to_block,
+                recorded.new + recorded.repointed,
+                recorded.credited + len(credited),
+                extra={"chain_id": self.chain_id},
             )
+        elif log.isEnabledFor(logging.INFO):
+            self._log_events(scan, recorded, credited, tip_number)
         self._count(recorded, credited_later=len(credited))
         self._observe(scan.head, tip_number, tip)
         return behind > 0
@@ -336,6 +362,15 @@ class DepositListener:
                     f"(no stored block from {found.lowest_checked} to {found.tip} is canonical)",
                     {"lowest_checked": found.lowest_checked, "tip": found.tip},
                 )
+            log.error(
+                "reorg detected chain=%d network=%s deeper than the stored window: no "
+                "stored block from %d to %d is canonical; listener stopped",
+                self.chain_id,
+                name,
+                found.lowest_checked,
+                found.tip,
+                extra={"chain_id": self.chain_id},
+            )
             self.metrics.reorgs.labels(name).inc()
             raise ReorgDepthExceeded(
                 chain_id=self.chain_id, tip=found.tip, depth=found.min_depth, rule=self.rule
@@ -368,19 +403,162 @@ class DepositListener:
                     },
                 )
         log.warning(
-            "%s: reorg of %d block(s) above %d: %d deposit(s) orphaned, %d reversed",
+            "reorg detected chain=%d network=%s depth=%d ancestor=%d ancestor_hash=%s "
+            "tip=%d: %d deposit(s) orphaned, %d reversed",
+            self.chain_id,
             name,
             depth,
             ancestor.number,
+            ancestor.hash,
+            start_cursor,
             len(dropped.orphaned),
             len(dropped.reversed),
+            extra={"chain_id": self.chain_id},
         )
+        for what, rows, level in (
+            ("orphaned", dropped.orphaned, logging.INFO),
+            ("reversed", dropped.reversed, logging.WARNING),
+        ):
+            for d in rows:
+                self._log_deposit(
+                    what,
+                    d.tx_hash,
+                    d.log_index,
+                    d.block_number,
+                    d.account,
+                    d.asset,
+                    d.ledger_amount,
+                    level,
+                )
         self.metrics.reorgs.labels(name).inc()
         self.metrics.reorg_depth.labels(name).set(depth)
         self.metrics.deposits.labels(name, "orphaned").inc(len(dropped.orphaned))
         self.metrics.deposits.labels(name, "reversed").inc(len(dropped.reversed))
         self.metrics.cursor.labels(name).set(ancestor.number)
         return True
+
+    # --- lifecycle lines (after the step's commit) ---------------------------
+
+    def _log_events(
+        self,
+        scan: poller.Scan,
+        recorded: deposits.Recorded,
+        credited: list[Deposit],
+        tip: int,
+    ) -> None:
+        """One line per deposit event of a committed steady-state step, or one summary
+        line when the step holds more than :data:`PER_EVENT_LOG_LIMIT` events."""
+        events = len(recorded.fresh) + recorded.credited + recorded.repointed + len(credited)
+        if not events:
+            return
+        chain = self.chain_id
+        if events > PER_EVENT_LOG_LIMIT:
+            log.info(
+                "deposits chain=%d blocks=%d..%d: %d seen, %d credited (summary: %d events "
+                "in one step)",
+                chain,
+                scan.from_block,
+                scan.to_block,
+                recorded.new + recorded.repointed,
+                recorded.credited + len(credited),
+                events,
+                extra={"chain_id": chain},
+            )
+            return
+        rule = self.rule
+        required = str(rule.depth) if rule.depth is not None else str(rule.tag)
+        credited_state, unsupported = str(DepositState.CREDITED), str(DepositState.UNSUPPORTED)
+        for d, state, asset, units in zip(
+            recorded.fresh,
+            recorded.states,
+            recorded.assets,
+            recorded.ledger_amounts,
+            strict=True,
+        ):
+            if asset is None or units is None or state == unsupported:
+                log.info(
+                    "deposit seen chain=%d tx=%s log=%d block=%d account=%s token=%s "
+                    "amount=%d (unsupported token: not credited)",
+                    chain,
+                    d.tx_hash,
+                    d.log_index,
+                    d.block_number,
+                    d.account,
+                    d.token,
+                    d.amount,
+                    extra={"chain_id": chain, "tx_hash": d.tx_hash},
+                )
+                continue
+            amount = self._amount(asset, units)
+            final = state == credited_state
+            log.info(
+                "deposit seen chain=%d tx=%s log=%d block=%d account=%s asset=%s amount=%s (%s)",
+                chain,
+                d.tx_hash,
+                d.log_index,
+                d.block_number,
+                d.account,
+                asset,
+                amount,
+                "final" if final else f"pending {confirmations(tip, d.block_number)}/{required}",
+                extra={"chain_id": chain, "tx_hash": d.tx_hash},
+            )
+            if final:
+                self._log_deposit(
+                    "credited", d.tx_hash, d.log_index, d.block_number, d.account, asset, units
+                )
+        for row in recorded.repointed_rows:
+            log.info(
+                "deposit seen again chain=%d tx=%s log=%d block=%d account=%s "
+                "(re-included after a reorg; pending)",
+                chain,
+                row.tx_hash,
+                row.log_index,
+                row.block_number,
+                row.account,
+                extra={"chain_id": chain, "tx_hash": row.tx_hash},
+            )
+        for row in credited:
+            self._log_deposit(
+                "credited",
+                row.tx_hash,
+                row.log_index,
+                row.block_number,
+                row.account,
+                row.asset,
+                row.ledger_amount,
+            )
+
+    def _log_deposit(
+        self,
+        what: str,
+        tx_hash: str,
+        log_index: int,
+        block: int,
+        account: str,
+        asset: str | None,
+        units: int | None,
+        level: int = logging.INFO,
+    ) -> None:
+        log.log(
+            level,
+            "deposit %s chain=%d tx=%s log=%d block=%d account=%s asset=%s amount=%s",
+            what,
+            self.chain_id,
+            tx_hash,
+            log_index,
+            block,
+            account,
+            asset,
+            self._amount(asset, units),
+            extra={"chain_id": self.chain_id, "tx_hash": tx_hash},
+        )
+
+    def _amount(self, asset: str | None, units: int | None) -> str:
+        cfg = self.assets.get(asset) if asset is not None else None
+        if cfg is None or units is None:
+            return "?"
+        return format_amount(units, cfg.precision)
 
     # --- observability ------------------------------------------------------
 

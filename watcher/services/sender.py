@@ -54,6 +54,7 @@ from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
+from watcher.store.events import after_commit
 from watcher.store.models import TxAttempt, utcnow
 
 #: Signatures between two yields to the event loop (~0.1 ms each).
@@ -371,6 +372,14 @@ class Sender:
             )
             # Each withdrawal → signed with its attempt's hash, in one statement.
             await repo.mark_signed(s, [w.id for w, _, _ in signed])
+            for ready, nonce, tx in signed:
+                after_commit(
+                    s,
+                    log,
+                    "withdrawal signed id=%d chain=%d nonce=%d tx=%s",
+                    (ready.id, self.chain_id, nonce, tx.tx_hash),
+                    extra={"withdrawal_id": ready.id, "chain_id": self.chain_id},
+                )
             ws = await repo.withdrawals_by_id(s, list(short))
             alarms: dict[str, str] = {}
             for withdrawal_id, reason in short.items():

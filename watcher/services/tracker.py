@@ -67,6 +67,7 @@ from watcher.settings import NetworkConfig, WithdrawalSettings
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
+from watcher.store.events import after_commit
 from watcher.store.ledger_batch import Posting
 from watcher.store.models import TxAttempt, utcnow
 
@@ -517,6 +518,22 @@ class Tracker:
                 w.tx_hash = new.tx_hash
                 w.updated_at = utcnow()
                 persisted.append(new)
+                after_commit(
+                    s,
+                    log,
+                    "withdrawal replaced id=%d chain=%d nonce=%d old=%s new=%s "
+                    "max_fee_per_gas=%d max_priority_fee_per_gas=%d",
+                    (
+                        w.id,
+                        self.chain_id,
+                        new.nonce,
+                        current.tx_hash,
+                        new.tx_hash,
+                        new.max_fee_per_gas,
+                        new.max_priority_fee_per_gas,
+                    ),
+                    extra={"withdrawal_id": w.id, "chain_id": self.chain_id},
+                )
             for a in too_expensive:
                 await raise_alarm(
                     s,

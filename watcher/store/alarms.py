@@ -1,16 +1,24 @@
 """Latched alarms: raised by services, they stay active until an operator
 acknowledges them (``watcher alarms ack ID``); raising the same (kind, key) again
-while active bumps its count instead of adding a row."""
+while active bumps its count instead of adding a row.
+
+A new alarm is logged once, at WARNING, when the transaction that latched it commits
+("alarm raised id=… kind=… key=… severity=…: message"); a bump of an active one is
+not logged again (a condition that lasts would repeat it on every tick)."""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from watcher.store.events import after_commit
 from watcher.store.models import Alarm, utcnow
+
+log = logging.getLogger("watcher.alarms")
 
 
 class AlarmKind(StrEnum):
@@ -62,6 +70,13 @@ async def raise_alarm(
     )
     session.add(alarm)
     await session.flush()
+    after_commit(
+        session,
+        log,
+        "alarm raised id=%d kind=%s key=%s severity=%s: %s",
+        (alarm.id, alarm.kind, alarm.key, alarm.severity, alarm.message),
+        level=logging.WARNING,
+    )
     return alarm
 
 

@@ -114,6 +114,14 @@ class Recorded:
     credited: int = 0
     unsupported: int = 0
     repointed: int = 0
+    # For the listener's lifecycle lines: the new logs with, per log, its state, ledger
+    # asset (None: unsupported) and ledger amount (the columns that were written), and
+    # the known deposits that moved back to pending in a new block.
+    fresh: Sequence[DepositLog] = ()
+    states: Sequence[str] = ()
+    assets: Sequence[str | None] = ()
+    ledger_amounts: Sequence[int | None] = ()
+    repointed_rows: list[Deposit] = field(default_factory=list)
 
 
 async def by_keys(
@@ -188,6 +196,7 @@ async def record_logs(
             fresh.append(d)
         elif _repoint(row, d):
             out.repointed += 1
+            out.repointed_rows.append(row)
     if not fresh:
         return out
 
@@ -261,6 +270,7 @@ async def record_logs(
         },
         same={"chain_id": chain_id, "seen_at": now, "updated_at": now},
     )
+    out.fresh, out.states, out.assets, out.ledger_amounts = fresh, state_col, asset_col, ledger_col
     return out
 
 

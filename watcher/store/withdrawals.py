@@ -9,16 +9,25 @@ transactions with fixed refs, so each is posted at most once whatever retries:
 * ``withdrawal:<id>:settle``  hold → ``system:vault:<chain>`` (amount) and the fee
                               account (fee), when the payout is final
 * ``withdrawal:<id>:release`` hold → cross, amount + fee (failed, rejected, cancelled)
+
+Each state change is logged at INFO once its transaction commits
+(:func:`watcher.store.events.after_commit`): ``withdrawal broadcast id=… tx=…``
+(:func:`mark_broadcast`), ``withdrawal mined id=… tx=… block=… status=…``
+(:func:`record_mined`), ``withdrawal completed id=… chain=… account=… asset=… tx=…``
+(:func:`complete_paid`), and ``withdrawal <state> id=… chain=… account=… asset=… tx=…
+reason=…`` for every :func:`move` (queued, failed, stalled, cancelled, rejected, ...).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Select, Table, Update, bindparam, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import object_session
 
 from watcher.domain.confirmations import confirmations
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, transfer, vault_account
@@ -30,10 +39,13 @@ from watcher.domain.states import (
 )
 from watcher.store import ledger
 from watcher.store.bulk import insert_many, reserve_ids
+from watcher.store.events import after_commit
 from watcher.store.keys import KeyColumn, select_by_keys
 from watcher.store.ledger_batch import Posting, post_many
 from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, table_of, utcnow
 from watcher.store.prepared import Prepared, ValueList, any_of, rows, run
+
+log = logging.getLogger("watcher.withdrawals")
 
 W = WithdrawalState
 A = AttemptState
@@ -466,6 +478,16 @@ def move(w: Withdrawal, new: WithdrawalState, reason: str | None = None) -> None
     w.state = new.value
     w.reason = reason
     w.updated_at = utcnow()
+    session = object_session(w)
+    if session is not None:
+        # Read at commit: the caller may set the tx hash after the move.
+        after_commit(
+            session,
+            log,
+            "withdrawal %s id=%d chain=%d account=%s asset=%s tx=%s reason=%s",
+            lambda: (w.state, w.id, w.chain_id, w.account, w.asset, w.tx_hash, w.reason),
+            extra={"withdrawal_id": w.id, "chain_id": w.chain_id},
+        )
 
 
 def move_attempt(a: TxAttempt, new: AttemptState) -> None:
@@ -488,9 +510,16 @@ async def mark_broadcast(
     owners: list[int] = []
     for chunk in _chunks(attempt_ids):
         params = {"ids": ValueList(chunk), "now": now, "head": head}
-        for attempt_id, withdrawal_id in await rows(session, _ATTEMPTS_BROADCAST, params):
+        for attempt_id, withdrawal_id, tx_hash in await rows(session, _ATTEMPTS_BROADCAST, params):
             moved.append(int(attempt_id))
             owners.append(int(withdrawal_id))
+            after_commit(
+                session,
+                log,
+                "withdrawal broadcast id=%d tx=%s",
+                (withdrawal_id, tx_hash),
+                extra={"withdrawal_id": withdrawal_id},
+            )
     for chunk in _chunks(owners):
         await run(session, _WITHDRAWALS_BROADCAST, {"ids": ValueList(chunk), "now": now})
     return moved
@@ -507,7 +536,7 @@ _ATTEMPTS_BROADCAST = Prepared(
             broadcast_block=bindparam("head", type_=_ATTEMPTS.c.broadcast_block.type),
             updated_at=_now(_ATTEMPTS),
         )
-        .returning(_ATTEMPTS.c.id, _ATTEMPTS.c.withdrawal_id)
+        .returning(_ATTEMPTS.c.id, _ATTEMPTS.c.withdrawal_id, _ATTEMPTS.c.tx_hash)
     )
 )
 _WITHDRAWALS_BROADCAST = Prepared(
@@ -584,6 +613,13 @@ async def record_mined(session: AsyncSession, receipts: Sequence[Receipt], head:
                 "w_conf": confirmations(head, r.block_number),
                 "now": now,
             }
+        )
+        after_commit(
+            session,
+            log,
+            "withdrawal mined id=%d tx=%s block=%d status=%d",
+            (withdrawal_id, tx_hash, r.block_number, r.status),
+            extra={"withdrawal_id": withdrawal_id},
         )
         for sibling in siblings[withdrawal_id]:
             if sibling != r.attempt_id and state[sibling] in DROPPABLE_ATTEMPTS:
@@ -722,6 +758,14 @@ async def complete_paid(session: AsyncSession, attempt_ids: Sequence[int]) -> li
         raise RuntimeError(
             f"completing {len(paid)} paid withdrawals moved {len(out)}: a withdrawal "
             "changed state meanwhile; the tick is rolled back and retried"
+        )
+    for w in out:
+        after_commit(
+            session,
+            log,
+            "withdrawal completed id=%d chain=%d account=%s asset=%s tx=%s",
+            (w.id, w.chain_id, w.account, w.asset, w.tx_hash),
+            extra={"withdrawal_id": w.id, "chain_id": w.chain_id},
         )
     return sorted(out)
 

@@ -1,0 +1,79 @@
+"""No periodic noise at INFO: a deposit backfill whose ticks overrun their interval
+under the daemon's real scheduler writes its progress lines but none of APScheduler's
+"maximum number of running instances reached" / "was missed" warnings, while a
+failing tick is still logged with its exception each time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from web3 import AsyncWeb3
+
+from tests.integration.withdrawal_support import mine, withdrawal_app
+from watcher.app import SCHEDULER_LOGGERS, schedule
+from watcher.chain.devnet import Deployment
+from watcher.services.listener import DepositListener
+
+pytestmark = pytest.mark.usefixtures("chain_snapshot")
+
+
+@dataclass
+class SlowBackfill:
+    """The real listener, its interval far below its tick's duration."""
+
+    listener: DepositListener
+    name: str = "deposits:slow"
+    interval_seconds: float = 0.05
+
+    async def tick(self) -> None:
+        await self.listener.tick()
+        await asyncio.sleep(0.3)  # a tick overrunning its interval, as a backfill does
+
+
+@dataclass
+class Broken:
+    name: str = "broken"
+    interval_seconds: float = 0.2
+
+    async def tick(self) -> None:
+        raise RuntimeError("tick exploded")
+
+
+async def test_overrunning_backfill_ticks_write_no_scheduler_warnings(
+    tmp_path: Path,
+    deployment: Deployment,
+    db_url: str,
+    chain_w3: AsyncWeb3[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name in SCHEDULER_LOGGERS:  # whatever an earlier test left
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    caplog.set_level(logging.INFO)
+    await mine(chain_w3, 30)
+    async with withdrawal_app(tmp_path, deployment, db_url) as app:
+        listener = next(s for s in app.services if isinstance(s, DepositListener))
+        listener.max_range = 2  # the blocks since the deployment are many ranges: a backfill
+        slow, broken = SlowBackfill(listener), Broken()
+        app.services = [slow, broken]
+        scheduler = AsyncIOScheduler()
+        schedule(app, scheduler)
+        scheduler.start()
+        try:
+            await asyncio.sleep(1.5)
+        finally:
+            scheduler.shutdown(wait=False)
+            await app.runner.drain(limit_seconds=5)
+    assert app.runner.stats["deposits:slow"].runs >= 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "devnet backfill: block" in m]
+    noise = [m for m in messages if "maximum number of running instances" in m or "was missed" in m]
+    assert noise == []
+    failures = [r for r in caplog.records if r.getMessage() == "tick failed: broken"]
+    assert len(failures) == app.runner.stats["broken"].failures >= 2
+    assert all(r.exc_info and "tick exploded" in str(r.exc_info[1]) for r in failures)
