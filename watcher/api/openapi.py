@@ -355,6 +355,18 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "status"} | _json({"type": "object"})},
         }
     },
+    "/docs": {
+        "get": {
+            "summary": "This reference, rendered (Swagger UI served from the daemon itself)",
+            "tags": ["ops"],
+            "responses": {
+                "200": {
+                    "description": "HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "summary": "This document",
