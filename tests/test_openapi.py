@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,25 @@ def test_withdrawal_token_may_be_a_symbol() -> None:
     ]["examples"]["example"]["value"]
     assert example["token"] == "USDT"
     _check(schema, example | {"token": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"}, "address")
+
+
+def test_docs_api_md_covers_every_operation() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^### `([A-Z]+) (/\S*)`$", text, flags=re.M))
+    described = {(m.upper(), p) for p, ops in document()["paths"].items() for m in ops}
+    assert described - documented == set(), "operations missing from docs/api.md"
+    assert documented - described == set(), "docs/api.md documents operations the API lacks"
+    # Each operation's section shows a curl call and an example answer.
+    for method, path in described:
+        section = text.split(f"### `{method} {path}`", 1)[1].split("\n### ", 1)[0]
+        assert "curl -s" in section and "→ `" in section, (method, path)
+
+
+def test_docs_signing_snippet_yields_the_documented_signature() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "docs/api.md", "exec"), scope)
+    from watcher.api.openapi import WITHDRAW_EXAMPLE
+
+    assert scope["signature"] == WITHDRAW_EXAMPLE["signature"]
