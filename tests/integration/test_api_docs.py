@@ -94,3 +94,18 @@ async def test_oversized_body_is_json_413(api: Api) -> None:
         assert resp.status == 413
         doc = await resp.json()
     assert doc["code"] == "PAYLOAD_TOO_LARGE" and doc["details"] == {"maxBytes": 256 * 1024}
+
+
+def test_reference_assets_come_with_the_package() -> None:
+    # A wheel install pulls the files in: the package requires swagger-ui-py, and the
+    # files the page names exist in the installed copy.
+    import importlib.metadata
+
+    from watcher.api.docs import STATIC_FILES, static_dir
+
+    requires = importlib.metadata.requires("watcher") or []
+    assert any(r.replace("_", "-").startswith("swagger-ui-py") for r in requires), requires
+    folder = static_dir()
+    assert folder is not None
+    for name in STATIC_FILES:
+        assert (folder / name).stat().st_size > 0, name
