@@ -109,3 +109,35 @@ def test_reference_assets_come_with_the_package() -> None:
     assert folder is not None
     for name in STATIC_FILES:
         assert (folder / name).stat().st_size > 0, name
+
+
+async def test_unhandled_exception_is_json_500_without_internals(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A route that fails the way a bug would: the only way to reach the last resort.
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tests.integration.api_support import make_settings
+    from watcher.api.server import make_web_app
+    from watcher.app import build
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals 0xdeadbeef")
+
+    app = await build(make_settings(tmp_path, db_url), services=False)
+    web_app = make_web_app(app)
+    web_app.router.add_get("/broken", broken)
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(web_app))
+    await client.start_server()
+    try:
+        async with client.get("/broken") as resp:
+            assert resp.status == 500
+            text = await resp.text()
+            doc = await resp.json()
+    finally:
+        await client.close()
+        await app.close()
+    assert doc["code"] == "INTERNAL_ERROR" and set(doc) == {"code", "message", "details"}
+    assert "secret internals" not in text and "Traceback" not in text
+    assert any("secret internals" in (r.exc_text or "") for r in caplog.records), "not logged"
