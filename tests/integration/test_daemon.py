@@ -47,6 +47,14 @@ async def test_run_serves_health_and_stops_on_sigterm(
         status, body = await _get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200, body
         assert db.exists()
+        # The real daemon serves its API reference from the installed package, and JSON
+        # errors for what no route answers.
+        status, page = await _get(f"http://127.0.0.1:{port}/docs")
+        assert status == 200 and 'src="/docs/static/swagger-ui-bundle.js"' in page
+        status, script = await _get(f"http://127.0.0.1:{port}/docs/static/swagger-ui-bundle.js")
+        assert status == 200 and "SwaggerUIBundle" in script
+        status, body = await _get(f"http://127.0.0.1:{port}/no-such-route")
+        assert status == 404 and '"code": "NOT_FOUND"' in body
         proc.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(proc.wait(), timeout=30)
         out = (await proc.stdout.read()).decode() if proc.stdout else ""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from watcher.api import ops
+from watcher.api import docs, ops
 from watcher.api.errors import ApiError
 
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watcher.api")
 APP_KEY: web.AppKey[App] = web.AppKey("watcher", object)  # type: ignore[arg-type]
+
+MAX_BODY_BYTES = 256 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,14 +31,42 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return exc.response()
     except json.JSONDecodeError as exc:
         return ApiError("MALFORMED_JSON", f"request body is not valid JSON: {exc.msg}").response()
+    except web.HTTPNotFound:
+        return ApiError(
+            "NOT_FOUND", f"no route {request.path!r}; see /docs", {"path": request.path}, status=404
+        ).response()
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = sorted(exc.allowed_methods)
+        response = ApiError(
+            "METHOD_NOT_ALLOWED",
+            f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
+            {"method": request.method, "allowed": allowed},
+            status=405,
+        ).response()
+        response.headers["Allow"] = ",".join(allowed)
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return ApiError(
+            "PAYLOAD_TOO_LARGE",
+            f"the request body is larger than {MAX_BODY_BYTES} bytes",
+            {"maxBytes": MAX_BODY_BYTES},
+            status=413,
+        ).response()
     except web.HTTPException:
         raise
+    except Exception:
+        # Logged with its traceback; the client gets the error shape without internals.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ApiError(
+            "INTERNAL_ERROR", "internal error; the daemon's log has the details", status=500
+        ).response()
 
 
 def make_web_app(app: App) -> web.Application:
-    web_app = web.Application(middlewares=[errors], client_max_size=256 * 1024)
+    web_app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
     web_app[APP_KEY] = app
     ops.add_routes(web_app)
+    docs.add_routes(web_app)
     from watcher.api import routes
 
     routes.add_routes(web_app)
