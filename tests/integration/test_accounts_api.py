@@ -13,6 +13,7 @@ from tests.integration.api_support import (
     ALICE,
     ALICE_KEY,
     BOB,
+    ENGINE,
     Api,
     asset_of,
     rebalance_body,
@@ -93,7 +94,16 @@ async def test_cross_breakdown_exact_numbers(api: Api) -> None:
         "maintMargin": "225",
         "unRealizedProfit": "-5000",
         "bracket": 2,
+        # (10,000 + 50 − 60,000) / (0.005 − 1) = 50,201.00502512562814…, rounded up
+        "liquidationPrice": "50201.005025125629",
+        "marginBalance": "5000",  # 10,000 − 5,000
+        "marginRatio": "0.045",  # 225 / 5,000
     }
+    assert (acc["crossMarginBalance"], acc["crossMaintMargin"], acc["marginRatio"]) == (
+        "5000",
+        "225",
+        "0.045",
+    )
 
     # A price move is all it takes: mark 62,000 → uPnL +2,000, IM 3,100,
     # MM 62,000 × 0.5% − 50 = 260. A = 10,000 − 150 − 260 = 9,590;
@@ -352,3 +362,98 @@ async def test_missing_price_in_multi_asset_mode_fails_closed(api: Api) -> None:
     acc = await api.account(ALICE)
     # 1 ETH × 3,000 × 0.95 = 2,850 of collateral, no positions → all of it.
     assert asset_of(acc, "ETH")["maxWithdrawAmount"] == "1"
+
+
+async def test_huge_balances_are_exact_in_every_view(api: Api) -> None:
+    # 123456789012345678901.23456789 USDT with 0.00000002 of open-order margin: the max
+    # is …901.23456787 exactly (a 28-digit context printed …901.2345679, 3e-8 too much).
+    big = "123456789012345678901.23456789"
+    await api.entry(ALICE, "USDT", big, "huge")
+    await api.prices(BTCUSDT="60000", ETHUSDT="3000")
+    await api.orders(
+        ALICE, [{"symbol": "BTCUSDT", "marginMode": "cross", "initialMargin": "0.00000002"}]
+    )
+    acc = await api.account(ALICE)
+    usdt = asset_of(acc, "USDT")
+    assert usdt["walletBalance"] == big and usdt["crossWalletBalance"] == big
+    assert usdt["maxWithdrawAmount"] == "123456789012345678901.23456787"
+    assert usdt["availableBalance"] == "123456789012345678901.23456787"
+    assert acc["crossMarginBalance"] == big
+    quote = await api.max_withdraw(ALICE, "USDT")
+    assert quote["maxWithdrawAmount"] == "123456789012345678901.23456787"
+    assert quote["breakdown"]["B"] == "123456789012345678901.23456787"
+    (entry,) = [h for h in await api.history(ALICE) if h["type"] == "realized_pnl"]
+    assert entry["amount"] == big
+    # an isolated position holding most of it: the limits view and the transfer agree
+    await api.positions(
+        ALICE,
+        [
+            {
+                "symbol": "BTCUSDT",
+                "positionAmt": "1",
+                "entryPrice": "60000",
+                "leverage": 10,
+                "marginMode": "isolated",
+            }
+        ],
+    )
+    status, limits = await api.get(f"/v1/accounts/{ALICE}/isolated-margin?symbol=BTCUSDT")
+    assert status == 200, limits
+    # add = min(CWB − iso IM 6,000, B = CWB − 0.00000002)
+    assert limits["maxAdd"] == "123456789012345672901.23456789"
+    status, doc = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "BTCUSDT", "type": 1, "amount": limits["maxAdd"]},
+        headers=ENGINE,
+    )
+    assert status == 200, doc
+    assert doc["isolatedWallet"] == "123456789012345672901.23456789"
+    assert doc["crossWalletBalance"] == "6000"
+    (pos,) = (await api.account(ALICE))["positions"]
+    assert pos["isolatedWallet"] == "123456789012345672901.23456789"
+    assert pos["liquidationPrice"] is None  # that margin covers a fall to 0
+
+
+async def test_liquidation_price_and_margin_ratios_in_the_account_view(api: Api) -> None:
+    # DOMAIN.md's isolated example (long 1 BTC at 84,000 with 8,400) next to a cross
+    # short: CWB 20,000 − 8,400 = 11,600; ETH short 10 at 3,000, mark 3,100.
+    await api.entry(ALICE, "USDT", "20000", "seed")
+    await api.prices(BTCUSDT="84000", ETHUSDT="3100")
+    await api.positions(
+        ALICE,
+        [
+            {
+                "symbol": "BTCUSDT",
+                "positionAmt": "1",
+                "entryPrice": "84000",
+                "leverage": 10,
+                "marginMode": "isolated",
+            },
+            {
+                "symbol": "ETHUSDT",
+                "positionAmt": "-10",
+                "entryPrice": "3000",
+                "leverage": 10,
+                "marginMode": "cross",
+            },
+        ],
+    )
+    status, _ = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "BTCUSDT", "type": 1, "amount": "8400"},
+        headers=ENGINE,
+    )
+    assert status == 200
+    acc = await api.account(ALICE)
+    btc, eth = sorted(acc["positions"], key=lambda p: p["symbol"])
+    assert btc["liquidationPrice"] == "75929.648241206031"
+    # isolated MB 8,400 + 0; MM 84,000 × 0.5 % − 50 = 370 → 370 / 8,400 = 0.04404761…↑
+    assert (btc["marginBalance"], btc["marginRatio"]) == ("8400", "0.04404762")
+    # cross: MB = 11,600 − 1,000 = 10,600; MM = 31,000 × 0.65 % − 15 = 186.5
+    assert (acc["crossMarginBalance"], acc["crossMaintMargin"]) == ("10600", "186.5")
+    assert acc["marginRatio"] == eth["marginRatio"] == "0.01759434"  # 0.0175943396…↑
+    # ETH alone in cross: (11,600 + cum + 30,000) / (10 × MMR + 10), bracket 2 (0.65 %, 15)
+    # = 41,615 / 10.065 = 4,134.6249…; notional 41,346 ∈ (10,000, 100,000]; short: ↓
+    assert eth["liquidationPrice"] == "4134.624937903626"

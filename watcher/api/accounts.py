@@ -24,6 +24,12 @@ Field meanings in ``GET /v1/accounts/{address}`` (per asset, in asset units):
 * ``maxWithdrawAmount`` = what the risk gate would allow now (DOMAIN.md §2, §4; 0 for
   every asset while any asset is negative).
 
+Risk figures (docs/risk.md): the account's ``crossMarginBalance`` (CWB + Σ cross uPnL,
+in the settlement asset / USD), ``crossMaintMargin`` and ``marginRatio`` (cross MM / cross
+MB, rounded up; null when the MB is ≤ 0 while MM is held); per position
+``liquidationPrice`` (null when no positive price liquidates it), ``marginBalance`` and
+``marginRatio`` (isolated: its own; cross: the account's).
+
 ``canWithdraw`` is false while any asset is negative (``negativeAssets`` lists them).
 """
 
@@ -56,7 +62,9 @@ from watcher.domain.account import ZERO, div_floor, exact, floor_to
 from watcher.domain.amounts import parse_decimal_amount
 from watcher.domain.collateral import account_breakdown, max_withdrawable
 from watcher.domain.journal import isolated_wallet
+from watcher.domain.liquidation import account_risk
 from watcher.domain.margin import position_margin
+from watcher.domain.risk import isolated_limits
 from watcher.services import rebalance as rebalancing
 from watcher.services.risk_gate import STATE_ERRORS, AccountStateError, isolated_transfer
 from watcher.settings import Settings
@@ -131,8 +139,9 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
                 "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
             }
         )
+    risk = account_risk(snap)
     positions = []
-    for p in snap.positions:
+    for p, pr in zip(snap.positions, risk.positions, strict=True):
         mark = snap.mark_price(p.symbol)
         pm = position_margin(p, mark, snap.bracket_table(p.symbol))
         positions.append(
@@ -149,6 +158,11 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
                 "maintMargin": pm.maintenance_margin,
                 "unRealizedProfit": pm.unrealized_pnl,
                 "bracket": pm.bracket,
+                "liquidationPrice": pr.liquidation_price,
+                "marginBalance": pr.margin_balance,
+                "marginRatio": (
+                    risk.cross_margin_ratio if p.margin_mode == "cross" else pr.margin_ratio
+                ),
             }
         )
     negatives = list(snap.negative_assets())
@@ -156,6 +170,9 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
         {
             "account": state.key,
             "multiAssetMode": snap.multi_asset_mode,
+            "crossMarginBalance": risk.cross_margin_balance,
+            "crossMaintMargin": risk.cross_maintenance_margin,
+            "marginRatio": risk.cross_margin_ratio,
             "assets": assets,
             "positions": positions,
             "canWithdraw": not negatives,
@@ -209,6 +226,39 @@ async def get_max_withdraw(request: web.Request) -> web.Response:
                 "limitedBy": quote.limited_by,
                 "multiAssetMode": state.snapshot.multi_asset_mode,
                 "negativeAssets": list(state.snapshot.negative_assets()),
+            }
+        )
+    )
+
+
+async def get_isolated_limits(request: web.Request) -> web.Response:
+    """``GET /v1/accounts/{address}/isolated-margin?symbol=S``: the limits a transfer is
+    checked against, before the user asks (the same terms as the POST's rule)."""
+    app = _app(request)
+    account = address(request.match_info["address"])
+    symbol = request.query.get("symbol")
+    if not symbol:
+        raise bad_request(
+            "INVALID_REQUEST", "query parameter 'symbol' is required (?symbol=BTCUSDT)"
+        )
+    known_symbol(app.settings, symbol)
+    state = await _read_state(request, account)
+    try:
+        limits = isolated_limits(state.snapshot, symbol)
+    except STATE_ERRORS as exc:
+        raise state_error(exc) from None
+    return json_response(
+        jsonable(
+            {
+                "account": account,
+                "symbol": symbol,
+                "asset": limits.asset,
+                "isolatedWallet": limits.isolated_wallet,
+                "maxAdd": limits.max_add,
+                "maxReduce": limits.max_reduce,
+                "addBlockedBy": limits.add_blocked_by,
+                "reduceBlockedBy": limits.reduce_blocked_by,
+                "breakdown": limits.breakdown,
             }
         )
     )
@@ -471,4 +521,5 @@ def add_routes(web_app: web.Application) -> None:
     web_app.router.add_get("/v1/accounts/{address}/max-withdraw", get_max_withdraw)
     web_app.router.add_get("/v1/accounts/{address}/history", get_history)
     web_app.router.add_post("/v1/accounts/{address}/rebalance", post_rebalance)
+    web_app.router.add_get("/v1/accounts/{address}/isolated-margin", get_isolated_limits)
     web_app.router.add_post("/v1/accounts/{address}/isolated-margin", post_isolated_margin)

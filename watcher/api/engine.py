@@ -16,6 +16,11 @@ account locked: a rejected request changes nothing.
   input: isolated margin lives in the ledger and moves only through the isolated-margin
   transfer. It may be sent (Binance-shaped payloads carry it) but must then equal the
   ledger's ``iso:<SYMBOL>`` wallet exactly, else 409 ``ISOLATED_WALLET_MISMATCH``.
+  When the update closes an isolated position (its symbol is gone, its size is 0, or
+  it is now cross), the wallet's remaining margin returns to the cross wallet in the
+  same DB transaction, journaled as an ``isolated_transfer`` (listed in the response's
+  ``returnedIsolatedMargin`` and in the history); the same update again finds the
+  wallet empty and moves nothing.
 * ``PUT /v1/engine/open-orders/{account}`` — ``[{symbol, marginMode, initialMargin}]``.
 * ``PUT /v1/engine/prices`` — ``[{symbol|asset, markPrice|price}]``, price > 0.
 * ``PUT /v1/engine/accounts/{account}/mode`` — ``{multiAssetMode: bool}``.
@@ -43,6 +48,7 @@ from watcher.api.schemas import (
     read_json,
 )
 from watcher.domain.account import Position, exact
+from watcher.domain.amounts import format_amount
 from watcher.domain.brackets import BracketError
 from watcher.domain.journal import TxKind
 from watcher.domain.margin import PositionError, check_leverage
@@ -216,7 +222,7 @@ async def put_positions(request: web.Request) -> web.Response:
         seen.add(row.symbol)
         rows.append(row)
     async with app.sessions.begin() as session:
-        await ledger.lock_account(session, account)
+        locked = await ledger.lock_account(session, account)
         marks, _ = await store.prices(session)
         state = await store.load_state(session, settings, account)
         for index, (body, row) in enumerate(zip(bodies, rows, strict=True)):
@@ -248,7 +254,30 @@ async def put_positions(request: web.Request) -> web.Response:
             _check_leverage_at(index, row, mark, settings)
         kept = [r for r in rows if r.size != 0]
         await store.replace_positions(session, account, kept)
-    return json_response({"account": account, "positions": [position_dict(r) for r in kept]})
+        returned = await store.return_leftover_isolated(
+            session,
+            settings,
+            key=account,
+            isolated=state.isolated,
+            open_isolated={r.symbol for r in kept if r.margin_mode == "isolated"},
+            version=locked.version,
+        )
+    precision = settings.assets[settings.ledger.settlement_asset].precision
+    return json_response(
+        {
+            "account": account,
+            "positions": [position_dict(r) for r in kept],
+            "returnedIsolatedMargin": [
+                {
+                    "symbol": r.symbol,
+                    "asset": r.asset,
+                    "amount": format_amount(r.units, precision),
+                    "transactionId": r.transaction_id,
+                }
+                for r in returned
+            ],
+        }
+    )
 
 
 # --------------------------------------------------------------------------- orders

@@ -159,3 +159,61 @@ def decide_isolated_transfer(
     if value > limit:
         return IsolatedTransferDecision(False, "INSUFFICIENT_TRANSFERABLE", details)
     return IsolatedTransferDecision(True, None, details)
+
+
+@dataclass(frozen=True)
+class IsolatedLimits:
+    """The isolated-margin transfer limits of one symbol, from the same terms
+    :func:`decide_isolated_transfer` checks: a transfer of exactly ``max_add`` /
+    ``max_reduce`` passes (when > 0) and one ledger unit more is refused.
+
+    ``add_blocked_by`` / ``reduce_blocked_by`` name the rule that makes a limit 0
+    regardless of the margin (``NO_ISOLATED_POSITION``, ``UNKNOWN_SYMBOL``,
+    ``NEGATIVE_BALANCE`` for add), else None."""
+
+    symbol: str
+    asset: str
+    isolated_wallet: Decimal
+    max_add: Decimal
+    max_reduce: Decimal
+    add_blocked_by: TransferReason | None
+    reduce_blocked_by: TransferReason | None
+    breakdown: dict[str, object]
+
+
+def isolated_limits(snapshot: AccountSnapshot, symbol: str) -> IsolatedLimits:
+    """maxAdd (isolated max transfer-in) and maxReduce (max transfer-out) of ``symbol``."""
+    asset = snapshot.settlement_asset
+    info = snapshot.asset_info(asset)
+    zero = Decimal(0)
+    position = snapshot.isolated_position(symbol)
+    wallet = position.isolated_wallet if position is not None else zero
+    blocked: TransferReason | None = None
+    if symbol not in snapshot.mark_prices or symbol not in snapshot.brackets:
+        blocked = "UNKNOWN_SYMBOL"
+    elif position is None or (position.size == 0 and position.isolated_wallet == 0):
+        blocked = "NO_ISOLATED_POSITION"
+    cross = account_breakdown(snapshot).as_dict()
+    breakdown: dict[str, object] = {"cross": cross}
+    if blocked is not None:
+        return IsolatedLimits(symbol, asset, wallet, zero, zero, blocked, blocked, breakdown)
+    assert position is not None
+    add_blocked: TransferReason | None = None
+    if snapshot.negative_assets():
+        add_blocked = "NEGATIVE_BALANCE"
+        max_add = zero
+        breakdown.update(_negative_details(snapshot))
+    else:
+        max_add = account_isolated_max_transfer_in(snapshot)
+    terms = isolated_transfer_out_terms(
+        position, snapshot.mark_price(symbol), snapshot.bracket_table(symbol), info.precision
+    )
+    breakdown["isolated"] = {
+        "isolatedWallet": position.isolated_wallet,
+        "maintenanceMargin": terms.maintenance_margin,
+        "walletMinusMaintenance": terms.wallet_minus_mm,
+        "walletPlusUnPnlMinusInitial": terms.wallet_plus_upnl_minus_im,
+    }
+    return IsolatedLimits(
+        symbol, asset, wallet, max_add, terms.max_transfer_out, add_blocked, None, breakdown
+    )

@@ -48,7 +48,9 @@ from watcher.domain.journal import (
     HOLD,
     Leg,
     TxKind,
+    transfer,
 )
+from watcher.domain.journal import isolated_wallet as iso_wallet
 from watcher.settings import Settings
 from watcher.store import ledger
 from watcher.store.deposits import deposit_history
@@ -652,3 +654,67 @@ async def account_history(
         items += await _journal_items(session, settings, account, limit)
     items.sort(key=lambda i: (i.time, i.order), reverse=True)
     return items[:limit]
+
+
+# --------------------------------------------------------------------------- leftover margin
+
+
+@dataclass(frozen=True)
+class ReturnedMargin:
+    """Isolated margin returned to the cross wallet when its position closed."""
+
+    symbol: str
+    asset: str
+    units: int
+    transaction_id: int
+    ref: str
+
+
+def leftover_ref(key: str, symbol: str, version: int) -> str:
+    return f"isolated:{key}:return:{symbol}:v{version}"
+
+
+async def return_leftover_isolated(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    key: str,
+    isolated: Mapping[str, int],
+    open_isolated: set[str],
+    version: int,
+) -> list[ReturnedMargin]:
+    """Move every isolated wallet that still holds margin but has no open isolated
+    position any more (``open_isolated``: the symbols of the new position list) back to
+    the cross wallet, one journaled ``isolated_transfer`` per symbol.
+
+    Call with the account locked and ``isolated`` read after the lock; ``version`` is
+    the locked account's version (bumped by the lock, unique per locked transaction),
+    which makes the ref unique per closing. Idempotent by state: once returned, the
+    wallet is 0 and the same update again moves nothing. A negative isolated wallet (the
+    ledger never makes one) is left alone."""
+    settle = settings.ledger.settlement_asset
+    precision = precision_of(settings, settle)
+    out: list[ReturnedMargin] = []
+    for symbol, units in sorted(isolated.items()):
+        if symbol in open_isolated or units <= 0:
+            continue
+        ref = leftover_ref(key, symbol, version)
+        amount = format_amount(units, precision)
+        memo = json.dumps(
+            {
+                "request": {"symbol": symbol, "type": "return", "amount": amount},
+                "result": None,
+                "reason": "the isolated position closed: its margin returns to cross",
+            },
+            sort_keys=True,
+        )
+        posted = await ledger.post(
+            session,
+            kind=TxKind.ISOLATED_TRANSFER,
+            ref=ref,
+            legs=transfer(settle, units, debit=(key, iso_wallet(symbol)), credit=(key, CROSS)),
+            account_key=key,
+            memo=memo,
+        )
+        out.append(ReturnedMargin(symbol, settle, units, posted.transaction.id, ref))
+    return out
