@@ -20,8 +20,9 @@ from tests.integration.api_support import (
     running_api,
 )
 from watcher.domain.journal import Leg, TxKind, vault_account
-from watcher.services.risk_gate import withdrawal_hold
+from watcher.services.risk_gate import AccountStateError, withdrawal_hold
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, active_alarms
 from watcher.store.models import Deposit, utcnow
 
 
@@ -355,9 +356,21 @@ async def test_max_withdraw_needs_a_known_asset(api: Api) -> None:
 async def test_missing_price_in_multi_asset_mode_fails_closed(api: Api) -> None:
     await api.entry(ALICE, "ETH", "1", "eth")
     await api.mode(ALICE, True)
-    status, err = await api.get(f"/v1/accounts/{ALICE}")
+    # The view still answers: balances, evaluable false and why; nothing can leave.
+    acc = await api.account(ALICE)
+    assert acc["evaluable"] is False and acc["canWithdraw"] is False
+    ((problem),) = acc["problems"]
+    assert problem["code"] == "ACCOUNT_STATE_INCOMPLETE" and "ETH" in problem["message"]
+    eth = asset_of(acc, "ETH")
+    assert (eth["walletBalance"], eth["maxWithdrawAmount"], eth["availableBalance"]) == (
+        "1",
+        "0",
+        None,
+    )
+    status, err = await api.get(f"/v1/accounts/{ALICE}/max-withdraw?asset=ETH")
     assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
     assert "ETH" in err["message"]
+    assert await _unevaluable_alarms(api) == [(ALICE, 1)]
     await api.prices(ETH="3000")
     acc = await api.account(ALICE)
     # 1 ETH × 3,000 × 0.95 = 2,850 of collateral, no positions → all of it.
@@ -457,3 +470,92 @@ async def test_liquidation_price_and_margin_ratios_in_the_account_view(api: Api)
     # ETH alone in cross: (11,600 + cum + 30,000) / (10 × MMR + 10), bracket 2 (0.65 %, 15)
     # = 41,615 / 10.065 = 4,134.6249…; notional 41,346 ∈ (10,000, 100,000]; short: ↓
     assert eth["liquidationPrice"] == "4134.624937903626"
+
+
+async def _unevaluable_alarms(api: Api) -> list[tuple[str, int]]:
+    async with api.app.sessions() as s:
+        return [
+            (a.key, a.count)
+            for a in await active_alarms(s)
+            if a.kind == AlarmKind.ACCOUNT_UNEVALUABLE
+        ]
+
+
+async def test_a_price_past_the_brackets_is_kept_and_named(api: Api) -> None:
+    # Long 20,000 BTC at 60,000 (1.2e9 notional, the last bracket: 1×, cap 1.5e9).
+    await api.entry(ALICE, "USDT", "2000000000", "seed")
+    await api.entry(BOB, "USDT", "100", "seed-bob")
+    await api.prices(BTCUSDT="60000", ETHUSDT="3000")
+    btc = {
+        "symbol": "BTCUSDT",
+        "positionAmt": "20000",
+        "entryPrice": "60000",
+        "leverage": 1,
+        "marginMode": "cross",
+    }
+    eth = {
+        "symbol": "ETHUSDT",
+        "positionAmt": "1",
+        "entryPrice": "3000",
+        "leverage": 10,
+        "marginMode": "isolated",
+    }
+    await api.positions(ALICE, [btc, eth])
+    status, _ = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "ETHUSDT", "type": 1, "amount": "500"},
+        headers=ENGINE,
+    )
+    assert status == 200
+    await api.positions(BOB, [{**btc, "positionAmt": "0.001", "leverage": 10}])
+    # The market moves to 80,000: notional 1.6e9 > 1.5e9. The price is accepted.
+    moved = await api.prices(BTCUSDT="80000")
+    assert moved["markPrices"] == {"BTCUSDT": "80000"}
+    ((flagged),) = moved["unevaluableAccounts"]
+    assert (flagged["account"], flagged["symbol"], flagged["code"]) == (
+        ALICE,
+        "BTCUSDT",
+        "NOTIONAL_ABOVE_BRACKETS",
+    )
+    # The account view says which position and why (200, not a 422 on every read).
+    acc = await api.account(ALICE)
+    assert acc["evaluable"] is False and acc["canWithdraw"] is False
+    ((problem),) = acc["problems"]
+    assert (problem["symbol"], problem["code"]) == ("BTCUSDT", "NOTIONAL_ABOVE_BRACKETS")
+    assert "1600000000" in problem["message"] and "1500000000" in problem["message"]
+    pos, other = acc["positions"]
+    assert pos["problem"] == problem and pos["notional"] == "1600000000"
+    assert other["symbol"] == "ETHUSDT" and other["problem"] is None
+    assert asset_of(acc, "USDT")["maxWithdrawAmount"] == "0"
+    # Bob's small position is untouched by it.
+    assert (await api.account(BOB))["evaluable"] is True
+    # Withdrawals and transfers answer 422 with that reason.
+    status, err = await api.get(f"/v1/accounts/{ALICE}/max-withdraw?asset=USDT")
+    assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
+    assert err["details"]["problems"] == [problem]
+    for kind in (1, 2):
+        status, err = await api.call(
+            "POST",
+            f"/v1/accounts/{ALICE}/isolated-margin",
+            {"symbol": "ETHUSDT", "type": kind, "amount": "1"},
+            headers=ENGINE,
+        )
+        assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
+        assert "BTCUSDT" in err["message"] and "1500000000" in err["message"]
+    status, err = await api.get(f"/v1/accounts/{ALICE}/isolated-margin?symbol=ETHUSDT")
+    assert status == 422 and err["details"]["problems"] == [problem]
+    with pytest.raises(AccountStateError, match="BTCUSDT"):
+        async with api.app.sessions.begin() as s:
+            await withdrawal_hold(
+                s, api.app.settings, account=ALICE, asset="USDT", units=1, ref="w-past"
+            )
+    # One alarm names the account, however many reads and price updates meet it.
+    await api.prices(BTCUSDT="80001")
+    for _ in range(3):
+        await api.account(ALICE)
+    assert await _unevaluable_alarms(api) == [(ALICE, 1)]
+    # The price comes back: the account is evaluable again.
+    await api.prices(BTCUSDT="70000")
+    back = await api.account(ALICE)
+    assert back["evaluable"] is True and back["problems"] == []

@@ -63,13 +63,14 @@ from watcher.domain.amounts import parse_decimal_amount
 from watcher.domain.collateral import account_breakdown, max_withdrawable
 from watcher.domain.journal import isolated_wallet
 from watcher.domain.liquidation import account_risk
-from watcher.domain.margin import position_margin
-from watcher.domain.risk import isolated_limits
+from watcher.domain.margin import notional, position_margin
+from watcher.domain.risk import EvaluationProblem, evaluation_problems, isolated_limits
 from watcher.services import rebalance as rebalancing
 from watcher.services.risk_gate import STATE_ERRORS, AccountStateError, isolated_transfer
 from watcher.settings import Settings
 from watcher.store import accounts as store
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, latch_alarm
 from watcher.store.models import SignedRequest
 
 BREAKDOWN_KEYS = (
@@ -115,8 +116,14 @@ def _available(state: store.AccountState, asset: str, b: Decimal) -> Decimal:
 
 
 def account_document(state: store.AccountState, settings: Settings) -> dict[str, object]:
-    """The ``GET /v1/accounts/{address}`` document (raises STATE_ERRORS when unevaluable)."""
+    """The ``GET /v1/accounts/{address}`` document. An account the rules cannot evaluate
+    (e.g. a price moved a position's notional past the last bracket) still gets one:
+    its balances, its positions with the one at fault named, ``evaluable: false`` and
+    the ``problems``; figures that need the rules are null and nothing can leave."""
     snap = state.snapshot
+    problems = evaluation_problems(snap)
+    if problems:
+        return _unevaluable_document(state, settings, problems)
     settle = snap.settlement_asset
     breakdown = account_breakdown(snap)
     iso_total = sum(state.isolated.values())
@@ -177,6 +184,8 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
             "positions": positions,
             "canWithdraw": not negatives,
             "negativeAssets": negatives,
+            "evaluable": True,
+            "problems": [],
             "openOrders": [
                 {"symbol": o.symbol, "marginMode": o.margin_mode, "initialMargin": o.initial_margin}
                 for o in snap.open_orders
@@ -184,6 +193,107 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
         }
     )
     return doc
+
+
+def _unevaluable_document(
+    state: store.AccountState, settings: Settings, problems: list[EvaluationProblem]
+) -> dict[str, object]:
+    snap = state.snapshot
+    settle = snap.settlement_asset
+    iso_total = sum(state.isolated.values())
+    codes = {settle, *state.cross, *state.hold}
+    assets = []
+    for asset in sorted(c for c in codes if c in settings.assets):
+        precision = settings.assets[asset].precision
+        cross_units = state.cross.get(asset, 0)
+        wallet_units = cross_units + (iso_total if asset == settle else 0)
+        assets.append(
+            {
+                "asset": asset,
+                "walletBalance": store.units_to_decimal(wallet_units, precision),
+                "crossWalletBalance": store.units_to_decimal(cross_units, precision),
+                "crossUnPnl": None,
+                "availableBalance": None,
+                "maxWithdrawAmount": ZERO,
+                "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
+            }
+        )
+    by_symbol = {p.symbol: p for p in problems if p.symbol is not None}
+    positions = []
+    for p in snap.positions:
+        problem = by_symbol.get(p.symbol)
+        mark = snap.mark_prices.get(p.symbol)
+        positions.append(
+            {
+                "symbol": p.symbol,
+                "positionAmt": p.size,
+                "entryPrice": p.entry_price,
+                "markPrice": mark,
+                "leverage": p.leverage,
+                "marginMode": p.margin_mode,
+                "isolatedWallet": p.isolated_wallet,
+                "notional": None if mark is None else notional(p, mark),
+                "initialMargin": None,
+                "maintMargin": None,
+                "unRealizedProfit": None,
+                "bracket": None,
+                "liquidationPrice": None,
+                "marginBalance": None,
+                "marginRatio": None,
+                "problem": None if problem is None else problem.as_dict(),
+            }
+        )
+    doc: dict[str, object] = jsonable(
+        {
+            "account": state.key,
+            "multiAssetMode": snap.multi_asset_mode,
+            "crossMarginBalance": None,
+            "crossMaintMargin": None,
+            "marginRatio": None,
+            "assets": assets,
+            "positions": positions,
+            "canWithdraw": False,
+            "negativeAssets": list(snap.negative_assets()),
+            "evaluable": False,
+            "problems": [p.as_dict() for p in problems],
+            "openOrders": [
+                {"symbol": o.symbol, "marginMode": o.margin_mode, "initialMargin": o.initial_margin}
+                for o in snap.open_orders
+            ],
+        }
+    )
+    return doc
+
+
+async def latch_unevaluable(
+    sessions: Any, account: str, problems: list[dict[str, Any]] | list[EvaluationProblem]
+) -> None:
+    """The operator alarm naming an account the rules cannot evaluate: raised once per
+    account while active (a read that meets it again writes nothing)."""
+    listed = [p.as_dict() if isinstance(p, EvaluationProblem) else p for p in problems]
+    reasons = "; ".join(str(p["message"]) for p in listed)
+    async with sessions.begin() as session:
+        await latch_alarm(
+            session,
+            AlarmKind.ACCOUNT_UNEVALUABLE,
+            account,
+            f"account {account} cannot be evaluated (withdrawals and transfers refused): {reasons}",
+            {"account": account, "problems": listed},
+        )
+
+
+async def _refuse_unevaluable(app: Any, account: str, state: store.AccountState) -> None:
+    """422 naming the position(s) and reason(s) when the rules cannot evaluate the
+    account, after latching the operator alarm."""
+    problems = evaluation_problems(state.snapshot)
+    if not problems:
+        return
+    await latch_unevaluable(app.sessions, account, problems)
+    raise rule(
+        "ACCOUNT_STATE_INCOMPLETE",
+        "the account cannot be evaluated: " + "; ".join(p.message for p in problems),
+        problems=[p.as_dict() for p in problems],
+    )
 
 
 async def _read_state(request: web.Request, account: str) -> store.AccountState:
@@ -200,6 +310,10 @@ async def get_account(request: web.Request) -> web.Response:
         doc = account_document(state, app.settings)
     except STATE_ERRORS as exc:
         raise state_error(exc) from None
+    if doc["evaluable"] is False:
+        problems = doc["problems"]
+        assert isinstance(problems, list)
+        await latch_unevaluable(app.sessions, account, problems)
     return json_response(doc)
 
 
@@ -211,6 +325,7 @@ async def get_max_withdraw(request: web.Request) -> web.Response:
         raise bad_request("INVALID_REQUEST", "query parameter 'asset' is required (?asset=USDT)")
     known_asset(app.settings, asset)
     state = await _read_state(request, account)
+    await _refuse_unevaluable(app, account, state)
     try:
         quote = max_withdrawable(state.snapshot, asset)
     except STATE_ERRORS as exc:
@@ -243,6 +358,7 @@ async def get_isolated_limits(request: web.Request) -> web.Response:
         )
     known_symbol(app.settings, symbol)
     state = await _read_state(request, account)
+    await _refuse_unevaluable(app, account, state)
     try:
         limits = isolated_limits(state.snapshot, symbol)
     except STATE_ERRORS as exc:

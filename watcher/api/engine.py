@@ -22,7 +22,11 @@ account locked: a rejected request changes nothing.
   ``returnedIsolatedMargin`` and in the history); the same update again finds the
   wallet empty and moves nothing.
 * ``PUT /v1/engine/open-orders/{account}`` — ``[{symbol, marginMode, initialMargin}]``.
-* ``PUT /v1/engine/prices`` — ``[{symbol|asset, markPrice|price}]``, price > 0.
+* ``PUT /v1/engine/prices`` — ``[{symbol|asset, markPrice|price}]``, price > 0. A mark
+  is the market's truth and is always kept, even when it puts an open position's
+  notional past its last bracket: such accounts are listed in ``unevaluableAccounts``
+  and an ``account_unevaluable`` alarm naming each is latched (once while active);
+  their withdrawals and transfers answer 422 until a price or the positions change.
 * ``PUT /v1/engine/accounts/{account}/mode`` — ``{multiAssetMode: bool}``.
 """
 
@@ -55,6 +59,7 @@ from watcher.domain.margin import PositionError, check_leverage
 from watcher.settings import Settings
 from watcher.store import accounts as store
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, latch_alarm
 
 
 def require_engine(request: web.Request) -> None:
@@ -358,12 +363,40 @@ async def put_prices(request: web.Request) -> web.Response:
         target[key] = body.value
     async with app.sessions.begin() as session:
         await store.upsert_prices(session, marks, assets)
+        past = await store.positions_past_brackets(session, app.settings, marks)
+        by_account: dict[str, list[store.PastBrackets]] = {}
+        for item in past:
+            by_account.setdefault(item.account, []).append(item)
+        for account, items in by_account.items():
+            await latch_alarm(
+                session,
+                AlarmKind.ACCOUNT_UNEVALUABLE,
+                account,
+                f"account {account} cannot be evaluated (withdrawals and transfers refused): "
+                + "; ".join(i.message() for i in items),
+                {
+                    "account": account,
+                    "problems": [
+                        {
+                            "symbol": i.symbol,
+                            "code": "NOTIONAL_ABOVE_BRACKETS",
+                            "message": i.message(),
+                        }
+                        for i in items
+                    ],
+                },
+            )
     return json_response(
         {
             "markPrices": {k: dec(v) for k, v in sorted(marks.items())},
             "assetPrices": {k: dec(v) for k, v in sorted(assets.items())},
+            "unevaluableAccounts": [{"account": i.account, **_past_dict(i)} for i in past],
         }
     )
+
+
+def _past_dict(item: store.PastBrackets) -> dict[str, object]:
+    return {"symbol": item.symbol, "code": "NOTIONAL_ABOVE_BRACKETS", "message": item.message()}
 
 
 # --------------------------------------------------------------------------- mode

@@ -41,7 +41,7 @@ from watcher.domain.account import (
     OpenOrderMargin,
     Position,
 )
-from watcher.domain.amounts import format_amount
+from watcher.domain.amounts import format_amount, plain_decimal
 from watcher.domain.journal import (
     CROSS,
     ENGINE_ACCOUNT,
@@ -717,4 +717,50 @@ async def return_leftover_isolated(
             memo=memo,
         )
         out.append(ReturnedMargin(symbol, settle, units, posted.transaction.id, ref))
+    return out
+
+
+# --------------------------------------------------------------------------- price moves
+
+
+@dataclass(frozen=True)
+class PastBrackets:
+    """A position whose notional at a new mark is above its symbol's last bracket cap."""
+
+    account: str
+    symbol: str
+    size: Decimal
+    mark: Decimal
+    notional: Decimal
+    max_notional: Decimal
+
+    def message(self) -> str:
+        return (
+            f"{self.symbol}: notional {plain_decimal(self.notional)} at mark "
+            f"{plain_decimal(self.mark)} is above the last bracket cap "
+            f"{plain_decimal(self.max_notional)}"
+        )
+
+
+async def positions_past_brackets(
+    session: AsyncSession, settings: Settings, marks: Mapping[str, Decimal]
+) -> list[PastBrackets]:
+    """The open positions that the marks ``marks`` put past their last bracket (the
+    price is the market's truth and is kept; these accounts become unevaluable)."""
+    if not marks:
+        return []
+    found = await session.execute(
+        select(Account.key, PositionRow.symbol, PositionRow.size)
+        .join(Account, Account.id == PositionRow.account_id)
+        .where(PositionRow.symbol.in_(sorted(marks)))
+        .order_by(Account.key, PositionRow.symbol)
+    )
+    out: list[PastBrackets] = []
+    for key, symbol, size in found.all():
+        table = settings.brackets.get(symbol)
+        if table is None:
+            continue
+        value = EXACT.multiply(abs(size), marks[symbol])
+        if value > table.max_notional:
+            out.append(PastBrackets(key, symbol, size, marks[symbol], value, table.max_notional))
     return out
