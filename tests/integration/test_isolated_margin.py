@@ -21,6 +21,7 @@ from tests.integration.api_support import (
     isolated_body,
     running_api,
 )
+from watcher.api.openapi import ISOLATED_LIMITS_EXAMPLE
 from watcher.store import ledger
 
 URL = f"/v1/accounts/{ALICE}/isolated-margin"
@@ -354,6 +355,8 @@ async def test_limits_view_matches_the_transfer_rule(api: Api) -> None:
     # iso 1,000: reduce = min(1,000 − 24, 1,000 + 0 − 600) = 400; add = min(9,000 − 600, 9,000)
     view = await _limits(api)
     assert (view["isolatedWallet"], view["maxAdd"], view["maxReduce"]) == ("1000", "8400", "400")
+    # the OpenAPI example is this very state
+    assert view == {**ISOLATED_LIMITS_EXAMPLE, "account": ALICE}
     await _check_limit(api, 2, view["maxReduce"])
     # a price move and an odd open-order margin: the view follows, and still matches
     await api.prices(BTCUSDT="61234.57")
