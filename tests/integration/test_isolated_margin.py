@@ -385,3 +385,22 @@ async def test_limits_view_names_what_blocks(api: Api) -> None:
     assert status == 400 and err["code"] == "UNKNOWN_SYMBOL"
     status, err = await api.get(URL)
     assert status == 400 and err["code"] == "INVALID_REQUEST"
+
+
+async def test_the_same_closing_update_twice_at_once_returns_once(api: Api) -> None:
+    await _isolated_long(api)
+    assert (
+        await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "700"}, headers=ENGINE
+        )
+    )[0] == 200
+    path = f"/v1/engine/positions/{ALICE}"
+    results = await asyncio.gather(*(api.call("PUT", path, [], headers=ENGINE) for _ in range(4)))
+    assert all(status == 200 for status, _ in results), results
+    returned = [r for _, doc in results for r in doc["returnedIsolatedMargin"]]
+    assert [r["amount"] for r in returned] == ["700"]
+    balances = await _ledger(api)
+    assert balances[("USDT", "cross")] == 1_000_000_000_000
+    assert balances.get(("USDT", "iso:BTCUSDT"), 0) == 0
+    history = [h for h in await api.history(ALICE) if h["type"] == "isolated-transfer"]
+    assert [h["amount"] for h in history] == ["700", "-700"]
