@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from watcher.devnet_cli import devnet_app
+from watcher.domain.amounts import plain_decimal
 from watcher.settings import ConfigError, NetworkConfig, Settings, load_settings
 from watcher.withdrawals_cli import withdrawals_app
 
@@ -122,8 +123,8 @@ def credit_time(network: NetworkConfig) -> str:
         return f"when {network.finality}"
     seconds = network.confirmations * network.block_time_seconds
     if seconds < 60:
-        return f"~{seconds.normalize():f} s"
-    return f"~{(seconds / 60).quantize(Decimal('0.1')).normalize():f} min"
+        return f"~{plain_decimal(seconds)} s"
+    return f"~{plain_decimal((seconds / 60).quantize(Decimal('0.1')))} min"
 
 
 @app.command()
@@ -141,7 +142,7 @@ def networks(config: ConfigOpt = None) -> None:
             str(n.chain_id),
             "yes" if n.enabled else "no",
             n.rule_text,
-            f"{n.block_time_seconds.normalize():f} s",
+            f"{plain_decimal(n.block_time_seconds)} s",
             credit_time(n),
             tokens,
         )

@@ -13,14 +13,16 @@ from tests.integration.api_support import (
     ALICE,
     ALICE_KEY,
     BOB,
+    ENGINE,
     Api,
     asset_of,
     rebalance_body,
     running_api,
 )
 from watcher.domain.journal import Leg, TxKind, vault_account
-from watcher.services.risk_gate import withdrawal_hold
+from watcher.services.risk_gate import AccountStateError, withdrawal_hold
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, active_alarms
 from watcher.store.models import Deposit, utcnow
 
 
@@ -93,7 +95,16 @@ async def test_cross_breakdown_exact_numbers(api: Api) -> None:
         "maintMargin": "225",
         "unRealizedProfit": "-5000",
         "bracket": 2,
+        # (10,000 + 50 − 60,000) / (0.005 − 1) = 50,201.00502512562814…, rounded up
+        "liquidationPrice": "50201.005025125629",
+        "marginBalance": "5000",  # 10,000 − 5,000
+        "marginRatio": "0.045",  # 225 / 5,000
     }
+    assert (acc["crossMarginBalance"], acc["crossMaintMargin"], acc["marginRatio"]) == (
+        "5000",
+        "225",
+        "0.045",
+    )
 
     # A price move is all it takes: mark 62,000 → uPnL +2,000, IM 3,100,
     # MM 62,000 × 0.5% − 50 = 260. A = 10,000 − 150 − 260 = 9,590;
@@ -345,10 +356,206 @@ async def test_max_withdraw_needs_a_known_asset(api: Api) -> None:
 async def test_missing_price_in_multi_asset_mode_fails_closed(api: Api) -> None:
     await api.entry(ALICE, "ETH", "1", "eth")
     await api.mode(ALICE, True)
-    status, err = await api.get(f"/v1/accounts/{ALICE}")
+    # The view still answers: balances, evaluable false and why; nothing can leave.
+    acc = await api.account(ALICE)
+    assert acc["evaluable"] is False and acc["canWithdraw"] is False
+    ((problem),) = acc["problems"]
+    assert problem["code"] == "ACCOUNT_STATE_INCOMPLETE" and "ETH" in problem["message"]
+    eth = asset_of(acc, "ETH")
+    assert (eth["walletBalance"], eth["maxWithdrawAmount"], eth["availableBalance"]) == (
+        "1",
+        "0",
+        None,
+    )
+    status, err = await api.get(f"/v1/accounts/{ALICE}/max-withdraw?asset=ETH")
     assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
     assert "ETH" in err["message"]
+    assert await _unevaluable_alarms(api) == [(ALICE, 1)]
     await api.prices(ETH="3000")
     acc = await api.account(ALICE)
     # 1 ETH × 3,000 × 0.95 = 2,850 of collateral, no positions → all of it.
     assert asset_of(acc, "ETH")["maxWithdrawAmount"] == "1"
+
+
+async def test_huge_balances_are_exact_in_every_view(api: Api) -> None:
+    # 123456789012345678901.23456789 USDT with 0.00000002 of open-order margin: the max
+    # is …901.23456787 exactly (a 28-digit context printed …901.2345679, 3e-8 too much).
+    big = "123456789012345678901.23456789"
+    await api.entry(ALICE, "USDT", big, "huge")
+    await api.prices(BTCUSDT="60000", ETHUSDT="3000")
+    await api.orders(
+        ALICE, [{"symbol": "BTCUSDT", "marginMode": "cross", "initialMargin": "0.00000002"}]
+    )
+    acc = await api.account(ALICE)
+    usdt = asset_of(acc, "USDT")
+    assert usdt["walletBalance"] == big and usdt["crossWalletBalance"] == big
+    assert usdt["maxWithdrawAmount"] == "123456789012345678901.23456787"
+    assert usdt["availableBalance"] == "123456789012345678901.23456787"
+    assert acc["crossMarginBalance"] == big
+    quote = await api.max_withdraw(ALICE, "USDT")
+    assert quote["maxWithdrawAmount"] == "123456789012345678901.23456787"
+    assert quote["breakdown"]["B"] == "123456789012345678901.23456787"
+    (entry,) = [h for h in await api.history(ALICE) if h["type"] == "realized_pnl"]
+    assert entry["amount"] == big
+    # an isolated position holding most of it: the limits view and the transfer agree
+    await api.positions(
+        ALICE,
+        [
+            {
+                "symbol": "BTCUSDT",
+                "positionAmt": "1",
+                "entryPrice": "60000",
+                "leverage": 10,
+                "marginMode": "isolated",
+            }
+        ],
+    )
+    status, limits = await api.get(f"/v1/accounts/{ALICE}/isolated-margin?symbol=BTCUSDT")
+    assert status == 200, limits
+    # add = min(CWB − iso IM 6,000, B = CWB − 0.00000002)
+    assert limits["maxAdd"] == "123456789012345672901.23456789"
+    status, doc = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "BTCUSDT", "type": 1, "amount": limits["maxAdd"]},
+        headers=ENGINE,
+    )
+    assert status == 200, doc
+    assert doc["isolatedWallet"] == "123456789012345672901.23456789"
+    assert doc["crossWalletBalance"] == "6000"
+    (pos,) = (await api.account(ALICE))["positions"]
+    assert pos["isolatedWallet"] == "123456789012345672901.23456789"
+    assert pos["liquidationPrice"] is None  # that margin covers a fall to 0
+
+
+async def test_liquidation_price_and_margin_ratios_in_the_account_view(api: Api) -> None:
+    # DOMAIN.md's isolated example (long 1 BTC at 84,000 with 8,400) next to a cross
+    # short: CWB 20,000 − 8,400 = 11,600; ETH short 10 at 3,000, mark 3,100.
+    await api.entry(ALICE, "USDT", "20000", "seed")
+    await api.prices(BTCUSDT="84000", ETHUSDT="3100")
+    await api.positions(
+        ALICE,
+        [
+            {
+                "symbol": "BTCUSDT",
+                "positionAmt": "1",
+                "entryPrice": "84000",
+                "leverage": 10,
+                "marginMode": "isolated",
+            },
+            {
+                "symbol": "ETHUSDT",
+                "positionAmt": "-10",
+                "entryPrice": "3000",
+                "leverage": 10,
+                "marginMode": "cross",
+            },
+        ],
+    )
+    status, _ = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "BTCUSDT", "type": 1, "amount": "8400"},
+        headers=ENGINE,
+    )
+    assert status == 200
+    acc = await api.account(ALICE)
+    btc, eth = sorted(acc["positions"], key=lambda p: p["symbol"])
+    assert btc["liquidationPrice"] == "75929.648241206031"
+    # isolated MB 8,400 + 0; MM 84,000 × 0.5 % − 50 = 370 → 370 / 8,400 = 0.04404761…↑
+    assert (btc["marginBalance"], btc["marginRatio"]) == ("8400", "0.04404762")
+    # cross: MB = 11,600 − 1,000 = 10,600; MM = 31,000 × 0.65 % − 15 = 186.5
+    assert (acc["crossMarginBalance"], acc["crossMaintMargin"]) == ("10600", "186.5")
+    assert acc["marginRatio"] == eth["marginRatio"] == "0.01759434"  # 0.0175943396…↑
+    # ETH alone in cross: (11,600 + cum + 30,000) / (10 × MMR + 10), bracket 2 (0.65 %, 15)
+    # = 41,615 / 10.065 = 4,134.6249…; notional 41,346 ∈ (10,000, 100,000]; short: ↓
+    assert eth["liquidationPrice"] == "4134.624937903626"
+
+
+async def _unevaluable_alarms(api: Api) -> list[tuple[str, int]]:
+    async with api.app.sessions() as s:
+        return [
+            (a.key, a.count)
+            for a in await active_alarms(s)
+            if a.kind == AlarmKind.ACCOUNT_UNEVALUABLE
+        ]
+
+
+async def test_a_price_past_the_brackets_is_kept_and_named(api: Api) -> None:
+    # Long 20,000 BTC at 60,000 (1.2e9 notional, the last bracket: 1×, cap 1.5e9).
+    await api.entry(ALICE, "USDT", "2000000000", "seed")
+    await api.entry(BOB, "USDT", "100", "seed-bob")
+    await api.prices(BTCUSDT="60000", ETHUSDT="3000")
+    btc = {
+        "symbol": "BTCUSDT",
+        "positionAmt": "20000",
+        "entryPrice": "60000",
+        "leverage": 1,
+        "marginMode": "cross",
+    }
+    eth = {
+        "symbol": "ETHUSDT",
+        "positionAmt": "1",
+        "entryPrice": "3000",
+        "leverage": 10,
+        "marginMode": "isolated",
+    }
+    await api.positions(ALICE, [btc, eth])
+    status, _ = await api.call(
+        "POST",
+        f"/v1/accounts/{ALICE}/isolated-margin",
+        {"symbol": "ETHUSDT", "type": 1, "amount": "500"},
+        headers=ENGINE,
+    )
+    assert status == 200
+    await api.positions(BOB, [{**btc, "positionAmt": "0.001", "leverage": 10}])
+    # The market moves to 80,000: notional 1.6e9 > 1.5e9. The price is accepted.
+    moved = await api.prices(BTCUSDT="80000")
+    assert moved["markPrices"] == {"BTCUSDT": "80000"}
+    ((flagged),) = moved["unevaluableAccounts"]
+    assert (flagged["account"], flagged["symbol"], flagged["code"]) == (
+        ALICE,
+        "BTCUSDT",
+        "NOTIONAL_ABOVE_BRACKETS",
+    )
+    # The account view says which position and why (200, not a 422 on every read).
+    acc = await api.account(ALICE)
+    assert acc["evaluable"] is False and acc["canWithdraw"] is False
+    ((problem),) = acc["problems"]
+    assert (problem["symbol"], problem["code"]) == ("BTCUSDT", "NOTIONAL_ABOVE_BRACKETS")
+    assert "1600000000" in problem["message"] and "1500000000" in problem["message"]
+    pos, other = acc["positions"]
+    assert pos["problem"] == problem and pos["notional"] == "1600000000"
+    assert other["symbol"] == "ETHUSDT" and other["problem"] is None
+    assert asset_of(acc, "USDT")["maxWithdrawAmount"] == "0"
+    # Bob's small position is untouched by it.
+    assert (await api.account(BOB))["evaluable"] is True
+    # Withdrawals and transfers answer 422 with that reason.
+    status, err = await api.get(f"/v1/accounts/{ALICE}/max-withdraw?asset=USDT")
+    assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
+    assert err["details"]["problems"] == [problem]
+    for kind in (1, 2):
+        status, err = await api.call(
+            "POST",
+            f"/v1/accounts/{ALICE}/isolated-margin",
+            {"symbol": "ETHUSDT", "type": kind, "amount": "1"},
+            headers=ENGINE,
+        )
+        assert status == 422 and err["code"] == "ACCOUNT_STATE_INCOMPLETE"
+        assert "BTCUSDT" in err["message"] and "1500000000" in err["message"]
+    status, err = await api.get(f"/v1/accounts/{ALICE}/isolated-margin?symbol=ETHUSDT")
+    assert status == 422 and err["details"]["problems"] == [problem]
+    with pytest.raises(AccountStateError, match="BTCUSDT"):
+        async with api.app.sessions.begin() as s:
+            await withdrawal_hold(
+                s, api.app.settings, account=ALICE, asset="USDT", units=1, ref="w-past"
+            )
+    # One alarm names the account, however many reads and price updates meet it.
+    await api.prices(BTCUSDT="80001")
+    for _ in range(3):
+        await api.account(ALICE)
+    assert await _unevaluable_alarms(api) == [(ALICE, 1)]
+    # The price comes back: the account is evaluable again.
+    await api.prices(BTCUSDT="70000")
+    back = await api.account(ALICE)
+    assert back["evaluable"] is True and back["problems"] == []

@@ -21,6 +21,7 @@ from tests.integration.api_support import (
     isolated_body,
     running_api,
 )
+from watcher.api.openapi import ISOLATED_LIMITS_EXAMPLE
 from watcher.store import ledger
 
 URL = f"/v1/accounts/{ALICE}/isolated-margin"
@@ -139,26 +140,81 @@ async def test_domain_example_short_transfer_out_is_zero(api: Api) -> None:
     assert (d["walletMinusMaintenance"], d["walletPlusUnPnlMinusInitial"]) == ("2974", "-1550")
 
 
-async def test_orphan_isolated_wallet_can_be_emptied(api: Api) -> None:
+async def test_closing_returns_the_leftover_margin_once(api: Api) -> None:
     await _isolated_long(api)
     ok = await api.call(
         "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "700"}, headers=ENGINE
     )
     assert ok[0] == 200
-    await api.positions(ALICE, [])  # the engine closed the position; 700 stays isolated
-    acc = await api.account(ALICE)
-    (pos,) = acc["positions"]
-    assert (pos["positionAmt"], pos["isolatedWallet"], pos["marginMode"]) == (
-        "0",
+    assert (await _ledger(api))[("USDT", "iso:BTCUSDT")] == 70_000_000_000
+    # The engine closes the position: the 700 goes back to cross in the same request.
+    closed = await api.positions(ALICE, [])
+    (returned,) = closed["returnedIsolatedMargin"]
+    assert (returned["symbol"], returned["asset"], returned["amount"]) == (
+        "BTCUSDT",
+        "USDT",
         "700",
-        "isolated",
     )
-    status, doc = await api.call(
-        "POST", URL, {"symbol": "BTCUSDT", "type": 2, "amount": "700"}, headers=ENGINE
+    balances = await _ledger(api)
+    assert balances[("USDT", "cross")] == 1_000_000_000_000
+    assert balances.get(("USDT", "iso:BTCUSDT"), 0) == 0
+    acc = await api.account(ALICE)
+    assert acc["positions"] == []
+    assert asset_of(acc, "USDT")["crossWalletBalance"] == "10000"
+    returns = [h for h in await api.history(ALICE) if h["type"] == "isolated-transfer"]
+    assert [h["amount"] for h in returns] == ["700", "-700"]  # newest first
+    # The same update again (a retry): nothing more moves, nothing more is journaled.
+    again = await api.positions(ALICE, [])
+    assert again["returnedIsolatedMargin"] == []
+    assert await _ledger(api) == balances
+    assert len([h for h in await api.history(ALICE) if h["type"] == "isolated-transfer"]) == 2
+    # Nothing is left to take out by hand.
+    status, err = await api.call(
+        "POST", URL, {"symbol": "BTCUSDT", "type": 2, "amount": "1"}, headers=ENGINE
     )
-    assert status == 200, doc
-    assert doc["crossWalletBalance"] == "10000" and doc["isolatedWallet"] == "0"
-    assert (await api.account(ALICE))["positions"] == []
+    assert status == 422 and err["code"] == "NO_ISOLATED_POSITION"
+
+
+@pytest.mark.parametrize("how", ["size zero", "now cross"])
+async def test_size_zero_or_mode_switch_closes_the_isolated_position(api: Api, how: str) -> None:
+    await _isolated_long(api)
+    assert (
+        await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "250.5"}, headers=ENGINE
+        )
+    )[0] == 200
+    row = {
+        "symbol": "BTCUSDT",
+        "positionAmt": "0" if how == "size zero" else "0.1",
+        "entryPrice": "60000",
+        "leverage": 10,
+        "marginMode": "isolated" if how == "size zero" else "cross",
+    }
+    first = await api.positions(ALICE, [row])
+    assert [r["amount"] for r in first["returnedIsolatedMargin"]] == ["250.5"]
+    second = await api.positions(ALICE, [row])
+    assert second["returnedIsolatedMargin"] == []
+    balances = await _ledger(api)
+    assert balances[("USDT", "cross")] == 1_000_000_000_000
+    assert balances.get(("USDT", "iso:BTCUSDT"), 0) == 0
+
+
+async def test_an_open_isolated_position_keeps_its_margin(api: Api) -> None:
+    await _isolated_long(api)
+    assert (
+        await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "700"}, headers=ENGINE
+        )
+    )[0] == 200
+    row = {
+        "symbol": "BTCUSDT",
+        "positionAmt": "0.2",
+        "entryPrice": "60000",
+        "leverage": 10,
+        "marginMode": "isolated",
+    }
+    assert (await api.positions(ALICE, [row]))["returnedIsolatedMargin"] == []
+    assert (await _ledger(api))[("USDT", "iso:BTCUSDT")] == 70_000_000_000
 
 
 def _sig_body(**over: Any) -> Any:
@@ -246,3 +302,105 @@ async def test_concurrent_http_transfers_never_pass_the_limit(api: Api) -> None:
     balances = await _ledger(api)
     assert balances[("USDT", "iso:BTCUSDT")] == 9_400 * 10**8
     assert balances[("USDT", "cross")] == 600 * 10**8
+
+
+async def _limits(api: Api, symbol: str = "BTCUSDT") -> Any:
+    status, doc = await api.get(f"{URL}?symbol={symbol}")
+    assert status == 200, doc
+    return doc
+
+
+def _plus_unit(amount: str) -> str:
+    from decimal import Decimal
+
+    return format(Decimal(amount) + Decimal("0.00000001"), "f")
+
+
+async def _check_limit(api: Api, kind: int, limit: str) -> None:
+    """One unit over the shown limit is refused (nothing changes); the limit passes."""
+    before = await api.everything(ALICE)
+    status, err = await api.call(
+        "POST",
+        URL,
+        {"symbol": "BTCUSDT", "type": kind, "amount": _plus_unit(limit)},
+        headers=ENGINE,
+    )
+    assert status == 422 and err["code"] == "INSUFFICIENT_TRANSFERABLE", err
+    assert err["details"]["maxTransferAmount"] == limit
+    assert await api.everything(ALICE) == before
+    if limit != "0":
+        status, doc = await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": kind, "amount": limit}, headers=ENGINE
+        )
+        assert status == 200, doc
+
+
+async def test_limits_view_matches_the_transfer_rule(api: Api) -> None:
+    await _isolated_long(api)
+    first = await _limits(api)
+    assert (first["symbol"], first["isolatedWallet"], first["maxAdd"], first["maxReduce"]) == (
+        "BTCUSDT",
+        "0",
+        "9400",
+        "0",
+    )
+    assert first["breakdown"]["cross"]["crossWalletBalance"] == "10000"
+    assert first["breakdown"]["isolated"]["maintenanceMargin"] == "24"
+    assert (first["addBlockedBy"], first["reduceBlockedBy"]) == (None, None)
+    assert (
+        await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "1000"}, headers=ENGINE
+        )
+    )[0] == 200
+    # iso 1,000: reduce = min(1,000 − 24, 1,000 + 0 − 600) = 400; add = min(9,000 − 600, 9,000)
+    view = await _limits(api)
+    assert (view["isolatedWallet"], view["maxAdd"], view["maxReduce"]) == ("1000", "8400", "400")
+    # the OpenAPI example is this very state
+    assert view == {**ISOLATED_LIMITS_EXAMPLE, "account": ALICE}
+    await _check_limit(api, 2, view["maxReduce"])
+    # a price move and an odd open-order margin: the view follows, and still matches
+    await api.prices(BTCUSDT="61234.57")
+    await api.orders(
+        ALICE, [{"symbol": "ETHUSDT", "marginMode": "cross", "initialMargin": "3.33333333"}]
+    )
+    view = await _limits(api)
+    await _check_limit(api, 2, view["maxReduce"])
+    view = await _limits(api)
+    await _check_limit(api, 1, view["maxAdd"])
+    view = await _limits(api)
+    assert view["maxAdd"] == "0"
+    await _check_limit(api, 1, "0")
+
+
+async def test_limits_view_names_what_blocks(api: Api) -> None:
+    await api.entry(ALICE, "USDT", "100", "seed")
+    await api.prices(BTCUSDT="60000")
+    view = await _limits(api)
+    assert (view["maxAdd"], view["maxReduce"], view["addBlockedBy"]) == (
+        "0",
+        "0",
+        "NO_ISOLATED_POSITION",
+    )
+    status, err = await api.get(f"{URL}?symbol=NOPE")
+    assert status == 400 and err["code"] == "UNKNOWN_SYMBOL"
+    status, err = await api.get(URL)
+    assert status == 400 and err["code"] == "INVALID_REQUEST"
+
+
+async def test_the_same_closing_update_twice_at_once_returns_once(api: Api) -> None:
+    await _isolated_long(api)
+    assert (
+        await api.call(
+            "POST", URL, {"symbol": "BTCUSDT", "type": 1, "amount": "700"}, headers=ENGINE
+        )
+    )[0] == 200
+    path = f"/v1/engine/positions/{ALICE}"
+    results = await asyncio.gather(*(api.call("PUT", path, [], headers=ENGINE) for _ in range(4)))
+    assert all(status == 200 for status, _ in results), results
+    returned = [r for _, doc in results for r in doc["returnedIsolatedMargin"]]
+    assert [r["amount"] for r in returned] == ["700"]
+    balances = await _ledger(api)
+    assert balances[("USDT", "cross")] == 1_000_000_000_000
+    assert balances.get(("USDT", "iso:BTCUSDT"), 0) == 0
+    history = [h for h in await api.history(ALICE) if h["type"] == "isolated-transfer"]
+    assert [h["amount"] for h in history] == ["700", "-700"]

@@ -28,7 +28,7 @@ from watcher.domain.account import (
 from watcher.domain.brackets import BracketTable
 from watcher.domain.collateral import account_breakdown, max_withdrawable
 from watcher.domain.rebalance import plan_rebalance
-from watcher.domain.risk import decide_withdrawal
+from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal, isolated_limits
 
 ASSETS = {
     "USDT": AssetInfo("USDT", 8, D("0.9999"), D("0.975")),
@@ -209,3 +209,24 @@ def test_rebalance_never_overdraws_and_conserves_value(snap: AccountSnapshot) ->
     if plan.remaining_negative:
         for asset, qty in after.items():
             assert qty <= 0 or ASSETS[asset].auto_exchange_rate == 0
+
+
+@SETTINGS
+@given(st.booleans().flatmap(lambda m: accounts(m, allow_negative=True)))
+def test_isolated_limits_view_is_the_transfer_boundary(snap: AccountSnapshot) -> None:
+    unit = quantum(ASSETS["USDT"].precision)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        limits = isolated_limits(snap, symbol)
+        for kind, limit, blocked in (
+            ("add", limits.max_add, limits.add_blocked_by),
+            ("reduce", limits.max_reduce, limits.reduce_blocked_by),
+        ):
+            assert limit >= 0
+            if limit > 0:
+                assert blocked is None
+                assert decide_isolated_transfer(snap, symbol, kind, limit).allowed
+            over = decide_isolated_transfer(snap, symbol, kind, limit + unit)
+            assert not over.allowed
+            assert over.reason == (blocked or "INSUFFICIENT_TRANSFERABLE")
+            if blocked is None:
+                assert over.details["maxTransferAmount"] == limit

@@ -24,6 +24,12 @@ Field meanings in ``GET /v1/accounts/{address}`` (per asset, in asset units):
 * ``maxWithdrawAmount`` = what the risk gate would allow now (DOMAIN.md §2, §4; 0 for
   every asset while any asset is negative).
 
+Risk figures (docs/risk.md): the account's ``crossMarginBalance`` (CWB + Σ cross uPnL,
+in the settlement asset / USD), ``crossMaintMargin`` and ``marginRatio`` (cross MM / cross
+MB, rounded up; null when the MB is ≤ 0 while MM is held); per position
+``liquidationPrice`` (null when no positive price liquidates it), ``marginBalance`` and
+``marginRatio`` (isolated: its own; cross: the account's).
+
 ``canWithdraw`` is false while any asset is negative (``negativeAssets`` lists them).
 """
 
@@ -56,12 +62,15 @@ from watcher.domain.account import ZERO, div_floor, exact, floor_to
 from watcher.domain.amounts import parse_decimal_amount
 from watcher.domain.collateral import account_breakdown, max_withdrawable
 from watcher.domain.journal import isolated_wallet
-from watcher.domain.margin import position_margin
+from watcher.domain.liquidation import account_risk
+from watcher.domain.margin import notional, position_margin
+from watcher.domain.risk import EvaluationProblem, evaluation_problems, isolated_limits
 from watcher.services import rebalance as rebalancing
 from watcher.services.risk_gate import STATE_ERRORS, AccountStateError, isolated_transfer
 from watcher.settings import Settings
 from watcher.store import accounts as store
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, latch_alarm
 from watcher.store.models import SignedRequest
 
 BREAKDOWN_KEYS = (
@@ -107,8 +116,14 @@ def _available(state: store.AccountState, asset: str, b: Decimal) -> Decimal:
 
 
 def account_document(state: store.AccountState, settings: Settings) -> dict[str, object]:
-    """The ``GET /v1/accounts/{address}`` document (raises STATE_ERRORS when unevaluable)."""
+    """The ``GET /v1/accounts/{address}`` document. An account the rules cannot evaluate
+    (e.g. a price moved a position's notional past the last bracket) still gets one:
+    its balances, its positions with the one at fault named, ``evaluable: false`` and
+    the ``problems``; figures that need the rules are null and nothing can leave."""
     snap = state.snapshot
+    problems = evaluation_problems(snap)
+    if problems:
+        return _unevaluable_document(state, settings, problems)
     settle = snap.settlement_asset
     breakdown = account_breakdown(snap)
     iso_total = sum(state.isolated.values())
@@ -131,8 +146,9 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
                 "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
             }
         )
+    risk = account_risk(snap)
     positions = []
-    for p in snap.positions:
+    for p, pr in zip(snap.positions, risk.positions, strict=True):
         mark = snap.mark_price(p.symbol)
         pm = position_margin(p, mark, snap.bracket_table(p.symbol))
         positions.append(
@@ -149,6 +165,11 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
                 "maintMargin": pm.maintenance_margin,
                 "unRealizedProfit": pm.unrealized_pnl,
                 "bracket": pm.bracket,
+                "liquidationPrice": pr.liquidation_price,
+                "marginBalance": pr.margin_balance,
+                "marginRatio": (
+                    risk.cross_margin_ratio if p.margin_mode == "cross" else pr.margin_ratio
+                ),
             }
         )
     negatives = list(snap.negative_assets())
@@ -156,10 +177,15 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
         {
             "account": state.key,
             "multiAssetMode": snap.multi_asset_mode,
+            "crossMarginBalance": risk.cross_margin_balance,
+            "crossMaintMargin": risk.cross_maintenance_margin,
+            "marginRatio": risk.cross_margin_ratio,
             "assets": assets,
             "positions": positions,
             "canWithdraw": not negatives,
             "negativeAssets": negatives,
+            "evaluable": True,
+            "problems": [],
             "openOrders": [
                 {"symbol": o.symbol, "marginMode": o.margin_mode, "initialMargin": o.initial_margin}
                 for o in snap.open_orders
@@ -167,6 +193,107 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
         }
     )
     return doc
+
+
+def _unevaluable_document(
+    state: store.AccountState, settings: Settings, problems: list[EvaluationProblem]
+) -> dict[str, object]:
+    snap = state.snapshot
+    settle = snap.settlement_asset
+    iso_total = sum(state.isolated.values())
+    codes = {settle, *state.cross, *state.hold}
+    assets = []
+    for asset in sorted(c for c in codes if c in settings.assets):
+        precision = settings.assets[asset].precision
+        cross_units = state.cross.get(asset, 0)
+        wallet_units = cross_units + (iso_total if asset == settle else 0)
+        assets.append(
+            {
+                "asset": asset,
+                "walletBalance": store.units_to_decimal(wallet_units, precision),
+                "crossWalletBalance": store.units_to_decimal(cross_units, precision),
+                "crossUnPnl": None,
+                "availableBalance": None,
+                "maxWithdrawAmount": ZERO,
+                "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
+            }
+        )
+    by_symbol = {p.symbol: p for p in problems if p.symbol is not None}
+    positions = []
+    for p in snap.positions:
+        problem = by_symbol.get(p.symbol)
+        mark = snap.mark_prices.get(p.symbol)
+        positions.append(
+            {
+                "symbol": p.symbol,
+                "positionAmt": p.size,
+                "entryPrice": p.entry_price,
+                "markPrice": mark,
+                "leverage": p.leverage,
+                "marginMode": p.margin_mode,
+                "isolatedWallet": p.isolated_wallet,
+                "notional": None if mark is None else notional(p, mark),
+                "initialMargin": None,
+                "maintMargin": None,
+                "unRealizedProfit": None,
+                "bracket": None,
+                "liquidationPrice": None,
+                "marginBalance": None,
+                "marginRatio": None,
+                "problem": None if problem is None else problem.as_dict(),
+            }
+        )
+    doc: dict[str, object] = jsonable(
+        {
+            "account": state.key,
+            "multiAssetMode": snap.multi_asset_mode,
+            "crossMarginBalance": None,
+            "crossMaintMargin": None,
+            "marginRatio": None,
+            "assets": assets,
+            "positions": positions,
+            "canWithdraw": False,
+            "negativeAssets": list(snap.negative_assets()),
+            "evaluable": False,
+            "problems": [p.as_dict() for p in problems],
+            "openOrders": [
+                {"symbol": o.symbol, "marginMode": o.margin_mode, "initialMargin": o.initial_margin}
+                for o in snap.open_orders
+            ],
+        }
+    )
+    return doc
+
+
+async def latch_unevaluable(
+    sessions: Any, account: str, problems: list[dict[str, Any]] | list[EvaluationProblem]
+) -> None:
+    """The operator alarm naming an account the rules cannot evaluate: raised once per
+    account while active (a read that meets it again writes nothing)."""
+    listed = [p.as_dict() if isinstance(p, EvaluationProblem) else p for p in problems]
+    reasons = "; ".join(str(p["message"]) for p in listed)
+    async with sessions.begin() as session:
+        await latch_alarm(
+            session,
+            AlarmKind.ACCOUNT_UNEVALUABLE,
+            account,
+            f"account {account} cannot be evaluated (withdrawals and transfers refused): {reasons}",
+            {"account": account, "problems": listed},
+        )
+
+
+async def _refuse_unevaluable(app: Any, account: str, state: store.AccountState) -> None:
+    """422 naming the position(s) and reason(s) when the rules cannot evaluate the
+    account, after latching the operator alarm."""
+    problems = evaluation_problems(state.snapshot)
+    if not problems:
+        return
+    await latch_unevaluable(app.sessions, account, problems)
+    raise rule(
+        "ACCOUNT_STATE_INCOMPLETE",
+        "the account cannot be evaluated: " + "; ".join(p.message for p in problems),
+        problems=[p.as_dict() for p in problems],
+    )
 
 
 async def _read_state(request: web.Request, account: str) -> store.AccountState:
@@ -183,6 +310,10 @@ async def get_account(request: web.Request) -> web.Response:
         doc = account_document(state, app.settings)
     except STATE_ERRORS as exc:
         raise state_error(exc) from None
+    if doc["evaluable"] is False:
+        problems = doc["problems"]
+        assert isinstance(problems, list)
+        await latch_unevaluable(app.sessions, account, problems)
     return json_response(doc)
 
 
@@ -194,6 +325,7 @@ async def get_max_withdraw(request: web.Request) -> web.Response:
         raise bad_request("INVALID_REQUEST", "query parameter 'asset' is required (?asset=USDT)")
     known_asset(app.settings, asset)
     state = await _read_state(request, account)
+    await _refuse_unevaluable(app, account, state)
     try:
         quote = max_withdrawable(state.snapshot, asset)
     except STATE_ERRORS as exc:
@@ -209,6 +341,40 @@ async def get_max_withdraw(request: web.Request) -> web.Response:
                 "limitedBy": quote.limited_by,
                 "multiAssetMode": state.snapshot.multi_asset_mode,
                 "negativeAssets": list(state.snapshot.negative_assets()),
+            }
+        )
+    )
+
+
+async def get_isolated_limits(request: web.Request) -> web.Response:
+    """``GET /v1/accounts/{address}/isolated-margin?symbol=S``: the limits a transfer is
+    checked against, before the user asks (the same terms as the POST's rule)."""
+    app = _app(request)
+    account = address(request.match_info["address"])
+    symbol = request.query.get("symbol")
+    if not symbol:
+        raise bad_request(
+            "INVALID_REQUEST", "query parameter 'symbol' is required (?symbol=BTCUSDT)"
+        )
+    known_symbol(app.settings, symbol)
+    state = await _read_state(request, account)
+    await _refuse_unevaluable(app, account, state)
+    try:
+        limits = isolated_limits(state.snapshot, symbol)
+    except STATE_ERRORS as exc:
+        raise state_error(exc) from None
+    return json_response(
+        jsonable(
+            {
+                "account": account,
+                "symbol": symbol,
+                "asset": limits.asset,
+                "isolatedWallet": limits.isolated_wallet,
+                "maxAdd": limits.max_add,
+                "maxReduce": limits.max_reduce,
+                "addBlockedBy": limits.add_blocked_by,
+                "reduceBlockedBy": limits.reduce_blocked_by,
+                "breakdown": limits.breakdown,
             }
         )
     )
@@ -471,4 +637,5 @@ def add_routes(web_app: web.Application) -> None:
     web_app.router.add_get("/v1/accounts/{address}/max-withdraw", get_max_withdraw)
     web_app.router.add_get("/v1/accounts/{address}/history", get_history)
     web_app.router.add_post("/v1/accounts/{address}/rebalance", post_rebalance)
+    web_app.router.add_get("/v1/accounts/{address}/isolated-margin", get_isolated_limits)
     web_app.router.add_post("/v1/accounts/{address}/isolated-margin", post_isolated_margin)

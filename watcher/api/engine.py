@@ -16,8 +16,17 @@ account locked: a rejected request changes nothing.
   input: isolated margin lives in the ledger and moves only through the isolated-margin
   transfer. It may be sent (Binance-shaped payloads carry it) but must then equal the
   ledger's ``iso:<SYMBOL>`` wallet exactly, else 409 ``ISOLATED_WALLET_MISMATCH``.
+  When the update closes an isolated position (its symbol is gone, its size is 0, or
+  it is now cross), the wallet's remaining margin returns to the cross wallet in the
+  same DB transaction, journaled as an ``isolated_transfer`` (listed in the response's
+  ``returnedIsolatedMargin`` and in the history); the same update again finds the
+  wallet empty and moves nothing.
 * ``PUT /v1/engine/open-orders/{account}`` — ``[{symbol, marginMode, initialMargin}]``.
-* ``PUT /v1/engine/prices`` — ``[{symbol|asset, markPrice|price}]``, price > 0.
+* ``PUT /v1/engine/prices`` — ``[{symbol|asset, markPrice|price}]``, price > 0. A mark
+  is the market's truth and is always kept, even when it puts an open position's
+  notional past its last bracket: such accounts are listed in ``unevaluableAccounts``
+  and an ``account_unevaluable`` alarm naming each is latched (once while active);
+  their withdrawals and transfers answer 422 until a price or the positions change.
 * ``PUT /v1/engine/accounts/{account}/mode`` — ``{multiAssetMode: bool}``.
 """
 
@@ -43,12 +52,14 @@ from watcher.api.schemas import (
     read_json,
 )
 from watcher.domain.account import Position, exact
+from watcher.domain.amounts import format_amount
 from watcher.domain.brackets import BracketError
 from watcher.domain.journal import TxKind
 from watcher.domain.margin import PositionError, check_leverage
 from watcher.settings import Settings
 from watcher.store import accounts as store
 from watcher.store import ledger
+from watcher.store.alarms import AlarmKind, latch_alarm
 
 
 def require_engine(request: web.Request) -> None:
@@ -216,7 +227,7 @@ async def put_positions(request: web.Request) -> web.Response:
         seen.add(row.symbol)
         rows.append(row)
     async with app.sessions.begin() as session:
-        await ledger.lock_account(session, account)
+        locked = await ledger.lock_account(session, account)
         marks, _ = await store.prices(session)
         state = await store.load_state(session, settings, account)
         for index, (body, row) in enumerate(zip(bodies, rows, strict=True)):
@@ -248,7 +259,30 @@ async def put_positions(request: web.Request) -> web.Response:
             _check_leverage_at(index, row, mark, settings)
         kept = [r for r in rows if r.size != 0]
         await store.replace_positions(session, account, kept)
-    return json_response({"account": account, "positions": [position_dict(r) for r in kept]})
+        returned = await store.return_leftover_isolated(
+            session,
+            settings,
+            key=account,
+            isolated=state.isolated,
+            open_isolated={r.symbol for r in kept if r.margin_mode == "isolated"},
+            version=locked.version,
+        )
+    precision = settings.assets[settings.ledger.settlement_asset].precision
+    return json_response(
+        {
+            "account": account,
+            "positions": [position_dict(r) for r in kept],
+            "returnedIsolatedMargin": [
+                {
+                    "symbol": r.symbol,
+                    "asset": r.asset,
+                    "amount": format_amount(r.units, precision),
+                    "transactionId": r.transaction_id,
+                }
+                for r in returned
+            ],
+        }
+    )
 
 
 # --------------------------------------------------------------------------- orders
@@ -329,12 +363,40 @@ async def put_prices(request: web.Request) -> web.Response:
         target[key] = body.value
     async with app.sessions.begin() as session:
         await store.upsert_prices(session, marks, assets)
+        past = await store.positions_past_brackets(session, app.settings, marks)
+        by_account: dict[str, list[store.PastBrackets]] = {}
+        for item in past:
+            by_account.setdefault(item.account, []).append(item)
+        for account, items in by_account.items():
+            await latch_alarm(
+                session,
+                AlarmKind.ACCOUNT_UNEVALUABLE,
+                account,
+                f"account {account} cannot be evaluated (withdrawals and transfers refused): "
+                + "; ".join(i.message() for i in items),
+                {
+                    "account": account,
+                    "problems": [
+                        {
+                            "symbol": i.symbol,
+                            "code": "NOTIONAL_ABOVE_BRACKETS",
+                            "message": i.message(),
+                        }
+                        for i in items
+                    ],
+                },
+            )
     return json_response(
         {
             "markPrices": {k: dec(v) for k, v in sorted(marks.items())},
             "assetPrices": {k: dec(v) for k, v in sorted(assets.items())},
+            "unevaluableAccounts": [{"account": i.account, **_past_dict(i)} for i in past],
         }
     )
+
+
+def _past_dict(item: store.PastBrackets) -> dict[str, object]:
+    return {"symbol": item.symbol, "code": "NOTIONAL_ABOVE_BRACKETS", "message": item.message()}
 
 
 # --------------------------------------------------------------------------- mode

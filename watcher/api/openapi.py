@@ -1099,6 +1099,139 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+# --------------------------------------------------------------------------- risk views
+# Liquidation price, margin ratios, unevaluable accounts and the isolated limits view
+# (docs/risk.md). Kept in one block: the account schema gains its risk fields here, and
+# the isolated-margin path its GET.
+
+NDEC = {"oneOf": [DEC, {"type": "null"}], "description": "decimal string or null"}
+PROBLEM = _obj(
+    {
+        "symbol": {"type": ["string", "null"]},
+        "code": {
+            "type": "string",
+            "enum": [
+                "NOTIONAL_ABOVE_BRACKETS",
+                "MISSING_MARK_PRICE",
+                "UNKNOWN_SYMBOL",
+                "LEVERAGE_TOO_HIGH",
+                "ACCOUNT_STATE_INCOMPLETE",
+            ],
+        },
+        "message": {"type": "string"},
+    },
+    ["symbol", "code", "message"],
+)
+POSITION_VIEW = _obj(
+    {
+        "symbol": {"type": "string"},
+        "positionAmt": DEC,
+        "entryPrice": DEC,
+        "markPrice": NDEC,
+        "leverage": {"type": "integer"},
+        "marginMode": {"type": "string", "enum": ["cross", "isolated"]},
+        "isolatedWallet": DEC,
+        "notional": NDEC,
+        "initialMargin": NDEC,
+        "maintMargin": NDEC,
+        "unRealizedProfit": NDEC,
+        "bracket": {"type": ["integer", "null"]},
+        "liquidationPrice": NDEC
+        | {
+            "description": "mark price at which the margin balance meets the maintenance "
+            "margin (rounded up for a long, down for a short); null when no positive price "
+            "liquidates the position"
+        },
+        "marginBalance": NDEC,
+        "marginRatio": NDEC
+        | {"description": "MM / margin balance (isolated: the position's; cross: the account's)"},
+        "problem": {"oneOf": [PROBLEM, {"type": "null"}]},
+    }
+)
+ACCOUNT["properties"].update(
+    {
+        "positions": {"type": "array", "items": POSITION_VIEW},
+        "crossMarginBalance": NDEC,
+        "crossMaintMargin": NDEC,
+        "marginRatio": NDEC
+        | {"description": "cross MM / cross margin balance, rounded up; null when MB ≤ 0"},
+        "evaluable": {"type": "boolean"},
+        "problems": {"type": "array", "items": PROBLEM},
+        "openOrders": {"type": "array", "items": {"type": "object"}},
+    }
+)
+ISOLATED_LIMITS = _obj(
+    {
+        "account": ADDR,
+        "symbol": {"type": "string"},
+        "asset": {"type": "string"},
+        "isolatedWallet": DEC,
+        "maxAdd": DEC,
+        "maxReduce": DEC,
+        "addBlockedBy": {"type": ["string", "null"]},
+        "reduceBlockedBy": {"type": ["string", "null"]},
+        "breakdown": _obj(
+            {
+                "cross": {"type": "object"},
+                "isolated": _obj(
+                    {
+                        k: DEC
+                        for k in (
+                            "isolatedWallet",
+                            "maintenanceMargin",
+                            "walletMinusMaintenance",
+                            "walletPlusUnPnlMinusInitial",
+                        )
+                    }
+                ),
+            }
+        ),
+    },
+    ["symbol", "isolatedWallet", "maxAdd", "maxReduce", "breakdown"],
+)
+ISOLATED_LIMITS_EXAMPLE = {
+    "account": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "symbol": "BTCUSDT",
+    "asset": "USDT",
+    "isolatedWallet": "1000",
+    "maxAdd": "8400",
+    "maxReduce": "400",
+    "addBlockedBy": None,
+    "reduceBlockedBy": None,
+    "breakdown": {
+        "cross": {
+            "A": "9000",
+            "B": "9000",
+            "crossWalletBalance": "9000",
+            "crossUnPnl": "0",
+            "crossInitialMargin": "0",
+            "isolatedOpenOrderInitialMargin": "0",
+            "crossMaintenanceMargin": "0",
+            "maxWithdrawAmount": "9000",
+            "availableBalance": "9000",
+        },
+        "isolated": {
+            "isolatedWallet": "1000",
+            "maintenanceMargin": "24",
+            "walletMinusMaintenance": "976",
+            "walletPlusUnPnlMinusInitial": "400",
+        },
+    },
+}
+_limits_op = _op(
+    "The isolated-margin transfer limits of one symbol (maxAdd / maxReduce, the same "
+    "terms the transfer is checked against), before the user asks",
+    "user",
+    {"200": ISOLATED_LIMITS},
+    params=[
+        ADDRESS_PARAM,
+        {"name": "symbol", "in": "query", "required": True, "schema": {"type": "string"}},
+    ],
+)
+_limits_op["responses"]["200"]["content"]["application/json"]["example"] = ISOLATED_LIMITS_EXAMPLE
+PATHS["/v1/accounts/{address}/isolated-margin"]["get"] = _limits_op
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from watcher.api.errors import ApiError, bad_request
-from watcher.domain.amounts import AmountFormatError, parse_decimal_amount
+from watcher.domain.amounts import AmountFormatError, parse_decimal_amount, plain_decimal
 from watcher.domain.parsing import (
     UINT256_MAX,
     InputError,
@@ -283,11 +283,9 @@ def ledger_units(text: str, precision: int, *, what: str = "amount", signed: boo
 
 
 def dec(value: Decimal) -> str:
-    """A decimal as the API writes it: plain notation, no exponent, no trailing zeros."""
-    if value == 0:
-        return "0"
-    text = format(value.normalize(), "f")
-    return text
+    """A decimal as the API writes it: plain notation, no exponent, no trailing zeros,
+    exact at any magnitude (see :func:`watcher.domain.amounts.plain_decimal`)."""
+    return plain_decimal(value)
 
 
 def jsonable(value: Any) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal
 
 __all__ = [
     "AmountError",
@@ -30,6 +31,7 @@ __all__ = [
     "format_amount",
     "ledger_to_chain",
     "parse_decimal_amount",
+    "plain_decimal",
 ]
 
 # Digits only, an optional fraction; no sign, no exponent, no whitespace, no "_".
@@ -47,6 +49,21 @@ class AmountPrecisionError(AmountError):
 
 class AmountFormatError(AmountError):
     """A decimal amount string that is not a plain non-negative decimal."""
+
+
+def plain_decimal(value: Decimal) -> str:
+    """``value`` in plain notation, exactly: no exponent, no trailing fractional zeros,
+    ``"0"`` for any zero. Never goes through a context, so no digit is ever rounded
+    away whatever the magnitude (``Decimal.normalize()`` would round to the current
+    context's 28 digits)."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise TypeError(f"expected a finite Decimal, got {value!r}")
+    if value.is_zero():
+        return "0"
+    text = format(value, "f")  # no precision given: every digit, no rounding
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def _pow10(exponent: int) -> int:

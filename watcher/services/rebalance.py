@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from watcher.domain.amounts import plain_decimal
 from watcher.domain.journal import CONVERSION_ACCOUNT, CROSS, Leg, TxKind
 from watcher.domain.rebalance import RebalancePlan, plan_rebalance
 from watcher.services.risk_gate import (
@@ -44,8 +45,7 @@ class NothingToRebalance(Exception):
 
 
 def _d(value: Decimal) -> str:
-    text = format(value.normalize(), "f") if value else "0"
-    return "0" if text in ("-0", "0") else text
+    return plain_decimal(value)
 
 
 def plan_to_dict(plan: RebalancePlan) -> dict[str, object]:

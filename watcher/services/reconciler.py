@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from watcher.chain.vault import ZERO_ADDRESS, balance_request
-from watcher.domain.amounts import format_amount, parse_decimal_amount
+from watcher.domain.amounts import format_amount, parse_decimal_amount, plain_decimal
 from watcher.settings import NetworkConfig
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.models import NetworkCursor, Reconciliation, utcnow
@@ -142,7 +142,7 @@ async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
                 ledger_precision=precision,
                 block=block,
             )
-        tolerance = parse_decimal_amount(format(tolerance_units.normalize(), "f"), decimals)
+        tolerance = parse_decimal_amount(plain_decimal(tolerance_units), decimals)
         result.assets.append(
             AssetResult(asset, token, decimals, onchain, view.expected, view.as_dict(), tolerance)
         )

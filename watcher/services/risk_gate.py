@@ -41,7 +41,7 @@ from watcher.domain.account import SnapshotError
 from watcher.domain.brackets import BracketError
 from watcher.domain.journal import CROSS, Leg, TxKind, isolated_wallet, transfer
 from watcher.domain.margin import PositionError
-from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal
+from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal, evaluation_problems
 from watcher.settings import Settings
 from watcher.store import ledger
 from watcher.store import withdrawals as withdrawal_repo
@@ -315,6 +315,11 @@ async def isolated_transfer(
     precision = settings.assets[asset].precision
 
     def decide(state: AccountState) -> Verdict:
+        # Either direction waits until the whole account can be evaluated again (a
+        # reduce alone would read only its own position): one answer for the account.
+        problems = evaluation_problems(state.snapshot)
+        if problems:
+            raise AccountStateError("; ".join(p.message for p in problems))
         amount = units_to_decimal(units, precision)
         return decide_isolated_transfer(state.snapshot, symbol, kind, amount)
 

@@ -41,14 +41,16 @@ from watcher.domain.account import (
     OpenOrderMargin,
     Position,
 )
-from watcher.domain.amounts import format_amount
+from watcher.domain.amounts import format_amount, plain_decimal
 from watcher.domain.journal import (
     CROSS,
     ENGINE_ACCOUNT,
     HOLD,
     Leg,
     TxKind,
+    transfer,
 )
+from watcher.domain.journal import isolated_wallet as iso_wallet
 from watcher.settings import Settings
 from watcher.store import ledger
 from watcher.store.deposits import deposit_history
@@ -652,3 +654,113 @@ async def account_history(
         items += await _journal_items(session, settings, account, limit)
     items.sort(key=lambda i: (i.time, i.order), reverse=True)
     return items[:limit]
+
+
+# --------------------------------------------------------------------------- leftover margin
+
+
+@dataclass(frozen=True)
+class ReturnedMargin:
+    """Isolated margin returned to the cross wallet when its position closed."""
+
+    symbol: str
+    asset: str
+    units: int
+    transaction_id: int
+    ref: str
+
+
+def leftover_ref(key: str, symbol: str, version: int) -> str:
+    return f"isolated:{key}:return:{symbol}:v{version}"
+
+
+async def return_leftover_isolated(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    key: str,
+    isolated: Mapping[str, int],
+    open_isolated: set[str],
+    version: int,
+) -> list[ReturnedMargin]:
+    """Move every isolated wallet that still holds margin but has no open isolated
+    position any more (``open_isolated``: the symbols of the new position list) back to
+    the cross wallet, one journaled ``isolated_transfer`` per symbol.
+
+    Call with the account locked and ``isolated`` read after the lock; ``version`` is
+    the locked account's version (bumped by the lock, unique per locked transaction),
+    which makes the ref unique per closing. Idempotent by state: once returned, the
+    wallet is 0 and the same update again moves nothing. A negative isolated wallet (the
+    ledger never makes one) is left alone."""
+    settle = settings.ledger.settlement_asset
+    precision = precision_of(settings, settle)
+    out: list[ReturnedMargin] = []
+    for symbol, units in sorted(isolated.items()):
+        if symbol in open_isolated or units <= 0:
+            continue
+        ref = leftover_ref(key, symbol, version)
+        amount = format_amount(units, precision)
+        memo = json.dumps(
+            {
+                "request": {"symbol": symbol, "type": "return", "amount": amount},
+                "result": None,
+                "reason": "the isolated position closed: its margin returns to cross",
+            },
+            sort_keys=True,
+        )
+        posted = await ledger.post(
+            session,
+            kind=TxKind.ISOLATED_TRANSFER,
+            ref=ref,
+            legs=transfer(settle, units, debit=(key, iso_wallet(symbol)), credit=(key, CROSS)),
+            account_key=key,
+            memo=memo,
+        )
+        out.append(ReturnedMargin(symbol, settle, units, posted.transaction.id, ref))
+    return out
+
+
+# --------------------------------------------------------------------------- price moves
+
+
+@dataclass(frozen=True)
+class PastBrackets:
+    """A position whose notional at a new mark is above its symbol's last bracket cap."""
+
+    account: str
+    symbol: str
+    size: Decimal
+    mark: Decimal
+    notional: Decimal
+    max_notional: Decimal
+
+    def message(self) -> str:
+        return (
+            f"{self.symbol}: notional {plain_decimal(self.notional)} at mark "
+            f"{plain_decimal(self.mark)} is above the last bracket cap "
+            f"{plain_decimal(self.max_notional)}"
+        )
+
+
+async def positions_past_brackets(
+    session: AsyncSession, settings: Settings, marks: Mapping[str, Decimal]
+) -> list[PastBrackets]:
+    """The open positions that the marks ``marks`` put past their last bracket (the
+    price is the market's truth and is kept; these accounts become unevaluable)."""
+    if not marks:
+        return []
+    found = await session.execute(
+        select(Account.key, PositionRow.symbol, PositionRow.size)
+        .join(Account, Account.id == PositionRow.account_id)
+        .where(PositionRow.symbol.in_(sorted(marks)))
+        .order_by(Account.key, PositionRow.symbol)
+    )
+    out: list[PastBrackets] = []
+    for key, symbol, size in found.all():
+        table = settings.brackets.get(symbol)
+        if table is None:
+            continue
+        value = EXACT.multiply(abs(size), marks[symbol])
+        if value > table.max_notional:
+            out.append(PastBrackets(key, symbol, size, marks[symbol], value, table.max_notional))
+    return out

@@ -30,6 +30,9 @@ class AlarmKind(StrEnum):
     WITHDRAWAL_STUCK = "withdrawal_stuck"
     # A nonce of the hot wallet was used by a transaction that is none of our attempts.
     NONCE_CONSUMED = "nonce_consumed"
+    # The risk rules cannot evaluate an account (e.g. a price moved a position's notional
+    # past the last bracket): its withdrawals and transfers answer 422 until it is fixed.
+    ACCOUNT_UNEVALUABLE = "account_unevaluable"
 
 
 async def raise_alarm(
@@ -78,6 +81,32 @@ async def raise_alarm(
         level=logging.WARNING,
     )
     return alarm
+
+
+async def latch_alarm(
+    session: AsyncSession,
+    kind: AlarmKind,
+    key: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    severity: str = "warning",
+) -> tuple[Alarm, bool]:
+    """Raise (kind, key) once: while it is active, nothing is written (no count bump),
+    so a finding met on every read latches one alarm, not one row or update per read.
+    Returns the alarm and whether it was raised now."""
+    active = await session.scalar(
+        select(Alarm).where(
+            Alarm.kind == str(kind), Alarm.key == key, Alarm.acknowledged_at.is_(None)
+        )
+    )
+    if active is not None:
+        return active, False
+    alarm = Alarm(
+        kind=str(kind), key=key, severity=severity, message=message, details=details or {}
+    )
+    session.add(alarm)
+    await session.flush()
+    return alarm, True
 
 
 async def active_alarms(session: AsyncSession) -> list[Alarm]:
