@@ -673,11 +673,20 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "maintMargin": "2.4",
                                 "unRealizedProfit": "10",
                                 "bracket": 1,
+                                "liquidationPrice": "54216.867469879519",
+                                "marginBalance": "60",
+                                "marginRatio": "0.04",
+                                "problem": None,
                             }
                         ],
                         "canWithdraw": True,
                         "negativeAssets": [],
                         "openOrders": ORDERS_EXAMPLE,
+                        "crossMarginBalance": "850",
+                        "crossMaintMargin": "0",
+                        "marginRatio": "0",
+                        "evaluable": True,
+                        "problems": [],
                     },
                 )
             },
@@ -1148,6 +1157,7 @@ POSITION_VIEW = _obj(
         "problem": {"oneOf": [PROBLEM, {"type": "null"}]},
     }
 )
+POSITION_VIEW["required"] = [k for k in POSITION_VIEW["required"] if k != "problem"]
 ACCOUNT["properties"].update(
     {
         "positions": {"type": "array", "items": POSITION_VIEW},
@@ -1160,6 +1170,32 @@ ACCOUNT["properties"].update(
         "openOrders": {"type": "array", "items": {"type": "object"}},
     }
 )
+PRICES["properties"]["unevaluableAccounts"] = {
+    "type": "array",
+    "description": "accounts this update made unevaluable (a position's notional past its "
+    "last bracket): each is refused withdrawals and transfers until it is evaluable again",
+    "items": _obj(
+        {
+            "account": ADDR,
+            "symbol": {"type": "string"},
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+        }
+    ),
+}
+POSITIONS["properties"]["returnedIsolatedMargin"] = {
+    "type": "array",
+    "description": "isolated wallets of positions this update closed, returned to cross "
+    "(journaled isolated-transfer; the same update again returns nothing)",
+    "items": _obj(
+        {
+            "symbol": {"type": "string"},
+            "asset": {"type": "string"},
+            "amount": DEC,
+            "transactionId": {"type": "integer"},
+        }
+    ),
+}
 ISOLATED_LIMITS = _obj(
     {
         "account": ADDR,
@@ -1222,13 +1258,24 @@ _limits_op = _op(
     "The isolated-margin transfer limits of one symbol (maxAdd / maxReduce, the same "
     "terms the transfer is checked against), before the user asks",
     "user",
-    {"200": ISOLATED_LIMITS},
+    {"200": (ISOLATED_LIMITS, ISOLATED_LIMITS_EXAMPLE)},
     params=[
         ADDRESS_PARAM,
-        {"name": "symbol", "in": "query", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "symbol",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": "BTCUSDT",
+        },
+    ],
+    errors=[
+        "INVALID_ADDRESS",
+        "INVALID_REQUEST",
+        ("UNKNOWN_SYMBOL", 422),
+        "ACCOUNT_STATE_INCOMPLETE",
     ],
 )
-_limits_op["responses"]["200"]["content"]["application/json"]["example"] = ISOLATED_LIMITS_EXAMPLE
 PATHS["/v1/accounts/{address}/isolated-margin"]["get"] = _limits_op
 
 
