@@ -178,6 +178,37 @@ async def test_deposit_withdraw_wait_and_demo_against_a_running_stack(tmp_path: 
                 await w3.provider.disconnect()
             doc = await _get(f"{api}/v1/withdrawals/{first.group(1)}")
             assert doc["state"] == "completed" and doc["destination"] == dest.address
+            paid_tx = lines[-1].rsplit(" ", 1)[1]
+
+            # The operator in a second shell: plain `watcher status`, no flags, finds
+            # this daemon and shows the deposit and the payout.
+            async def healthy() -> bool:
+                code, _out, _err = await _cli("status", "--json")
+                return code == 0
+
+            await eventually(healthy, within=30, every=0.5)
+            code, stdout, err = await _cli("status", "--wide")
+            assert code == 0, stdout + err
+            assert "HEALTHY" in stdout and "devnet" in stdout
+            assert re.search(r"completed\s*│\s*1\b", stdout), stdout
+            assert "all deposits: credited 1" in stdout, stdout
+
+            # The daemon's log follows both by their hashes, one line per event.
+            daemon_log = _read(tmp_path / "daemon.log")
+            for event in ("deposit seen", "deposit credited"):
+                assert any(
+                    event in line and match.group(1) in line for line in daemon_log.splitlines()
+                ), (event, daemon_log)
+            wid = first.group(1)
+            for event in ("accepted", "signed", "broadcast", "mined", "completed"):
+                assert any(
+                    f"withdrawal {event}" in line and f"id={wid}" in line
+                    for line in daemon_log.splitlines()
+                ), (event, daemon_log)
+            assert any(
+                "withdrawal completed" in line and paid_tx in line
+                for line in daemon_log.splitlines()
+            ), daemon_log
 
             # `make demo`: deposit → credited → withdraw → completed, each step printed.
             code, stdout, err = await _cli(
