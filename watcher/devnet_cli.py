@@ -159,10 +159,21 @@ class Asset:
 
 
 def config_dir_of(config: Path | None) -> Path:
+    """--config, else $WATCHER_CONFIG_DIR, else the running daemon's config dir (so the
+    helpers work from any directory beside `make run`), else var/devnet."""
     if config is not None:
         return config
     if env := os.environ.get("WATCHER_CONFIG_DIR"):
         return Path(env)
+    if not (DEFAULT_DEVNET_DIR / "networks").is_dir():
+        from watcher.runtime import RuntimeProblem, running_daemons
+
+        try:
+            live = running_daemons()
+        except (OSError, RuntimeProblem):
+            live = []
+        if len(live) == 1:
+            return live[0].config_dir
     return DEFAULT_DEVNET_DIR
 
 
@@ -284,7 +295,9 @@ AmountOpt = Annotated[str, typer.Option("--amount", help="amount in token units,
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="devnet config dir (default: $WATCHER_CONFIG_DIR or var/devnet)"
+        "--config",
+        "-c",
+        help="devnet config dir (default: $WATCHER_CONFIG_DIR, var/devnet or the daemon's)",
     ),
 ]
 NetworkOpt = Annotated[
