@@ -126,26 +126,15 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
         return _unevaluable_document(state, settings, problems)
     settle = snap.settlement_asset
     breakdown = account_breakdown(snap)
-    iso_total = sum(state.isolated.values())
-    codes = {settle, *state.cross, *state.hold}
-    if iso_total:
-        codes.add(settle)
-    assets = []
-    for asset in sorted(c for c in codes if c in settings.assets):
-        precision = settings.assets[asset].precision
-        cross_units = state.cross.get(asset, 0)
-        wallet_units = cross_units + (iso_total if asset == settle else 0)
-        assets.append(
-            {
-                "asset": asset,
-                "walletBalance": store.units_to_decimal(wallet_units, precision),
-                "crossWalletBalance": store.units_to_decimal(cross_units, precision),
-                "crossUnPnl": breakdown.cross_unrealized_pnl if asset == settle else ZERO,
-                "availableBalance": _available(state, asset, breakdown.b),
-                "maxWithdrawAmount": max_withdrawable(snap, asset).quantity,
-                "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
-            }
-        )
+    assets = [
+        row
+        | {
+            "crossUnPnl": breakdown.cross_unrealized_pnl if row["asset"] == settle else ZERO,
+            "availableBalance": _available(state, str(row["asset"]), breakdown.b),
+            "maxWithdrawAmount": max_withdrawable(snap, str(row["asset"])).quantity,
+        }
+        for row in _wallet_rows(state, settings)
+    ]
     risk = account_risk(snap)
     positions = []
     for p, pr in zip(snap.positions, risk.positions, strict=True):
@@ -195,29 +184,36 @@ def account_document(state: store.AccountState, settings: Settings) -> dict[str,
     return doc
 
 
-def _unevaluable_document(
-    state: store.AccountState, settings: Settings, problems: list[EvaluationProblem]
-) -> dict[str, object]:
-    snap = state.snapshot
-    settle = snap.settlement_asset
+def _wallet_rows(state: store.AccountState, settings: Settings) -> list[dict[str, object]]:
+    """Per ledger asset of the account: its wallet, cross and on-hold balances (the
+    settlement asset's wallet includes the isolated wallets)."""
+    settle = state.snapshot.settlement_asset
     iso_total = sum(state.isolated.values())
     codes = {settle, *state.cross, *state.hold}
-    assets = []
+    rows: list[dict[str, object]] = []
     for asset in sorted(c for c in codes if c in settings.assets):
         precision = settings.assets[asset].precision
         cross_units = state.cross.get(asset, 0)
         wallet_units = cross_units + (iso_total if asset == settle else 0)
-        assets.append(
+        rows.append(
             {
                 "asset": asset,
                 "walletBalance": store.units_to_decimal(wallet_units, precision),
                 "crossWalletBalance": store.units_to_decimal(cross_units, precision),
-                "crossUnPnl": None,
-                "availableBalance": None,
-                "maxWithdrawAmount": ZERO,
                 "onHold": store.units_to_decimal(state.hold.get(asset, 0), precision),
             }
         )
+    return rows
+
+
+def _unevaluable_document(
+    state: store.AccountState, settings: Settings, problems: list[EvaluationProblem]
+) -> dict[str, object]:
+    snap = state.snapshot
+    assets = [
+        row | {"crossUnPnl": None, "availableBalance": None, "maxWithdrawAmount": ZERO}
+        for row in _wallet_rows(state, settings)
+    ]
     by_symbol = {p.symbol: p for p in problems if p.symbol is not None}
     positions = []
     for p in snap.positions:
