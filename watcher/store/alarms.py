@@ -22,6 +22,8 @@ class AlarmKind(StrEnum):
     WITHDRAWAL_STUCK = "withdrawal_stuck"
     # A nonce of the hot wallet was used by a transaction that is none of our attempts.
     NONCE_CONSUMED = "nonce_consumed"
+    # A chain role's lease has had no holder for longer than its budget (replicas).
+    LEASE_UNHELD = "lease_unheld"
 
 
 async def raise_alarm(

@@ -1,0 +1,97 @@
+"""Leases and fencing on the real databases (store/leases.py): takeover only after
+expiry, a token that grows on every takeover, and a stale holder's commit refused in
+its own transaction (PostgreSQL; SQLite has one daemon per file)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from watcher.store import leases
+from watcher.store.alarms import AlarmKind, raise_alarm
+from watcher.store.db import SessionFactory
+from watcher.store.models import Alarm
+
+
+async def take(
+    engine: AsyncEngine, role: str, me: str, token: int | None, ttl: float
+) -> int | None:
+    async with engine.connect() as conn:
+        return await leases.acquire(conn, role, me, token, ttl)
+
+
+async def test_one_holder_until_expiry_and_token_grows(engine: AsyncEngine) -> None:
+    a = await take(engine, "sender:devnet", "A", None, 0.6)
+    assert a is not None
+    assert await take(engine, "sender:devnet", "B", None, 0.6) is None  # held by A
+    assert await take(engine, "sender:devnet", "A", a, 0.6) == a  # renewal keeps it
+    await asyncio.sleep(0.8)
+    b = await take(engine, "sender:devnet", "B", None, 5)
+    assert b == a + 1  # a takeover
+    assert await take(engine, "sender:devnet", "A", a, 0.6) is None  # A's renewal too late
+    async with engine.connect() as conn:
+        (view,) = await leases.all_leases(conn)
+    assert (view.holder, view.token, view.held) == ("B", b, True)
+    async with engine.connect() as conn:
+        await leases.release(conn, "sender:devnet", "B", b)
+    async with engine.connect() as conn:
+        (view,) = await leases.all_leases(conn)
+    assert not view.held
+    c = await take(engine, "sender:devnet", "A", None, 5)  # at once after a release
+    assert c == b + 1
+
+
+async def test_stale_holder_cannot_commit(engine: AsyncEngine, sessions: SessionFactory) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("fencing guards PostgreSQL replicas; SQLite runs one daemon per file")
+    a = await take(engine, "notifier", "A", None, 0.5)
+    assert a is not None
+
+    async def write(fence: leases.Fence, key: str) -> None:
+        token = leases.CURRENT_FENCE.set(fence)
+        try:
+            async with sessions.begin() as s:
+                await raise_alarm(s, AlarmKind.RPC_DOWN, key, "test")
+        finally:
+            leases.CURRENT_FENCE.reset(token)
+
+    await write(leases.Fence("notifier", "A", a), "while-held")  # passes
+    await asyncio.sleep(0.7)
+    b = await take(engine, "notifier", "B", None, 5)
+    assert b == a + 1
+    with pytest.raises(leases.Fenced):
+        await write(leases.Fence("notifier", "A", a), "after-takeover")
+    await write(leases.Fence("notifier", "B", b), "new-holder")
+    # Expired but not taken: still refused (the database's clock decides).
+    c = await take(engine, "reconciler", "A", None, 0.3)
+    assert c is not None
+    await asyncio.sleep(0.5)
+    with pytest.raises(leases.Fenced):
+        await write(leases.Fence("reconciler", "A", c), "expired")
+    async with sessions() as s:
+        keys = set(await s.scalars(select(Alarm.key)))
+        assert await s.scalar(select(func.count()).select_from(Alarm)) == 2
+    assert keys == {"while-held", "new-holder"}
+
+
+async def test_takeover_waits_for_a_commit_in_flight(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """The guard share-locks the lease row until the commit: a takeover cannot slip
+    between the guard and the commit."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    a = await take(engine, "tracker:devnet", "A", None, 0.3)
+    assert a is not None
+    fence = leases.Fence("tracker:devnet", "A", a)
+    async with sessions() as s:
+        await s.begin()
+        await s.execute(leases.GUARD_SQL, {"role": "tracker:devnet", "holder": "A", "token": a})
+        await asyncio.sleep(0.5)  # the lease expires while the row is share-locked
+        assert await take(engine, "tracker:devnet", "B", None, 5) is None  # lock_timeout
+        assert fence.token == a
+        await s.rollback()
+    assert await take(engine, "tracker:devnet", "B", None, 5) == a + 1
