@@ -280,9 +280,20 @@ async def build(
 
 
 def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
+    from watcher.services.leases import LeasedService
     from watcher.services.registry import leased
 
     services = leased(app.services, app.keeper) if app.keeper is not None else app.services
+    if app.keeper is not None:
+        # A role just taken ticks at once, not an interval later (takeover time).
+        jobs = {s.role: s.name for s in services if isinstance(s, LeasedService)}
+
+        def kick(role: str) -> None:
+            if (job := jobs.get(role)) is not None:
+                with contextlib.suppress(Exception):  # not scheduled (yet): next interval
+                    scheduler.modify_job(job, next_run_time=_now())
+
+        app.keeper.on_acquire = kick
     for service in services:
         scheduler.add_job(
             app.runner.run,

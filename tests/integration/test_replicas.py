@@ -28,7 +28,8 @@ import aiohttp
 import pytest
 from eth_account import Account
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.fixtures_chain import DevnetFactory
 from tests.fixtures_db import PG_URL, drop_database_url, make_database_url
@@ -249,3 +250,185 @@ async def test_sigkill_lease_holders_nothing_lost_or_paid_twice(
             assert recon["ok"], recon
         finally:
             await engine.dispose()
+
+
+def lease_gauges(metrics: str) -> dict[str, float]:
+    """role -> watcher_lease_held of one replica's /metrics."""
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith("watcher_lease_held{"):
+            role = line.split('role="', 1)[1].split('"', 1)[0]
+            found[role] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+async def wait_completed(engine: AsyncEngine, n: int, within: float = 90) -> None:
+    deadline = time.monotonic() + within
+    while await count(engine, "SELECT count(*) FROM withdrawals WHERE state='completed'") < n:
+        assert time.monotonic() < deadline, "withdrawals not completed in time"
+        await asyncio.sleep(0.3)
+
+
+async def test_sigstopped_sender_is_fenced_and_steps_down(
+    tmp_path: Path, devnet: tuple[AnvilNode, Deployment], pg_url: str
+) -> None:
+    node, dep = devnet
+    engine = create_engine(pg_url)
+    r1, r2 = replicas = make_replicas(tmp_path, dep, pg_url, 2)
+    user = dev_account(WITHDRAWER)
+    total = 30
+    async with aiohttp.ClientSession() as http:
+        chain = Chain(node.url, dep, http)
+        await fund_withdrawer(chain, dep, 1_000)
+        mining = asyncio.create_task(miner(node.url, http, 0.5))
+        try:
+            await r1.start()
+            sender_role, holder, token = await wait_holder(engine, "sender:")
+            assert holder == "r1"
+            await r2.start()
+            await wait_completed_deposit(engine)
+            ids: list[int] = []
+
+            async def withdrawals() -> None:
+                for n in range(total):
+                    body = usdt_body(dep, user, 2, 1 + n, Account.create().address)
+                    # r2's API only: r1 will be stopped; its queue must not matter.
+                    status, doc = await post_withdrawal(http, [r2], body, 0)
+                    assert status in (200, 202), doc
+                    ids.append(int(doc["id"]))
+                    await asyncio.sleep(0.3)
+
+            traffic = asyncio.create_task(withdrawals())
+            await asyncio.sleep(2.5)  # r1 is sending
+            attempts_before = await count(engine, "SELECT count(*) FROM tx_attempts")
+            r1.pause()
+            paused_at = time.time()
+            _, took_at = await wait_first_tick([r2], sender_role, after=paused_at, within=30)
+            now = await holders(engine)
+            assert now[sender_role][0] == "r2" and now[sender_role][1] > token
+            await traffic
+            await wait_completed(engine, total)
+            r1.resume()
+            resumed_at = time.time()
+            await asyncio.sleep(4)  # r1's loop runs again: several of its ticks are due
+            gauges = lease_gauges(await r1.metrics(http))
+            attempts = await count(engine, "SELECT count(*) FROM tx_attempts")
+            nonces = await count(engine, "SELECT count(DISTINCT nonce) FROM tx_attempts")
+            paid = await withdrawn_per_id(chain, dep)
+            still = await holders(engine)
+        finally:
+            mining.cancel()
+            await stop_all(replicas)
+            await engine.dispose()
+    print(f"takeover after SIGSTOP: {took_at - paused_at:.2f} s; {attempts_before} attempts before")
+    log1 = r1.log_text()
+    after = log1[log1.index("lease " + sender_role + " lost") :] if "lost" in log1 else ""
+    assert f"lease {sender_role} lost by replica r1" in log1  # it stepped down
+    assert "first tick as holder" not in after  # and did not take it back meanwhile
+    assert gauges.get(sender_role) == 0.0, gauges
+    assert still[sender_role][0] == "r2"
+    # r1 signed and persisted nothing after its pause: one attempt per withdrawal, one
+    # nonce each, one payout each.
+    assert attempts == total and nonces == total, (attempts, nonces)
+    assert set(paid) == set(ids) and set(paid.values()) == {1}, paid
+    assert resumed_at > took_at
+
+
+async def wait_completed_deposit(engine: AsyncEngine) -> None:
+    deadline = time.monotonic() + 60
+    while await count(engine, "SELECT count(*) FROM deposits WHERE state='credited'") < 1:
+        assert time.monotonic() < deadline, "funding deposit never credited"
+        await asyncio.sleep(0.2)
+
+
+async def test_cut_database_connection_steps_down_and_api_limits_hold(
+    tmp_path: Path, devnet: tuple[AnvilNode, Deployment], pg_url: str
+) -> None:
+    node, dep = devnet
+    import uuid
+
+    login = f"cut_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f"CREATE ROLE {login} LOGIN SUPERUSER PASSWORD 'cut-pw'"))
+    except Exception as exc:  # a server where the test user may not create roles
+        await admin.dispose()
+        pytest.skip(f"cannot create a login role: {type(exc).__name__}")
+    cut_url = (
+        make_url(pg_url)
+        .set(username=login, password="cut-pw")
+        .render_as_string(hide_password=False)
+    )
+    engine = create_engine(pg_url)
+    replicas = make_replicas(tmp_path, dep, pg_url, 2)
+    r1, r2 = replicas
+    r1.env["WATCHER_DATABASE_URL"] = cut_url
+    user = dev_account(WITHDRAWER)
+    mining: asyncio.Task[None] | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            chain = Chain(node.url, dep, http)
+            await fund_withdrawer(chain, dep, 100)
+            mining = asyncio.create_task(miner(node.url, http, 0.5))
+            await r1.start()
+            sender_role, holder, _ = await wait_holder(engine, "sender:")
+            assert holder == "r1"
+            await r2.start()
+            await wait_completed_deposit(engine)
+            await wait_api(http, r2)
+
+            # 30 requests of 10 USDT at once, split across both replicas' APIs: the
+            # balance (100 USDT) admits exactly 10, whichever replica took them.
+            bodies = [
+                usdt_body(dep, user, 10, 500 + n, Account.create().address) for n in range(30)
+            ]
+            answers = await asyncio.gather(
+                *(post_withdrawal(http, [replicas[n % 2]], b, 0) for n, b in enumerate(bodies))
+            )
+            accepted = [doc for status, doc in answers if status == 202]
+            refused = [(status, doc) for status, doc in answers if status != 202]
+            assert len(accepted) == 10, answers
+            assert all(400 <= status < 500 for status, _ in refused), refused
+            assert {n % 2 for n, (st, _) in enumerate(answers) if st == 202} == {0, 1}
+
+            async with admin.connect() as conn:
+                await conn.execute(text(f"ALTER ROLE {login} NOLOGIN"))
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :u"
+                    ),
+                    {"u": login},
+                )
+            cut_at = time.time()
+            _, took_at = await wait_first_tick([r2], sender_role, after=cut_at, within=30)
+            await wait_first_tick([r2], "deposits:devnet", after=cut_at, within=30)
+            gauges = lease_gauges(await r1.metrics(http))
+            await wait_completed(engine, 10)
+            paid = await withdrawn_per_id(chain, dep)
+    finally:
+        if mining is not None:
+            mining.cancel()
+        await stop_all(replicas)
+        await engine.dispose()
+        async with admin.connect() as conn:
+            await conn.execute(text(f"DROP ROLE IF EXISTS {login}"))
+        await admin.dispose()
+    print(f"takeover after the connection cut: {took_at - cut_at:.2f} s")
+    assert gauges and set(gauges.values()) == {0.0}, gauges  # r1 runs no chain role
+    log1 = r1.log_text()
+    assert f"lease {sender_role} lost by replica r1" in log1
+    assert "not renewed in time" in log1
+    assert len(paid) == 10 and set(paid.values()) == {1}
+
+
+async def wait_api(http: aiohttp.ClientSession, replica: Replica) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with http.get(f"{replica.url}/healthz") as resp:
+                await resp.read()
+                return
+        except aiohttp.ClientError:
+            assert time.monotonic() < deadline, "replica API never answered"
+            await asyncio.sleep(0.2)

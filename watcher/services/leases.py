@@ -87,6 +87,7 @@ class LeaseKeeper:
         self._alarmed: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.on_acquire: Callable[[str], None] | None = None
         if engine.dialect.name == "postgresql":
             # A connection of its own, so a renewal never waits behind the pool of a
             # busy replica; each statement bounded well inside the lease.
@@ -191,6 +192,8 @@ class LeaseKeeper:
         self.metrics.lease_takeovers.labels(role).inc()
         self.metrics.lease_held.labels(role).set(1)
         log.info("lease %s taken by replica %s (token %d)", role, self.replica_id, token)
+        if self.on_acquire is not None:
+            self.on_acquire(role)
 
     def _drop_lapsed(self) -> None:
         for role in list(self.held):
