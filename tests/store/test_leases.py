@@ -95,3 +95,36 @@ async def test_takeover_waits_for_a_commit_in_flight(
         assert fence.token == a
         await s.rollback()
     assert await take(engine, "tracker:devnet", "B", None, 5) == a + 1
+
+
+async def test_single_node_takes_a_dead_daemons_rows(engine: AsyncEngine) -> None:
+    """SQLite under its flock: a restarted daemon (new replica id) takes the rows a
+    killed one left unexpired, at once."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("single-node mode is SQLite's")
+    old = await take(engine, "deposits:devnet", "host-1", None, 60)
+    async with engine.connect() as conn:
+        new = await leases.acquire(conn, "deposits:devnet", "host-2", None, 60, single_node=True)
+    assert old is not None and new == old + 1
+
+
+async def test_replicas_migrating_together(db_url: str) -> None:
+    """Several replicas starting at once on one fresh database: one migrates, the
+    others wait for it (PostgreSQL advisory lock) and find nothing left to do."""
+    from sqlalchemy import text
+
+    from watcher.store.db import create_engine
+    from watcher.store.migrate import upgrade
+
+    engines = [create_engine(db_url) for _ in range(3)]
+    try:
+        async with engines[0].begin() as conn:  # back to an empty schema
+            await conn.execute(text("DROP TABLE IF EXISTS leases"))
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
+        await asyncio.gather(*(upgrade(e) for e in engines))
+        async with engines[0].connect() as conn:
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0008"
+            assert await conn.scalar(text("SELECT count(*) FROM leases")) == 0
+    finally:
+        for e in engines:
+            await e.dispose()

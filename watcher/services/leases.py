@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -105,9 +106,15 @@ class LeaseKeeper:
                 },
             )
             self._own_engine = True
+            self.single_node = False
         else:
+            # SQLite: one daemon per file (an exclusive flock, runtime.py), so nobody
+            # else can take a role; the rows only show status who runs what. Held
+            # leases never lapse locally (a long write holding SQLite's one connection
+            # must not stop the roles), and one transaction renews them all.
             self.engine = engine
             self._own_engine = False
+            self.single_node = True
 
     # ------------------------------------------------------------------ queries
 
@@ -157,7 +164,10 @@ class LeaseKeeper:
     async def round(self) -> None:
         """Renew what we hold, take what has expired (chain replicas), then look at
         every lease: gauges, and an alarm for a role without holder over budget."""
-        if self.chain:
+        if self.chain and self.single_node and self.held.keys() >= set(self.roles):
+            async with self.engine.connect() as conn:
+                await store.renew_all(conn, self.replica_id, self.lease_seconds)
+        elif self.chain:
             for role in self.roles:
                 await self._acquire(role)
         async with self.engine.connect() as conn:
@@ -175,6 +185,7 @@ class LeaseKeeper:
                     self.replica_id,
                     mine.token if mine else None,
                     self.lease_seconds,
+                    single_node=self.single_node,
                 )
         except Exception as exc:
             log.warning("lease %s: renewal failed: %s: %s", role, type(exc).__name__, exc)
@@ -183,7 +194,7 @@ class LeaseKeeper:
             if mine is not None:
                 self._lost(role, "taken by another replica")
             return
-        until = asked + self.lease_seconds - self.margin
+        until = math.inf if self.single_node else asked + self.lease_seconds - self.margin
         if mine is not None and mine.token == token:
             self.held[role].until = until
             return

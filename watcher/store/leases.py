@@ -97,11 +97,19 @@ def guard(session: Session) -> None:
 
 
 async def acquire(
-    conn: AsyncConnection, role: str, holder: str, token: int | None, ttl_seconds: float
+    conn: AsyncConnection,
+    role: str,
+    holder: str,
+    token: int | None,
+    ttl_seconds: float,
+    *,
+    single_node: bool = False,
 ) -> int | None:
     """Take or renew ``role`` for ``holder``; the token held now, or None if another
     replica holds it (or its row is locked by a commit in flight: try again later).
-    ``token`` is the one this holder believes it has (None: it holds nothing)."""
+    ``token`` is the one this holder believes it has (None: it holds nothing).
+    ``single_node`` (SQLite under its flock: no other daemon can be alive) takes the
+    role even from an unexpired row, left by a daemon that was killed."""
     if conn.dialect.name == "postgresql":
         try:
             async with conn.begin():
@@ -116,7 +124,7 @@ async def acquire(
                 return None  # a holder's commit in flight has the row: not ours now
             raise
         return int(got) if got is not None else None
-    return await _acquire_sqlite(conn, role, holder, token, ttl_seconds)
+    return await _acquire_sqlite(conn, role, holder, token, ttl_seconds, single_node)
 
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -131,7 +139,12 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 
 async def _acquire_sqlite(
-    conn: AsyncConnection, role: str, holder: str, token: int | None, ttl_seconds: float
+    conn: AsyncConnection,
+    role: str,
+    holder: str,
+    token: int | None,
+    ttl_seconds: float,
+    single_node: bool,
 ) -> int | None:
     # One daemon per SQLite file (flock): the row only shows who runs what.
     now = utcnow()
@@ -147,7 +160,8 @@ async def _acquire_sqlite(
             )
             return 1
         renewal = row.holder == holder and row.token == token and row.expires_at > now
-        if not renewal and row.expires_at > now and row.holder not in (None, holder):
+        taken = row.expires_at > now and row.holder not in (None, holder)
+        if not renewal and taken and not single_node:
             return None
         new = row.token if renewal else row.token + 1
         values: dict[str, Any] = {"holder": holder, "token": new, "expires_at": expires}
@@ -155,6 +169,18 @@ async def _acquire_sqlite(
             values["acquired_at"] = now
         await conn.execute(table.update().where(table.c.role == role).values(**values))
         return int(new)
+
+
+async def renew_all(conn: AsyncConnection, holder: str, ttl_seconds: float) -> None:
+    """SQLite (one daemon per file): push the expiry of every lease ``holder`` has, in
+    one transaction."""
+    table = table_of(Lease)
+    async with conn.begin():
+        await conn.execute(
+            table.update()
+            .where(table.c.holder == holder)
+            .values(expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+        )
 
 
 async def release(conn: AsyncConnection, role: str, holder: str, token: int) -> None:
