@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.fixtures_chain import DevnetFactory
 from tests.fixtures_db import PG_URL, drop_database_url, make_database_url
-from tests.helpers import watcher_cli, write_config
+from tests.helpers import status_json, watcher_cli, write_config
 from tests.integration.deposit_support import Chain, assert_ledger_consistent
 from tests.integration.replica_support import (
     Replica,
@@ -296,10 +296,13 @@ async def test_sigstopped_sender_is_fenced_and_steps_down(
                     status, doc = await post_withdrawal(http, [r2], body, 0)
                     assert status in (200, 202), doc
                     ids.append(int(doc["id"]))
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.2)
 
             traffic = asyncio.create_task(withdrawals())
-            await asyncio.sleep(2.5)  # r1 is sending
+            deadline = time.monotonic() + 60
+            while await count(engine, "SELECT count(*) FROM tx_attempts") < 4:  # r1 sends
+                assert time.monotonic() < deadline, "r1 never sent"
+                await asyncio.sleep(0.05)
             attempts_before = await count(engine, "SELECT count(*) FROM tx_attempts")
             r1.pause()
             paused_at = time.time()
@@ -312,6 +315,17 @@ async def test_sigstopped_sender_is_fenced_and_steps_down(
             resumed_at = time.time()
             await asyncio.sleep(4)  # r1's loop runs again: several of its ticks are due
             gauges = lease_gauges(await r1.metrics(http))
+            # `watcher status` (another process): both replicas, r2 holding the role.
+            for _ in range(5):
+                _, doc = await status_json(r2.cfg, r2.env)
+                seen = {r["replicaId"]: r for r in doc["replicas"]}
+                if seen["r1"]["held"] == [] and seen["r1"]["heartbeatAgeSeconds"] <= 5:
+                    break
+                await asyncio.sleep(2)
+            assert seen["r1"]["running"] and seen["r1"]["held"] == [], seen
+            assert sender_role in seen["r2"]["held"], seen
+            lease = next(x for x in doc["leases"] if x["role"] == sender_role)
+            assert lease["holder"] == "r2" and lease["token"] > token
             attempts = await count(engine, "SELECT count(*) FROM tx_attempts")
             nonces = await count(engine, "SELECT count(DISTINCT nonce) FROM tx_attempts")
             paid = await withdrawn_per_id(chain, dep)

@@ -128,3 +128,39 @@ async def test_replicas_migrating_together(db_url: str) -> None:
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_role_without_holder_over_budget_alarms(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """Any replica (an API-only one too) raises lease_unheld once a role has had no
+    holder for longer than its budget, once per episode."""
+    from watcher.metrics import Metrics
+    from watcher.services.leases import LeaseKeeper
+
+    gone = await take(engine, "sender:devnet:0xabc", "dead-replica", None, 0.2)
+    assert gone is not None
+    keeper = LeaseKeeper(
+        engine=engine,
+        sessions=sessions,
+        replica_id="api-1",
+        lease_seconds=6,
+        unheld_budget_seconds=1,
+        metrics=Metrics(),
+        chain=False,
+    )
+    try:
+        await keeper.round()
+        async with sessions() as s:
+            assert await s.scalar(select(func.count()).select_from(Alarm)) == 0  # not yet
+        await asyncio.sleep(1.3)
+        await keeper.round()
+        await keeper.round()
+        async with sessions() as s:
+            alarms = list(await s.scalars(select(Alarm)))
+        assert [(a.kind, a.key, a.count) for a in alarms] == [
+            ("lease_unheld", "sender:devnet:0xabc", 1)
+        ]
+        assert keeper.held_roles() == []  # an API replica takes nothing
+    finally:
+        await keeper.stop()
