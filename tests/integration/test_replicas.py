@@ -50,7 +50,10 @@ from watcher.store.db import create_engine, session_factory
 from watcher.store.migrate import upgrade
 from watcher.store.models import Deposit, JournalTransaction, TxAttempt, Withdrawal
 
-pytestmark = pytest.mark.skipif(not PG_URL, reason="replicas need PostgreSQL")
+pytestmark = [
+    pytest.mark.skipif(not PG_URL, reason="replicas need PostgreSQL"),
+    pytest.mark.slow,
+]
 
 DEPOSITS = 200
 WITHDRAWALS = 100
