@@ -180,6 +180,7 @@ async def test_sigkill_lease_holders_nothing_lost_or_paid_twice(
                     await asyncio.sleep(0.25)
 
             traffic = asyncio.gather(deposits(), withdrawals())
+            in_flight: list[int] = []  # withdrawals completed at each kill
             for k in range(KILLS):
                 await asyncio.sleep(rng.uniform(0.5, 3.0))
                 now = await holders(engine)
@@ -188,6 +189,9 @@ async def test_sigkill_lease_holders_nothing_lost_or_paid_twice(
                 victim_id = now[role][0]
                 victim = next(r for r in replicas if r.replica_id == victim_id)
                 held = [x for x, (h, _) in now.items() if h == victim_id]
+                in_flight.append(
+                    await count(engine, "SELECT count(*) FROM withdrawals WHERE state='completed'")
+                )
                 killed_at = time.time()
                 await victim.kill()
                 others = [r for r in replicas if r is not victim]
@@ -221,6 +225,9 @@ async def test_sigkill_lease_holders_nothing_lost_or_paid_twice(
             print(f"  {role}: {seconds:.2f} s")
         worst = max(s for _, s in takeovers)
         print(f"worst takeover: {worst:.2f} s over {len(takeovers)} takeovers")
+        print("withdrawals completed at each kill:", in_flight)
+        # Most kills must land while withdrawals were still coming (else little was tested).
+        assert sum(n < WITHDRAWALS for n in in_flight) >= 3, in_flight
         assert len(takeovers) >= KILLS
         assert worst <= 15.0, takeovers  # target 10 s; a loaded CI box gets some slack
 
