@@ -27,7 +27,7 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -131,10 +131,13 @@ class App:
     replica_id: str = ""
     roles: str = "all"
     keeper: LeaseKeeper | None = None
+    swept: bool = False  # old replicas' heartbeat rows removed (first beat)
     # The intake's batches go before the sender's and tracker's chunks on the loop.
     foreground: Foreground = field(default_factory=Foreground)
 
     async def close(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.close()
         for client in self.rpc.values():
             await client.close()
         await self.http.close()
@@ -201,6 +204,14 @@ async def beat(app: App, name: str = DAEMON_HEARTBEAT, *, stopped: bool = False)
             rows.append((name, {**info, "stoppedAt": None}))
         else:
             rows.append((name, info))
+        if not app.swept:  # once per process: replicas silent for a day are forgotten
+            await s.execute(
+                delete(Heartbeat).where(
+                    Heartbeat.name.startswith(REPLICA_HEARTBEAT_PREFIX),
+                    Heartbeat.at < utcnow() - timedelta(days=1),
+                )
+            )
+            app.swept = True
         for key, doc in rows:
             doc = {k: v for k, v in doc.items() if v is not None}
             row = await s.get(Heartbeat, key)
@@ -235,8 +246,8 @@ async def build(
 
     ``migrate=False, services=False`` gives the read-only view that ``watcher status``
     and the operator commands use beside a running daemon. ``roles``: "all" (the
-    default), "api" (the HTTP API only, no chain role) or "chain" (chain roles only,
-    no intake; see docs/replicas.md)."""
+    default), "api" (the HTTP API only, no chain role) or "chain" (the chain roles,
+    whose HTTP API still answers; see docs/replicas.md)."""
     if roles not in ROLE_MODES:
         raise ValueError(f"roles must be one of {', '.join(ROLE_MODES)}, not {roles!r}")
     logs.register_secret(

@@ -264,6 +264,10 @@ class LeaseKeeper:
                 log.warning("lease %s: release failed: %s", role, type(exc).__name__)
             self.held.pop(role, None)
             self.metrics.lease_held.labels(role).set(0)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close this keeper's own connection (PostgreSQL); safe to call again."""
         if self._own_engine:
             await self.engine.dispose()
 
@@ -318,8 +322,10 @@ class LeasedService:
                     return
             task.result()
         except store.Fenced as exc:
+            # Expected after a pause or a cut: the database refused this replica's
+            # write. The role stops here (the new holder runs it); not a tick failure.
             self.keeper.fenced(self.role, exc)
-            raise
+            return
         except asyncio.CancelledError:
             task.cancel()
             raise
