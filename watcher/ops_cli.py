@@ -72,6 +72,18 @@ def _replica_parts(doc: dict[str, Any]) -> list[Any]:
     """The replicas (id, roles, held leases, heartbeat) and who holds each chain role."""
     parts: list[Any] = []
     replicas = doc.get("replicas") or []
+    running = [r for r in replicas if r["running"]]
+    leases = doc.get("leases") or []
+    if len(running) <= 1 and all(item["holder"] is not None for item in leases):
+        # One daemon holding everything (SQLite, or a single replica): one line.
+        if running:
+            r = running[0]
+            parts.append(
+                Text(
+                    f"Replica {r['replicaId']} ({r['roles']}): holds {len(r['held'])} chain role(s)"
+                )
+            )
+        return parts
     if replicas:
         rt = Table(title=f"Replicas ({len(replicas)})", title_justify="left")
         for col in ("replica", "roles", "running", "heartbeat", "holds"):
@@ -85,7 +97,6 @@ def _replica_parts(doc: dict[str, Any]) -> list[Any]:
                 ", ".join(r["held"]) or "-",
             )
         parts.append(rt)
-    leases = doc.get("leases") or []
     if leases:
         lt = Table(title="Chain roles (leases)", title_justify="left")
         for col in ("role", "holder", "token", "lease"):
