@@ -385,8 +385,9 @@ async def test_cut_database_connection_steps_down_and_api_limits_hold(
         .render_as_string(hide_password=False)
     )
     engine = create_engine(pg_url)
-    replicas = make_replicas(tmp_path, dep, pg_url, 2)
-    r1, r2 = replicas
+    replicas = make_replicas(tmp_path, dep, pg_url, 3)
+    r1, r2, r3 = replicas
+    r3.roles = "api"  # an API-only replica: serves requests, never takes a role
     r1.env["WATCHER_DATABASE_URL"] = cut_url
     user = dev_account(WITHDRAWER)
     mining: asyncio.Task[None] | None = None
@@ -399,16 +400,18 @@ async def test_cut_database_connection_steps_down_and_api_limits_hold(
             sender_role, holder, _ = await wait_holder(engine, "sender:")
             assert holder == "r1"
             await r2.start()
+            await r3.start()
             await wait_completed_deposit(engine)
             await wait_api(http, r2)
+            await wait_api(http, r3)
 
-            # 30 requests of 10 USDT at once, split across both replicas' APIs: the
-            # balance (100 USDT) admits exactly 10, whichever replica took them.
+            # 30 requests of 10 USDT at once, split across the three replicas' APIs:
+            # the balance (100 USDT) admits exactly 10, whichever replica took them.
             bodies = [
                 usdt_body(dep, user, 10, 500 + n, Account.create().address) for n in range(30)
             ]
             answers = await asyncio.gather(
-                *(post_withdrawal(http, [replicas[n % 2]], b, 0) for n, b in enumerate(bodies))
+                *(post_withdrawal(http, [replicas[n % 3]], b, 0) for n, b in enumerate(bodies))
             )
             accepted = [doc for status, doc in answers if status == 202]
             refused = [(status, doc) for status, doc in answers if status != 202]
@@ -430,6 +433,8 @@ async def test_cut_database_connection_steps_down_and_api_limits_hold(
             await wait_first_tick([r2], "deposits:devnet", after=cut_at, within=30)
             gauges = lease_gauges(await r1.metrics(http))
             await wait_completed(engine, 10)
+            api_only = lease_gauges(await r3.metrics(http))
+            now = await holders(engine)
             paid = await withdrawn_per_id(chain, dep)
     finally:
         if mining is not None:
@@ -441,6 +446,8 @@ async def test_cut_database_connection_steps_down_and_api_limits_hold(
         await admin.dispose()
     print(f"takeover after the connection cut: {took_at - cut_at:.2f} s")
     assert gauges and set(gauges.values()) == {0.0}, gauges  # r1 runs no chain role
+    assert set(api_only.values()) <= {0.0}, api_only  # r3 (--roles api) never held one
+    assert {holder for holder, _ in now.values()} == {"r2"}, now
     log1 = r1.log_text()
     assert f"lease {sender_role} lost by replica r1" in log1
     assert "not renewed in time" in log1
