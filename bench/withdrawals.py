@@ -25,10 +25,19 @@
    fresh anvil with the same setup; the best of 3 runs.
 
 Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>``.
+
+Replicas: ``--replicas N --database postgresql`` runs the same phases against N
+API-only replicas (``watcher run --roles api``, the requests spread over them) plus one
+chain-role replica (``--roles chain``: sender, tracker, listener) on one PostgreSQL
+database (a fresh database created on the server of ``$BENCH_DATABASE_URL``, else
+``$WATCHER_TEST_DATABASE_URL``, and dropped after); the CPU lines count every replica,
+and the last line ends with ``replicas: N``. Without ``--replicas`` one daemon runs
+everything, on SQLite by default (``--database postgresql`` works for it too).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -39,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +170,76 @@ async def wait_http(url: str) -> None:
     raise RuntimeError("daemon did not start")
 
 
-def completed_count(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute("SELECT state, count(*) FROM withdrawals GROUP BY state").fetchall()
-    finally:
-        con.close()
-    return {state: n for state, n in rows}
+class Db:
+    """The benchmark's database: a SQLite file, or a fresh PostgreSQL database."""
+
+    def __init__(self, kind: str, root: Path) -> None:
+        self.kind = kind
+        self.file = root / "watcher.db"
+        self.url = f"sqlite+aiosqlite:///{self.file}"
+        self.admin_url = ""
+        self._engine: Any = None
+
+    async def create(self) -> None:
+        if self.kind != "postgresql":
+            return
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
+            "WATCHER_TEST_DATABASE_URL", ""
+        )
+        if not server.startswith("postgresql"):
+            raise SystemExit(
+                "--database postgresql needs $BENCH_DATABASE_URL (or "
+                "$WATCHER_TEST_DATABASE_URL): a postgresql+asyncpg:// URL of a server "
+                "where a database may be created"
+            )
+        name = f"watcher_bench_{uuid.uuid4().hex[:10]}"
+        self.admin_url = make_url(server).set(database="postgres").render_as_string(False)
+        admin = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await admin.dispose()
+        self.url = make_url(server).set(database=name).render_as_string(False)
+
+    async def drop(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self.kind != "postgresql" or not self.admin_url:
+            return
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        admin = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            name = make_url(self.url).database
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    async def counts(self) -> dict[str, int]:
+        """Withdrawals by state."""
+        if self.kind != "postgresql":
+            con = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, timeout=30)
+            try:
+                found = con.execute(
+                    "SELECT state, count(*) FROM withdrawals GROUP BY state"
+                ).fetchall()
+            finally:
+                con.close()
+            return {state: n for state, n in found}
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        if self._engine is None:
+            self._engine = create_async_engine(self.url, pool_size=1)
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT state, count(*) FROM withdrawals GROUP BY state"))
+            ).all()
+        return {state: int(n) for state, n in rows}
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -217,7 +290,7 @@ async def submit(http: aiohttp.ClientSession, api: str, data: str) -> None:
 
 
 async def pipeline(
-    api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int = 0
+    apis: list[str], bodies: list[dict[str, Any]], db: Db, completed_before: int = 0
 ) -> tuple[float, list[float], float]:
     latencies: list[float] = []
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -226,7 +299,7 @@ async def pipeline(
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def worker() -> None:
+        async def worker(api: str) -> None:
             while not queue.empty():
                 data = json.dumps(queue.get_nowait())
                 t0 = time.perf_counter()
@@ -234,10 +307,11 @@ async def pipeline(
                 latencies.append(time.perf_counter() - t0)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        # The connections spread evenly over the API replicas.
+        await asyncio.gather(*(worker(apis[i % len(apis)]) for i in range(CONCURRENCY)))
         intake_done = time.perf_counter()
     while True:
-        counts = completed_count(db)
+        counts = await db.counts()
         if counts.get("completed", 0) >= completed_before + len(bodies):
             break
         bad = {k: v for k, v in counts.items() if k in ("failed", "queued", "review")}
@@ -249,7 +323,7 @@ async def pipeline(
 
 
 async def open_loop(
-    api: str, bodies: list[dict[str, Any]], db: Path, completed_before: int, meter: CpuMeter
+    apis: list[str], bodies: list[dict[str, Any]], db: Db, completed_before: int, meter: CpuMeter
 ) -> tuple[float, list[float], str]:
     """Requests at Poisson arrivals of OPEN_RATE/s; (achieved rate, latencies)."""
     rng = random.Random(7)
@@ -262,17 +336,22 @@ async def open_loop(
     async with aiohttp.ClientSession(connector=connector) as http:
         start = time.perf_counter() + 0.05
 
-        async def one(body: dict[str, Any], at: float) -> None:
+        async def one(api: str, body: dict[str, Any], at: float) -> None:
             data = json.dumps(body)
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
             await submit(http, api, data)
             latencies.append(time.perf_counter() - at)
 
-        await asyncio.gather(*(one(b, start + o) for b, o in zip(bodies, offsets, strict=True)))
+        await asyncio.gather(
+            *(
+                one(apis[k % len(apis)], b, start + o)
+                for k, (b, o) in enumerate(zip(bodies, offsets, strict=True))
+            )
+        )
         elapsed = time.perf_counter() - start
     cpu = meter.report()  # while the requests arrived
     while True:  # the phase's chain work done before the next phase starts
-        if completed_count(db).get("completed", 0) >= completed_before + len(bodies):
+        if (await db.counts()).get("completed", 0) >= completed_before + len(bodies):
             return len(bodies) / elapsed, latencies, cpu
         await asyncio.sleep(0.05)
 
@@ -357,132 +436,185 @@ async def floor(
 def keep(root: Path, into: Path) -> None:
     """For a post-mortem: a copy of the daemon's database and log (BENCH_KEEP_DIR)."""
     into.mkdir(parents=True, exist_ok=True)
-    for name in ("watcher.db", "watcher.db-wal", "daemon.log"):
+    for name in ("watcher.db", "watcher.db-wal", *(p.name for p in root.glob("*.log"))):
         if (root / name).exists():
             shutil.copy(root / name, into / name)
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="N API-only replicas plus one chain-role replica (PostgreSQL only)",
+    )
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    args = parser.parse_args()
+    if args.replicas is not None:
+        if args.replicas < 1:
+            parser.error("--replicas must be at least 1")
+        if args.database != "postgresql":
+            parser.error("--replicas needs --database postgresql (SQLite is single-node)")
+    return args
+
+
+async def start_daemon(
+    cfg: Path, env: dict[str, str], root: Path, name: str, roles: str
+) -> tuple[Any, int]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "run",
+        "--config",
+        str(cfg),
+        "--port",
+        str(port),
+        "--roles",
+        roles,
+        "--replica-id",
+        name,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=open(root / f"{name}.log", "wb"),  # noqa: ASYNC230, SIM115
+    )
+    return proc, port
+
+
 async def main() -> None:
+    args = arguments()
     with tempfile.TemporaryDirectory(prefix="bench-withdrawals-") as tmp:
         root = Path(tmp)
+        db = Db(args.database, root)
+        await db.create()
+        try:
+            await run(args, root, db)
+        finally:
+            await db.drop()
+
+
+async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
+    async with start_anvil(**ANVIL) as node:
+        dep = await deploy_devnet(node.url, fund_accounts=1)
+        usdt = dep.tokens["USDT"].address
+        await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
+        cfg = write_config(
+            root,
+            [("devnet", dep, 1)],
+            default_toml_extra="",
+        )
+        text = (cfg / "default.toml").read_text()
+        # An automine devnet mines a transaction within milliseconds of it being
+        # sendable, so one unmined after STUCK_AFTER_S is stuck (the production
+        # default, 60 s, is for real networks); see ANVIL for why that happens.
+        stuck = f"stuck_after_seconds = {STUCK_AFTER_S}"
+        text = text.replace(
+            '[withdrawals]\npoll_interval_seconds = "1"',
+            '[withdrawals]\npoll_interval_seconds = "0.2"',
+        ).replace("stuck_after_seconds = 60", stuck)
+        assert stuck in text, "the config template changed"
+        (cfg / "default.toml").write_text(text)
+        env = {
+            **os.environ,
+            "WATCHER_DATABASE_URL": db.url,
+            "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
+            "WATCHER_ADMIN_TOKEN": "bench-admin-token",
+            "WATCHER_LOG_LEVEL": LOG_LEVEL,
+        }
+        settings = load_settings(cfg, env=env)
+        users = [Account.create() for _ in range(WARMUP + OPEN_N + N)]
+        print(f"setup: crediting {N} accounts", flush=True)
+        await setup_ledger(settings, [u.address for u in users], dep.chain_id)
+        deadline = int(time.time()) + 3600
+        bodies = []
+        for i, user in enumerate(users):
+            message = {
+                "account": user.address,
+                "token": usdt,
+                "amount": AMOUNT_WHOLE * 10**18,
+                "destination": user.address,
+                "nonce": i,
+                "deadline": deadline,
+            }
+            sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
+            bodies.append(
+                {
+                    "account": user.address,
+                    "chainId": dep.chain_id,
+                    "token": usdt,
+                    "amount": str(AMOUNT_WHOLE),
+                    "destination": user.address,
+                    "nonce": i,
+                    "deadline": deadline,
+                    "signature": sig,
+                }
+            )
+        daemons: dict[str, tuple[Any, int]] = {}
+        if args.replicas is None:
+            daemons["daemon"] = await start_daemon(cfg, env, root, "daemon", "all")
+            apis = [f"http://127.0.0.1:{daemons['daemon'][1]}"]
+        else:
+            # The chain replica first: it migrates and takes every chain role.
+            daemons["chain"] = await start_daemon(cfg, env, root, "chain", "chain")
+            await wait_http(f"http://127.0.0.1:{daemons['chain'][1]}")
+            for k in range(args.replicas):
+                name = f"api{k + 1}"
+                daemons[name] = await start_daemon(cfg, env, root, name, "api")
+            apis = [f"http://127.0.0.1:{port}" for n, (_, port) in daemons.items() if n != "chain"]
+        try:
+            for api in apis:
+                await wait_http(api)
+            await pipeline(apis, bodies[:WARMUP], db)
+            print(f"warm-up: {WARMUP} withdrawals completed (not counted)", flush=True)
+            pids = {n: p.pid for n, (p, _) in daemons.items()}
+            pids |= {"anvil": node.process.pid, "client": os.getpid()}
+            meter = CpuMeter(pids)
+            intake_s, latencies, e2e_s = await pipeline(
+                apis, bodies[WARMUP : WARMUP + N], db, WARMUP
+            )
+            e2e_cpu = meter.report()
+            used = [meter.seconds(n) for n in daemons]
+            daemon_cpu_s = None if None in used else sum(u for u in used if u is not None)
+            # After the e2e run: anvil slows down as its chain grows, and the e2e
+            # run is the one that depends on the node.
+            open_rate, open_latencies, open_cpu = await open_loop(
+                apis, bodies[WARMUP + N :], db, WARMUP + N, CpuMeter(pids)
+            )
+            print(
+                f"open loop: {OPEN_N} requests at {OPEN_RATE}/s offered, "
+                f"{open_rate:.0f}/s achieved",
+                flush=True,
+            )
+            print(f"pipeline: done in {e2e_s:.2f} s; measuring the floor", flush=True)
+        finally:
+            for proc, _ in daemons.values():
+                proc.terminate()
+            for proc, _ in daemons.values():
+                await proc.wait()
+            if KEEP_DIR:
+                keep(root, Path(KEEP_DIR))
+    # The floor on its own fresh chain with the same setup (anvil slows down as it
+    # accumulates thousands of blocks, and neither side should pay for the other's),
+    # best of FLOOR_RUNS: it varies by 2x from run to run on this machine, and the
+    # floor is what the raw path can do, so the fastest run is the honest one.
+    floors: list[tuple[float, str]] = []
+    for _ in range(FLOOR_RUNS):
         async with start_anvil(**ANVIL) as node:
             dep = await deploy_devnet(node.url, fund_accounts=1)
             usdt = dep.tokens["USDT"].address
             await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
-            cfg = write_config(
-                root,
-                [("devnet", dep, 1)],
-                default_toml_extra="",
-            )
-            text = (cfg / "default.toml").read_text()
-            # An automine devnet mines a transaction within milliseconds of it being
-            # sendable, so one unmined after STUCK_AFTER_S is stuck (the production
-            # default, 60 s, is for real networks); see ANVIL for why that happens.
-            stuck = f"stuck_after_seconds = {STUCK_AFTER_S}"
-            text = text.replace(
-                '[withdrawals]\npoll_interval_seconds = "1"',
-                '[withdrawals]\npoll_interval_seconds = "0.2"',
-            ).replace("stuck_after_seconds = 60", stuck)
-            assert stuck in text, "the config template changed"
-            (cfg / "default.toml").write_text(text)
-            db = root / "watcher.db"
-            env = {
-                **os.environ,
-                "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-                "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
-                "WATCHER_ADMIN_TOKEN": "bench-admin-token",
-                "WATCHER_LOG_LEVEL": LOG_LEVEL,
-            }
-            settings = load_settings(cfg, env=env)
-            users = [Account.create() for _ in range(WARMUP + OPEN_N + N)]
-            print(f"setup: crediting {N} accounts", flush=True)
-            await setup_ledger(settings, [u.address for u in users], dep.chain_id)
-            deadline = int(time.time()) + 3600
-            bodies = []
-            for i, user in enumerate(users):
-                message = {
-                    "account": user.address,
-                    "token": usdt,
-                    "amount": AMOUNT_WHOLE * 10**18,
-                    "destination": user.address,
-                    "nonce": i,
-                    "deadline": deadline,
-                }
-                sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
-                bodies.append(
-                    {
-                        "account": user.address,
-                        "chainId": dep.chain_id,
-                        "token": usdt,
-                        "amount": str(AMOUNT_WHOLE),
-                        "destination": user.address,
-                        "nonce": i,
-                        "deadline": deadline,
-                        "signature": sig,
-                    }
-                )
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "watcher",
-                "run",
-                "--config",
-                str(cfg),
-                "--port",
-                str(port),
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=open(root / "daemon.log", "wb"),  # noqa: ASYNC230, SIM115
-            )
             try:
-                api = f"http://127.0.0.1:{port}"
-                await wait_http(api)
-                await pipeline(api, bodies[:WARMUP], db)
-                print(f"warm-up: {WARMUP} withdrawals completed (not counted)", flush=True)
-                pids = {"daemon": proc.pid, "anvil": node.process.pid, "client": os.getpid()}
-                meter = CpuMeter(pids)
-                intake_s, latencies, e2e_s = await pipeline(
-                    api, bodies[WARMUP : WARMUP + N], db, WARMUP
+                floors.append(
+                    await floor(node.url, dep.vault, usdt, dep.chain_id, N, node.process.pid)
                 )
-                e2e_cpu = meter.report()
-                daemon_cpu_s = meter.seconds("daemon")
-                # After the e2e run: anvil slows down as its chain grows, and the e2e
-                # run is the one that depends on the node.
-                open_rate, open_latencies, open_cpu = await open_loop(
-                    api, bodies[WARMUP + N :], db, WARMUP + N, CpuMeter(pids)
-                )
-                print(
-                    f"open loop: {OPEN_N} requests at {OPEN_RATE}/s offered, "
-                    f"{open_rate:.0f}/s achieved",
-                    flush=True,
-                )
-                print(f"pipeline: done in {e2e_s:.2f} s; measuring the floor", flush=True)
-            finally:
-                proc.terminate()
-                await proc.wait()
-                if KEEP_DIR:
-                    keep(root, Path(KEEP_DIR))
-        # The floor on its own fresh chain with the same setup (anvil slows down as it
-        # accumulates thousands of blocks, and neither side should pay for the other's),
-        # best of FLOOR_RUNS: it varies by 2x from run to run on this machine, and the
-        # floor is what the raw path can do, so the fastest run is the honest one.
-        floors: list[tuple[float, str]] = []
-        for _ in range(FLOOR_RUNS):
-            async with start_anvil(**ANVIL) as node:
-                dep = await deploy_devnet(node.url, fund_accounts=1)
-                usdt = dep.tokens["USDT"].address
-                await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
-                try:
-                    floors.append(
-                        await floor(node.url, dep.vault, usdt, dep.chain_id, N, node.process.pid)
-                    )
-                except FloorStuck as exc:
-                    print(f"floor run discarded: {exc}", flush=True)
-        if not floors:
-            raise SystemExit(f"no floor run completed ({FLOOR_RUNS} tried)")
-        floor_s, floor_cpu = min(floors)
-        print(f"floor runs: {', '.join(f'{f:.2f} s' for f, _ in floors)}", flush=True)
+            except FloorStuck as exc:
+                print(f"floor run discarded: {exc}", flush=True)
+    if not floors:
+        raise SystemExit(f"no floor run completed ({FLOOR_RUNS} tried)")
+    floor_s, floor_cpu = min(floors)
+    print(f"floor runs: {', '.join(f'{f:.2f} s' for f, _ in floors)}", flush=True)
 
     intake_rate = N / intake_s
     e2e_rate = N / e2e_s
@@ -491,7 +623,10 @@ async def main() -> None:
     p99 = pct(latencies, 99) * 1000
     open_p50 = statistics.median(open_latencies) * 1000
     open_p99 = pct(open_latencies, 99) * 1000
-    print(f"requests: {N} signed withdrawals, {CONCURRENCY} connections, SQLite, anvil automine")
+    where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
+    if args.replicas is not None:
+        where += f", {args.replicas} API replica(s) + 1 chain replica"
+    print(f"requests: {N} signed withdrawals, {CONCURRENCY} connections, {where}, anvil automine")
     print(
         f"intake at {OPEN_RATE}/s offered (open loop, {OPEN_N} requests): p50 {open_p50:.1f} ms, "
         f"p99 {open_p99:.1f} ms, max {max(open_latencies) * 1000:.1f} ms"
@@ -507,18 +642,23 @@ async def main() -> None:
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
     if daemon_cpu_s:
-        # The daemon is one process (API.md): its CPU per withdrawal is serial work, so
-        # even with the chain and the client perfectly overlapped the e2e rate is at most
-        # its inverse, and the ratio at least the floor times it.
+        # One daemon: its CPU per withdrawal is serial work, so even with the chain and
+        # the client perfectly overlapped the e2e rate is at most its inverse, and the
+        # ratio at least the floor times it. Replicas: the sum over all of them (the
+        # intake's share spreads over the API replicas' cores, the chain's does not).
         per = daemon_cpu_s / N
+        who = "daemon" if args.replicas is None else "replicas"
         print(
-            f"daemon:   {per * 1000:.2f} ms CPU per withdrawal (intake, signing, tracking) "
-            f"-> e2e at most {1 / per:.0f}/s, ratio at least {floor_rate * per:.2f}x"
+            f"{who}: {per * 1000:.2f} ms CPU per withdrawal (intake, signing, tracking) "
+            f"-> e2e at most {1 / per:.0f}/s on one core, ratio at least {floor_rate * per:.2f}x"
         )
-    print(
+    last = (
         f"withdrawals: intake {intake_rate:.0f}/s p99 {open_p99:.0f}ms e2e {e2e_rate:.0f}/s "
         f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f}"
     )
+    if args.replicas is not None:
+        last += f" replicas: {args.replicas}"
+    print(last)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from watcher import logs
 from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
 from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
+from watcher.services.leases import ROLE_MODES, LeaseKeeper, default_replica_id
 from watcher.settings import NetworkConfig, Settings
 from watcher.store.db import SessionFactory, create_engine, session_factory
 from watcher.store.ledger import dialect_name
@@ -44,6 +46,7 @@ from watcher.store.models import Asset, Heartbeat, utcnow
 log = logging.getLogger("watcher.app")
 
 DAEMON_HEARTBEAT = "daemon"
+REPLICA_HEARTBEAT_PREFIX = "replica:"
 RECURSION_LIMIT = 5_000
 HEARTBEAT_SECONDS = 5
 
@@ -122,10 +125,19 @@ class App:
     rpc: dict[str, RpcClient] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    # Replicas: this daemon's id, which roles it may run ("all", "api" or "chain") and
+    # the keeper of its chain roles' leases (services/leases.py); None in a read-only
+    # view (status, operator commands).
+    replica_id: str = ""
+    roles: str = "all"
+    keeper: LeaseKeeper | None = None
+    swept: bool = False  # old replicas' heartbeat rows removed (first beat)
     # The intake's batches go before the sender's and tracker's chunks on the loop.
     foreground: Foreground = field(default_factory=Foreground)
 
     async def close(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.close()
         for client in self.rpc.values():
             await client.close()
         await self.http.close()
@@ -175,21 +187,69 @@ async def beat(app: App, name: str = DAEMON_HEARTBEAT, *, stopped: bool = False)
     # still show the wallet's gas balance.
     if hot := hot_wallet_address(app.settings):
         info["hotWallet"] = hot
+    replica: dict[str, object] = {
+        "replicaId": app.replica_id,
+        "roles": app.roles,
+        "held": app.keeper.held_roles() if app.keeper is not None else [],
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "api": f"{app.settings.api.host}:{app.settings.api.port}",
+    }
     if stopped:
         info["stoppedAt"] = utcnow().isoformat()
+        replica["stoppedAt"] = info["stoppedAt"]
+    rows = [(REPLICA_HEARTBEAT_PREFIX + app.replica_id, replica)] if app.replica_id else []
     async with app.sessions.begin() as s:
-        row = await s.get(Heartbeat, name)
-        if row is None:
-            s.add(Heartbeat(name=name, at=utcnow(), pid=os.getpid(), info=info))
+        if stopped and name == DAEMON_HEARTBEAT and await _other_replicas_alive(s, app):
+            rows.append((name, {**info, "stoppedAt": None}))
         else:
-            row.at, row.pid, row.info = utcnow(), os.getpid(), info
+            rows.append((name, info))
+        if not app.swept:  # once per process: replicas silent for a day are forgotten
+            await s.execute(
+                delete(Heartbeat).where(
+                    Heartbeat.name.startswith(REPLICA_HEARTBEAT_PREFIX),
+                    Heartbeat.at < utcnow() - timedelta(days=1),
+                )
+            )
+            app.swept = True
+        for key, doc in rows:
+            doc = {k: v for k, v in doc.items() if v is not None}
+            row = await s.get(Heartbeat, key)
+            if row is None:
+                s.add(Heartbeat(name=key, at=utcnow(), pid=os.getpid(), info=doc))
+            else:
+                row.at, row.pid, row.info = utcnow(), os.getpid(), doc
 
 
-async def build(settings: Settings, *, migrate: bool = True, services: bool = True) -> App:
+async def _other_replicas_alive(s: AsyncSession, app: App) -> bool:
+    """Another replica beat recently: a clean stop of this one is not the daemon's."""
+    fresh = utcnow() - timedelta(seconds=3 * HEARTBEAT_SECONDS)
+    rows = await s.scalars(
+        select(Heartbeat).where(
+            Heartbeat.name.startswith(REPLICA_HEARTBEAT_PREFIX),
+            Heartbeat.name != REPLICA_HEARTBEAT_PREFIX + app.replica_id,
+            Heartbeat.at > fresh,
+        )
+    )
+    return any("stoppedAt" not in (r.info or {}) for r in rows)
+
+
+async def build(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    services: bool = True,
+    roles: str = "all",
+    replica_id: str | None = None,
+) -> App:
     """Everything the daemon and the tests need, without starting any loop.
 
     ``migrate=False, services=False`` gives the read-only view that ``watcher status``
-    and the operator commands use beside a running daemon."""
+    and the operator commands use beside a running daemon. ``roles``: "all" (the
+    default), "api" (the HTTP API only, no chain role) or "chain" (the chain roles,
+    whose HTTP API still answers; see docs/replicas.md)."""
+    if roles not in ROLE_MODES:
+        raise ValueError(f"roles must be one of {', '.join(ROLE_MODES)}, not {roles!r}")
     logs.register_secret(
         settings.secrets.admin_token.get_secret_value() if settings.secrets.admin_token else None
     )
@@ -206,12 +266,24 @@ async def build(settings: Settings, *, migrate: bool = True, services: bool = Tr
         sessions=session_factory(engine),
         http=aiohttp.ClientSession(timeout=timeout),
         runner=Runner(),
+        replica_id=replica_id or default_replica_id(),
+        roles=roles,
     )
     app.runner.on_tick = app.metrics.on_tick
     app.rpc = {n.name: make_client(n, settings, app.http) for n in settings.enabled_networks}
     if not services:
         return app
     await sync_assets(app)
+    replicas = settings.replicas
+    app.keeper = LeaseKeeper(
+        engine=engine,
+        sessions=app.sessions,
+        replica_id=app.replica_id,
+        lease_seconds=float(replicas.lease_seconds),
+        unheld_budget_seconds=float(replicas.unheld_budget_seconds),
+        metrics=app.metrics,
+        chain=roles != "api",
+    )
     from watcher.services.registry import build_services
 
     app.services = await build_services(app)
@@ -228,7 +300,21 @@ SCHEDULER_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors")
 def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
     for name in SCHEDULER_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    for service in app.services:
+    from watcher.services.leases import LeasedService
+    from watcher.services.registry import leased
+
+    services = leased(app.services, app.keeper) if app.keeper is not None else app.services
+    if app.keeper is not None:
+        # A role just taken ticks at once, not an interval later (takeover time).
+        jobs = {s.role: s.name for s in services if isinstance(s, LeasedService)}
+
+        def kick(role: str) -> None:
+            if (job := jobs.get(role)) is not None:
+                with contextlib.suppress(Exception):  # not scheduled (yet): next interval
+                    scheduler.modify_job(job, next_run_time=_now())
+
+        app.keeper.on_acquire = kick
+    for service in services:
         scheduler.add_job(
             app.runner.run,
             "interval",
@@ -268,11 +354,19 @@ def bind_api(host: str, port: int) -> socket.socket:
         ) from None
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    roles: str = "all",
+    replica_id: str | None = None,
+) -> None:
     """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     Before anything is built: the SQLite file's lock (one daemon per file) and the API
-    port; either taken is a ``RuntimeProblem`` and nothing has started."""
+    port; either taken is a ``RuntimeProblem`` and nothing has started. On PostgreSQL
+    several daemons (replicas) may run on one database: every one serves the API and
+    each chain role runs on the one holding its lease (docs/replicas.md)."""
     from watcher.api.server import make_web_app
 
     if not settings.enabled_networks:
@@ -286,7 +380,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         sock = bind_api(settings.api.host, settings.api.port)
         try:
-            await _serve(settings, stop, sock, make_web_app)
+            await _serve(settings, stop, sock, make_web_app, roles, replica_id)
         finally:
             sock.close()
     finally:
@@ -299,13 +393,15 @@ async def _serve(
     stop: asyncio.Event | None,
     sock: socket.socket,
     make_web_app: Callable[[App], web.Application],
+    roles: str = "all",
+    replica_id: str | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    app = await build(settings)
+    app = await build(settings, roles=roles, replica_id=replica_id)
     web_app = make_web_app(app)
     # py_ecc (imported with eth_account) raises the recursion limit to 100,000 for its
     # own use; with it, C code that recurses per level of its input (the JSON decoder)
@@ -336,15 +432,19 @@ async def _serve(
     )
     scheduler = AsyncIOScheduler()
     schedule(app, scheduler)
+    if app.keeper is not None:
+        app.keeper.start()
     scheduler.start()
     names = ", ".join(n.name for n in settings.enabled_networks) or "none"
     log.info(
-        "watcher running: api http://%s:%d, networks: %s, config %s, pid %d",
+        "watcher running: api http://%s:%d, networks: %s, config %s, pid %d, replica %s, roles %s",
         settings.api.host,
         settings.api.port,
         names,
         settings.config_dir,
         os.getpid(),
+        app.replica_id,
+        app.roles,
     )
     # The registry record stays after the stop (its process is gone then): operator
     # commands with no flags still find this daemon's config and say "stopped at".
@@ -355,6 +455,8 @@ async def _serve(
         scheduler.pause()
         await app.runner.drain(limit_seconds=60)
         scheduler.shutdown(wait=False)
+        if app.keeper is not None:
+            await app.keeper.stop()  # the leases go at once: no wait for their expiry
         await runner.cleanup()
         try:
             await beat(app, stopped=True)

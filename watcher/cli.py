@@ -105,15 +105,31 @@ def run(
     database_url: DbOpt = None,
     host: Annotated[str | None, typer.Option(help="API host (or $WATCHER_API_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="API port (or $WATCHER_API_PORT)")] = None,
+    roles: Annotated[
+        str,
+        typer.Option(
+            help="all: API and chain roles; api: the HTTP API only; chain: the chain roles "
+            "(listeners, sender, tracker, reconciler, notifier), each taken by lease "
+            "(several replicas need PostgreSQL; docs/replicas.md)"
+        ),
+    ] = "all",
+    replica_id: Annotated[
+        str | None,
+        typer.Option(help="This replica's name in status and leases (default: host-pid)"),
+    ] = None,
 ) -> None:
     """Run the daemon: listeners, sender, tracker, scheduler jobs and the HTTP API."""
+    if roles not in ("all", "api", "chain"):
+        raise _fail(f"--roles must be all, api or chain, not {roles!r}")
+    if replica_id is not None and not (0 < len(replica_id) <= 100 and replica_id.isprintable()):
+        raise _fail("--replica-id must be 1 to 100 printable characters")
     settings = _settings(config, database_url, find=False, api_host=host, api_port=port)
     _configure_logs(settings)
     from watcher.app import serve
     from watcher.runtime import RuntimeProblem
 
     try:
-        _run_loop(serve(settings))
+        _run_loop(serve(settings, roles=roles, replica_id=replica_id))
     except RuntimeProblem as exc:
         raise _fail(str(exc)) from None
 

@@ -56,6 +56,25 @@ class Metrics:
             "watcher_tick_failures", "Failed ticks", ["service"], registry=r
         )
 
+        self.lease_held = Gauge(
+            "watcher_lease_held",
+            "1 while this replica holds the role lease",
+            ["role"],
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "watcher_lease_takeovers", "Leases taken by this replica", ["role"], registry=r
+        )
+        self.lease_unheld_seconds = Gauge(
+            "watcher_lease_unheld_seconds",
+            "How long the role has had no holder (0 while held by any replica)",
+            ["role"],
+            registry=r,
+        )
+        self.fenced_writes = Counter(
+            "watcher_fenced_writes", "Writes refused by a role's fence", ["role"], registry=r
+        )
+
     def on_tick(self, service: str, seconds: float, ok: bool) -> None:
         self.ticks.labels(service).observe(seconds)
         if not ok:

@@ -68,6 +68,50 @@ def _age_text(seconds: Any) -> str:
     return f"{seconds // 3600} h"
 
 
+def _replica_parts(doc: dict[str, Any]) -> list[Any]:
+    """The replicas (id, roles, held leases, heartbeat) and who holds each chain role."""
+    parts: list[Any] = []
+    replicas = doc.get("replicas") or []
+    running = [r for r in replicas if r["running"]]
+    leases = doc.get("leases") or []
+    if len(running) <= 1 and all(item["holder"] is not None for item in leases):
+        # One daemon holding everything (SQLite, or a single replica): one line.
+        if running:
+            r = running[0]
+            parts.append(
+                Text(
+                    f"Replica {r['replicaId']} ({r['roles']}): holds {len(r['held'])} chain role(s)"
+                )
+            )
+        return parts
+    if replicas:
+        rt = Table(title=f"Replicas ({len(replicas)})", title_justify="left")
+        for col in ("replica", "roles", "running", "heartbeat", "holds"):
+            rt.add_column(col, no_wrap=col != "holds")
+        for r in replicas:
+            rt.add_row(
+                str(r["replicaId"]),
+                str(r["roles"]),
+                "yes" if r["running"] else "no",
+                f"{r['heartbeatAgeSeconds']} s ago",
+                ", ".join(r["held"]) or "-",
+            )
+        parts.append(rt)
+    if leases:
+        lt = Table(title="Chain roles (leases)", title_justify="left")
+        for col in ("role", "holder", "token", "lease"):
+            lt.add_column(col, no_wrap=True)
+        for item in leases:
+            lease: str | Text
+            if item["holder"] is not None:
+                lease = f"{item['expiresInSeconds']} s left"
+            else:
+                lease = Text(f"NO HOLDER for {item['unheldSeconds']} s", style="yellow")
+            lt.add_row(item["role"], item["holder"] or "-", str(item["token"]), lease)
+        parts.append(lt)
+    return parts
+
+
 def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
     """The status document for people, most important first (verdict, reasons, alarms,
     networks, withdrawals, deposits, balances, reconciliation), so that a short screen
@@ -96,6 +140,8 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
         parts.append(al)
     else:
         parts.append(Text("Latched alarms: none"))
+
+    parts.extend(_replica_parts(doc))
 
     nets = Table(title="Networks", title_justify="left")
     for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc"):

@@ -148,6 +148,14 @@ class SchedulerSettings(_Model):
     reconcile_tolerance: ExactDecimal = Field(default=Decimal(0), ge=0)
 
 
+class ReplicaSettings(_Model):
+    # A chain role's lease: renewed every quarter of it; a holder that cannot renew
+    # stops the role after five sixths of it; another replica takes it once expired.
+    lease_seconds: Seconds = Field(default=Decimal(6), ge=2, le=300)
+    # A role with no holder for longer than this raises a lease_unheld alarm.
+    unheld_budget_seconds: Seconds = Field(default=Decimal(30), ge=1)
+
+
 class AlarmSettings(_Model):
     # Optional webhook per alarm kind ("*" for every kind): an aiohttp POST, retried.
     webhooks: dict[str, str] = Field(default_factory=dict)
@@ -265,6 +273,7 @@ class Settings(_Model):
     withdrawals: WithdrawalSettings = WithdrawalSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     alarms: AlarmSettings = AlarmSettings()
+    replicas: ReplicaSettings = ReplicaSettings()
     logging: LoggingSettings = LoggingSettings()
     assets: dict[str, AssetConfig] = Field(default_factory=dict)
     networks: dict[str, NetworkConfig] = Field(default_factory=dict)
@@ -363,6 +372,7 @@ def load_settings(
         "withdrawals",
         "scheduler",
         "alarms",
+        "replicas",
         "logging",
     ):
         if name in base:

@@ -159,6 +159,11 @@ class Sender:
             if time.monotonic() >= until:
                 break
 
+    def forget(self) -> None:
+        """A new lease: another replica may have used the wallet's nonces meanwhile; the
+        next tick syncs the stored nonce with the chain again first."""
+        self.started = False
+
     async def start(self) -> None:
         """Sync the stored nonce with the chain and repair a gap (once per process)."""
         await self._repair_gap(await self.nonces.sync(), None)

@@ -34,6 +34,7 @@ from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
 from watcher.settings import Settings
 from watcher.store.alarms import active_alarms
+from watcher.store.leases import all_leases
 from watcher.store.models import (
     Block,
     Deposit,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from watcher.app import App
 
 HEARTBEAT_STALE_SECONDS = 30
+REPLICA_PREFIX = "replica:"  # heartbeat rows of the replicas (app.py)
+REPLICA_FORGET_SECONDS = 3600  # a replica silent this long is not listed any more
 PROBE_TIMEOUT_SECONDS = 3
 EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
 
@@ -140,6 +143,14 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         )
         alarms = await active_alarms(s)
         recon = list(await s.scalars(select(Reconciliation)))
+        replica_beats = list(
+            await s.scalars(
+                select(Heartbeat)
+                .where(Heartbeat.name.startswith(REPLICA_PREFIX))
+                .order_by(Heartbeat.name)
+            )
+        )
+        lease_views = await all_leases(await s.connection())
         block_times: dict[tuple[int, int], int] = {}
         for c in cursors.values():
             for number in (c.scanned_block, c.head):
@@ -174,6 +185,47 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
             )
         elif age > HEARTBEAT_STALE_SECONDS:
             down.append(f"daemon is not running (last heartbeat {age} s ago)")
+
+    # Replicas and who holds each chain role
+    replicas = []
+    for rb in replica_beats:
+        rinfo = dict(rb.info or {})
+        rage = _age(rb.at, now) or 0
+        rgone = rinfo.get("host") == socket.gethostname() and not pid_alive(rb.pid)
+        if rage > REPLICA_FORGET_SECONDS:
+            continue  # long gone: not listed
+        replicas.append(
+            {
+                "replicaId": rinfo.get("replicaId", rb.name.removeprefix(REPLICA_PREFIX)),
+                "roles": rinfo.get("roles", "all"),
+                "held": rinfo.get("held", []),
+                "host": rinfo.get("host"),
+                "pid": rb.pid,
+                "heartbeatAgeSeconds": rage,
+                "running": rage <= HEARTBEAT_STALE_SECONDS
+                and "stoppedAt" not in rinfo
+                and not rgone,
+            }
+        )
+    leases = [
+        {
+            "role": v.role,
+            "holder": v.holder if v.held else None,
+            "token": v.token,
+            "expiresInSeconds": round((v.expires_at - v.now).total_seconds(), 1)
+            if v.held
+            else None,
+            "unheldSeconds": round(v.unheld_seconds, 1),
+        }
+        for v in lease_views
+    ]
+    budget = float(settings.replicas.unheld_budget_seconds)
+    for v in lease_views:
+        if v.unheld_seconds > budget:
+            reasons.append(
+                f"role {v.role} has had no holder for {v.unheld_seconds:.0f} s "
+                f"(budget {budget:.0f} s)"
+            )
 
     # Networks
     networks: list[dict[str, Any]] = []
@@ -329,6 +381,8 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         "reasons": down + reasons,
         "generatedAt": now.isoformat(),
         "daemon": daemon,
+        "replicas": replicas,
+        "leases": leases,
         "networks": networks,
         "deposits": {"byState": deposit_counts, "waiting": waiting},
         "withdrawals": {"byState": by_state},

@@ -137,6 +137,12 @@ class Tracker:
         # The attempt(s) holding the wallet's next nonce, and since when (clock).
         self._waiting: tuple[tuple[int, ...], float] | None = None
 
+    def forget(self) -> None:
+        """Drop what this process believed about the wallet's attempts (a new lease:
+        another replica may have sent meanwhile); the next tick rebroadcasts first."""
+        self.rebroadcast_on_start = True
+        self._waiting = None
+
     async def tick(self) -> None:
         self.last = TrackReport()
         head = await self.rpc.block_number()

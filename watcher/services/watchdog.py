@@ -17,6 +17,7 @@ once more, which only bumps the same latched alarm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from watcher.services.listener import DepositListener
@@ -31,10 +32,16 @@ class Watchdog:
     delay_first = True
 
     def __init__(
-        self, app: App, listeners: list[DepositListener], interval_seconds: float = 15.0
+        self,
+        app: App,
+        listeners: list[DepositListener],
+        interval_seconds: float = 15.0,
+        active: Callable[[DepositListener], bool] | None = None,
     ) -> None:
         self.app = app
         self.listeners = listeners
+        # Replicas: only the listeners running here (their lease held) are watched.
+        self.active = active or (lambda _listener: True)
         self.interval_seconds = interval_seconds
         self.budget = app.settings.listener.lag_budget_blocks
         self._last_cursor: dict[str, int | None] = {}
@@ -43,6 +50,8 @@ class Watchdog:
     def conditions(self) -> list[tuple[AlarmKind, str, bool, str]]:
         found = []
         for listener in self.listeners:
+            if not self.active(listener):
+                continue
             name, seen = listener.network.name, listener.seen
             found.append(
                 (

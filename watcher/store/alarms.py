@@ -33,6 +33,8 @@ class AlarmKind(StrEnum):
     # The risk rules cannot evaluate an account (e.g. a price moved a position's notional
     # past the last bracket): its withdrawals and transfers answer 422 until it is fixed.
     ACCOUNT_UNEVALUABLE = "account_unevaluable"
+    # A chain role's lease has had no holder for longer than its budget (replicas).
+    LEASE_UNHELD = "lease_unheld"
 
 
 async def raise_alarm(

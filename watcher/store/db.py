@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -71,7 +72,18 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        # A replica stopped in the middle of a transaction (SIGSTOP, a frozen VM) would
+        # hold its row locks, and with them the roles' next holder, forever: the server
+        # ends such a session after this long (no transaction here waits between its
+        # statements for anything but the database itself).
+        connect_args={"server_settings": {"idle_in_transaction_session_timeout": "15000"}},
+    )
 
 
 class DatabaseProblem(Exception):
@@ -95,5 +107,19 @@ async def require_schema(engine: AsyncEngine) -> None:
         )
 
 
+class FencedSession(Session):
+    """PostgreSQL sessions: a commit inside a leased role first passes the role's fence
+    (store/leases.py), in the same transaction."""
+
+
+@event.listens_for(FencedSession, "before_commit")
+def _fence_before_commit(session: Session) -> None:
+    from watcher.store.leases import guard
+
+    guard(session)
+
+
 def session_factory(engine: AsyncEngine) -> SessionFactory:
+    if engine.dialect.name == "postgresql":
+        return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=FencedSession)
     return async_sessionmaker(engine, expire_on_commit=False)

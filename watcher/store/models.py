@@ -325,3 +325,18 @@ class Heartbeat(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     pid: Mapped[int] = mapped_column(Integer)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(Base):
+    """Who runs a chain role (a network's listener, a hot wallet's sender...) now.
+
+    ``token`` grows by one on every acquisition that is not a renewal, so a holder
+    that was paused past ``expires_at`` carries a stale token and every write it
+    tries is refused (store/leases.py). ``expires_at`` is the database's clock."""
+
+    __tablename__ = "leases"
+    role: Mapped[str] = mapped_column(String(160), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(120))
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    acquired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
