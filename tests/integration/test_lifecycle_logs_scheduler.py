@@ -63,6 +63,8 @@ async def test_overrunning_backfill_ticks_write_no_scheduler_warnings(
         app.services = [slow, broken]
         scheduler = AsyncIOScheduler()
         schedule(app, scheduler)
+        if app.keeper is not None:  # as the daemon does: its roles run under leases
+            app.keeper.start()
         scheduler.start()
         try:
             await asyncio.sleep(1.5)
