@@ -14,6 +14,7 @@ waits for hot-wallet funds; else ``healthy`` (exit 0).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections import defaultdict
@@ -72,6 +73,43 @@ def hot_wallet_address(settings: Settings) -> str | None:
     return None
 
 
+class ProbeError(Exception):
+    """An endpoint's answer to the probe is unusable; the message says how."""
+
+
+def _probe_answer(status: int, raw: bytes) -> tuple[int, int]:
+    """(chain id, head) from the probe's batch answer, whatever shape it came in: any
+    answer a node or a proxy can give (HTTP error, HTML, a single error object instead
+    of the batch, wrong ids, missing or non-hex results) is a ``ProbeError``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        text = raw[:60].decode("utf-8", "replace").strip()
+        raise ProbeError(f"HTTP {status}, not JSON: {text!r}") from None
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        raise ProbeError(f"HTTP {status}, error instead of a batch answer: {message!s:.80}")
+    if not isinstance(data, list):
+        raise ProbeError(f"HTTP {status}, answer is not a batch")
+    by_id = {item.get("id"): item for item in data if isinstance(item, dict)}
+    values = []
+    for rid, method in ((1, "eth_chainId"), (2, "eth_blockNumber")):
+        item = by_id.get(rid)
+        if item is None:
+            raise ProbeError(f"HTTP {status}, no answer to {method}")
+        value = item.get("result")
+        if not isinstance(value, str) or not value.startswith("0x"):
+            error = item.get("error")
+            message = error.get("message") if isinstance(error, dict) else value
+            raise ProbeError(f"{method}: {message!s:.80}")
+        try:
+            values.append(int(value, 16))
+        except ValueError:
+            raise ProbeError(f"{method}: not a hex quantity: {value:.40}") from None
+    return values[0], values[1]
+
+
 async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> dict[str, Any]:
     body = [
         {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
@@ -83,10 +121,12 @@ async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> 
         async with http.post(
             url, json=body, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
         ) as resp:
-            data = await resp.json(content_type=None)
-        by_id = {item.get("id"): item.get("result") for item in data}
-        chain_id, head = int(by_id[1], 16), int(by_id[2], 16)
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            raw = await resp.read()
+            chain_id, head = _probe_answer(resp.status, raw)
+    except ProbeError as exc:
+        result["error"] = redact_url(str(exc)) if "://" in str(exc) else str(exc)
+        return result
+    except (aiohttp.ClientError, TimeoutError) as exc:
         result["error"] = type(exc).__name__
         return result
     result.update(latencyMs=round((time.monotonic() - started) * 1000), head=head, chainId=chain_id)
@@ -273,10 +313,15 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
                 "done": cur.scanned_block >= cur.backfill_to,
             }
         networks.append(entry)
+        failing = "; ".join(
+            f"{e['url']}: {e.get('error', 'down')}" for e in endpoints if not e["ok"]
+        )
         if probe and endpoints and not any(e["ok"] for e in endpoints):
-            down.append(f"{n.name}: no RPC endpoint answers")
+            down.append(f"{n.name}: no RPC endpoint answers ({failing})")
         elif probe and any(not e["ok"] for e in endpoints):
-            reasons.append(f"{n.name}: {sum(not e['ok'] for e in endpoints)} RPC endpoint(s) down")
+            reasons.append(
+                f"{n.name}: {sum(not e['ok'] for e in endpoints)} RPC endpoint(s) down ({failing})"
+            )
         if cur is None:
             reasons.append(f"{n.name}: not scanned yet")
         elif lag_blocks is not None and lag_blocks > settings.listener.lag_budget_blocks:
