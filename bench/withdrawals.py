@@ -59,8 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import write_config  # noqa: E402
-from watcher.api import eip712  # noqa: E402
 from watcher.app import build  # noqa: E402
+from watcher.chain import eip712  # noqa: E402
 from watcher.chain.artifacts import load_artifact  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, dev_account, free_port, start_anvil  # noqa: E402
 from watcher.chain.signer import HotSigner  # noqa: E402

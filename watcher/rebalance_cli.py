@@ -50,7 +50,7 @@ def rebalance_command(settings: Settings, account: str, *, as_json: bool, consol
             console.print(f"nothing to rebalance for {key}: {exc}", highlight=False)
         return 1
     except AccountStateError as exc:
-        console.print(f"[red]cannot evaluate {key}:[/] {exc}", highlight=False)
+        console.print(f"[red]{key}:[/] {exc.message}", highlight=False)
         return 2
     doc = result.as_dict()
     if as_json:

@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 
-from watcher.api import eip712
 from watcher.api.server import make_web_app
 from watcher.app import App, build
+from watcher.chain import eip712
 from watcher.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
 
 ADMIN_TOKEN = "test-admin-token-for-accounts"

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from tests.helpers import write_config
 from tests.integration.withdrawal_support import credit, usdt_body
-from watcher.api.errors import ApiError
+from watcher.domain.errors import DomainError
 from watcher.app import App, build
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.domain.journal import CROSS, HOLD
@@ -87,7 +87,7 @@ async def submit_all(intake: Intake, reqs: Sequence[WithdrawalRequest]) -> list[
 
 
 def code(outcome: Any) -> str:
-    if isinstance(outcome, ApiError):
+    if isinstance(outcome, DomainError):
         return outcome.code
     assert isinstance(outcome, Accepted), outcome
     return "created" if outcome.created else "replayed"
@@ -281,7 +281,7 @@ async def test_daily_limit_counts_earlier_requests_of_the_same_batch(
 async def test_allowlist(limited: App, deployment: Deployment) -> None:
     intake = Intake(limited.settings, limited.sessions)
     before = await counts(limited)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await intake.submit(request(deployment, C, 10, 1, DEST))
     assert refused.value.code == "DESTINATION_NOT_ALLOWED"
     assert await counts(limited) == before

@@ -14,8 +14,8 @@ from web3 import AsyncWeb3
 
 from tests.fixtures_chain import transact
 from tests.helpers import write_config
-from watcher.api import eip712
 from watcher.app import App, build
+from watcher.chain import eip712
 from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS

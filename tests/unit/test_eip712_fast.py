@@ -14,8 +14,8 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.api import eip712
-from watcher.api.eip712 import SECP256K1_N
+from watcher.chain import eip712
+from watcher.chain.eip712 import SECP256K1_N
 from watcher.services import intake as _intake  # noqa: F401  (registers Withdraw)
 
 address = st.binary(min_size=20, max_size=20).map(lambda b: str(to_checksum_address(b)))

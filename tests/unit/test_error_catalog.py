@@ -8,18 +8,29 @@ import ast
 from pathlib import Path
 from typing import get_args
 
-from watcher.api.errors import ERROR_CODES, error_table
+from watcher.api.errors import ERROR_CODES, HTTP_STATUS, error_table
+from watcher.domain.errors import ErrorKind
 from watcher.domain.risk import TransferReason, WithdrawalReason
 from watcher.services.rebalance import NOTHING_TO_REBALANCE
 
 ROOT = Path(__file__).resolve().parents[2]
-HELPERS = {"bad_request": 400, "unauthorized": 401, "not_found": 404, "conflict": 409, "rule": 422}
+HELPERS = {
+    "bad_request": 400,
+    "invalid": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "conflict": 409,
+    "rule": 422,
+    "unavailable": 503,
+}
 
 
 def _status(call: ast.Call, default: int | None) -> int | None:
     for kw in call.keywords:
         if kw.arg == "status" and isinstance(kw.value, ast.Constant):
             return int(kw.value.value)
+        if kw.arg == "kind" and isinstance(kw.value, ast.Attribute):
+            return HTTP_STATUS[ErrorKind[kw.value.attr]]
     if len(call.args) >= 4 and isinstance(call.args[3], ast.Constant):
         return int(call.args[3].value)
     return default
@@ -27,7 +38,8 @@ def _status(call: ast.Call, default: int | None) -> int | None:
 
 def raised_codes() -> set[tuple[str, int]]:
     """(code, status) of every call with a literal code in watcher/: the status helpers,
-    ApiError(...) and super().__init__(...) in ApiError subclasses, and InputError (400)."""
+    ApiError(...), DomainError(...) and super().__init__(...) in subclasses (status from
+    kind=), and InputError (400)."""
     found: set[tuple[str, int]] = set()
     for path in (ROOT / "watcher").rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -42,7 +54,9 @@ def raised_codes() -> set[tuple[str, int]]:
             status: int | None = None
             if name in HELPERS:
                 status = HELPERS[name]
-            elif name == "ApiError" or (name == "__init__" and first.value.isupper()):
+            elif name in ("ApiError", "DomainError") or (
+                name == "__init__" and first.value.isupper()
+            ):
                 status = _status(node, 400)
             elif name == "InputError":
                 status = 400

@@ -44,7 +44,6 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from watcher.api import eip712
 from watcher.api.engine import known_asset, known_symbol, require_engine
 from watcher.api.errors import ApiError, bad_request, conflict, json_response, rule
 from watcher.api.schemas import (
@@ -58,6 +57,7 @@ from watcher.api.schemas import (
     read_json,
     uint_param,
 )
+from watcher.chain import eip712
 from watcher.domain.account import ZERO, div_floor, exact, floor_to
 from watcher.domain.amounts import parse_decimal_amount
 from watcher.domain.collateral import account_breakdown, max_withdrawable
@@ -66,8 +66,8 @@ from watcher.domain.liquidation import account_risk
 from watcher.domain.margin import notional, position_margin
 from watcher.domain.risk import EvaluationProblem, evaluation_problems, isolated_limits
 from watcher.services import rebalance as rebalancing
-from watcher.services.risk_gate import STATE_ERRORS, AccountStateError, isolated_transfer
-from watcher.settings import Settings
+from watcher.services.risk_gate import STATE_ERRORS, isolated_transfer
+from watcher.settings import NetworkConfig, Settings
 from watcher.store import accounts as store
 from watcher.store import ledger
 from watcher.store.alarms import AlarmKind, latch_alarm
@@ -430,7 +430,7 @@ async def post_rebalance(request: web.Request) -> web.Response:
     app = _app(request)
     account = address(request.match_info["address"])
     body = parse(RebalanceBody, await read_json(request))
-    network = eip712.network_for_chain(app.settings, body.chain_id)
+    network = network_for_chain(app.settings, body.chain_id)
     message = {"account": account, "nonce": body.nonce, "deadline": body.deadline}
     verified = eip712.verify(
         "Rebalance",
@@ -456,8 +456,6 @@ async def post_rebalance(request: web.Request) -> web.Response:
             _remember(session, account, "rebalance", body.nonce, verified.digest, doc)
     except rebalancing.NothingToRebalance as exc:
         raise rule(rebalancing.NOTHING_TO_REBALANCE, str(exc), **jsonable(exc.details)) from None
-    except AccountStateError as exc:
-        raise state_error(exc) from None
     return json_response(doc)
 
 
@@ -522,7 +520,7 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
             )
         assert body.chain_id is not None and body.nonce is not None
         assert body.deadline is not None and body.signature is not None
-        network = eip712.network_for_chain(settings, body.chain_id)
+        network = network_for_chain(settings, body.chain_id)
         message = {
             "account": account,
             "symbol": body.symbol,
@@ -546,66 +544,63 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
         def remember(session: AsyncSession, doc: dict[str, Any]) -> None:
             _remember(session, account, "isolated_margin", nonce, verified.digest, doc)
 
-    try:
-        async with app.sessions.begin() as session:
-            if replay_key is not None:
-                await ledger.lock_account(session, account)
-                prior = await _replayed(
-                    session, account, "isolated_margin", replay_key[0], replay_key[1]
-                )
-                if prior is not None:
-                    return json_response(prior)
-            result = await isolated_transfer(
-                session,
-                settings,
-                account=account,
-                symbol=body.symbol,
-                kind=kind,
-                units=units,
-                ref=ref,
-                memo=memo,
+    async with app.sessions.begin() as session:
+        if replay_key is not None:
+            await ledger.lock_account(session, account)
+            prior = await _replayed(
+                session, account, "isolated_margin", replay_key[0], replay_key[1]
             )
-            if not result.allowed:
-                raise rule(
-                    result.reason or "REJECTED",
-                    _reject_message(result.reason, kind, body.symbol),
-                    **jsonable(dict(result.details)),
-                )
-            tx = result.transaction
-            assert tx is not None
-            if result.replayed:
-                stored_request, stored_result = _stored_memo(tx.memo)
-                if stored_request != request_fields or stored_result is None:
-                    raise conflict(
-                        "REF_ID_CONFLICT",
-                        f"refId {body.ref_id!r} was already used for a different transfer",
-                        refId=body.ref_id,
-                    )
-                return json_response(stored_result)
-            balances = await ledger.balances(session, account)
-            doc = jsonable(
-                {
-                    "account": account,
-                    "symbol": body.symbol,
-                    "type": body.type,
-                    "asset": settle,
-                    "amount": amount_text,
-                    "transactionId": tx.id,
-                    "time": store.iso_time(tx.created_at),
-                    "isolatedWallet": store.units_to_decimal(
-                        balances.get((settle, isolated_wallet(body.symbol)), 0), precision
-                    ),
-                    "crossWalletBalance": store.units_to_decimal(
-                        balances.get((settle, "cross"), 0), precision
-                    ),
-                    "maxTransferAmount": result.details.get("maxTransferAmount"),
-                }
+            if prior is not None:
+                return json_response(prior)
+        result = await isolated_transfer(
+            session,
+            settings,
+            account=account,
+            symbol=body.symbol,
+            kind=kind,
+            units=units,
+            ref=ref,
+            memo=memo,
+        )
+        if not result.allowed:
+            raise rule(
+                result.reason or "REJECTED",
+                _reject_message(result.reason, kind, body.symbol),
+                **jsonable(dict(result.details)),
             )
-            tx.memo = _isolated_memo(request_fields, doc)
-            if remember is not None:
-                remember(session, doc)
-    except AccountStateError as exc:
-        raise state_error(exc) from None
+        tx = result.transaction
+        assert tx is not None
+        if result.replayed:
+            stored_request, stored_result = _stored_memo(tx.memo)
+            if stored_request != request_fields or stored_result is None:
+                raise conflict(
+                    "REF_ID_CONFLICT",
+                    f"refId {body.ref_id!r} was already used for a different transfer",
+                    refId=body.ref_id,
+                )
+            return json_response(stored_result)
+        balances = await ledger.balances(session, account)
+        doc = jsonable(
+            {
+                "account": account,
+                "symbol": body.symbol,
+                "type": body.type,
+                "asset": settle,
+                "amount": amount_text,
+                "transactionId": tx.id,
+                "time": store.iso_time(tx.created_at),
+                "isolatedWallet": store.units_to_decimal(
+                    balances.get((settle, isolated_wallet(body.symbol)), 0), precision
+                ),
+                "crossWalletBalance": store.units_to_decimal(
+                    balances.get((settle, "cross"), 0), precision
+                ),
+                "maxTransferAmount": result.details.get("maxTransferAmount"),
+            }
+        )
+        tx.memo = _isolated_memo(request_fields, doc)
+        if remember is not None:
+            remember(session, doc)
     return json_response(doc)
 
 
@@ -635,3 +630,17 @@ def add_routes(web_app: web.Application) -> None:
     web_app.router.add_post("/v1/accounts/{address}/rebalance", post_rebalance)
     web_app.router.add_get("/v1/accounts/{address}/isolated-margin", get_isolated_limits)
     web_app.router.add_post("/v1/accounts/{address}/isolated-margin", post_isolated_margin)
+
+
+def network_for_chain(settings: Settings, chain_id: int) -> NetworkConfig:
+    """The enabled network a non-withdrawal message is signed for (400 otherwise)."""
+    network = settings.network_by_chain(chain_id)
+    if network is None or not network.enabled or not network.vault:
+        enabled = sorted(n.chain_id for n in settings.enabled_networks)
+        raise bad_request(
+            "UNKNOWN_CHAIN",
+            f"chainId {chain_id} is not an enabled network; sign with one of {enabled}",
+            chainId=chain_id,
+            enabledChainIds=enabled,
+        )
+    return network

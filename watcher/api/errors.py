@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from watcher.domain.errors import DomainError, ErrorKind
+
 
 @dataclass(frozen=True)
 class ErrorCode:
@@ -181,8 +183,22 @@ def error_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-class ApiError(Exception):
-    status = 400
+#: HTTP status of each kind of domain error: the one place a service's refusal becomes
+#: a status code.
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.RULE: 422,
+    ErrorKind.UNAVAILABLE: 503,
+}
+
+
+class ApiError(DomainError):
+    """An error of the HTTP layer itself (a route, a method, a body size, a bug), with a
+    status that has no domain kind (405, 413, 500); the API's own handlers also raise
+    it with a kind as services do."""
 
     def __init__(
         self,
@@ -191,39 +207,48 @@ class ApiError(Exception):
         details: dict[str, Any] | None = None,
         *,
         status: int | None = None,
+        kind: ErrorKind = ErrorKind.INVALID,
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        if status is not None:
-            self.status = status
+        super().__init__(code, message, details, kind=kind)
+        self._status = status
 
-    def response(self) -> web.Response:
-        return json_response(
-            {"code": self.code, "message": self.message, "details": self.details},
-            status=self.status,
-        )
+    @property
+    def status(self) -> int:
+        return self._status if self._status is not None else HTTP_STATUS[self.kind]
+
+
+def http_status(exc: DomainError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    return HTTP_STATUS[exc.kind]
+
+
+def error_response(exc: DomainError) -> web.Response:
+    """The ``{code, message, details}`` answer of a domain (or API) error."""
+    return json_response(
+        {"code": exc.code, "message": exc.message, "details": exc.details},
+        status=http_status(exc),
+    )
 
 
 def bad_request(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, status=400)
+    return ApiError(code, message, details, kind=ErrorKind.INVALID)
 
 
 def unauthorized(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, status=401)
+    return ApiError(code, message, details, kind=ErrorKind.UNAUTHORIZED)
 
 
 def not_found(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, status=404)
+    return ApiError(code, message, details, kind=ErrorKind.NOT_FOUND)
 
 
 def conflict(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, status=409)
+    return ApiError(code, message, details, kind=ErrorKind.CONFLICT)
 
 
 def rule(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, status=422)
+    return ApiError(code, message, details, kind=ErrorKind.RULE)
 
 
 def _default(value: Any) -> Any:

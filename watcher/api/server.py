@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from watcher.api import docs, ops
-from watcher.api.errors import ApiError
+from watcher.api.errors import ApiError, error_response
+from watcher.domain.errors import DomainError
 
 if TYPE_CHECKING:
     from watcher.app import App
@@ -27,39 +29,57 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return exc.response()
+    except DomainError as exc:  # a service's refusal or the API's own 4xx
+        return error_response(exc)
     except json.JSONDecodeError as exc:
-        return ApiError("MALFORMED_JSON", f"request body is not valid JSON: {exc.msg}").response()
+        return error_response(
+            ApiError("MALFORMED_JSON", f"request body is not valid JSON: {exc.msg}")
+        )
     except web.HTTPNotFound:
-        return ApiError(
-            "NOT_FOUND", f"no route {request.path!r}; see /docs", {"path": request.path}, status=404
-        ).response()
+        return error_response(
+            ApiError(
+                "NOT_FOUND",
+                f"no route {request.path!r}; see /docs",
+                {"path": request.path},
+                status=404,
+            )
+        )
     except web.HTTPMethodNotAllowed as exc:
         allowed = sorted(exc.allowed_methods)
-        response = ApiError(
-            "METHOD_NOT_ALLOWED",
-            f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
-            {"method": request.method, "allowed": allowed},
-            status=405,
-        ).response()
+        response = error_response(
+            ApiError(
+                "METHOD_NOT_ALLOWED",
+                f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
+                {"method": request.method, "allowed": allowed},
+                status=405,
+            )
+        )
         response.headers["Allow"] = ",".join(allowed)
         return response
     except web.HTTPRequestEntityTooLarge:
-        return ApiError(
-            "PAYLOAD_TOO_LARGE",
-            f"the request body is larger than {MAX_BODY_BYTES} bytes",
-            {"maxBytes": MAX_BODY_BYTES},
-            status=413,
-        ).response()
+        return error_response(
+            ApiError(
+                "PAYLOAD_TOO_LARGE",
+                f"the request body is larger than {MAX_BODY_BYTES} bytes",
+                {"maxBytes": MAX_BODY_BYTES},
+                status=413,
+            )
+        )
     except web.HTTPException:
         raise
     except Exception:
-        # Logged with its traceback; the client gets the error shape without internals.
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return ApiError(
-            "INTERNAL_ERROR", "internal error; the daemon's log has the details", status=500
-        ).response()
+        # Logged with its traceback under a reference the client also gets, so that a
+        # report can be matched to the log line; the answer has no internals.
+        ref = uuid.uuid4().hex[:16]
+        log.exception("unhandled error ref=%s on %s %s", ref, request.method, request.path)
+        return error_response(
+            ApiError(
+                "INTERNAL_ERROR",
+                f"internal error; the daemon's log has the details under ref={ref}",
+                {"ref": ref},
+                status=500,
+            )
+        )
 
 
 def make_web_app(app: App) -> web.Application:

@@ -58,14 +58,22 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from sqlalchemy.exc import IntegrityError
 
-from watcher.api import eip712
-from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthorized
+from watcher.chain import eip712
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import (
     AmountFormatError,
     chain_to_ledger,
     format_amount,
     parse_decimal_amount,
+)
+from watcher.domain.errors import (
+    DomainError,
+    ErrorKind,
+    conflict,
+    invalid,
+    rule,
+    unauthorized,
+    unavailable,
 )
 from watcher.domain.parsing import UINT256_MAX, InputError, parse_address, parse_uint
 from watcher.domain.states import WithdrawalState
@@ -117,7 +125,7 @@ class WithdrawalRequest:
     @classmethod
     def from_json(cls, body: Any) -> WithdrawalRequest:
         if not isinstance(body, dict):
-            raise bad_request("MALFORMED_REQUEST", "the body must be a JSON object")
+            raise invalid("MALFORMED_REQUEST", "the body must be a JSON object")
         missing = [
             k
             for k in (
@@ -133,9 +141,7 @@ class WithdrawalRequest:
             if k not in body
         ]
         if missing:
-            raise bad_request(
-                "MISSING_FIELD", f"missing fields: {', '.join(missing)}", missing=missing
-            )
+            raise invalid("MISSING_FIELD", f"missing fields: {', '.join(missing)}", missing=missing)
         return cls(
             account=_address(body["account"], "account"),
             chain_id=_uint(body["chainId"], "chainId"),
@@ -150,7 +156,7 @@ class WithdrawalRequest:
 
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
-        raise bad_request("MALFORMED_REQUEST", f"{name} must be a string", field=name)
+        raise invalid("MALFORMED_REQUEST", f"{name} must be a string", field=name)
     return value
 
 
@@ -159,14 +165,14 @@ def _uint(value: Any, name: str) -> int:
     try:
         return parse_uint(value, name)
     except InputError as exc:
-        raise bad_request(exc.code, exc.message, field=name) from None
+        raise invalid(exc.code, exc.message, field=name) from None
 
 
 def _address(value: Any, name: str) -> str:
     try:
         return parse_address(value, name)
     except InputError as exc:
-        raise bad_request(exc.code, exc.message, field=name) from None
+        raise invalid(exc.code, exc.message, field=name) from None
 
 
 def resolve_token(network: NetworkConfig, token: str) -> TokenRef | None:
@@ -232,7 +238,7 @@ class _Queued:
 
 
 #: What a queued request ends as: accepted (new or replayed), or a 4xx to raise.
-_Outcome = Accepted | ApiError
+_Outcome = Accepted | DomainError
 
 
 class Intake:
@@ -295,7 +301,7 @@ class Intake:
         try:
             token = resolve_token(network, req.token)
         except InputError as exc:
-            raise bad_request(exc.code, exc.message, field="token") from None
+            raise invalid(exc.code, exc.message, field="token") from None
         if token is None:
             raise rule(
                 "UNSUPPORTED_TOKEN",
@@ -304,17 +310,15 @@ class Intake:
                 chainId=req.chain_id,
             )
         if _DECIMAL_RE.fullmatch(req.amount) is None:
-            raise bad_request(
-                "INVALID_AMOUNT", f"amount {req.amount!r} is not a plain decimal string"
-            )
+            raise invalid("INVALID_AMOUNT", f"amount {req.amount!r} is not a plain decimal string")
         try:
             amount = parse_decimal_amount(req.amount, token.decimals)
         except AmountFormatError as exc:
-            raise bad_request("AMOUNT_PRECISION", str(exc), decimals=token.decimals) from None
+            raise invalid("AMOUNT_PRECISION", str(exc), decimals=token.decimals) from None
         if amount <= 0:
             raise rule("AMOUNT_NOT_POSITIVE", "amount must be greater than zero")
         if amount > UINT256_MAX:
-            raise bad_request(
+            raise invalid(
                 "INVALID_AMOUNT",
                 f"amount {req.amount} is above what a uint256 holds in base units",
                 field="amount",
@@ -347,7 +351,7 @@ class Intake:
         digest = "0x" + signed.hex()
         try:
             row = self._prepare(req, network, token, amount, digest)
-        except ApiError:
+        except DomainError:
             # A replay is answered before these checks: a client's retry of an accepted
             # request gets its withdrawal back even after the deadline passed.
             existing = await self._lookup(req.account, req.nonce)
@@ -375,7 +379,7 @@ class Intake:
             )
         destination = str(to_checksum_address(req.destination))
         if int(destination, 16) == 0:
-            raise bad_request("INVALID_DESTINATION", "destination must not be the zero address")
+            raise invalid("INVALID_DESTINATION", "destination must not be the zero address")
         allowed = self._allowlist(req.account)
         if allowed is not None and destination.lower() not in allowed:
             raise rule(
@@ -395,7 +399,7 @@ class Intake:
             raise rule("UNSUPPORTED_TOKEN", f"asset {token.asset} is not a ledger asset")
         ledger_units, dust = chain_to_ledger(amount, token.decimals, asset_cfg.precision)
         if dust:
-            raise bad_request(
+            raise invalid(
                 "AMOUNT_PRECISION",
                 f"{req.amount} {token.symbol} has more decimals than the ledger keeps "
                 f"({asset_cfg.precision})",
@@ -485,7 +489,7 @@ class Intake:
             # A concurrent twin with the same (account, nonce) committed first.
             existing = await self._lookup(q.row.account, q.row.nonce)
             if existing is None:
-                return _Failed("the withdrawal could not be stored; retry the request")
+                return _failed("the withdrawal could not be stored; retry the request")
             return _replayed(existing, q.digest)
         except Exception as exc:  # delivered to the request that caused it
             return exc
@@ -512,7 +516,7 @@ class Intake:
                 else:
                     try:
                         self._decide(gate, q, limit, taken)
-                    except ApiError as exc:
+                    except DomainError as exc:
                         outcomes[i] = exc
                         rejected.append((q.row, exc.code))
                     else:
@@ -583,13 +587,12 @@ class Intake:
             self._check_daily_limit(row, limit, taken[row.account], gate.market.asset_prices)
         try:
             result = gate.withdrawal(row.account, row.asset, row.ledger_amount)
-        except AccountStateError as exc:
-            # Fail closed with a clear answer; nothing of this request is written.
-            raise rule(
-                "ACCOUNT_STATE_INCOMPLETE", f"the account cannot be evaluated: {exc}"
-            ) from None
+        except AccountStateError:
+            # Fail closed with a clear answer (422 ACCOUNT_STATE_INCOMPLETE); nothing of
+            # this request is written.
+            raise
         if not result.allowed:
-            raise _Rejected(result.reason or "REJECTED", dict(result.details))
+            raise _rejected(result.reason or "REJECTED", dict(result.details))
         if limit is not None:
             taken[row.account].append((row.asset, row.ledger_amount))
 
@@ -635,19 +638,23 @@ def _replay(existing: Withdrawal, digest: str) -> Accepted:
 def _replayed(existing: Withdrawal, digest: str) -> _Outcome:
     try:
         return _replay(existing, digest)
-    except ApiError as exc:
+    except DomainError as exc:
         return exc
 
 
-class _Rejected(ApiError):
-    def __init__(self, code: str, details: dict[str, object]) -> None:
-        messages = {
-            "NEGATIVE_BALANCE": "the account has a negative balance; withdrawals are blocked",
-            "INSUFFICIENT_WITHDRAWABLE": "the amount plus fee exceeds the max withdrawable",
-        }
-        super().__init__(code, messages.get(code, code.lower()), details, status=422)
+_REJECTION_MESSAGES = {
+    "NEGATIVE_BALANCE": "the account has a negative balance; withdrawals are blocked",
+    "INSUFFICIENT_WITHDRAWABLE": "the amount plus fee exceeds the max withdrawable",
+}
 
 
-class _Failed(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__("INTAKE_FAILED", message, {}, status=503)
+def _rejected(code: str, details: dict[str, object]) -> DomainError:
+    """The risk gate's refusal as a rule error."""
+    return DomainError(
+        code, _REJECTION_MESSAGES.get(code, code.lower()), dict(details), kind=ErrorKind.RULE
+    )
+
+
+def _failed(message: str) -> DomainError:
+    """The batch could not be stored: retrying the same signed request is safe."""
+    return unavailable("INTAKE_FAILED", message)

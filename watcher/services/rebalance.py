@@ -21,6 +21,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.amounts import plain_decimal
+from watcher.domain.errors import DomainError, ErrorKind
 from watcher.domain.journal import CONVERSION_ACCOUNT, CROSS, Leg, TxKind
 from watcher.domain.rebalance import RebalancePlan, plan_rebalance
 from watcher.services.risk_gate import (
@@ -36,12 +37,11 @@ from watcher.store.db import SessionFactory
 NOTHING_TO_REBALANCE = "NOTHING_TO_REBALANCE"
 
 
-class NothingToRebalance(Exception):
+class NothingToRebalance(DomainError):
     """No asset of the account is negative, or nothing can be converted to cover it."""
 
     def __init__(self, message: str, details: dict[str, object]) -> None:
-        super().__init__(message)
-        self.details = details
+        super().__init__(NOTHING_TO_REBALANCE, message, details, kind=ErrorKind.RULE)
 
 
 def _d(value: Decimal) -> str:

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.account import SnapshotError
 from watcher.domain.brackets import BracketError
+from watcher.domain.errors import DomainError, ErrorKind
 from watcher.domain.journal import CROSS, Leg, TxKind, isolated_wallet, transfer
 from watcher.domain.margin import PositionError
 from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal, evaluation_problems
@@ -62,8 +63,16 @@ from watcher.store.models import JournalTransaction, Withdrawal
 STATE_ERRORS: tuple[type[Exception], ...] = (SnapshotError, PositionError, BracketError)
 
 
-class AccountStateError(Exception):
-    """The account's state cannot be evaluated (missing price, bad position data...)."""
+class AccountStateError(DomainError):
+    """The account's state cannot be evaluated (missing price, bad position data...):
+    refused as ``ACCOUNT_STATE_INCOMPLETE`` rather than guessed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "ACCOUNT_STATE_INCOMPLETE",
+            f"the account cannot be evaluated: {message}",
+            kind=ErrorKind.RULE,
+        )
 
 
 class Verdict(Protocol):

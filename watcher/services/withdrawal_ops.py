@@ -32,6 +32,7 @@ from typing import Any
 from watcher.chain.errors import RpcError
 from watcher.chain.rpc import RpcClient
 from watcher.chain.vault import decode_uint, withdrawn_request
+from watcher.domain.errors import DomainError, ErrorKind
 from watcher.domain.states import (
     WITHDRAWAL_BEFORE_SIGNING,
     AttemptState,
@@ -46,8 +47,20 @@ from watcher.store.models import Withdrawal
 W = WithdrawalState
 
 
-class OperatorError(Exception):
-    """The action does not apply to the withdrawal in its current state."""
+class OperatorError(DomainError):
+    """The action does not apply to the withdrawal in its current state (a conflict), or
+    the withdrawal does not exist (:func:`_missing`)."""
+
+    def __init__(
+        self, message: str, *, code: str = "WITHDRAWAL_STATE", kind: ErrorKind = ErrorKind.CONFLICT
+    ) -> None:
+        super().__init__(code, message, kind=kind)
+
+
+def _missing(withdrawal_id: int) -> OperatorError:
+    return OperatorError(
+        f"no withdrawal {withdrawal_id}", code="WITHDRAWAL_NOT_FOUND", kind=ErrorKind.NOT_FOUND
+    )
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ class Row:
 async def _load(s: Any, withdrawal_id: int) -> Withdrawal:
     w = await repo.get(s, withdrawal_id, lock=True)
     if w is None:
-        raise OperatorError(f"no withdrawal {withdrawal_id}")
+        raise _missing(withdrawal_id)
     return w
 
 
@@ -133,7 +146,7 @@ async def _end(
     async with sessions() as s:
         seen = await repo.get(s, withdrawal_id)
         if seen is None:
-            raise OperatorError(f"no withdrawal {withdrawal_id}")
+            raise _missing(withdrawal_id)
         state, chain_id = WithdrawalState(seen.state), seen.chain_id
     unpaid = False
     if state == W.STALLED:
@@ -224,7 +237,7 @@ async def show(sessions: SessionFactory, withdrawal_id: int) -> dict[str, Any]:
     async with sessions() as s:
         w = await repo.get(s, withdrawal_id)
         if w is None:
-            raise OperatorError(f"no withdrawal {withdrawal_id}")
+            raise _missing(withdrawal_id)
         attempts = await repo.attempts_of(s, withdrawal_id)
     return {
         "withdrawal": w,

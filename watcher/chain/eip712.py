@@ -35,8 +35,7 @@ from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from watcher.api.errors import ApiError, bad_request, unauthorized
-from watcher.settings import NetworkConfig, Settings
+from watcher.domain.errors import unauthorized
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
@@ -240,20 +239,6 @@ def recover(
         raise unauthorized("BAD_SIGNATURE", f"signature does not recover: {exc}") from None
 
 
-def network_for_chain(settings: Settings, chain_id: int) -> NetworkConfig:
-    """The enabled network a non-withdrawal message is signed for (400 otherwise)."""
-    network = settings.network_by_chain(chain_id)
-    if network is None or not network.enabled or not network.vault:
-        enabled = sorted(n.chain_id for n in settings.enabled_networks)
-        raise bad_request(
-            "UNKNOWN_CHAIN",
-            f"chainId {chain_id} is not an enabled network; sign with one of {enabled}",
-            chainId=chain_id,
-            enabledChainIds=enabled,
-        )
-    return network
-
-
 @dataclass(frozen=True)
 class Verified:
     signer: str
@@ -292,12 +277,10 @@ def verify(
 
 
 __all__ = [
-    "ApiError",
     "Verified",
     "digest",
     "digest_bytes",
     "domain",
-    "network_for_chain",
     "recover",
     "recover_address",
     "recover_signer",
