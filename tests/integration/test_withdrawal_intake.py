@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 
 from tests.helpers import write_config
 from tests.integration.withdrawal_support import credit, usdt_body
-from watcher.domain.errors import DomainError
 from watcher.app import App, build
 from watcher.chain.devnet import Deployment, dev_account
+from watcher.domain.errors import DomainError
 from watcher.domain.journal import CROSS, HOLD
 from watcher.services import risk_gate
 from watcher.services.intake import LINGER_BELOW, Accepted, Intake, WithdrawalRequest

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from watcher.ops_cli import _replica_parts
+from watcher.cli.ops import _replica_parts
 
 
 def rendered(doc: dict[str, Any]) -> str:

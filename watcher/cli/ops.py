@@ -1,19 +1,23 @@
 """Operator commands that read the shared database beside a running daemon:
-`watcher status`, `watcher reconcile`, `watcher alarms`."""
+``watcher status``, ``watcher reconcile``, ``watcher alarms list|ack``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from watcher.settings import Settings
+from watcher.cli.common import EXIT_USAGE, ConfigOpt, DbOpt, console, err, load
+
+if TYPE_CHECKING:
+    from watcher.settings import Settings
 
 T = TypeVar("T")
 STYLE = {"healthy": "bold green", "degraded": "bold yellow", "down": "bold red"}
@@ -237,7 +241,7 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
     return Group(*parts)
 
 
-def status(
+def show_status(
     settings: Settings,
     *,
     as_json: bool,
@@ -275,11 +279,13 @@ def status(
         return 0
 
 
-def reconcile(settings: Settings, network: str | None, *, as_json: bool, console: Console) -> int:
-    from watcher.services.reconciler import reconcile as run_reconcile
+def run_reconcile(
+    settings: Settings, network: str | None, *, as_json: bool, console: Console
+) -> int:
+    from watcher.services.reconciler import reconcile as reconcile_now
 
     async def go(app: Any) -> dict[str, Any]:
-        report = await run_reconcile(app, network)
+        report = await reconcile_now(app, network)
         return report.as_dict()
 
     doc = asyncio.run(with_app(settings, go))
@@ -309,7 +315,7 @@ def reconcile(settings: Settings, network: str | None, *, as_json: bool, console
     return 0 if doc["ok"] else 1
 
 
-def alarms_list(settings: Settings, *, as_json: bool, console: Console) -> int:
+def list_alarms(settings: Settings, *, as_json: bool, console: Console) -> int:
     from watcher.services.notifier import alarm_document
     from watcher.store.alarms import active_alarms
 
@@ -338,7 +344,7 @@ def alarms_list(settings: Settings, *, as_json: bool, console: Console) -> int:
     return 0
 
 
-def alarms_ack(settings: Settings, alarm_id: int, by: str, console: Console) -> int:
+def ack_alarm(settings: Settings, alarm_id: int, by: str, console: Console) -> int:
     from watcher.store.alarms import acknowledge
 
     async def go(app: Any) -> str:
@@ -354,3 +360,68 @@ def alarms_ack(settings: Settings, alarm_id: int, by: str, console: Console) -> 
         return 1
     console.print(f"alarm {alarm_id} acknowledged by {by}")
     return 0
+
+
+# --------------------------------------------------------------------------- commands
+
+alarms_app = typer.Typer(no_args_is_help=True, help="Latched alarms")
+
+
+def status(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the status document as JSON")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh in place")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="full hashes and addresses, every waiting deposit")
+    ] = False,
+) -> None:
+    """Networks, deposits, withdrawals, balances, alarms. Exit 0 healthy, 1 degraded, 2 down."""
+    settings = load(config, database_url)
+    raise typer.Exit(
+        show_status(
+            settings, as_json=as_json, watch=watch, interval=interval, console=console, wide=wide
+        )
+    )
+
+
+def reconcile(
+    network: Annotated[str | None, typer.Option("--network", help="only this network")] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Vault balances against ledger liabilities, now. Exit 1 when they differ."""
+    settings = load(config, database_url)
+    if network is not None and network not in {n.name for n in settings.enabled_networks}:
+        err.print(f"unknown or disabled network: {network}")
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(run_reconcile(settings, network, as_json=as_json, console=console))
+
+
+@alarms_app.command("list")
+def alarms_list(
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Alarms that are latched (not yet acknowledged)."""
+    raise typer.Exit(list_alarms(load(config, database_url), as_json=as_json, console=console))
+
+
+@alarms_app.command("ack")
+def alarms_ack(
+    alarm_id: Annotated[int, typer.Argument(help="alarm id")],
+    by: Annotated[str, typer.Option(help="who acknowledges (recorded)")] = "operator",
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Acknowledge a latched alarm (it stops counting against health)."""
+    raise typer.Exit(ack_alarm(load(config, database_url), alarm_id, by, console))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(reconcile)
+    app.add_typer(alarms_app, name="alarms")

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING, Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from watcher.services.rebalance import (
-    AccountStateError,
-    NothingToRebalance,
-    RebalanceResult,
-    rebalance_now,
-)
-from watcher.settings import Settings
-from watcher.store.db import create_engine, require_schema, session_factory
+from watcher.cli.common import EXIT_REFUSED, EXIT_USAGE, ConfigOpt, DbOpt, console, load
+
+if TYPE_CHECKING:
+    from watcher.services.rebalance import RebalanceResult
+    from watcher.settings import Settings
 
 
 async def _run(settings: Settings, account: str) -> RebalanceResult:
+    from watcher.services.rebalance import rebalance_now
+    from watcher.store.db import create_engine, require_schema, session_factory
+
     engine = create_engine(settings.database.url)
     try:
         # The daemon's ledger, never a fresh one: refuse an unmigrated database.
@@ -35,12 +37,13 @@ async def _run(settings: Settings, account: str) -> RebalanceResult:
 
 def rebalance_command(settings: Settings, account: str, *, as_json: bool, console: Console) -> int:
     from watcher.domain.parsing import InputError, parse_address
+    from watcher.services.rebalance import AccountStateError, NothingToRebalance
 
     try:
         key = parse_address(account, "account")
     except InputError as exc:
         console.print(f"[red]{exc.message}[/]", highlight=False)
-        return 2
+        return EXIT_USAGE
     try:
         result = asyncio.run(_run(settings, key))
     except NothingToRebalance as exc:
@@ -48,10 +51,11 @@ def rebalance_command(settings: Settings, account: str, *, as_json: bool, consol
             console.print_json(json.dumps({"account": key, "converted": False, "reason": str(exc)}))
         else:
             console.print(f"nothing to rebalance for {key}: {exc}", highlight=False)
-        return 1
+        return EXIT_REFUSED
     except AccountStateError as exc:
+        # Not the user's "no" but data the operator must fix (a missing price): usage.
         console.print(f"[red]{key}:[/] {exc.message}", highlight=False)
-        return 2
+        return EXIT_USAGE
     doc = result.as_dict()
     if as_json:
         console.print_json(json.dumps(doc))
@@ -71,3 +75,18 @@ def rebalance_command(settings: Settings, account: str, *, as_json: bool, consol
     if remaining:
         console.print(f"[yellow]still negative:[/] {', '.join(remaining)}", highlight=False)
     return 0
+
+
+def rebalance(
+    account: Annotated[str, typer.Argument(help="account address (any case)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the conversion as JSON")] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Operator-triggered auto-conversion of an account's negative balances."""
+    settings = load(config, database_url)
+    raise typer.Exit(rebalance_command(settings, account, as_json=as_json, console=console))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(rebalance)

@@ -27,11 +27,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from watcher.settings import DEFAULT_CONFIG_DIR, NetworkConfig, TokenConfig
+if TYPE_CHECKING:
+    from watcher.settings import NetworkConfig, TokenConfig
 
 T = TypeVar("T")
 
@@ -103,6 +104,7 @@ def devnet(
     if ctx.invoked_subcommand is not None:
         return
     from watcher.chain.devnet import DevnetError, run_devnet
+    from watcher.settings import DEFAULT_CONFIG_DIR
 
     bt = None if block_time is None or block_time <= 0 else block_time
 

@@ -12,30 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from watcher.settings import Settings
+from watcher.cli.common import ConfigOpt, DbOpt, console, load, refused
+
+if TYPE_CHECKING:
+    from watcher.settings import Settings
 
 withdrawals_app = typer.Typer(no_args_is_help=True, help="Withdrawals: operator view and actions")
-console = Console()
-err = Console(stderr=True)
 
 T = TypeVar("T")
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="config directory")]
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL")]
 IdArg = Annotated[int, typer.Argument(help="withdrawal id")]
 ByOpt = Annotated[str, typer.Option(help="operator name (recorded in the reason)")]
-
-
-def _settings(config: Path | None, database_url: str | None) -> Settings:
-    from watcher.cli import _settings as load
-
-    return load(config, database_url)
 
 
 def _run(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -85,8 +76,7 @@ def _act(run: Callable[[], Any], verb: str) -> None:
     try:
         w = run()
     except OperatorError as exc:
-        err.print(f"[red]refused:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        raise refused(exc) from None
     console.print(f"withdrawal {w.id} {verb}: now {w.state}", highlight=False)
 
 
@@ -101,7 +91,7 @@ def list_cmd(
     """Newest withdrawals with state, amount and transaction."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     rows = _run(settings, lambda s: withdrawal_ops.listing(s, state, limit))
     docs = [_doc(settings, w) for w in rows]
     if as_json:
@@ -129,12 +119,11 @@ def show_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOpt
     """One withdrawal with all its transaction attempts (JSON)."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     try:
         found = _run(settings, lambda s: withdrawal_ops.show(s, withdrawal_id))
     except withdrawal_ops.OperatorError as exc:
-        err.print(f"[red]{exc}[/]", highlight=False)
-        raise typer.Exit(1) from None
+        raise refused(exc, "not shown") from None
     doc = _doc(settings, found["withdrawal"])
     doc["attempts"] = [
         {k: (str(v) if isinstance(v, int) and k.startswith("max") else v) for k, v in a.items()}
@@ -153,7 +142,7 @@ def approve_cmd(
     """Let a withdrawal in review go to the sender."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     _act(lambda: _run(settings, lambda s: withdrawal_ops.approve(s, withdrawal_id, by)), "approved")
 
 
@@ -168,7 +157,7 @@ def reject_cmd(
     paid (asked at the latest block); its hold is released."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     _act(
         lambda: _run_with_vaults(
             settings, lambda s, v: withdrawal_ops.reject(s, withdrawal_id, by, v)
@@ -188,7 +177,7 @@ def cancel_cmd(
     tx) that the vault has not paid (asked at the latest block); its hold is released."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     _act(
         lambda: _run_with_vaults(
             settings, lambda s, v: withdrawal_ops.cancel(s, withdrawal_id, by, v)
@@ -203,5 +192,5 @@ def retry_cmd(withdrawal_id: IdArg, config: ConfigOpt = None, database_url: DbOp
     Stalled (nonce consumed by a foreign tx): re-queue under a new nonce."""
     from watcher.services import withdrawal_ops
 
-    settings = _settings(config, database_url)
+    settings = load(config, database_url)
     _act(lambda: _run(settings, lambda s: withdrawal_ops.retry(s, withdrawal_id)), "retried")
