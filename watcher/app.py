@@ -388,6 +388,17 @@ async def serve(
             lock.release()
 
 
+async def _log_recovery(app: App) -> None:
+    """What this start resumes, one line per network (services/recovery.py); a failure
+    to read it is a warning, never a reason not to start."""
+    from watcher.services.recovery import log_recovery
+
+    try:
+        await asyncio.wait_for(log_recovery(app.settings, app.sessions), timeout=10)
+    except Exception as exc:
+        log.warning("could not read what was in flight for the recovery log: %s", exc)
+
+
 async def _serve(
     settings: Settings,
     stop: asyncio.Event | None,
@@ -430,6 +441,8 @@ async def _serve(
         database_url=settings.database.url,
         env=None,
     )
+    if app.roles != "api":
+        await _log_recovery(app)
     scheduler = AsyncIOScheduler()
     schedule(app, scheduler)
     if app.keeper is not None:

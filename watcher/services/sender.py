@@ -150,9 +150,10 @@ class Sender:
 
     async def tick(self) -> None:
         self.last = SendReport()
-        if not self.started:
+        resuming = not self.started
+        if resuming:
             await self.start()
-        await self.broadcast_signed()
+        await self.broadcast_signed(resuming=resuming)
         until = time.monotonic() + BUSY_TICK_INTERVALS * self.interval_seconds
         while await self.sign_ready():
             await self.broadcast_signed()
@@ -189,15 +190,23 @@ class Sender:
 
     # ------------------------------------------------------------------ broadcast
 
-    async def broadcast_signed(self) -> int:
+    async def broadcast_signed(self, *, resuming: bool = False) -> int:
         """Broadcast every persisted attempt not yet known to be sent (crash recovery and
-        the normal path alike), in nonce order."""
+        the normal path alike), in nonce order. ``resuming``: the first call of this
+        process (or lease), whose pending attempts were signed before it took over."""
         async with self.sessions() as s:
             pending = await repo.raw_in(
                 s, self.chain_id, [A.SIGNED.value], sender=self.signer.address
             )
         if not pending:
             return 0
+        if resuming:
+            log.info(
+                "re-sending %d attempt(s) signed before this start, byte for byte: withdrawals %s",
+                len(pending),
+                ",".join(str(w) for _, w, _ in pending[:50]),
+                extra={"chain_id": self.chain_id},
+            )
         head = await self.rpc.block_number()  # stuck_after_blocks counts from here
         results = await broadcast_raw(
             self.http, self.network.rpc_urls, [raw for _, _, raw in pending]
