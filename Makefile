@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-anvil-stream clean test-pg
+.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-cli bench-anvil-stream clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -73,13 +73,17 @@ check: lint typecheck test
 contracts: $(NPM_STAMP)
 	cd contracts && node scripts/compile.js
 
-bench: bench-deposits bench-withdrawals
+bench: bench-deposits bench-withdrawals bench-cli
 
 bench-deposits: setup
 	$(BIN)/python bench/deposits.py
 
 bench-withdrawals: setup
 	$(BIN)/python bench/withdrawals.py
+
+# Whole-process latency of `watcher --help` and `watcher status` (medians).
+bench-cli: setup
+	$(BIN)/python bench/cli.py
 
 # What anvil can mine of a stream of withdrawals arriving at the intake's rate (no daemon).
 bench-anvil-stream: setup

@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 
 class RuntimeProblem(Exception):
     """The daemon cannot start here, or the CLI cannot tell which daemon is meant."""
@@ -49,6 +47,8 @@ def state_dir(env: dict[str, str] | None = None) -> Path:
 
 def masked_url(url: str) -> str:
     """The URL with its password (if any) replaced by ***: safe to write down and show."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.password is None:
         return url
@@ -102,6 +102,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).password is not None
+
+
 def register(
     *, config_dir: Path, api_host: str, api_port: int, database_url: str, env: dict[str, str] | None
 ) -> Path:
@@ -117,7 +123,7 @@ def register(
         "configDir": str(config_dir),
         "apiUrl": f"http://{host}:{api_port}",
         "databaseUrl": masked_url(database_url),
-        "databaseHasPassword": make_url(database_url).password is not None,
+        "databaseHasPassword": _has_password(database_url),
         "startedAt": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = folder / f"{os.getpid()}.json"
@@ -200,6 +206,8 @@ class SqliteLock:
 
 def sqlite_lock_for(url: str) -> SqliteLock | None:
     """The lock for a file-backed SQLite URL; None for PostgreSQL or an in-memory database."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None

@@ -45,6 +45,34 @@ async def _healthz(port: int) -> bool:
         return False
 
 
+_PROBE = """
+import io, json, sys
+from contextlib import redirect_stdout
+from watcher.cli.root import app
+out = io.StringIO()
+with redirect_stdout(out):
+    try:
+        app(["status", "--json"])
+    except SystemExit as exc:
+        rc = exc.code
+heavy = [m for m in ("sqlalchemy.ext.asyncio", "web3", "watcher.app") if m in sys.modules]
+print(json.dumps({"rc": rc, "doc": json.loads(out.getvalue()), "heavy": heavy}))
+"""
+
+
+async def _status_probe(env: dict[str, str]) -> tuple[int, dict[str, object], list[str]]:
+    """`watcher status --json` in a process that then says which heavy modules it
+    imported (the fast path asks the daemon and imports none of them)."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PROBE, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return int(result["rc"]), result["doc"], list(result["heavy"])
+
+
 def _one_line_error(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -76,6 +104,20 @@ async def test_status_finds_the_daemon_and_says_stopped_after_sigterm(
                 return rc in (0, 1) and doc["daemon"]["running"] is True
 
             await eventually(reports_running, within=30, every=0.5)
+            # The running daemon answers for itself (GET /v1/status): the CLI imports
+            # neither SQLAlchemy's engine nor web3 for it.
+            rc, doc, heavy = await _status_probe(plain)
+            assert rc in (0, 1) and doc["daemon"]["pid"] == proc.pid
+            assert heavy == [], heavy
+            # A daemon that does not answer (stopped by SIGSTOP): after the wait the CLI
+            # reads the database itself and still gives the document.
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                rc, doc, heavy = await _status_probe(plain)
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            assert rc in (0, 1, 2) and "daemon" in doc
+            assert "sqlalchemy.ext.asyncio" in heavy
             rc, out, _ = await _run_to_end("status", env=plain)
             assert rc in (0, 1), out
             assert "devnet" in out and "31391" in out
