@@ -18,6 +18,7 @@ switchable while the proxy runs, and :meth:`reset` clears them all::
         proxy.chain_id = 1                 # claim to serve another chain
         proxy.requests["eth_getLogs"]      # how many calls of a method reached the proxy
         proxy.logs_ranges                  # (from, to) of every eth_getLogs seen
+        proxy.blocks_asked                 # block numbers of every eth_getBlockByNumber
 
 Truncation is a fault the client cannot detect on its own — the answer is a
 well-formed subset. It exists for the listener's tests: the listener must
@@ -30,6 +31,7 @@ truncating proxy and another directly at anvil to exercise the cross-check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -87,6 +89,7 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()
         self.http_requests = 0
         self.logs_ranges: list[tuple[int, int]] = []
+        self.blocks_asked: list[int] = []  # eth_getBlockByNumber of a block number
 
     def fail_next(
         self,
@@ -180,6 +183,9 @@ class FaultProxy:
         method = str(item.get("method", ""))
         params = list(item.get("params") or [])
         self.requests[method] += 1
+        if method == "eth_getBlockByNumber" and params and isinstance(params[0], str):
+            with contextlib.suppress(ValueError):  # a tag ("latest", "finalized"...)
+                self.blocks_asked.append(int(params[0], 16))
         for fault in self.faults:
             if fault.matches(method):
                 if fault.remaining is not None:

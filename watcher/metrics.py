@@ -37,6 +37,19 @@ class Metrics:
         self.rpc_calls = Counter(
             "watcher_rpc_calls", "RPC calls", ["network", "endpoint", "method"], registry=r
         )
+        self.blocks_scanned = Counter(
+            "watcher_blocks_scanned",
+            "Blocks whose deposit logs the listener has read",
+            ["network"],
+            registry=r,
+        )
+        self.rpc_per_1000_blocks = Gauge(
+            "watcher_listener_rpc_calls_per_1000_blocks",
+            "The listener's JSON-RPC calls (each element of a batch counts) per 1,000 blocks "
+            "read, since the daemon started",
+            ["network"],
+            registry=r,
+        )
         self.rpc_errors = Counter(
             "watcher_rpc_errors", "RPC errors", ["network", "endpoint", "kind"], registry=r
         )

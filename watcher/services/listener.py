@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
 from watcher.domain.amounts import format_amount
-from watcher.domain.confirmations import confirmations, final_upto
+from watcher.domain.confirmations import confirmations
 from watcher.domain.reorg import (
     BlockRef,
     ReorgDepthExceeded,
@@ -169,6 +169,7 @@ class DepositListener:
         self.metrics = metrics or Metrics()
         self.rule = network.rule
         self.margin = margin
+        self.blocks_read = 0  # blocks whose logs this process read (RPC calls per block)
         self.tick_budget_seconds = tick_budget_seconds
         self.max_range = network.max_log_range or listener.max_log_range
         self.name = f"deposits:{network.name}"
@@ -271,7 +272,10 @@ class DepositListener:
         ]
         canonical = {n: b.hash for n, b in stored.items()}
         canonical.update({b.number: b.hash for b in keep})
-        upto = final_upto(self.rule, tip_number, scan.tagged.number if scan.tagged else None)
+        # Final by the rule at the head (not at the range's end): a backfill credits every
+        # deposit of a final block in the step that reads it, and only blocks above the
+        # final one (whose headers the scan read) hold pending deposits.
+        upto = min(scan.final, tip_number) if scan.final >= 0 else None
         behind = scan.head - tip_number
 
         async with self.sessions.begin() as s:
@@ -325,6 +329,7 @@ class DepositListener:
         elif log.isEnabledFor(logging.INFO):
             self._log_events(scan, recorded, credited, tip_number)
         self._count(recorded, credited_later=len(credited))
+        self._count_blocks(scan)
         self._observe(scan.head, tip_number, tip)
         return behind > 0
 
@@ -583,6 +588,15 @@ class DepositListener:
         credited = recorded.credited + credited_later
         if credited:
             m.labels(name, "credited").inc(credited)
+
+    def _count_blocks(self, scan: poller.Scan) -> None:
+        if scan.empty:
+            return
+        name = self.network.name
+        self.blocks_read += scan.to_block - scan.from_block + 1
+        self.metrics.blocks_scanned.labels(name).inc(scan.to_block - scan.from_block + 1)
+        calls = sum(self.client.stats.calls.values())
+        self.metrics.rpc_per_1000_blocks.labels(name).set(1000 * calls / self.blocks_read)
 
     def _feed_rpc_metrics(self) -> None:
         name = self.network.name

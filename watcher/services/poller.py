@@ -5,16 +5,23 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
 * ``head`` is a head some endpoint reported. A head below our cursor is a
   *lagging* node (``Scan.lagging``), never a reorg: nothing is fetched or changed.
 * The range is ``[cursor + 1, min(head, cursor + max_range)]``. Every header we
-  return was fetched in this step: the range end, every block of the
-  *unconfirmed window* (``head - window + 1 .. head``) inside the range, every
-  block that has a deposit log, and the link block (``cursor + 1``, whose parent
-  hash proves the stored tip is still canonical; with nothing new, the tip itself).
-  Example, cursor 100, head 103, window 70: headers 101, 102, 103 (1 batch).
-  Backfill, cursor 1000, head 50,000, range 2000: headers 1001, 3000 and the
-  blocks with logs (2 batches), not 2000 headers.
-* Every log is a well-formed vault ``Deposit`` inside the range whose block hash
-  equals the header we fetched for its block number; otherwise the step fails
-  (:class:`InconsistentLogsError`, retryable) and nothing is persisted.
+  return was fetched in this step: the range end, the link block (``cursor + 1``,
+  whose parent hash proves the stored tip is still canonical; with nothing new, the
+  tip itself), and every block of the range inside the *header window*
+  (``head - window + 1 .. head``: the blocks not yet final by the network's rule plus
+  ``margin`` final ones, stored gap-free so that the ancestor of any reorg is found).
+  Example, cursor 100, head 103, window 67: headers 101, 102, 103 (1 batch).
+  Backfill, cursor 1000, head 50,000, range 2000: headers 1001 and 3000 only,
+  whatever the number of deposits (one batch of two, plus one ``eth_getLogs``): blocks
+  below the window are final (``Scan.sparse_upto``) and need no header of their own —
+  by the rule they will not change, and a deposit in one is credited in the step that
+  reads it. The one-time cost is the window's headers when a backfill reaches the
+  head (67 for 3 confirmations).
+* Every log is a well-formed vault ``Deposit`` inside the range. A log of a block in
+  the window has the hash of the header we fetched for its block; the logs of a block
+  below it agree on one hash (within an answer and, with several endpoints, between
+  answers). Otherwise the step fails (:class:`InconsistentLogsError`,
+  retryable) and nothing is persisted.
 * **Truncated log lists.** With one endpoint, its answer is trusted to be complete
   (JSON-RPC gives no way to prove completeness short of reading every receipt).
   With several endpoints, every usable endpoint is asked for the range (each
@@ -25,7 +32,8 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
   fails and the cursor stays: we stall (lag grows, health says why) rather than
   trust one possibly truncated list — configure three endpoints to ride out one
   outage. Cost: one eth_getLogs per endpoint per step (steady state with one
-  endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs).
+  endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs;
+  backfill of final blocks: about 4 calls per ``max_range`` blocks).
 * After the head, the headers we know we need and the logs are read concurrently
   (a failure of either cancels the other and fails the step). The headers of the
   blocks a raw answer names (inside the range) are requested while it is decoded,
@@ -49,7 +57,7 @@ from watcher.chain.errors import InconsistentLogsError, RpcError
 from watcher.chain.fetch import RawHook, fetch_deposit_logs
 from watcher.chain.logs import DepositLog
 from watcher.chain.rpc import RpcClient
-from watcher.domain.confirmations import ConfirmationRule
+from watcher.domain.confirmations import ConfirmationRule, final_upto
 from watcher.domain.reorg import BlockRef
 
 log = logging.getLogger("watcher.poller")
@@ -68,6 +76,12 @@ class Scan:
     logs: list[DepositLog] = field(default_factory=list)
     lagging: bool = False
     divergent_endpoints: int = 0  # endpoints whose log lists differed from the merge
+    # The highest block final by the rule at ``head`` (-1: none).
+    final: int = -1
+    # Blocks at or below this one (final, below the header window) were read without a
+    # header of their own: their logs were checked for one hash per block (and agreement
+    # between endpoints) instead.
+    sparse_upto: int = -1
 
     @property
     def empty(self) -> bool:
@@ -112,6 +126,12 @@ def window_size(rule: ConfirmationRule, head: int, tagged: BlockRef | None, marg
     return max(unfinal, 1) + margin
 
 
+def final_by_rule(rule: ConfirmationRule, head: int, tagged: BlockRef | None) -> int:
+    """The highest block final by the network's rule at ``head`` (-1 when none is)."""
+    upto = final_upto(rule, head, tagged.number if tagged is not None else None)
+    return -1 if upto is None else upto
+
+
 async def scan(
     client: RpcClient,
     *,
@@ -125,7 +145,14 @@ async def scan(
     if head < cursor:
         return Scan(head, tagged, cursor + 1, cursor, lagging=True)
     start, end = cursor + 1, min(head, cursor + max_range)
+    final = final_by_rule(rule, head, tagged)
     window = window_size(rule, head, tagged, margin)
+    # Blocks below the window are final: no header of their own (RPC economy: a
+    # backfill of final blocks costs one eth_getLogs per range and two headers, not one
+    # header per block with a deposit). The window — every block not yet final plus
+    # ``margin`` final ones — keeps a header per block, stored gap-free: the ancestor
+    # of any reorg, even one deeper than the rule, is found and measured exactly.
+    sparse = min(final, head - window)
     needed: set[int] = {end} if end >= start else set()
     if cursor >= 0:
         needed.add(cursor + 1 if end >= start else cursor)
@@ -134,11 +161,12 @@ async def scan(
         headers = {b.number: b for b in await client.get_blocks(sorted(needed))}
         if tagged is not None:
             headers.setdefault(tagged.number, tagged)
-        return Scan(head, tagged, start, end, headers)
+        return Scan(head, tagged, start, end, headers, final=final, sparse_upto=sparse)
     # The headers and the logs are independent reads: ask for both at once (one round
     # trip less per step; the same calls, so still 3 per new block in steady state).
-    # The headers of the blocks an answer names are asked for while it is decoded.
-    prefetch = _HeaderPrefetch(client, needed, start, end)
+    # The headers of the non-final blocks an answer names are asked for while it is
+    # decoded.
+    prefetch = _HeaderPrefetch(client, needed, max(start, sparse + 1), end)
     try:
         blocks, answers = await _together(
             client.get_blocks(sorted(needed)),
@@ -150,8 +178,8 @@ async def scan(
         await prefetch.close()
     if tagged is not None:
         headers.setdefault(tagged.number, tagged)
-    logs, divergent = await _merge(client, start, end, headers, *answers)
-    return Scan(head, tagged, start, end, headers, logs, divergent_endpoints=divergent)
+    logs, divergent = await _merge(client, start, end, headers, sparse, *answers)
+    return Scan(head, tagged, start, end, headers, logs, divergent_endpoints=divergent, final=final)
 
 
 class _HeaderPrefetch:
@@ -262,16 +290,21 @@ async def _merge(
     start: int,
     end: int,
     headers: dict[int, BlockRef],
+    sparse_upto: int,
     answers: list[list[DepositLog]],
     failures: list[str],
     asked: int,
 ) -> tuple[list[DepositLog], int]:
-    """Check the answers against the headers (fetching those of blocks with logs) and
-    merge them by deposit key; at least ``min(2, asked)`` must be consistent."""
-    missing = sorted({d.block_number for a in answers for d in a} - set(headers))
+    """Check the answers against the headers (fetching those of non-final blocks with
+    logs) and merge them by deposit key; at least ``min(2, asked)`` must be consistent.
+    Logs of final blocks without a header of their own must agree on one hash per block,
+    within an answer and between answers."""
+    missing = sorted(
+        {d.block_number for a in answers for d in a if d.block_number > sparse_upto} - set(headers)
+    )
     if missing:
         headers.update({b.number: b for b in await client.get_blocks(missing)})
-    consistent = [a for a in answers if _matches(a, headers)]
+    consistent = [a for a in answers if _matches(a, headers, sparse_upto)]
     quorum = min(2, asked)
     if len(consistent) < quorum:
         why = "; ".join(failures) or "answers do not match the canonical headers"
@@ -284,9 +317,16 @@ async def _merge(
         # One endpoint: its answer is already deduplicated and sorted (fetch_deposit_logs).
         return answers[0], 0
     merged: dict[tuple[str, int], DepositLog] = {}
+    hashes: dict[int, str] = {}
     for answer in consistent:
         for d in answer:
             merged.setdefault((d.tx_hash, d.log_index), d)
+            if hashes.setdefault(d.block_number, d.block_hash) != d.block_hash:
+                raise InconsistentLogsError(
+                    f"logs of {start}..{end}: endpoints name two hashes for final block "
+                    f"{d.block_number} ({hashes[d.block_number]}, {d.block_hash})",
+                    method="eth_getLogs",
+                )
     divergent = sum(1 for a in answers if len(a) != len(merged))
     if divergent:
         log.warning(
@@ -301,9 +341,19 @@ async def _merge(
     return out, divergent
 
 
-def _matches(logs: Sequence[DepositLog], headers: Mapping[int, BlockRef]) -> bool:
+def _matches(logs: Sequence[DepositLog], headers: Mapping[int, BlockRef], sparse_upto: int) -> bool:
+    """Every log's block hash is its header's; a final block below the header window
+    without a header of its own (see :func:`scan`) has one hash for all its logs. Any
+    other block needs its header."""
+    seen: dict[int, str] = {}
     for d in logs:
         header = headers.get(d.block_number)
-        if header is None or header.hash != d.block_hash:
+        if header is not None:
+            expected = header.hash
+        elif d.block_number <= sparse_upto:
+            expected = seen.setdefault(d.block_number, d.block_hash)
+        else:
+            return False
+        if expected != d.block_hash:
             return False
     return True
