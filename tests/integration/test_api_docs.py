@@ -140,4 +140,8 @@ async def test_unhandled_exception_is_json_500_without_internals(
         await app.close()
     assert doc["code"] == "INTERNAL_ERROR" and set(doc) == {"code", "message", "details"}
     assert "secret internals" not in text and "Traceback" not in text
-    assert any("secret internals" in (r.exc_text or "") for r in caplog.records), "not logged"
+    logged = [r for r in caplog.records if "secret internals" in (r.exc_text or "")]
+    assert logged, "not logged"
+    # The answer's ref is the log line's: a client's report finds the traceback.
+    ref = doc["details"]["ref"]
+    assert len(ref) == 16 and f"ref={ref}" in logged[0].getMessage()
