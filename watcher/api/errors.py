@@ -161,7 +161,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("NOTIONAL_ABOVE_BRACKETS", (422,), "a position's notional is above the last bracket"),
     ErrorCode("MISSING_MARK_PRICE", (422,), "a position's symbol has no mark price yet"),
     # 5xx
-    ErrorCode("INTERNAL_ERROR", (500,), "a bug; the daemon's log has the traceback"),
+    ErrorCode(
+        "INTERNAL_ERROR",
+        (500,),
+        "a bug; details.ref names the daemon's log line with the traceback",
+    ),
     ErrorCode(
         "INTAKE_FAILED",
         (503,),
