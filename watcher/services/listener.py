@@ -6,9 +6,12 @@ tick's time budget is spent, so a long backfill still lets the daemon stop
 between steps). A step:
 
 1. **read state** — the cursor C and the stored block window (DB, short read);
-2. **fetch** — :func:`watcher.services.poller.scan`: head (and the tag block under
-   a tag rule), headers, and the vault's Deposit logs of ``[C+1, min(head, C+R)]``,
-   verified against the headers (no DB transaction is open meanwhile);
+2. **fetch** — the head (:func:`watcher.services.poller.read_heads`, from every
+   endpoint), *observed at once* (metrics, health, lag alarm: a step that fails after
+   it still shows how far behind the cursor is), then
+   :func:`watcher.services.poller.scan`: the tag block under a tag rule, headers, and
+   the vault's Deposit logs of ``[C+1, min(head, C+R)]``, verified against the
+   headers (no DB transaction is open meanwhile);
 3. **reconcile** — the headers must link to the stored window; if not, the reorg is
    confirmed with the other endpoints and rolled back (:mod:`reorgs`), and the next
    step re-scans from the common ancestor;
@@ -27,7 +30,9 @@ Guarantees across crash, restart and reorg:
 * **The cursor never passes a block that failed.** Any RPC error, inconsistent log
   or header aborts the step before its transaction; the next tick retries from
   the same cursor. Example: logs of 101..120 fail on every endpoint → cursor stays
-  100, lag grows, ``health_reasons`` reports it past the budget.
+  100, lag grows, ``health_reasons`` reports it past the budget with the tick's
+  error and the failing endpoints (:class:`StepFailure`, redacted URLs), and the
+  watchdog latches ``lag_over_budget`` once it does not move.
 * **The cursor only moves if nobody else moved it** (checked inside the transaction),
   so a second daemon pointed at the same database cannot interleave steps.
 * **Lagging nodes.** A head below the cursor (cursor 120, node says 115) is a
@@ -62,7 +67,8 @@ Throughput (README, Deposits): a step of 20,000 final deposits is one ``eth_getL
 two header batches and one transaction whose rows are written in bulk
 (:mod:`watcher.store.bulk`, :func:`watcher.store.ledger_batch.post_pairs`); the cyclic
 garbage collector is paused during a step (:func:`collector_paused`). In steady state
-a step is 3 RPC calls per new block and a handful of indexed queries.
+a step is 3 RPC calls per new block (with one endpoint; each further endpoint adds
+one eth_blockNumber and one eth_getLogs) and a handful of indexed queries.
 """
 
 from __future__ import annotations

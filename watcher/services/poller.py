@@ -2,8 +2,11 @@
 
 Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
 
-* ``head`` is a head some endpoint reported. A head below our cursor is a
-  *lagging* node (``Scan.lagging``), never a reorg: nothing is fetched or changed.
+* ``head`` is a head some endpoint reported. With several endpoints every one is
+  asked (:func:`read_heads`, at once; one in cooldown is not asked) and the head is
+  the highest that a quorum (two) of them reached: heads 120, 110 (lagging), 121 →
+  120. A head below our cursor is a *lagging* node (``Scan.lagging``), never a
+  reorg: nothing is fetched or changed.
 * The range is ``[cursor + 1, min(head, cursor + max_range)]``. Every header we
   return was fetched in this step: the range end, every block of the
   *unconfirmed window* (``head - window + 1 .. head``) inside the range, every
@@ -18,14 +21,19 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
 * **Truncated log lists.** With one endpoint, its answer is trusted to be complete
   (JSON-RPC gives no way to prove completeness short of reading every receipt).
   With several endpoints, every usable endpoint is asked for the range (each
-  pinned, under the retry policy) and the answers are merged by the deposit key;
+  pinned: one attempt, refused at once while it cools down after a failure, so a
+  hanging endpoint costs one ``rpc_timeout`` per cooldown, not per step) except one
+  whose last reported head is below the range end (a lagging node answers the part
+  it has: a truncated list that would look consistent; it counts as failed), and
+  the answers are merged by the deposit key;
   the range is accepted only when at least TWO endpoints answered with logs that
   match the headers. So a log is missed only if two independent nodes both
   omitted it. If fewer than two answer (one of two endpoints down), the step
   fails and the cursor stays: we stall (lag grows, health says why) rather than
   trust one possibly truncated list — configure three endpoints to ride out one
-  outage. Cost: one eth_getLogs per endpoint per step (steady state with one
-  endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs).
+  outage. Cost: one eth_blockNumber and one eth_getLogs per endpoint per step
+  (steady state with one endpoint: 3 calls per new block — eth_blockNumber, one
+  header, one eth_getLogs).
 * After the head, the headers we know we need and the logs are read concurrently
   (a failure of either cancels the other and fails the step). The headers of the
   blocks a raw answer names (inside the range) are requested while it is decoded,
