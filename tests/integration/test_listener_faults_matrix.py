@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.faultproxy import FaultProxy
-from tests.helpers import write_config
+from tests.helpers import status_json, write_config
 from tests.integration.deposit_support import Chain, deposit_rows
 from watcher.api.server import make_web_app
 from watcher.app import App, beat, build
@@ -95,6 +96,8 @@ class Rig:
         self.listener = next(s for s in app.services if isinstance(s, DepositListener))
         self.watchdog = next(s for s in app.services if isinstance(s, Watchdog))
         self.who = 2
+        self.cfg = Path()
+        self.env: dict[str, str] = {}
 
     async def loop(self) -> None:
         while True:
@@ -175,6 +178,7 @@ async def rig(tmp_path: Path, db_url: str, dep: Deployment, n: int) -> AsyncIter
         await api.start_server()
         stack.push_async_callback(api.close)
         r = Rig(app, proxies, chain, api)
+        r.cfg, r.env = cfg, env
         task = asyncio.create_task(r.loop())
         try:
             head = await chain.head()
@@ -229,7 +233,9 @@ async def assert_blind_spot_is_visible(r: Rig, tx: str, sick: list[FaultProxy]) 
 
 async def _lag_seen(r: Rig, head: int) -> bool:
     seen = r.listener.seen
-    return seen.head == head and (seen.failure is not None or bool(r.listener._trouble()))
+    return seen.head == head and (
+        seen.failure is not None or bool(r.listener.report()["endpoints"])
+    )
 
 
 async def heal_and_recover(r: Rig, tx: str) -> float:
@@ -260,7 +266,6 @@ async def test_one_of_three_failing_costs_at_most_one_rpc_timeout(
         sick = r.proxies[0]  # the preferred endpoint: asked first
         sicken(sick, mode)
         tx = await r.deposit()
-        started = time.monotonic()
         took = await until(lambda: r.credited(tx), 10, "credited")
         assert took <= LATENCY_BOUND, f"{mode}: credited after {took:.2f} s"
         # A second deposit while the sick endpoint still cools down or fails.
@@ -276,7 +281,6 @@ async def test_one_of_three_failing_costs_at_most_one_rpc_timeout(
         if mode != "lagging":
             assert sick.http_requests > 0
         print(f"1 of 3 {mode}: credited in {took:.2f} s, then {took2:.2f} s")
-        assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -302,8 +306,14 @@ async def test_two_of_three_failing_is_no_quorum(
         sicken(error, "http 500 error object")
         tx = await r.deposit()
         await assert_blind_spot_is_visible(r, tx, [hang, error])
-        # The status probe names each of them and how it fails, too.
-        report = await collect_status(r.app)
+        # `watcher status` in another process: the listener's report (heartbeat) and
+        # its own probe name each of them and how it fails.
+        env = {**os.environ, **r.env, "WATCHER_DATABASE_URL": db_url}
+        code, report = await status_json(r.cfg, env)
+        assert code == 1, report
+        listed = [x for x in report["reasons"] if "devnet: listener" in x]
+        assert listed and hang.url in listed[0] and error.url in listed[0], report["reasons"]
+        assert "timed out" in listed[0] and "upstream exploded" in listed[0]
         net = next(n for n in report["networks"] if n["name"] == "devnet")
         probes = {e["url"]: e for e in net["rpc"]}
         assert probes[hang.url]["error"] == "TimeoutError"
