@@ -37,6 +37,7 @@ from tests.integration.deposit_support import Chain, deposit_rows
 from watcher.api.server import make_web_app
 from watcher.app import App, beat, build
 from watcher.chain.devnet import Deployment, deploy_devnet, start_anvil
+from watcher.chain.rpc import redact_url
 from watcher.services.listener import DepositListener
 from watcher.services.status import collect_status
 from watcher.services.watchdog import Watchdog
@@ -56,6 +57,7 @@ LATENCY_BOUND = POLL + RPC_TIMEOUT + 1.0
 ERROR_OBJECT = json.dumps(
     {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": "upstream exploded"}}
 )
+API_KEY = "0f3a9c7e21b84d5fa6e0c19b7d2e4f80"
 HTML = "<html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>"
 
 
@@ -127,8 +129,15 @@ class Rig:
         resp = await self.api.get("/healthz")
         return resp.status, await resp.json()
 
+    def label(self, proxy: FaultProxy) -> str:
+        """The endpoint's name in health, alarms and status: its URL, key redacted."""
+        return redact_url(f"{proxy.url}/v3/{API_KEY}")
+
+    async def metrics(self) -> str:
+        return await (await self.api.get("/metrics")).text()
+
     async def lag_metric(self) -> int:
-        text = await (await self.api.get("/metrics")).text()
+        text = await self.metrics()
         found = re.search(r'^watcher_lag_blocks\{network="devnet"\} (\S+)$', text, re.M)
         assert found, "watcher_lag_blocks not exported"
         return int(float(found.group(1)))
@@ -168,7 +177,10 @@ async def rig(tmp_path: Path, db_url: str, dep: Deployment, n: int) -> AsyncIter
     default.write_text(text)
     async with contextlib.AsyncExitStack() as stack:
         proxies = [await stack.enter_async_context(FaultProxy(dep.rpc_url)) for _ in range(n)]
-        env = {"WATCHER_RPC_URLS_DEVNET": ",".join(p.url for p in proxies)}
+        # Each URL carries an API key in its path, as a provider's would: it must never
+        # show in health, alarms, status or metrics (they name the redacted URL).
+        urls = [f"{p.url}/v3/{API_KEY}" for p in proxies]
+        env = {"WATCHER_RPC_URLS_DEVNET": ",".join(urls)}
         settings = load_settings(cfg, env=env, database_url=db_url)
         http = await stack.enter_async_context(aiohttp.ClientSession())
         chain = Chain(dep.rpc_url, dep, http)
@@ -211,7 +223,7 @@ async def assert_blind_spot_is_visible(r: Rig, tx: str, sick: list[FaultProxy]) 
     reason = next(x for x in doc["reasons"] if x.startswith("devnet: cursor"))
     assert f"is {lag} blocks behind head {head} (budget {BUDGET})" in reason
     for p in sick:
-        assert p.url in reason, reason
+        assert r.label(p) in reason, reason
     assert await r.lag_metric() == lag
 
     await r.watchdog.tick()
@@ -219,15 +231,17 @@ async def assert_blind_spot_is_visible(r: Rig, tx: str, sick: list[FaultProxy]) 
     await r.watchdog.tick()
     alarms = await r.alarms()
     assert [k for k, _ in alarms] == ["lag_over_budget"], alarms
-    assert all(p.url in alarms[0][1] for p in sick), alarms
+    assert all(r.label(p) in alarms[0][1] for p in sick), alarms
 
     await beat(r.app)  # what `watcher status` reads from another process
     report = await collect_status(r.app, probe=False)
     net = next(n for n in report["networks"] if n["name"] == "devnet")
     named = {e["url"] for e in net["listener"]["endpoints"]}
-    assert {p.url for p in sick} <= named, net["listener"]
+    assert {r.label(p) for p in sick} <= named, net["listener"]
     listed = [x for x in report["reasons"] if "devnet: listener" in x]
-    assert listed and all(p.url in listed[0] for p in sick), report["reasons"]
+    assert listed and all(r.label(p) in listed[0] for p in sick), report["reasons"]
+    for text in (json.dumps(doc), json.dumps(alarms), json.dumps(report), await r.metrics()):
+        assert API_KEY not in text
     assert report["status"] == "degraded"
 
 
@@ -312,12 +326,13 @@ async def test_two_of_three_failing_is_no_quorum(
         code, report = await status_json(r.cfg, env)
         assert code == 1, report
         listed = [x for x in report["reasons"] if "devnet: listener" in x]
-        assert listed and hang.url in listed[0] and error.url in listed[0], report["reasons"]
+        assert listed and r.label(hang) in listed[0] and r.label(error) in listed[0], listed
+        assert API_KEY not in json.dumps(report)
         assert "timed out" in listed[0] and "upstream exploded" in listed[0]
         net = next(n for n in report["networks"] if n["name"] == "devnet")
         probes = {e["url"]: e for e in net["rpc"]}
-        assert probes[hang.url]["error"] == "TimeoutError"
-        assert "upstream exploded" in probes[error.url]["error"]
-        assert probes[r.proxies[1].url]["ok"]
+        assert probes[r.label(hang)]["error"] == "TimeoutError"
+        assert "upstream exploded" in probes[r.label(error)]["error"]
+        assert probes[r.label(r.proxies[1])]["ok"]
         took = await heal_and_recover(r, tx)
         print(f"2 of 3 failing: healed, credited in {took:.2f} s")
