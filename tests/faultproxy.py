@@ -12,6 +12,7 @@ switchable while the proxy runs, and :meth:`reset` clears them all::
         proxy.http_error_next(1, 503)      # next HTTP request: 503
         proxy.delay = 2.0                  # answer every request 2 s late (timeouts)
         proxy.drop_connections = True      # close the socket without answering
+        proxy.http_answer = (500, "application/json", '{"error": ...}')  # every request
         proxy.lag_blocks = 5               # a lagging node: head 5 blocks behind
         proxy.max_logs_range = 10          # eth_getLogs over > 10 blocks: "block range too large"
         proxy.truncate_logs = 1            # drop the last log of every eth_getLogs answer
@@ -78,6 +79,8 @@ class FaultProxy:
         self.http_errors: list[int] = []  # statuses for the next HTTP requests, in order
         self.delay: float = 0.0
         self.drop_connections: bool = False
+        # (status, content type, body) answered to every HTTP request instead of forwarding
+        self.http_answer: tuple[int, str, str] | None = None
         self.lag_blocks: int | None = None
         self.max_logs_range: int | None = None
         self.truncate_logs: int = 0
@@ -164,6 +167,9 @@ class FaultProxy:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=500)
+        if self.http_answer is not None:
+            status, ctype, text = self.http_answer
+            return web.Response(status=status, body=text.encode(), content_type=ctype)
         if self.http_errors:
             status = self.http_errors.pop(0)
             return web.Response(status=status, text=f"injected HTTP {status}")

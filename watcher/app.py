@@ -195,6 +195,13 @@ async def beat(app: App, name: str = DAEMON_HEARTBEAT, *, stopped: bool = False)
         "pid": os.getpid(),
         "api": f"{app.settings.api.host}:{app.settings.api.port}",
     }
+    # What the listeners running here see (head, cursor, lag, why their steps fail),
+    # for `watcher status` in another process; a replica not running a network's
+    # listener (another holds its lease) does not report it.
+    listeners = _listener_reports(app)
+    if listeners:
+        info["listeners"] = listeners
+        replica["listeners"] = listeners
     if stopped:
         info["stoppedAt"] = utcnow().isoformat()
         replica["stoppedAt"] = info["stoppedAt"]
@@ -219,6 +226,24 @@ async def beat(app: App, name: str = DAEMON_HEARTBEAT, *, stopped: bool = False)
                 s.add(Heartbeat(name=key, at=utcnow(), pid=os.getpid(), info=doc))
             else:
                 row.at, row.pid, row.info = utcnow(), os.getpid(), doc
+
+
+#: A listener that has not ticked for this long is not running here (its lease is held
+#: by another replica, or it was never started): it is left out of the heartbeat.
+LISTENER_REPORT_SECONDS = 60
+
+
+def _listener_reports(app: App) -> dict[str, object]:
+    from watcher.services.listener import DepositListener
+
+    now = time.time()
+    return {
+        s.network.name: s.report()
+        for s in app.services
+        if isinstance(s, DepositListener)
+        and s.seen.ticked_at is not None
+        and now - s.seen.ticked_at < LISTENER_REPORT_SECONDS
+    }
 
 
 async def _other_replicas_alive(s: AsyncSession, app: App) -> bool:

@@ -140,6 +140,7 @@ def make_listener(
     metrics: Metrics | None = None,
     timeout: float = 10.0,
     http: aiohttp.ClientSession | None = None,
+    cooldown: tuple[float, float] = (0.01, 0.05),
 ) -> DepositListener:
     network = settings.networks[name]
     client = RpcClient(
@@ -148,8 +149,8 @@ def make_listener(
         session=http,
         timeout=timeout,
         policy=FAST,
-        cooldown_base=0.01,
-        cooldown_max=0.05,
+        cooldown_base=cooldown[0],
+        cooldown_max=cooldown[1],
     )
     return DepositListener(
         network, settings.listener, settings.assets, sessions, client, metrics or Metrics()

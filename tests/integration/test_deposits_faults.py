@@ -178,20 +178,31 @@ async def test_second_endpoint_covers_truncation_lag_and_wrong_chain(
         # the step fails and the cursor stays. A transient failure fails that step (a
         # cross-check asks each endpoint once and leaves a failed one alone for its
         # cooldown); the next tick after the cooldown goes through.
+        # (A listener whose client cools down long enough to observe: 0.5 s, doubling,
+        # at most 1 s; the shared 10 ms is shorter than a step's own round trips.)
+        cooling = make_listener(
+            settings,
+            "devnet",
+            sessions,
+            urls=[bad.url, good.url],
+            timeout=0.5,
+            http=http,
+            cooldown=(0.5, 1.0),
+        )
         before = await cursor_of(sessions, 31337)
         await book.deposit(3, 10**18)
         good.fail_method("eth_getLogs")
-        await failing_tick(listener)
+        await failing_tick(cooling)
         assert await cursor_of(sessions, 31337) == before
         good.reset()
-        await asyncio.sleep(1.1)  # its cooldown after one failure
+        await asyncio.sleep(0.6)  # its cooldown after one failure
         good.fail_next(1, method="eth_getLogs")
-        await failing_tick(listener)
+        await failing_tick(cooling)
         asked = good.requests["eth_getLogs"]
-        await failing_tick(listener)  # still cooling down: not asked again
+        await failing_tick(cooling)  # still cooling down: not asked again
         assert good.requests["eth_getLogs"] == asked
-        await asyncio.sleep(2.1)  # two failures in a row: 2 s
-        await listener.tick()
+        await asyncio.sleep(1.1)  # two failures in a row: 1 s
+        await cooling.tick()
         bad.reset()
         await catch_up(listener, chain)
         await book.check(sessions)

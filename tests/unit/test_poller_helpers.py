@@ -11,7 +11,7 @@ import pytest
 from watcher.chain.errors import RetryableRpcError
 from watcher.chain.rpc import RpcClient
 from watcher.domain.reorg import BlockRef
-from watcher.services.poller import _HeaderPrefetch, _together
+from watcher.services.poller import _HeaderPrefetch, _together, read_heads
 
 
 async def test_both_results_in_order() -> None:
@@ -98,3 +98,46 @@ async def test_close_cancels_what_is_still_running() -> None:
     await prefetch(RAW)
     await asyncio.wait_for(prefetch.close(), timeout=5)
     assert all(t.cancelled() for t in prefetch.tasks)
+
+
+class _Heads:
+    """A stand-in client: fixed head votes per endpoint, and the failover read."""
+
+    def __init__(self, votes: dict[int, int | RetryableRpcError], fallback: int = 7) -> None:
+        self.votes = votes
+        self.fallback = fallback
+        self.fallback_reads = 0
+
+    @property
+    def usable_endpoints(self) -> list[int]:
+        return list(self.votes)
+
+    async def head_votes(self) -> dict[int, int | RetryableRpcError]:
+        return self.votes
+
+    async def block_number(self) -> int:
+        self.fallback_reads += 1
+        return self.fallback
+
+
+@pytest.mark.parametrize(
+    ("votes", "scan_to", "best"),
+    [
+        ({0: 120, 1: 110, 2: 121}, 120, 121),  # the head two endpoints reached
+        ({0: 110, 1: 120}, 110, 120),  # two endpoints: the lower one (both can vouch)
+        ({0: RetryableRpcError("down"), 1: 120}, 120, 120),  # one answer: its head
+        ({0: 100, 1: 100, 2: RetryableRpcError("hang")}, 100, 100),
+    ],
+)
+async def test_read_heads_scans_to_the_head_a_quorum_reached(
+    votes: dict[int, int | RetryableRpcError], scan_to: int, best: int
+) -> None:
+    heads = await read_heads(cast(RpcClient, _Heads(votes)))
+    assert (heads.scan_to, heads.best) == (scan_to, best)
+    assert set(heads.failures) == {i for i, v in votes.items() if not isinstance(v, int)}
+
+
+async def test_read_heads_falls_back_to_failover_when_no_vote_answers() -> None:
+    client = _Heads({0: RetryableRpcError("a"), 1: RetryableRpcError("b")})
+    heads = await read_heads(cast(RpcClient, client))
+    assert (heads.scan_to, heads.best, client.fallback_reads) == (7, 7, 1)

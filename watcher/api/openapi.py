@@ -350,6 +350,12 @@ USDT_TOKEN = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
 DEVNET_CHAIN = 31337
 DEADLINE = 4102444800  # 2100-01-01T00:00:00Z
 T0 = "2026-01-15T09:30:00.000000Z"
+HEALTH_LAG_EXAMPLE = (
+    "devnet: cursor 120 is 64 blocks behind head 184 (budget 50); not advancing for 95 s, "
+    "last error: InconsistentLogsError: logs of 121..184: 1 of 2 endpoints gave usable "
+    "answers, 2 needed to rule out a truncated list (...); failing endpoints: "
+    "https://eth.example/v3/*** (cooldown: timed out after 10.0s (eth_blockNumber))"
+)
 
 WITHDRAW_EXAMPLE = {
     "account": ALICE,
@@ -1016,7 +1022,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         "degraded": _ex(
                             {
                                 "status": "degraded",
-                                "reasons": ["devnet: lag 42 s is above the budget of 30 s"],
+                                "reasons": [HEALTH_LAG_EXAMPLE],
                             }
                         )
                     },

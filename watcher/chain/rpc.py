@@ -603,6 +603,39 @@ class RpcClient:
         pairs = await asyncio.gather(*(one(e) for e in usable))
         return dict(pairs)
 
+    async def head_votes(self) -> dict[int, int | RpcError]:
+        """``eth_blockNumber`` from every usable endpoint at once, by position in ``urls``.
+
+        Pinned semantics (circuit breaker): one attempt each, and an endpoint in
+        cooldown is not asked (its entry is the refusal), so a hanging endpoint costs one
+        timeout per cooldown, not one per call. Each answer updates that endpoint's last
+        seen head (lagging ones are then asked last by the unpinned calls)."""
+
+        async def one(e: _Endpoint) -> int | RpcError:
+            try:
+                self._refuse_if_cooling(e, "eth_blockNumber")
+                return await self._block_number_on(e)
+            except RpcError as exc:
+                return exc
+
+        usable = [e for e in self._endpoints if e.excluded is None]
+        answers = await asyncio.gather(*(one(e) for e in usable))
+        return {e.index: a for e, a in zip(usable, answers, strict=True)}
+
+    def seen_head(self, index: int) -> int | None:
+        """The head endpoint ``index`` reported last (None before it answered once)."""
+        return self._endpoint(index).last_seen_head
+
+    def in_cooldown(self, index: int) -> bool:
+        """Whether endpoint ``index`` cools down after a failure (pinned calls refused)."""
+        return self._endpoint(index).cooldown_until > self._clock()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every endpoint's credentials replaced (for logs and status)."""
+        for e in self._endpoints:
+            text = e.scrub(text)
+        return text
+
     @property
     def usable_endpoints(self) -> list[int]:
         """Positions (in ``urls``) of the endpoints not excluded for a wrong chain id."""

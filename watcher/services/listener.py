@@ -6,9 +6,12 @@ tick's time budget is spent, so a long backfill still lets the daemon stop
 between steps). A step:
 
 1. **read state** — the cursor C and the stored block window (DB, short read);
-2. **fetch** — :func:`watcher.services.poller.scan`: head (and the tag block under
-   a tag rule), headers, and the vault's Deposit logs of ``[C+1, min(head, C+R)]``,
-   verified against the headers (no DB transaction is open meanwhile);
+2. **fetch** — the head (:func:`watcher.services.poller.read_heads`, from every
+   endpoint), *observed at once* (metrics, health, lag alarm: a step that fails after
+   it still shows how far behind the cursor is), then
+   :func:`watcher.services.poller.scan`: the tag block under a tag rule, headers, and
+   the vault's Deposit logs of ``[C+1, min(head, C+R)]``, verified against the
+   headers (no DB transaction is open meanwhile);
 3. **reconcile** — the headers must link to the stored window; if not, the reorg is
    confirmed with the other endpoints and rolled back (:mod:`reorgs`), and the next
    step re-scans from the common ancestor;
@@ -27,7 +30,9 @@ Guarantees across crash, restart and reorg:
 * **The cursor never passes a block that failed.** Any RPC error, inconsistent log
   or header aborts the step before its transaction; the next tick retries from
   the same cursor. Example: logs of 101..120 fail on every endpoint → cursor stays
-  100, lag grows, ``health_reasons`` reports it past the budget.
+  100, lag grows, ``health_reasons`` reports it past the budget with the tick's
+  error and the failing endpoints (:class:`StepFailure`, redacted URLs), and the
+  watchdog latches ``lag_over_budget`` once it does not move.
 * **The cursor only moves if nobody else moved it** (checked inside the transaction),
   so a second daemon pointed at the same database cannot interleave steps.
 * **Lagging nodes.** A head below the cursor (cursor 120, node says 115) is a
@@ -62,7 +67,8 @@ Throughput (README, Deposits): a step of 20,000 final deposits is one ``eth_getL
 two header batches and one transaction whose rows are written in bulk
 (:mod:`watcher.store.bulk`, :func:`watcher.store.ledger_batch.post_pairs`); the cyclic
 garbage collector is paused during a step (:func:`collector_paused`). In steady state
-a step is 3 RPC calls per new block and a handful of indexed queries.
+a step is 3 RPC calls per new block (with one endpoint; each further endpoint adds
+one eth_blockNumber and one eth_getLogs) and a handful of indexed queries.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
@@ -105,11 +112,50 @@ TICK_BUDGET_SECONDS = 10.0
 PER_EVENT_LOG_LIMIT = 100
 
 
+@dataclass(frozen=True)
+class StepFailure:
+    """Why the listener's steps fail, for /healthz, the lag alarm and `watcher status`.
+
+    ``error`` is the exception's class, ``message`` its text, ``endpoint`` the endpoint
+    it names, and ``endpoints`` every endpoint that is failing or lagging now as
+    (url, state, how): all redacted, never a credential. ``since`` is the wall time of
+    the first failure in a row, ``count`` how many ticks failed in a row."""
+
+    error: str
+    message: str
+    endpoint: str | None
+    endpoints: tuple[tuple[str, str, str], ...]
+    since: float
+    count: int
+
+    def describe(self) -> str:
+        text = f"{self.error}: {self.message}"
+        if self.endpoints:
+            text += "; failing endpoints: " + ", ".join(
+                f"{url} ({state}: {how})" for url, state, how in self.endpoints
+            )
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.error,
+            "message": self.message,
+            "endpoint": self.endpoint,
+            "endpoints": [{"url": u, "state": st, "how": how} for u, st, how in self.endpoints],
+            "since": self.since,
+            "failedTicks": self.count,
+        }
+
+
 @dataclass
 class _Seen:
-    head: int | None = None
+    head: int | None = None  # the best head any endpoint reported
     cursor: int | None = None
     rpc_down: str | None = None
+    failure: StepFailure | None = None  # the last tick's failure; None once one succeeds
+    observed_at: float | None = None  # wall time of the last head or cursor observation
+    advanced_at: float | None = None  # wall time the cursor last moved
+    ticked_at: float | None = None  # wall time the last tick ended (either way)
 
 
 _pauses = 0  # listeners (of any network) inside a step, see collector_paused
@@ -175,6 +221,7 @@ class DepositListener:
         self.name = f"deposits:{network.name}"
         self.interval_seconds = float(listener.poll_interval_seconds)
         self.seen = _Seen()
+        self._best_head: int | None = None
         self._rpc_fed: dict[tuple[str, ...], int] = {}
 
     @property
@@ -189,27 +236,99 @@ class DepositListener:
             while await self.step() and time.monotonic() < deadline:
                 pass
             self.seen.rpc_down = None
+            self.seen.failure = None
         except (RetryableRpcError, NoUsableEndpointError) as exc:
             states = {s.state for s in self.client.health()}
             if states <= {"cooldown", "excluded"} or isinstance(exc, NoUsableEndpointError):
-                self.seen.rpc_down = str(exc)
+                self.seen.rpc_down = self.client.scrub(str(exc))
+            self._failed(exc)
+            raise
+        except Exception as exc:
+            self._failed(exc)
             raise
         finally:
+            self.seen.ticked_at = time.time()
             self._feed_rpc_metrics()
+
+    def lag(self) -> int | None:
+        """Blocks between the best head any endpoint reported and the cursor."""
+        if self.seen.head is None or self.seen.cursor is None:
+            return None
+        return max(0, self.seen.head - self.seen.cursor)
 
     def health_reasons(self) -> list[str]:
         reasons = []
         name = self.network.name
         if self.seen.rpc_down is not None:
             reasons.append(f"{name}: all RPC endpoints down ({self.seen.rpc_down})")
-        if self.seen.head is not None and self.seen.cursor is not None:
-            lag = self.seen.head - self.seen.cursor
-            if lag > self.listener.lag_budget_blocks:
-                reasons.append(
-                    f"{name}: cursor {self.seen.cursor} is {lag} blocks behind head "
-                    f"{self.seen.head} (budget {self.listener.lag_budget_blocks})"
-                )
+        lag = self.lag()
+        if lag is not None and lag > self.listener.lag_budget_blocks:
+            reason = (
+                f"{name}: cursor {self.seen.cursor} is {lag} blocks behind head "
+                f"{self.seen.head} (budget {self.listener.lag_budget_blocks})"
+            )
+            if why := self.why():
+                reason += f"; {why}"
+            reasons.append(reason)
         return reasons
+
+    def why(self) -> str | None:
+        """Why the cursor does not keep up, if known: the last tick's error and the
+        failing endpoints, or (steps succeed but follow a slow quorum) the lagging or
+        failing endpoints."""
+        failure = self.seen.failure
+        if failure is not None:
+            stalled = int(time.time() - failure.since)
+            return f"not advancing for {stalled} s, last error: {failure.describe()}"
+        if trouble := self._trouble():
+            return "lagging or failing endpoints: " + ", ".join(
+                f"{url} ({state}: {how})" for url, state, how in trouble
+            )
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """The listener's live view for the daemon's heartbeat (read by `watcher status`
+        from another process): head, cursor, lag and the failure of its last tick."""
+        seen = self.seen
+        return {
+            "head": seen.head,
+            "cursor": seen.cursor,
+            "lagBlocks": self.lag(),
+            "budgetBlocks": self.listener.lag_budget_blocks,
+            "observedAt": seen.observed_at,
+            "advancedAt": seen.advanced_at,
+            "tickedAt": seen.ticked_at,
+            "failure": seen.failure.as_dict() if seen.failure is not None else None,
+            "endpoints": [{"url": u, "state": st, "how": how} for u, st, how in self._trouble()],
+        }
+
+    def _trouble(self) -> tuple[tuple[str, str, str], ...]:
+        """The endpoints failing (cooling down, excluded, last call failed) or lagging
+        (head more than the client's lag tolerance behind the best), as (url, state,
+        how); URLs redacted."""
+        statuses = self.client.health()
+        best = max((h.last_seen_head or 0 for h in statuses), default=0)
+        tolerance = self.client.lag_tolerance or 0
+        found: list[tuple[str, str, str]] = []
+        for h in statuses:
+            if h.state in ("cooldown", "excluded") or h.consecutive_failures:
+                found.append((h.url, h.state, h.last_error or "failing"))
+            elif h.last_seen_head is not None and best - h.last_seen_head > tolerance:
+                behind = best - h.last_seen_head
+                found.append((h.url, "lagging", f"head {h.last_seen_head}, {behind} behind"))
+        return tuple(found)
+
+    def _failed(self, exc: BaseException) -> None:
+        previous = self.seen.failure
+        endpoint = exc.endpoint if isinstance(exc, RpcError) else None
+        self.seen.failure = StepFailure(
+            error=type(exc).__name__,
+            message=self.client.scrub(str(exc))[:500],
+            endpoint=endpoint,
+            endpoints=self._trouble(),
+            since=previous.since if previous is not None else time.time(),
+            count=(previous.count if previous is not None else 0) + 1,
+        )
 
     # --- one step -----------------------------------------------------------
 
@@ -226,6 +345,11 @@ class DepositListener:
             start_cursor = row.scanned_block
             stored = await chainstate.canonical_window(s, self.chain_id)
 
+        # The head first, on its own: observed (metrics, health, lag alarm) even when
+        # the rest of the step fails, e.g. when too few endpoints answer for the logs.
+        heads = await poller.read_heads(self.client)
+        self._best_head = heads.best
+        self._observe(heads.best, start_cursor)
         scan = await poller.scan(
             self.client,
             vault=self.network.vault,
@@ -233,8 +357,8 @@ class DepositListener:
             cursor=start_cursor,
             max_range=self.max_range,
             margin=self.margin,
+            heads=heads,
         )
-        self._observe(scan.head, start_cursor)
         if scan.lagging:
             log.warning(
                 "%s: node head %d is below our cursor %d: lagging node, waiting",
@@ -330,7 +454,7 @@ class DepositListener:
             self._log_events(scan, recorded, credited, tip_number)
         self._count(recorded, credited_later=len(credited))
         self._count_blocks(scan)
-        self._observe(scan.head, tip_number, tip)
+        self._observe(max(scan.head, self._best_head or 0), tip_number, tip)
         return behind > 0
 
     async def _reorg(
@@ -569,7 +693,10 @@ class DepositListener:
 
     def _observe(self, head: int, cursor: int, tip: BlockRef | None = None) -> None:
         name = self.network.name
-        self.seen.head, self.seen.cursor = head, cursor
+        now = time.time()
+        if self.seen.cursor != cursor or self.seen.advanced_at is None:
+            self.seen.advanced_at = now
+        self.seen.head, self.seen.cursor, self.seen.observed_at = head, cursor, now
         self.metrics.head.labels(name).set(head)
         self.metrics.cursor.labels(name).set(cursor)
         self.metrics.lag_blocks.labels(name).set(max(0, head - cursor))

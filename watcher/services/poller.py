@@ -2,8 +2,11 @@
 
 Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
 
-* ``head`` is a head some endpoint reported. A head below our cursor is a
-  *lagging* node (``Scan.lagging``), never a reorg: nothing is fetched or changed.
+* ``head`` is a head some endpoint reported. With several endpoints every one is
+  asked (:func:`read_heads`, at once; one in cooldown is not asked) and the head is
+  the highest that a quorum (two) of them reached: heads 120, 110 (lagging), 121 →
+  120. A head below our cursor is a *lagging* node (``Scan.lagging``), never a
+  reorg: nothing is fetched or changed.
 * The range is ``[cursor + 1, min(head, cursor + max_range)]``. Every header we
   return was fetched in this step: the range end, the link block (``cursor + 1``,
   whose parent hash proves the stored tip is still canonical; with nothing new, the
@@ -25,15 +28,20 @@ Guarantees (what a :class:`Scan` holds when :func:`scan` returns):
 * **Truncated log lists.** With one endpoint, its answer is trusted to be complete
   (JSON-RPC gives no way to prove completeness short of reading every receipt).
   With several endpoints, every usable endpoint is asked for the range (each
-  pinned, under the retry policy) and the answers are merged by the deposit key;
+  pinned: one attempt, refused at once while it cools down after a failure, so a
+  hanging endpoint costs one ``rpc_timeout`` per cooldown, not per step) except one
+  whose last reported head is below the range end (a lagging node answers the part
+  it has: a truncated list that would look consistent; it counts as failed), and
+  the answers are merged by the deposit key;
   the range is accepted only when at least TWO endpoints answered with logs that
   match the headers. So a log is missed only if two independent nodes both
   omitted it. If fewer than two answer (one of two endpoints down), the step
   fails and the cursor stays: we stall (lag grows, health says why) rather than
   trust one possibly truncated list — configure three endpoints to ride out one
-  outage. Cost: one eth_getLogs per endpoint per step (steady state with one
-  endpoint: 3 calls per new block — eth_blockNumber, one header, one eth_getLogs;
-  backfill of final blocks: about 4 calls per ``max_range`` blocks).
+  outage. Cost: one eth_blockNumber and one eth_getLogs per endpoint per step
+  (steady state with one endpoint: 3 calls per new block — eth_blockNumber, one
+  header, one eth_getLogs; backfill of final blocks: about 4 calls per ``max_range``
+  blocks).
 * After the head, the headers we know we need and the logs are read concurrently
   (a failure of either cancels the other and fails the step). The headers of the
   blocks a raw answer names (inside the range) are requested while it is decoded,
@@ -110,6 +118,44 @@ class _Pinned:
         )
 
 
+def quorum(asked: int) -> int:
+    """How many endpoints must agree on a range's logs: two when several are configured."""
+    return min(2, asked)
+
+
+@dataclass(frozen=True)
+class Heads:
+    """The head to scan to and the best head any endpoint reported.
+
+    ``scan_to`` is the highest head that a quorum of endpoints has reached (the second
+    highest of three answers), so that every endpoint asked for the range can vouch for
+    all of it and a node running ahead alone is not followed; ``best`` is the highest
+    answer (what the lag is measured against). ``failures`` are the endpoints that did
+    not answer (position → error)."""
+
+    scan_to: int
+    best: int
+    failures: dict[int, RpcError] = field(default_factory=dict)
+
+
+async def read_heads(client: RpcClient) -> Heads:
+    """Every usable endpoint's head at once (pinned: an endpoint in cooldown is not
+    asked). With one endpoint, or when no endpoint answers the pinned read, one read
+    with failover and retry (which raises when every endpoint fails)."""
+    if len(client.usable_endpoints) <= 1:
+        head = await client.block_number()
+        return Heads(head, head)
+    votes = await client.head_votes()
+    numbers = sorted((v for v in votes.values() if isinstance(v, int)), reverse=True)
+    failures = {i: v for i, v in votes.items() if not isinstance(v, int)}
+    if not numbers:
+        head = await client.block_number()
+        return Heads(head, head, failures)
+    need = quorum(len(votes))
+    scan_to = numbers[need - 1] if len(numbers) >= need else numbers[-1]
+    return Heads(scan_to, numbers[0], failures)
+
+
 async def read_head(client: RpcClient, rule: ConfirmationRule) -> tuple[int, BlockRef | None]:
     head = await client.block_number()
     tagged = await client.get_block(rule.tag) if rule.tag is not None else None
@@ -140,8 +186,16 @@ async def scan(
     cursor: int,
     max_range: int,
     margin: int,
+    heads: Heads | None = None,
 ) -> Scan:
-    head, tagged = await read_head(client, rule)
+    """The next range's headers and verified logs. ``heads`` (from :func:`read_heads`,
+    read by the caller so that it can report the head even when this fails) gives the
+    head; without it the head is read here."""
+    if heads is None:
+        head, tagged = await read_head(client, rule)
+    else:
+        head = heads.scan_to
+        tagged = await client.get_block(rule.tag) if rule.tag is not None else None
     if head < cursor:
         return Scan(head, tagged, cursor + 1, cursor, lagging=True)
     start, end = cursor + 1, min(head, cursor + max_range)
@@ -263,6 +317,21 @@ async def _answers(
         return [logs], [], 1
     answers: list[list[DepositLog]] = []
     failures: list[str] = []
+    # An endpoint that last reported a head below the range end cannot vouch for the
+    # range (a lagging node answers the part it has: a truncated list that would look
+    # consistent); it is not asked, and counts as a failure for the quorum.
+    asked = len(endpoints)
+    # (One in cooldown is still "asked": it refuses at once, saying why it cools down.)
+    behind = {
+        i
+        for i in endpoints
+        if (h := client.seen_head(i)) is not None and h < end and not client.in_cooldown(i)
+    }
+    for i in sorted(behind):
+        failures.append(
+            f"{client.endpoint_labels[i]} is lagging: its head {client.seen_head(i)} is below {end}"
+        )
+    endpoints = [i for i in endpoints if i not in behind]
     results = await asyncio.gather(
         *(
             fetch_deposit_logs(
@@ -282,7 +351,7 @@ async def _answers(
         if isinstance(result, BaseException):
             raise result
         answers.append(result)
-    return answers, failures, len(endpoints)
+    return answers, failures, asked
 
 
 async def _merge(
@@ -305,12 +374,12 @@ async def _merge(
     if missing:
         headers.update({b.number: b for b in await client.get_blocks(missing)})
     consistent = [a for a in answers if _matches(a, headers, sparse_upto)]
-    quorum = min(2, asked)
-    if len(consistent) < quorum:
+    need = quorum(asked)
+    if len(consistent) < need:
         why = "; ".join(failures) or "answers do not match the canonical headers"
         raise InconsistentLogsError(
             f"logs of {start}..{end}: {len(consistent)} of {asked} endpoints gave "
-            f"usable answers, {quorum} needed to rule out a truncated list ({why})",
+            f"usable answers, {need} needed to rule out a truncated list ({why})",
             method="eth_getLogs",
         )
     if len(answers) == 1:

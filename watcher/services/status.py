@@ -52,6 +52,7 @@ HEARTBEAT_STALE_SECONDS = 30
 REPLICA_PREFIX = "replica:"  # heartbeat rows of the replicas (app.py)
 REPLICA_FORGET_SECONDS = 3600  # a replica silent this long is not listed any more
 PROBE_TIMEOUT_SECONDS = 3
+LISTENER_REPORT_SECONDS = 60  # a listener report older than this is not the present
 EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
 
 
@@ -135,6 +136,19 @@ async def _probe(http: aiohttp.ClientSession, url: str, expected_chain: int) -> 
     else:
         result["ok"] = True
     return result
+
+
+def describe_failure(failure: dict[str, Any], *, prefix: bool = True) -> str:
+    """A listener's reported step failure in one line: the error, then each failing or
+    lagging endpoint (redacted URL) and how it fails."""
+    parts = [f"{failure.get('error')}: {failure.get('message')}"] if prefix else []
+    endpoints = [e for e in failure.get("endpoints") or [] if isinstance(e, dict)]
+    if endpoints:
+        parts.append(
+            "failing endpoints: "
+            + ", ".join(f"{e.get('url')} ({e.get('state')}: {e.get('how')})" for e in endpoints)
+        )
+    return "; ".join(parts)
 
 
 def _when(iso: str) -> str:
@@ -267,6 +281,17 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
                 f"(budget {budget:.0f} s)"
             )
 
+    # What each network's listener reported in the freshest heartbeat that has it
+    # (the daemon's, or a replica's that runs it): why its steps fail, if they do.
+    reports: dict[str, dict[str, Any]] = {}
+    for row in ([beat] if beat is not None else []) + replica_beats:
+        for name, report in ((row.info or {}).get("listeners") or {}).items():
+            if not isinstance(report, dict):
+                continue
+            ticked = report.get("tickedAt") or 0
+            if ticked > (reports.get(name, {}).get("tickedAt") or 0):
+                reports[name] = report
+
     # Networks
     networks: list[dict[str, Any]] = []
     probes: dict[str, list[dict[str, Any]]] = {}
@@ -322,6 +347,25 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
             reasons.append(
                 f"{n.name}: {sum(not e['ok'] for e in endpoints)} RPC endpoint(s) down ({failing})"
             )
+        report = reports.get(n.name)
+        if report is not None:
+            entry["listener"] = report
+            failure = report.get("failure")
+            fresh = time.time() - (report.get("tickedAt") or 0) <= LISTENER_REPORT_SECONDS
+            if fresh and isinstance(failure, dict) and failure.get("failedTicks", 0) >= 2:
+                since = int(time.time() - (failure.get("since") or time.time()))
+                reasons.append(
+                    f"{n.name}: listener steps failing for {since} s "
+                    f"({failure.get('failedTicks')} ticks), cursor not advancing: "
+                    f"{describe_failure(failure)}"
+                )
+            elif fresh and (report.get("lagBlocks") or 0) > settings.listener.lag_budget_blocks:
+                trouble = describe_failure({"endpoints": report.get("endpoints")}, prefix=False)
+                if trouble:
+                    reasons.append(
+                        f"{n.name}: listener {report.get('lagBlocks')} blocks behind the best "
+                        f"head; {trouble}"
+                    )
         if cur is None:
             reasons.append(f"{n.name}: not scanned yet")
         elif lag_blocks is not None and lag_blocks > settings.listener.lag_budget_blocks:

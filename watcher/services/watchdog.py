@@ -5,8 +5,10 @@ operator also needs a record that stays until acknowledged. Every check:
 
 - ``rpc_down``: every endpoint of a network failed the listener's last tick;
 - ``lag_over_budget``: the cursor is more than ``listener.lag_budget_blocks`` behind
-  the head *and* has not moved since the previous check (stalled, not catching up: a
-  backfill that advances each check is not an alarm).
+  the best head any endpoint reports *and* has not moved since the previous check
+  (stalled, not catching up: a backfill that advances each check is not an alarm),
+  whatever the cause (every step failing, too few endpoints answering for the logs);
+  the message and details name the last error and the failing endpoints.
 
 An alarm is raised when its condition starts (not on every check while it lasts, so a
 webhook is not spammed) and stays latched until acknowledged; if the condition ends
@@ -18,7 +20,7 @@ once more, which only bumps the same latched alarm.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from watcher.services.listener import DepositListener
 from watcher.store.alarms import AlarmKind, raise_alarm
@@ -46,6 +48,7 @@ class Watchdog:
         self.budget = app.settings.listener.lag_budget_blocks
         self._last_cursor: dict[str, int | None] = {}
         self._on: set[tuple[AlarmKind, str]] = set()
+        self._details: dict[str, dict[str, Any]] = {}
 
     def conditions(self) -> list[tuple[AlarmKind, str, bool, str]]:
         found = []
@@ -61,20 +64,25 @@ class Watchdog:
                     f"{name}: all RPC endpoints down ({seen.rpc_down})",
                 )
             )
-            lag = (
-                seen.head - seen.cursor if seen.head is not None and seen.cursor is not None else 0
-            )
+            lag = listener.lag() or 0
             stalled = lag > self.budget and self._last_cursor.get(name) == seen.cursor
             self._last_cursor[name] = seen.cursor
-            found.append(
-                (
-                    AlarmKind.LAG_OVER_BUDGET,
-                    name,
-                    stalled,
-                    f"{name}: cursor {seen.cursor} stalled {lag} blocks behind head "
-                    f"{seen.head} (budget {self.budget})",
-                )
+            message = (
+                f"{name}: cursor {seen.cursor} stalled {lag} blocks behind head "
+                f"{seen.head} (budget {self.budget})"
             )
+            if why := listener.why():
+                message += f"; {why}"
+            found.append((AlarmKind.LAG_OVER_BUDGET, name, stalled, message))
+            if stalled:
+                self._details[name] = {
+                    "head": seen.head,
+                    "cursor": seen.cursor,
+                    "lag": lag,
+                    "budget": self.budget,
+                    "failure": seen.failure.as_dict() if seen.failure is not None else None,
+                    "endpoints": listener.report()["endpoints"],
+                }
         return found
 
     async def tick(self) -> None:
@@ -88,4 +96,5 @@ class Watchdog:
         if starting:
             async with self.app.sessions.begin() as s:
                 for kind, key, message in starting:
-                    await raise_alarm(s, kind, key, message)
+                    details = self._details.get(key) if kind == AlarmKind.LAG_OVER_BUDGET else None
+                    await raise_alarm(s, kind, key, message, details)
