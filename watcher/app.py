@@ -399,6 +399,7 @@ async def serve(
             f"{settings.config_dir}: no enabled network (networks/*.toml): "
             "nothing to watch; point --config at a directory with at least one network"
         )
+    _arm_crash_points(settings)
     lock = sqlite_lock_for(settings.database.url)
     if lock is not None:
         lock.acquire()
@@ -411,6 +412,17 @@ async def serve(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _arm_crash_points(settings: Settings) -> None:
+    """Crash points (watcher/crashpoints.py): a test-only switch, refused elsewhere."""
+    from watcher.chain.devnet import LOCAL_CHAIN_IDS
+    from watcher.crashpoints import CrashPointRefused, arm
+
+    try:
+        arm(os.environ, (n.chain_id for n in settings.enabled_networks), LOCAL_CHAIN_IDS)
+    except CrashPointRefused as exc:
+        raise RuntimeProblem(str(exc)) from None
 
 
 async def _log_recovery(app: App) -> None:

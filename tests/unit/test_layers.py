@@ -14,12 +14,22 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
 
 #: What each layer may import of the watcher package (besides itself). ``settings`` is
-#: the configuration every layer below the API is given (it imports only ``domain``).
+#: the configuration every layer below the API is given (it imports only ``domain``);
+#: ``crashpoints`` is a leaf that imports nothing of the project.
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
-    "chain": {"domain", "settings"},
-    "store": {"domain", "chain", "settings"},
-    "services": {"domain", "chain", "store", "settings", "logs", "metrics", "runtime"},
+    "chain": {"domain", "settings", "crashpoints"},
+    "store": {"domain", "chain", "settings", "crashpoints"},
+    "services": {
+        "domain",
+        "chain",
+        "store",
+        "settings",
+        "logs",
+        "metrics",
+        "runtime",
+        "crashpoints",
+    },
     "api": {"domain", "chain", "store", "services", "settings", "logs", "metrics", "app"},
 }
 

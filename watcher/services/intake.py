@@ -60,6 +60,7 @@ from sqlalchemy.exc import IntegrityError
 
 from watcher.chain import eip712
 from watcher.chain.vault import ZERO_ADDRESS
+from watcher.crashpoints import crash_point
 from watcher.domain.amounts import (
     AmountFormatError,
     chain_to_ledger,
@@ -530,6 +531,8 @@ class Intake:
             for row, hold_tx_id in zip(rows, await gate.post_holds(s, rows), strict=True):
                 row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
+            crash_point("intake.batch.before_commit")
+        crash_point("intake.batch.after_commit")
         self.batches += 1
         if log.isEnabledFor(logging.INFO):
             self._log_decisions(rows, rejected)

@@ -83,6 +83,7 @@ from typing import Any
 
 from watcher.chain.errors import NoUsableEndpointError, RetryableRpcError, RpcError
 from watcher.chain.rpc import RpcClient
+from watcher.crashpoints import crash_point
 from watcher.domain.amounts import format_amount
 from watcher.domain.confirmations import confirmations
 from watcher.domain.reorg import (
@@ -432,6 +433,8 @@ class DepositListener:
             prune = keep_from if lowest_pending is None else min(keep_from, lowest_pending)
             await chainstate.prune_blocks_below(s, self.chain_id, min(prune, tip_number))
             backfill = (row.backfill_from, row.backfill_to)
+            crash_point("listener.persist.before_commit")
+        crash_point("listener.persist.after_commit")
 
         if backfill[0] is not None and backfill[1] is not None:
             total = max(1, backfill[1] - backfill[0] + 1)
