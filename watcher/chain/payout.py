@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import coincurve
@@ -195,7 +196,7 @@ def sort_signatures(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """(signer, signature) pairs sorted by signer address ascending (as a 160-bit
     number, the order the vault checks); ``ValueError`` if a signer appears twice."""
     keyed = sorted(((int(signer, 16), signer, sig) for signer, sig in pairs), key=lambda t: t[0])
-    for before, after in zip(keyed, keyed[1:], strict=False):
+    for before, after in pairwise(keyed):
         if before[0] == after[0]:
             raise ValueError(f"signer {to_checksum_address(after[1])} appears twice")
     return [(str(to_checksum_address(signer)), sig) for _, signer, sig in keyed]
