@@ -2,7 +2,8 @@
 
 Groups: ``daemon`` (run, networks, db), ``ops`` (status, reconcile, alarms),
 ``withdrawals``, ``rebalance``, ``devnet`` and ``cosign`` (the co-signer). Each module
-imports only typer and rich at its top; what a command needs is imported when it runs, so ``watcher --help`` is quick.
+imports only typer and rich at its top; what a command needs is imported when it runs,
+so ``watcher --help`` is quick.
 """
 
 from __future__ import annotations
