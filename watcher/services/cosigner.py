@@ -787,11 +787,11 @@ class Cosigner:
                 who = "the account's" if code == ACCOUNT_LIMIT_EXCEEDED else "everyone's"
                 raise Refusal(
                     code,
-                    f"{who} payouts of the last {limits.window_s} s would total {used + add} "
-                    f"{unit}, above the limit {limit}",
-                    limit=str(limit),
-                    used=str(used),
-                    amount=str(add),
+                    f"{who} payouts of the last {limits.window_s} s would total "
+                    f"{_plain(used + add)} {unit}, above the limit {_plain(limit)}",
+                    limit=_plain(limit),
+                    used=_plain(used),
+                    amount=_plain(add),
                     unit=unit,
                     windowS=limits.window_s,
                 )
@@ -820,6 +820,11 @@ class Cosigner:
             all_usd = sum((self._usd(s.chain_id, s.token, s.amount) for s in window), Decimal(0))
             check(ACCOUNT_LIMIT_EXCEEDED, mine_usd, add, limits.account_usd, "USD")
             check(GLOBAL_LIMIT_EXCEEDED, all_usd, add, limits.global_usd, "USD")
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as plain text without trailing zeros: 600.000000 -> "600"."""
+    return format(value.normalize(), "f")
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Integer,
@@ -40,7 +41,7 @@ answers = Table(
     "cosign_answers",
     metadata,
     Column("payload_hash", String(64), primary_key=True),
-    Column("chain_id", Integer, nullable=False),
+    Column("chain_id", BigInteger, nullable=False),
     Column("vault", String(42), nullable=False),
     Column("payout_id", String(78), nullable=False),
     Column("outcome", String(8), nullable=False),  # "signed" | "refused"
@@ -56,7 +57,7 @@ answers = Table(
 payouts = Table(
     "cosign_payouts",
     metadata,
-    Column("chain_id", Integer, primary_key=True),
+    Column("chain_id", BigInteger, primary_key=True),
     Column("vault", String(42), primary_key=True),
     Column("payout_id", String(78), primary_key=True),
     Column("token", String(42), nullable=False),
