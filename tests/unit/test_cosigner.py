@@ -290,3 +290,22 @@ def test_payload_hash_ignores_address_case_of_the_signature() -> None:
     b = C.parse_payload(body(1, dict(req, signature=req["signature"].upper().replace("0X", "0x"))))
     assert a.hash() == b.hash()
     assert a.hash() != C.parse_payload(body(2, req)).hash()
+
+
+def test_cosign_help_imports_nothing_heavy() -> None:
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, json\n"
+        "from watcher.cli.root import app\n"
+        "try:\n    app(['cosign', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ['sqlalchemy', 'eth_account', 'web3', 'aiohttp', 'watcher.services.cosigner']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "run" in out and "address" in out
+    assert json.loads(out.strip().splitlines()[-1]) == []

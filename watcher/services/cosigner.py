@@ -34,6 +34,7 @@ process per store.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -407,7 +408,7 @@ class CosignerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.signed = Counter(
-            "watcher_cosigner_signed", "Payouts co-signed (first answer)", ["chain_id"], registry=r
+            "watcher_cosigner_signed", "Signatures given (new payloads)", ["chain_id"], registry=r
         )
         self.refused = Counter(
             "watcher_cosigner_refused", "Payloads refused, by reason", ["reason"], registry=r
@@ -446,8 +447,6 @@ class Cosigner:
         clock: Callable[[], float] = time.time,
         metrics: CosignerMetrics | None = None,
     ) -> None:
-        import asyncio
-
         self.config = config
         self.signer = signer
         self.engine = engine
