@@ -15,9 +15,16 @@ from typing import Any
 
 import aiohttp
 
-from tests.cosigner_support import COSIGNER_KEY, DENIED, User, body, config_toml
+from tests.cosigner_support import COSIGNER_KEY, DENIED, USDT, VAULT, User, body, config_toml
 from tests.helpers import eventually, watcher_cli
 from watcher.chain import payout as P
+from watcher.services.cosign_client import (
+    CoSignature,
+    CoSignRefused,
+    CoSignUnavailable,
+    ask,
+    cosign_body,
+)
 
 TOKEN = "sender-token-0123456789abcdef"
 DEST = "0x1111111111111111111111111111111111111111"
@@ -98,6 +105,26 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
         assert P.recover(_payout(valid), answer["signature"]) == address
         signature = answer["signature"]
 
+        # the sender's seam: the body rebuilt from what the watcher stores (token address,
+        # amount in base units) verifies the same; the answer is checked and classified
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}"
+            req = ALICE.request("7.25", DEST, 10, deadline=now + 600)
+            rebuilt = P.Payout(31337, VAULT, 10, USDT, DEST, 7_250_000, deadline)
+            doc = cosign_body(
+                rebuilt, account=ALICE.address, decimals=6, nonce=10,
+                request_deadline=now + 600, signature=req["signature"],
+            )  # fmt: skip
+            vote = await ask(http, url, TOKEN, rebuilt, doc, expected_signer=address)
+            assert isinstance(vote, CoSignature) and vote.signer == address
+            unsigned = dict(doc, request=dict(doc["request"], signature=None))
+            unsigned["payout"] = dict(doc["payout"], id="11")
+            no = await ask(http, url, TOKEN, rebuilt, unsigned)
+            assert isinstance(no, CoSignRefused) and no.code == "USER_SIGNATURE_INVALID"
+            assert isinstance(await ask(http, url, "bad-token", rebuilt, doc), CoSignUnavailable)
+            dead = await ask(http, "http://127.0.0.1:1", TOKEN, rebuilt, doc, timeout_s=1)
+            assert isinstance(dead, CoSignUnavailable)
+
         # a row written straight into the watcher's database: no user signature
         forged = body(2, dict(BOB.request("50", DEST, 2, deadline=now + 600), signature=None))
         forged["payout"]["deadline"] = deadline
@@ -136,10 +163,10 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
             s.get(f"http://127.0.0.1:{port}/metrics") as r,
         ):
             metrics = await r.text()
-        assert 'watcher_cosigner_signed_total{chain_id="31337"} 1.0' in metrics
-        assert 'watcher_cosigner_refused_total{reason="USER_SIGNATURE_INVALID"} 2.0' in metrics
+        assert 'watcher_cosigner_signed_total{chain_id="31337"} 2.0' in metrics
+        assert 'watcher_cosigner_refused_total{reason="USER_SIGNATURE_INVALID"} 3.0' in metrics
         assert 'watcher_cosigner_refused_total{reason="PAYOUT_ID_REUSED"} 1.0' in metrics
-        assert "watcher_cosigner_unauthorized_total 3.0" in metrics
+        assert "watcher_cosigner_unauthorized_total 4.0" in metrics
     finally:
         await _stop(proc)
 
@@ -152,10 +179,10 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
         assert (await _post(port, more))[1]["code"] == "PAYOUT_ID_REUSED"
         assert (await _post(port, twice))[1]["code"] == "NONCE_REUSED"
         assert (await _post(port, big))[1]["code"] == "ACCOUNT_LIMIT_EXCEEDED"
-        # what was signed still counts against the limit: 100 + 901 > 1000
-        over = body(8, ALICE.request("901", DEST, 8, deadline=now + 600), deadline=deadline)
+        # what was signed still counts against the limit: 107.25 + 892.76 > 1000
+        over = body(8, ALICE.request("892.76", DEST, 8, deadline=now + 600), deadline=deadline)
         assert (await _post(port, over))[1]["code"] == "ACCOUNT_LIMIT_EXCEEDED"
-        ok = body(9, ALICE.request("900", DEST, 9, deadline=now + 600), deadline=deadline)
+        ok = body(9, ALICE.request("892.75", DEST, 9, deadline=now + 600), deadline=deadline)
         assert (await _post(port, ok))[0] == 200
     finally:
         await _stop(proc)

@@ -309,3 +309,27 @@ def test_cosign_help_imports_nothing_heavy() -> None:
     ).stdout
     assert "run" in out and "address" in out
     assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+async def test_concurrent_requests_keep_the_limits_and_uniqueness(
+    store_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    clock = Clock()
+    c = make(store_url, tmp_path, clock)
+    await c.start()
+    users = [User.make(f"user{i}") for i in range(8)]
+    # 8 users x 250 USD at once against a global limit of 1500: exactly 6 signed
+    docs = [body(100 + i, u.request("250", DEST, 1)) for i, u in enumerate(users)]
+    answers = await asyncio.gather(*(c.cosign(d) for d in docs))
+    assert sum(a.outcome == "signed" for a in answers) == 6
+    assert {a.code for a in answers if a.outcome == "refused"} == {C.GLOBAL_LIMIT_EXCEEDED}
+    # an hour later, 4 racing payouts of one (account, nonce) under different ids: one
+    clock.now += 3601
+    twin = User.make("twin").request("1", DEST, 9, deadline=NOW + 4000)
+    docs = [body(200 + i, twin, deadline=NOW + 5000) for i in range(4)]
+    answers = await asyncio.gather(*(c.cosign(d) for d in docs))
+    assert sum(a.outcome == "signed" for a in answers) == 1
+    assert {a.code for a in answers if a.outcome == "refused"} == {C.NONCE_REUSED}
+    await c.engine.dispose()
