@@ -125,6 +125,9 @@ async def test_the_payout_must_be_what_the_user_signed(cosigner: C.Cosigner) -> 
     other = "0x2222222222222222222222222222222222222222"
     assert await refused(cosigner, body(7, req, to=other)) == C.REQUEST_MISMATCH
     assert await refused(cosigner, body(8, req, token=NATIVE)) == C.REQUEST_MISMATCH
+    precise = dict(req, amount="5.0000001")  # more decimals than USDT has
+    answer = await cosigner.cosign(body(13, precise, amount=5_000_000))
+    assert answer.code == C.REQUEST_MISMATCH and answer.details["field"] == "amount"
     # a tampered request amount breaks the user's signature instead
     tampered = dict(req, amount="50")
     assert await refused(cosigner, body(9, tampered)) == C.USER_SIGNATURE_INVALID

@@ -43,7 +43,7 @@ import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from watcher.chain import eip712
 from watcher.chain.payout import Payout, PayoutSigner
+from watcher.domain.amounts import AmountFormatError, parse_decimal_amount
 from watcher.domain.errors import DomainError, ErrorKind
 from watcher.domain.parsing import InputError, parse_address, parse_uint
 from watcher.store import cosigner as store
@@ -180,9 +181,6 @@ class TokenConfig(_Model):
     _dec = field_validator("price_usd", "account_limit", "global_limit", mode="before")(
         _positive_decimal
     )
-
-    def units(self, amount: Decimal) -> int:
-        return int(amount.scaleb(self.decimals).to_integral_value())
 
 
 class ChainConfig(_Model):
@@ -610,14 +608,10 @@ class Cosigner:
                 f"the request's amount {r.amount!r} is not a decimal string",
                 field="amount",
             )
-        scaled = Decimal(r.amount).scaleb(token.decimals)
-        if scaled != scaled.to_integral_value():
-            raise Refusal(
-                REQUEST_MISMATCH,
-                f"the request's amount {r.amount} has more than {token.decimals} decimals",
-                field="amount",
-            )
-        units = int(scaled)
+        try:
+            units = parse_decimal_amount(r.amount, token.decimals)
+        except AmountFormatError as exc:
+            raise Refusal(REQUEST_MISMATCH, str(exc), field="amount") from None
         # 2. the user's own signature over the request as given
         message = {
             "account": r.account,
@@ -778,6 +772,14 @@ class Cosigner:
         if all(w is None for w in wants):
             return
         window = await store.signed_since(conn, now - limits.window_s)
+        with localcontext() as ctx:
+            ctx.prec = 200  # uint256 amounts times prices, exactly
+            self._compare_limits(window, p, token, account)
+
+    def _compare_limits(
+        self, window: list[store.SignedPayout], p: Payout, token: TokenConfig, account: str
+    ) -> None:
+        limits = self.config.limits
         mine = [s for s in window if s.account == account]
         same_token = [s for s in window if s.chain_id == p.chain_id and s.token == p.token]
 
