@@ -195,3 +195,22 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
     assert "answered again chain=31337" in again and "outcome=refused reason=NONCE_REUSED" in again
     for lines in (text, again):
         assert COSIGNER_KEY[2:].lower() not in lines.lower() and TOKEN not in lines
+
+
+async def test_cosigner_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "cosigner.toml"
+    cfg.write_text(config_toml(f"sqlite+aiosqlite:///{tmp_path / 's.sqlite'}"))
+    bad_key = "0x" + "zq" * 32
+    cases = [
+        ({"WATCHER_COSIGNER_KEY": ""}, "WATCHER_COSIGNER_KEY is not set"),
+        ({"WATCHER_COSIGNER_KEY": bad_key}, "WATCHER_COSIGNER_KEY: the co-signer key is not hex"),
+        ({"WATCHER_COSIGNER_TOKEN": "short"}, "WATCHER_COSIGNER_TOKEN must be set"),
+    ]
+    for override, message in cases:
+        env = {**_env(), **override}
+        proc = await watcher_cli("cosign", "run", "--config", str(cfg), env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2
+        text = " ".join((out + err).decode().split())
+        assert message in text, text
+        assert "zqzq" not in text and "Traceback" not in text

@@ -52,12 +52,6 @@ def run(
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines")] = False,
 ) -> None:
     """Serve POST /v1/cosign until SIGTERM/SIGINT."""
-    from watcher import logs
-    from watcher.api.cosigner import serve
-    from watcher.chain.payout import PayoutSigner
-    from watcher.services.cosigner import Cosigner, CosignerConfigError, load_config
-    from watcher.store.db import create_engine
-
     path = config or (Path(p) if (p := os.environ.get(CONFIG_ENV)) else None)
     if path is None:
         raise fail(f"give --config FILE or ${CONFIG_ENV}")
@@ -65,6 +59,13 @@ def run(
     if len(token) < MIN_TOKEN_LENGTH:
         raise fail(f"${TOKEN_ENV} must be set to at least {MIN_TOKEN_LENGTH} characters")
     signer = _signer()
+
+    from watcher import logs
+    from watcher.api.cosigner import serve
+    from watcher.chain.payout import PayoutSigner
+    from watcher.services.cosigner import Cosigner, CosignerConfigError, load_config
+    from watcher.store.db import create_engine
+
     assert isinstance(signer, PayoutSigner)
     logs.register_secret(token)
     logs.register_secret(os.environ.get(KEY_ENV, "").strip())
