@@ -336,3 +336,14 @@ async def test_concurrent_requests_keep_the_limits_and_uniqueness(
     assert sum(a.outcome == "signed" for a in answers) == 1
     assert {a.code for a in answers if a.outcome == "refused"} == {C.NONCE_REUSED}
     await c.engine.dispose()
+
+
+async def test_a_store_failure_is_503_and_gives_no_signature(cosigner: C.Cosigner) -> None:
+    from sqlalchemy import text
+
+    async with cosigner.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE cosign_payouts"))
+    with pytest.raises(C.Refusal) as info:
+        await cosigner.cosign(body(90, ALICE.request("1", DEST, 90)))
+    assert info.value.code == C.STORE_UNAVAILABLE and info.value.status == 503
+    assert cosigner.metrics.signed.labels(str(CHAIN_ID))._value.get() == 0

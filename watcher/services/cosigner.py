@@ -434,6 +434,21 @@ class _Checked:
     request_digest: str
     first: bool  # False: this id was signed before (same contents); not counted again
 
+    def record(self, now: float) -> store.SignedPayout:
+        p = self.payout
+        return store.SignedPayout(
+            chain_id=p.chain_id,
+            vault=p.vault,
+            payout_id=p.id,
+            token=p.token,
+            to=p.to,
+            amount=p.amount,
+            account=self.account,
+            nonce=self.nonce,
+            request_digest=self.request_digest,
+            signed_at=now,
+        )
+
 
 class Cosigner:
     def __init__(
@@ -462,33 +477,40 @@ class Cosigner:
         payload = parse_payload(body)
         key = payload.hash()
         p = payload.payout
+        refusal: Refusal | None = None
+        checked: _Checked | None = None
         try:
             async with self._lock, self.engine.begin() as conn:
                 prior = await store.find_answer(conn, key)
                 if prior is not None:
-                    self.metrics.repeated.labels(prior.outcome).inc()
-                    log.info(
-                        "answered again chain=%d vault=%s id=%d outcome=%s%s",
-                        p.chain_id,
-                        p.vault,
-                        p.id,
-                        prior.outcome,
-                        f" reason={prior.code}" if prior.code else "",
-                    )
-                    return prior
-                now = self.clock()
-                try:
-                    checked = await self._check(conn, payload, now)
-                except Refusal as refusal:
-                    answer = store.Answer(
-                        "refused",
-                        refusal.status,
-                        refusal.code,
-                        refusal.message,
-                        dict(refusal.details),
-                        None,
-                        None,
-                    )
+                    answer = prior
+                else:
+                    now = self.clock()
+                    try:
+                        checked = await self._check(conn, payload, now)
+                    except Refusal as exc:
+                        refusal = exc
+                        answer = store.Answer(
+                            "refused",
+                            exc.status,
+                            exc.code,
+                            exc.message,
+                            dict(exc.details),
+                            None,
+                            None,
+                        )
+                    else:
+                        answer = store.Answer(
+                            "signed",
+                            200,
+                            None,
+                            None,
+                            {},
+                            self.signer.address,
+                            self.signer.sign(checked.payout),
+                        )
+                        if checked.first:
+                            await store.put_payout(conn, checked.record(now))
                     await store.put_answer(
                         conn,
                         key,
@@ -498,35 +520,6 @@ class Cosigner:
                         answer=answer,
                         at=now,
                     )
-                    self._log_refusal(payload, refusal)
-                    return answer
-                signature = self.signer.sign(checked.payout)
-                answer = store.Answer("signed", 200, None, None, {}, self.signer.address, signature)
-                if checked.first:
-                    await store.put_payout(
-                        conn,
-                        store.SignedPayout(
-                            chain_id=p.chain_id,
-                            vault=p.vault,
-                            payout_id=p.id,
-                            token=p.token,
-                            to=p.to,
-                            amount=p.amount,
-                            account=checked.account,
-                            nonce=checked.nonce,
-                            request_digest=checked.request_digest,
-                            signed_at=now,
-                        ),
-                    )
-                await store.put_answer(
-                    conn,
-                    key,
-                    chain_id=p.chain_id,
-                    vault=p.vault,
-                    payout_id=p.id,
-                    answer=answer,
-                    at=now,
-                )
         except Refusal:
             raise
         except Exception as exc:
@@ -536,22 +529,36 @@ class Cosigner:
                 raise
             log.warning("store unavailable: %s", type(exc).__name__)
             raise Refusal(STORE_UNAVAILABLE, "the co-signer's store failed; retry") from None
-        self.metrics.signed.labels(str(p.chain_id)).inc()
-        log.info(
-            "cosigned chain=%d vault=%s id=%d account=%s nonce=%d token=%s to=%s amount=%d "
-            "deadline=%d signer=%s%s",
-            p.chain_id,
-            p.vault,
-            p.id,
-            checked.account,
-            checked.nonce,
-            p.token,
-            p.to,
-            p.amount,
-            p.deadline,
-            self.signer.address,
-            "" if checked.first else " (again, later deadline)",
-        )
+        # Committed: only now is the answer logged, counted and given out.
+        if prior is not None:
+            self.metrics.repeated.labels(prior.outcome).inc()
+            log.info(
+                "answered again chain=%d vault=%s id=%d outcome=%s%s",
+                p.chain_id,
+                p.vault,
+                p.id,
+                prior.outcome,
+                f" reason={prior.code}" if prior.code else "",
+            )
+        elif refusal is not None:
+            self._log_refusal(payload, refusal)
+        elif checked is not None:
+            self.metrics.signed.labels(str(p.chain_id)).inc()
+            log.info(
+                "cosigned chain=%d vault=%s id=%d account=%s nonce=%d token=%s to=%s "
+                "amount=%d deadline=%d signer=%s%s",
+                p.chain_id,
+                p.vault,
+                p.id,
+                checked.account,
+                checked.nonce,
+                p.token,
+                p.to,
+                p.amount,
+                p.deadline,
+                self.signer.address,
+                "" if checked.first else " (again, later deadline)",
+            )
         return answer
 
     def _log_refusal(self, payload: CosignPayload, refusal: Refusal) -> None:
