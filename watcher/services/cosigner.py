@@ -41,9 +41,10 @@ import logging
 import re
 import time
 import tomllib
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -466,6 +467,7 @@ class Cosigner:
         self.clock = clock
         self.metrics = metrics or CosignerMetrics()
         self._lock = asyncio.Lock()
+        self._window: _Window | None = None
 
     async def start(self) -> None:
         await store.create(self.engine)
@@ -480,46 +482,51 @@ class Cosigner:
         refusal: Refusal | None = None
         checked: _Checked | None = None
         try:
-            async with self._lock, self.engine.begin() as conn:
-                prior = await store.find_answer(conn, key)
-                if prior is not None:
-                    answer = prior
-                else:
-                    now = self.clock()
-                    try:
-                        checked = await self._check(conn, payload, now)
-                    except Refusal as exc:
-                        refusal = exc
-                        answer = store.Answer(
-                            "refused",
-                            exc.status,
-                            exc.code,
-                            exc.message,
-                            dict(exc.details),
-                            None,
-                            None,
-                        )
+            async with self._lock:
+                async with self.engine.begin() as conn:
+                    prior = await store.find_answer(conn, key)
+                    if prior is not None:
+                        answer = prior
                     else:
-                        answer = store.Answer(
-                            "signed",
-                            200,
-                            None,
-                            None,
-                            {},
-                            self.signer.address,
-                            self.signer.sign(checked.payout),
+                        now = self.clock()
+                        try:
+                            checked = await self._check(conn, payload, now)
+                        except Refusal as exc:
+                            refusal = exc
+                            answer = store.Answer(
+                                "refused",
+                                exc.status,
+                                exc.code,
+                                exc.message,
+                                dict(exc.details),
+                                None,
+                                None,
+                            )
+                        else:
+                            answer = store.Answer(
+                                "signed",
+                                200,
+                                None,
+                                None,
+                                {},
+                                self.signer.address,
+                                self.signer.sign(checked.payout),
+                            )
+                            if checked.first:
+                                await store.put_payout(conn, checked.record(now))
+                        await store.put_answer(
+                            conn,
+                            key,
+                            chain_id=p.chain_id,
+                            vault=p.vault,
+                            payout_id=p.id,
+                            answer=answer,
+                            at=now,
                         )
-                        if checked.first:
-                            await store.put_payout(conn, checked.record(now))
-                    await store.put_answer(
-                        conn,
-                        key,
-                        chain_id=p.chain_id,
-                        vault=p.vault,
-                        payout_id=p.id,
-                        answer=answer,
-                        at=now,
-                    )
+                # Committed, and still under the lock: the next decision sees it.
+                if checked is not None and checked.first and self._window is not None:
+                    record = checked.record(now)
+                    self._window.add(record, self._usd(p.chain_id, p.token, p.amount))
         except Refusal:
             raise
         except Exception as exc:
@@ -754,6 +761,10 @@ class Cosigner:
         return chain.token_by_symbol(text)
 
     def _usd(self, chain_id: int, token_address: str, units: int) -> Decimal:
+        with localcontext(EXACT):
+            return self._usd_exact(chain_id, token_address, units)
+
+    def _usd_exact(self, chain_id: int, token_address: str, units: int) -> Decimal:
         chain = self.config.chain(chain_id)
         token = None if chain is None else chain.token_by_address(token_address)
         if token is None or token.price_usd is None:
@@ -770,25 +781,26 @@ class Cosigner:
         self, conn: Any, p: Payout, token: TokenConfig, account: str, now: float
     ) -> None:
         limits = self.config.limits
-        wants = (
-            limits.account_usd,
-            limits.global_usd,
-            token.account_limit,
-            token.global_limit,
-        )
+        wants = (limits.account_usd, limits.global_usd, token.account_limit, token.global_limit)
         if all(w is None for w in wants):
             return
-        window = await store.signed_since(conn, now - limits.window_s)
-        with localcontext() as ctx:
-            ctx.prec = 200  # uint256 amounts times prices, exactly
+        window = await self._window_at(conn, now)
+        with localcontext(EXACT):
             self._compare_limits(window, p, token, account)
 
-    def _compare_limits(
-        self, window: list[store.SignedPayout], p: Payout, token: TokenConfig, account: str
-    ) -> None:
+    async def _window_at(self, conn: Any, now: float) -> _Window:
+        """The signed payouts of the window, kept in memory (one process per store):
+        read from the store once, then added to as each signature commits."""
+        if self._window is None:
+            window = _Window(self.config.limits.window_s)
+            for row in await store.signed_since(conn, now - window.span):
+                window.add(row, self._usd(row.chain_id, row.token, row.amount))
+            self._window = window
+        self._window.prune(now)
+        return self._window
+
+    def _compare_limits(self, window: _Window, p: Payout, token: TokenConfig, account: str) -> None:
         limits = self.config.limits
-        mine = [s for s in window if s.account == account]
-        same_token = [s for s in window if s.chain_id == p.chain_id and s.token == p.token]
 
         def check(code: str, used: Decimal, add: Decimal, limit: Decimal | None, unit: str) -> None:
             if limit is not None and used + add > limit:
@@ -806,28 +818,64 @@ class Cosigner:
 
         if token.account_limit is not None or token.global_limit is not None:
             add = Decimal(p.amount).scaleb(-token.decimals)
-            mine_units = sum((s.amount for s in same_token if s.account == account), 0)
-            all_units = sum((s.amount for s in same_token), 0)
+            mine = window.units_account[(p.chain_id, p.token, account)]
+            everyone = window.units_token[(p.chain_id, p.token)]
             check(
                 ACCOUNT_LIMIT_EXCEEDED,
-                Decimal(mine_units).scaleb(-token.decimals),
+                Decimal(mine).scaleb(-token.decimals),
                 add,
                 token.account_limit,
                 token.symbol,
             )
             check(
                 GLOBAL_LIMIT_EXCEEDED,
-                Decimal(all_units).scaleb(-token.decimals),
+                Decimal(everyone).scaleb(-token.decimals),
                 add,
                 token.global_limit,
                 token.symbol,
             )
         if limits.account_usd is not None or limits.global_usd is not None:
             add = self._usd(p.chain_id, p.token, p.amount)
-            mine_usd = sum((self._usd(s.chain_id, s.token, s.amount) for s in mine), Decimal(0))
-            all_usd = sum((self._usd(s.chain_id, s.token, s.amount) for s in window), Decimal(0))
-            check(ACCOUNT_LIMIT_EXCEEDED, mine_usd, add, limits.account_usd, "USD")
-            check(GLOBAL_LIMIT_EXCEEDED, all_usd, add, limits.global_usd, "USD")
+            check(
+                ACCOUNT_LIMIT_EXCEEDED, window.usd_account[account], add, limits.account_usd, "USD"
+            )
+            check(GLOBAL_LIMIT_EXCEEDED, window.usd_total, add, limits.global_usd, "USD")
+
+
+#: Exact arithmetic for limit sums: uint256 amounts times prices fit in 200 digits.
+EXACT = Context(prec=200)
+
+
+class _Window:
+    """Running totals of the payouts signed in the last ``span`` seconds."""
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self.rows: deque[tuple[store.SignedPayout, Decimal]] = deque()
+        self.units_account: defaultdict[tuple[int, str, str], int] = defaultdict(int)
+        self.units_token: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self.usd_account: defaultdict[str, Decimal] = defaultdict(Decimal)
+        self.usd_total = Decimal(0)
+
+    def add(self, row: store.SignedPayout, usd: Decimal) -> None:
+        with localcontext(EXACT):
+            self.rows.append((row, usd))
+            self.units_account[(row.chain_id, row.token, row.account)] += row.amount
+            self.units_token[(row.chain_id, row.token)] += row.amount
+            self.usd_account[row.account] += usd
+            self.usd_total += usd
+
+    def prune(self, now: float) -> None:
+        """Drop what was signed ``span`` seconds ago or earlier (rows are in signing
+        order; a clock that steps back keeps a row a little longer, never shorter)."""
+        cutoff = now - self.span
+        with localcontext(EXACT):
+            while self.rows and self.rows[0][0].signed_at <= cutoff:
+                row, usd = self.rows.popleft()
+                self.units_account[(row.chain_id, row.token, row.account)] -= row.amount
+                self.units_token[(row.chain_id, row.token)] -= row.amount
+                self.usd_account[row.account] -= usd
+                self.usd_total -= usd
 
 
 def _plain(value: Decimal) -> str:
