@@ -8,12 +8,14 @@ the watcher received it; the co-signer signs the payout authorization
 refusal is stored: final for that payload):
 
 1. the payout's chain and vault are configured here (``UNKNOWN_VAULT``), its token too
-   (``UNKNOWN_TOKEN``), and the request is for the same chain (``CHAIN_MISMATCH``);
+   (``UNKNOWN_TOKEN``), the request is for the same chain (``CHAIN_MISMATCH``), names
+   the same token and has an amount that parses in its decimals (``REQUEST_MISMATCH``:
+   the typed message needs both);
 2. the user's EIP-712 ``Withdraw`` signature (domain {Watcher, 1, chainId, vault}) is
    present and recovers to the request's account (``USER_SIGNATURE_INVALID``): a
    payout with no user behind it (a row written into the watcher's database) stops here;
-3. the request matches the payout: token, destination == to, amount (decimal string
-   in the token's decimals) == the payout's base units (``REQUEST_MISMATCH``), > 0;
+3. the request matches the payout: destination == to, amount in base units == the
+   payout's (``REQUEST_MISMATCH``), > 0 (``AMOUNT_NOT_POSITIVE``);
 4. the payout id was never signed with other contents (``PAYOUT_ID_REUSED``) and the
    request's (account, nonce) never for another payout id (``NONCE_REUSED``); the
    same id with the same contents and a later deadline is signed again, counted once;
@@ -28,8 +30,9 @@ refusal is stored: final for that payload):
    (``ACCOUNT_LIMIT_EXCEEDED``, ``GLOBAL_LIMIT_EXCEEDED``).
 
 Decisions are serialized (one at a time per process) and each commits in one
-transaction with what it signed, so limits and uniqueness hold under concurrency. One
-process per store.
+transaction with what it signed before it is answered, so limits and uniqueness hold
+under concurrency and across crashes. One process per store (the limit window's totals
+are kept in memory).
 """
 
 from __future__ import annotations
