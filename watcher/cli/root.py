@@ -1,8 +1,9 @@
 """The ``watcher`` command: one Typer app assembled from the command-group modules.
 
 Groups: ``daemon`` (run, networks, db), ``ops`` (status, reconcile, alarms),
-``withdrawals``, ``rebalance`` and ``devnet``. Each module imports only typer and rich at
-its top; what a command needs is imported when it runs, so ``watcher --help`` is quick.
+``withdrawals``, ``rebalance``, ``devnet`` and ``cosign`` (the co-signer). Each module
+imports only typer and rich at its top; what a command needs is imported when it runs,
+so ``watcher --help`` is quick.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import typer
 
-from watcher.cli import daemon, devnet, ops, rebalance, withdrawals
+from watcher.cli import cosign, daemon, devnet, ops, rebalance, withdrawals
 from watcher.cli.common import err
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ ops.register(app)
 rebalance.register(app)
 app.add_typer(withdrawals.withdrawals_app, name="withdrawals")
 app.add_typer(devnet.devnet_app, name="devnet")
+app.add_typer(cosign.cosign_app, name="cosign")
 
 
 def main() -> None:
