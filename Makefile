@@ -75,11 +75,12 @@ contracts: $(NPM_STAMP)
 
 bench: bench-deposits bench-withdrawals bench-cli
 
+# BENCH_ARGS="--database postgresql" runs a bench on a throwaway PostgreSQL cluster.
 bench-deposits: setup
-	$(BIN)/python bench/deposits.py
+	$(BIN)/python bench/deposits.py $(BENCH_ARGS)
 
 bench-withdrawals: setup
-	$(BIN)/python bench/withdrawals.py
+	$(BIN)/python bench/withdrawals.py $(BENCH_ARGS)
 
 # Whole-process latency of `watcher --help` and `watcher status` (medians).
 bench-cli: setup

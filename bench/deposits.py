@@ -1,17 +1,23 @@
 """Deposit listener throughput against the raw eth_getLogs floor (not a test).
 
     .venv/bin/python bench/deposits.py [--deposits 20000] [--fresh]
+        [--database sqlite|postgresql] [--database-url URL]
 
 1. Prepares (once) an anvil chain with the vault, the tokens and ``--deposits``
    deposits (half native, half USDT, from 10 accounts), mined in blocks of 100 with
    automine off, and saves it with ``--dump-state`` under var/bench/ for reuse.
 2. Floor: plain aiohttp ``eth_getLogs`` over the deposit range + hand decoding.
-3. Watcher: a DepositListener on an empty SQLite ledger ticks until every deposit
-   is credited (3 confirmations; all are already final, so this is the backfill path).
+3. Watcher: a DepositListener on an empty ledger ticks until every deposit is
+   credited (3 confirmations; all are already final, so this is the backfill path).
+   The ledger is a SQLite file, or with ``--database postgresql`` a fresh database on
+   ``--database-url`` / ``$BENCH_DATABASE_URL`` / ``$WATCHER_TEST_DATABASE_URL``, else
+   on a throwaway cluster started for the run (``bench/pgserver.py``). The JSON-RPC
+   calls of the backfill (each item of a batch counted) are counted by the client.
 4. Steady state: 20 more blocks of 10 deposits, one tick per block; RPC calls per
    new block from the client's own counters.
 
-The last line is ``deposits: watcher <N>/s floor <M>/s ratio <M/N> rss <MB>MB``.
+The last line is ``deposits: watcher <N>/s floor <M>/s ratio <M/N> rss <MB>MB
+rpc_per_1000_blocks <c> db sqlite|postgresql``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.pgserver import ServerCpu, bench_database  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil  # noqa: E402
 from watcher.chain.logs import DEPOSIT_TOPIC  # noqa: E402
 from watcher.chain.rpc import RpcClient  # noqa: E402
@@ -234,6 +241,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deposits", type=int, default=20_000)
     parser.add_argument("--fresh", action="store_true", help="prepare the chain again")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--database-url",
+        help="postgresql+asyncpg:// URL of a server where a database may be created "
+        "(default: $BENCH_DATABASE_URL, $WATCHER_TEST_DATABASE_URL, else a throwaway cluster)",
+    )
     args = parser.parse_args()
     count = args.deposits - args.deposits % BATCH
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -249,17 +262,24 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work_state = Path(tmp) / "chain.json"
         work_state.write_bytes(state.read_bytes())
-        async with start_anvil(chain_id=CHAIN_ID, state_path=work_state) as node:
-            await run(node.url, meta, count, Path(tmp))
+        async with (
+            bench_database(args.database, Path(tmp) / "bench.db", args.database_url) as (
+                db_url,
+                where,
+            ),
+            start_anvil(chain_id=CHAIN_ID, state_path=work_state) as node,
+        ):
+            print(f"database: {where}")
+            await run(node.url, meta, count, db_url, args.database)
 
 
-async def run(url: str, meta: dict[str, Any], count: int, tmp: Path) -> None:
+async def run(url: str, meta: dict[str, Any], count: int, db_url: str, kind: str) -> None:
     floor_s, n = await floor(url, meta["vault"], meta["deploy_block"], meta["last"])
     assert n == count, f"floor read {n} logs, expected {count}"
     floor_rate = count / floor_s
     print(f"floor: {count} logs in {floor_s:.3f} s ({floor_rate:,.0f}/s)")
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
+    engine = create_engine(db_url)
     await upgrade(engine)
     sessions = session_factory(engine)
     net = network(meta, url)
@@ -269,12 +289,41 @@ async def run(url: str, meta: dict[str, Any], count: int, tmp: Path) -> None:
     async with aiohttp.ClientSession() as http:
         client = RpcClient([url], chain_id=CHAIN_ID, session=http, timeout=60)
         listener = DepositListener(net, ListenerSettings(), assets, sessions, client)
+        head = int(await Rpc(http, url).call("eth_blockNumber"), 16)
+        ticks: list[float] = []
+        server = await ServerCpu.of(db_url) if kind == "postgresql" else None
+        server_before = server.seconds() if server else None
+        cpu_before = time.process_time()
         began = time.perf_counter()
         while await count_credited(sessions) < count:
+            tick_began = time.perf_counter()
             await listener.tick()
+            ticks.append(time.perf_counter() - tick_began)
         watcher_s = time.perf_counter() - began
+        cpu_s = time.process_time() - cpu_before
+        server_s = (
+            None
+            if server is None or server_before is None
+            else (server.seconds() or 0.0) - server_before
+        )
         watcher_rate = count / watcher_s
         print(f"watcher: {count} deposits credited in {watcher_s:.3f} s ({watcher_rate:,.0f}/s)")
+        print(
+            f"backfill: {len(ticks)} tick(s), {sum(ticks):.3f} s in ticks ({kind}); "
+            f"CPU: bench process {cpu_s:.3f} s"
+            + (f", database server {server_s:.3f} s" if server_s is not None else "")
+        )
+        backfill_calls = dict(client.stats.calls)
+        blocks = head - net.start_block + 1
+        rpc_per_1000 = 1000 * sum(backfill_calls.values()) / blocks
+        by_method: dict[str, int] = {}
+        for (_e, m), n in backfill_calls.items():
+            by_method[m] = by_method.get(m, 0) + n
+        print(
+            f"backfill: {sum(by_method.values())} JSON-RPC calls for blocks "
+            f"{net.start_block}..{head} ({blocks} blocks): "
+            + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items()))
+        )
 
         # Steady state: one tick per new block of 10 deposits.
         rpc = Rpc(http, url)
@@ -283,22 +332,26 @@ async def run(url: str, meta: dict[str, Any], count: int, tmp: Path) -> None:
         depositor.sent = meta["sent"]
         await rpc.call("evm_setAutomine", False)
         before = sum(client.stats.calls.values())
-        blocks = 20
-        for _ in range(blocks):
+        steady_blocks = 20
+        for _ in range(steady_blocks):
             await depositor.block(10)
             await listener.tick()
         calls = sum(client.stats.calls.values()) - before
         await rpc.call("anvil_mine", hex(3))
         await listener.tick()
         credited = await count_credited(sessions)
-        assert credited == count + 10 * blocks, credited
+        assert credited == count + 10 * steady_blocks, credited
         methods = sorted({m for (_e, m) in client.stats.calls})
-        print(f"steady state: {calls / blocks:.2f} RPC calls per new block ({', '.join(methods)})")
+        print(
+            f"steady state: {calls / steady_blocks:.2f} RPC calls per new block "
+            f"({', '.join(methods)})"
+        )
     await engine.dispose()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(
         f"deposits: watcher {watcher_rate:.0f}/s floor {floor_rate:.0f}/s "
-        f"ratio {floor_rate / watcher_rate:.2f} rss {rss_mb}MB"
+        f"ratio {floor_rate / watcher_rate:.2f} rss {rss_mb}MB "
+        f"rpc_per_1000_blocks {rpc_per_1000:.1f} db {kind}"
     )
 
 

@@ -24,15 +24,18 @@
    before the next (the fastest way found to get N transactions mined on anvil), on a
    fresh anvil with the same setup; the best of 3 runs.
 
-Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>``.
+Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>
+db sqlite|postgresql``.
 
 Replicas: ``--replicas N --database postgresql`` runs the same phases against N
 API-only replicas (``watcher run --roles api``, the requests spread over them) plus one
 chain-role replica (``--roles chain``: sender, tracker, listener) on one PostgreSQL
-database (a fresh database created on the server of ``$BENCH_DATABASE_URL``, else
-``$WATCHER_TEST_DATABASE_URL``, and dropped after); the CPU lines count every replica,
-and the last line ends with ``replicas: N``. Without ``--replicas`` one daemon runs
-everything, on SQLite by default (``--database postgresql`` works for it too).
+database (a fresh database created on the server of ``--database-url``, else
+``$BENCH_DATABASE_URL``, else ``$WATCHER_TEST_DATABASE_URL``, else a throwaway cluster
+started for the run with scripts/pg-throwaway.sh; dropped after); the CPU lines count
+every replica, and the last line has ``replicas: N`` before ``db``. Without
+``--replicas`` one daemon runs everything, on SQLite by default (``--database
+postgresql`` works for it too).
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ from eth_account import Account
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.pgserver import bench_database  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
 from watcher.chain import eip712  # noqa: E402
@@ -171,53 +174,18 @@ async def wait_http(url: str) -> None:
 
 
 class Db:
-    """The benchmark's database: a SQLite file, or a fresh PostgreSQL database."""
+    """The benchmark's database (``bench/pgserver.py``): a SQLite file, or a fresh
+    PostgreSQL database on the given server or on a throwaway cluster."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, url: str) -> None:
         self.kind = kind
         self.file = root / "watcher.db"
-        self.url = f"sqlite+aiosqlite:///{self.file}"
-        self.admin_url = ""
+        self.url = url
         self._engine: Any = None
 
-    async def create(self) -> None:
-        if self.kind != "postgresql":
-            return
-        from sqlalchemy import text
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
-            "WATCHER_TEST_DATABASE_URL", ""
-        )
-        if not server.startswith("postgresql"):
-            raise SystemExit(
-                "--database postgresql needs $BENCH_DATABASE_URL (or "
-                "$WATCHER_TEST_DATABASE_URL): a postgresql+asyncpg:// URL of a server "
-                "where a database may be created"
-            )
-        name = f"watcher_bench_{uuid.uuid4().hex[:10]}"
-        self.admin_url = make_url(server).set(database="postgres").render_as_string(False)
-        admin = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        await admin.dispose()
-        self.url = make_url(server).set(database=name).render_as_string(False)
-
-    async def drop(self) -> None:
+    async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
-        if self.kind != "postgresql" or not self.admin_url:
-            return
-        from sqlalchemy import text
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        admin = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        async with admin.connect() as conn:
-            name = make_url(self.url).database
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
     async def counts(self) -> dict[str, int]:
         """Withdrawals by state."""
@@ -450,6 +418,11 @@ def arguments() -> argparse.Namespace:
         help="N API-only replicas plus one chain-role replica (PostgreSQL only)",
     )
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--database-url",
+        help="postgresql+asyncpg:// URL of a server where a database may be created "
+        "(default: $BENCH_DATABASE_URL, $WATCHER_TEST_DATABASE_URL, else a throwaway cluster)",
+    )
     args = parser.parse_args()
     if args.replicas is not None:
         if args.replicas < 1:
@@ -487,12 +460,16 @@ async def main() -> None:
     args = arguments()
     with tempfile.TemporaryDirectory(prefix="bench-withdrawals-") as tmp:
         root = Path(tmp)
-        db = Db(args.database, root)
-        await db.create()
-        try:
-            await run(args, root, db)
-        finally:
-            await db.drop()
+        async with bench_database(args.database, root / "watcher.db", args.database_url) as (
+            url,
+            where,
+        ):
+            print(f"database: {where}", flush=True)
+            db = Db(args.database, root, url)
+            try:
+                await run(args, root, db)
+            finally:
+                await db.close()
 
 
 async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
@@ -658,7 +635,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
     )
     if args.replicas is not None:
         last += f" replicas: {args.replicas}"
-    print(last)
+    print(f"{last} db {args.database}")
 
 
 if __name__ == "__main__":

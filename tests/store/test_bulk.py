@@ -6,17 +6,18 @@ session and concurrent posters."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, UnbalancedTransaction, transfer
 from watcher.store import ledger, ledger_batch
-from watcher.store.bulk import insert_many
+from watcher.store.bulk import PG_CHUNK, insert_many
 from watcher.store.db import SessionFactory
 from watcher.store.ledger_batch import (
     Pair,
@@ -124,6 +125,44 @@ async def test_insert_many_sends_more_than_one_chunk(sessions: SessionFactory) -
         assert await s.scalar(select(func.count()).select_from(Deposit)) == n
         last = await s.scalar(select(Deposit.amount).where(Deposit.log_index == n - 1))
     assert last == UINT256_MAX - n + 1
+
+
+async def test_insert_many_keeps_the_order_given_and_refuses_what_does_not_fit(
+    sessions: SessionFactory, engine: Any
+) -> None:
+    """Rows get their ids in the order given, across the PostgreSQL unnest chunks
+    (PG_CHUNK rows per statement) and SQLite's multi-row statements; on PostgreSQL a
+    value too long for its column is refused, as by a single-row insert (the arrays
+    are cast without a length, so nothing is silently truncated)."""
+    at = datetime.now(UTC)
+    n = 2 * PG_CHUNK + 7
+    order = list(range(n))
+    random.Random(7).shuffle(order)
+    same = deposit_values(0, 0, at)
+    columns: dict[str, list[Any]] = {
+        "tx_hash": ["0x" + f"{i:064x}" for i in order],
+        "log_index": order,
+        "amount": [10**40 + i for i in order],
+        "credited_at": [None if i % 3 else at for i in order],
+    }
+    for k in columns:
+        same.pop(k)
+    async with sessions.begin() as s:
+        await insert_many(s, DEPOSITS, columns, same=same)
+    async with sessions() as s:
+        got = (
+            await s.execute(select(Deposit.log_index, Deposit.amount).order_by(Deposit.id))
+        ).all()
+    assert [r[0] for r in got] == order
+    assert [r[1] for r in got] == [10**40 + i for i in order]
+    if engine.dialect.name != "postgresql":
+        return  # SQLite does not enforce VARCHAR lengths
+    too_long = deposit_values(n, 1, at) | {"tx_hash": "0x" + "ab" * 33}  # 68 > 66 characters
+    with pytest.raises(DBAPIError, match="too long"):
+        async with sessions.begin() as s:
+            await insert_many(s, DEPOSITS, {k: [v] for k, v in too_long.items()})
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Deposit)) == n
 
 
 async def test_batch_transaction_ids_follow_and_precede_plain_posts(

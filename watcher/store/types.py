@@ -18,6 +18,19 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 UINT256_MAX = 2**256 - 1
 
 
+def amount_text(value: int | None) -> str | None:
+    """A ``BigAmount`` value as its canonical decimal text, checked as every bind of
+    the type checks it (an ``int``, not a ``bool``, at most 78 digits); the bulk
+    insert sends PostgreSQL ``NUMERIC`` arrays in this form."""
+    if value is None:
+        return None
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"BigAmount takes int, got {type(value).__name__}")
+    if not -UINT256_MAX <= value <= UINT256_MAX:
+        raise ValueError("amount exceeds 78 digits")
+    return str(value)
+
+
 class BigAmount(TypeDecorator[int]):
     """A signed integer of up to 78 digits (covers uint256), exact on every backend."""
 
@@ -32,13 +45,10 @@ class BigAmount(TypeDecorator[int]):
     def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"BigAmount takes int, got {type(value).__name__}")
-        if not -UINT256_MAX <= value <= UINT256_MAX:
-            raise ValueError("amount exceeds 78 digits")
+        text = amount_text(value)
         if dialect.name == "postgresql":
             return Decimal(value)
-        return str(value)
+        return text
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
         if value is None:
