@@ -61,6 +61,7 @@ from sqlalchemy.exc import IntegrityError
 from watcher.api import eip712
 from watcher.api.errors import ApiError, bad_request, conflict, rule, unauthorized
 from watcher.chain.vault import ZERO_ADDRESS
+from watcher.crashpoints import crash_point
 from watcher.domain.amounts import (
     AmountFormatError,
     chain_to_ledger,
@@ -526,6 +527,10 @@ class Intake:
             for row, hold_tx_id in zip(rows, await gate.post_holds(s, rows), strict=True):
                 row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
+            if rows:
+                crash_point("intake.before_commit")
+        if rows:
+            crash_point("intake.after_commit")
         self.batches += 1
         if log.isEnabledFor(logging.INFO):
             self._log_decisions(rows, rejected)

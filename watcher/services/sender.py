@@ -45,6 +45,7 @@ from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner, SignedTx
 from watcher.chain.vault import ZERO_ADDRESS, balance_request, withdraw_calldata
+from watcher.crashpoints import crash_point
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
@@ -202,6 +203,7 @@ class Sender:
         results = await broadcast_raw(
             self.http, self.network.rpc_urls, [raw for _, _, raw in pending]
         )
+        crash_point("sender.broadcast.after_send")
         sent: list[tuple[int, int]] = []
         for (attempt_id, withdrawal_id, _), result in zip(pending, results, strict=True):
             # "nonce too low" means the nonce is consumed, most likely by this very tx
@@ -219,6 +221,7 @@ class Sender:
                 )
         if sent:
             await self._mark_broadcast(sent, head)
+            crash_point("sender.broadcast.after_mark")
         self.last.broadcast += len(sent)
         return len(sent)
 
@@ -405,6 +408,10 @@ class Sender:
                     {"chainId": self.chain_id, "hotWallet": self.signer.address},
                     severity="warning",
                 )
+            if signed:
+                crash_point("sender.persist.before_commit")
+        if signed:
+            crash_point("sender.persist.after_commit")
         return True
 
     # ------------------------------------------------------------------ chain reads

@@ -58,6 +58,7 @@ from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
 from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_request
+from watcher.crashpoints import crash_point
 from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
@@ -259,6 +260,8 @@ class Tracker:
         ]
         async with self.sessions.begin() as s:
             self.last.mined += await repo.record_mined(s, receipts, head)
+            crash_point("tracker.receipt.before_commit")
+        crash_point("tracker.receipt.after_commit")
 
     # ------------------------------------------------------------------ confirmations
 
@@ -358,6 +361,10 @@ class Tracker:
                     self.last.failed += 1
             # Every settlement and release of the chunk in one set of multi-row statements.
             await repo.post_all(s, postings)
+            if postings:
+                crash_point("tracker.settle.before_commit")
+        if postings:
+            crash_point("tracker.settle.after_commit")
         return resend
 
     async def _payer(self, withdrawal_id: int, block: int | str = "latest") -> str | None:
