@@ -50,6 +50,8 @@ POINTS: dict[str, str] = {
     "tracker.receipt.after_commit": "receipt committed (mined), before the settlement",
     "tracker.settle.before_commit": "withdrawal completed and hold settled, not committed",
     "tracker.settle.after_commit": "settlement committed",
+    "tracker.replace.after_commit": "fee-bumped replacement committed (signed), not broadcast",
+    "tracker.replace.after_send": "replacement broadcast, not marked broadcast",
 }
 
 

@@ -137,7 +137,7 @@ def config(tmp_path: Path, dep: Deployment) -> Path:
         )
         .replace(
             '[withdrawals]\npoll_interval_seconds = "1"',
-            '[withdrawals]\npoll_interval_seconds = "0.05"',
+            '[withdrawals]\npoll_interval_seconds = "0.05"\nstuck_after_blocks = 3',
         )
     )
     return cfg
@@ -183,11 +183,32 @@ class Daemon:
                 await self.proc.wait()
 
 
-async def miner(w3: AsyncWeb3[Any]) -> None:
-    """A block every 50 ms: confirmations come without a block time."""
+async def miner(w3: AsyncWeb3[Any], running: asyncio.Event) -> None:
+    """A block every 50 ms while ``running``: confirmations come without a block time."""
     while True:
+        await running.wait()
         await w3.provider.make_request("anvil_mine", ["0x1"])  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
+
+
+async def lose_first_broadcast(
+    w3: AsyncWeb3[Any], sessions: SessionFactory, running: asyncio.Event
+) -> None:
+    """With mining stopped: wait for the payout's broadcast, drop it from the node's
+    pool, mine on. The attempt is stuck; after ``stuck_after_blocks`` the tracker
+    replaces it with a fee-bumped one under the same nonce (the replace points)."""
+    for _ in range(600):
+        async with sessions() as s:
+            sent = await s.scalar(select(TxAttempt.tx_hash).where(TxAttempt.state == "broadcast"))
+        if sent is not None:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the payout was never broadcast")
+    dropped = await w3.provider.make_request("anvil_dropTransaction", [sent])  # type: ignore[arg-type]
+    assert "error" not in dropped, dropped
+    await w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    running.set()
 
 
 async def counts(sessions: SessionFactory) -> tuple[int, str | None]:
@@ -210,6 +231,7 @@ async def drive(
     body: dict[str, Any],
     *,
     within: float,
+    stuck: tuple[AsyncWeb3[Any], asyncio.Event] | None = None,
 ) -> None:
     """Until the process exits or the withdrawal is completed: once both deposits are
     credited, ask for the withdrawal (the same signed request each run: a repeat is
@@ -223,11 +245,16 @@ async def drive(
         if state == "completed":
             return
         if credited == 2 and not asked:
+            if stuck is not None:  # the payout must wait in the pool, unmined
+                stuck[1].clear()
+                await stuck[0].provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
             url = f"http://127.0.0.1:{daemon.port}/v1/withdrawals"
             with contextlib.suppress(aiohttp.ClientError):  # a crash cuts the answer
                 async with http.post(url, json=body) as resp:
                     assert resp.status in (200, 201, 202), await resp.text()
                     asked = True
+            if stuck is not None:
+                await lose_first_broadcast(stuck[0], sessions, stuck[1])
         await asyncio.sleep(0.03)
 
 
@@ -255,7 +282,10 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
     daemon = Daemon(cfg, env, log)
     engine = create_engine(blank_url)
     sessions = session_factory(engine)
-    mining = asyncio.create_task(miner(w3))
+    running = asyncio.Event()
+    running.set()
+    mining = asyncio.create_task(miner(w3, running))
+    stuck = (w3, running) if point.startswith("tracker.replace.") else None
     t0 = asyncio.get_running_loop().time()
 
     def mark(what: str) -> None:
@@ -264,7 +294,7 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
     try:
         async with aiohttp.ClientSession() as http:
             proc = await daemon.start(SCENARIOS[point])
-            await drive(daemon, sessions, http, body, within=30)
+            await drive(daemon, sessions, http, body, within=30, stuck=stuck)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5)
             out = log.read_text(errors="replace")
@@ -282,7 +312,7 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
             mark("settled")
             await daemon.stop()
             mark("stopped")
-        await assert_settled_once(sessions, w3, dep, dest)
+        await assert_settled_once(sessions, w3, dep, dest, attempts=2 if stuck else 1)
         # `watcher reconcile`, in this process (a third daemon-sized start saved):
         # the vault's balances against the ledger, and the ledger's integrity checks.
         app = await build(load_settings(cfg, env=env), migrate=False, services=False)
@@ -293,6 +323,7 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
         assert report["ok"] is True, report
         mark("reconciled")
     finally:
+        await w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
         mining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await mining
@@ -301,7 +332,7 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
 
 
 async def assert_settled_once(
-    sessions: SessionFactory, w3: AsyncWeb3[Any], dep: Deployment, dest: str
+    sessions: SessionFactory, w3: AsyncWeb3[Any], dep: Deployment, dest: str, *, attempts: int
 ) -> None:
     async with sessions() as s:
         deposits = list(await s.scalars(select(Deposit)))
@@ -311,13 +342,17 @@ async def assert_settled_once(
             .where(JournalTransaction.kind == "deposit")
         )
         (w,) = list(await s.scalars(select(Withdrawal)))
-        attempts = list(await s.scalars(select(TxAttempt)))
+        tries = list(await s.scalars(select(TxAttempt)))
         held = await ledger.balances(s, USER.address)
     assert sorted(d.state for d in deposits) == ["credited", "credited"]
     assert credits == 2  # one journal transaction per deposit, never two
     assert w.state == "completed"
-    assert [a.state for a in attempts] == ["confirmed"]
-    assert w.tx_hash == attempts[0].tx_hash
+    # One attempt confirmed (a fee-bumped one's predecessor dropped), and it is the payout.
+    assert len(tries) == attempts, [(a.tx_hash, a.state) for a in tries]
+    (paid,) = [a for a in tries if a.state == "confirmed"]
+    assert {a.state for a in tries} <= {"confirmed", "dropped"}
+    assert len({a.nonce for a in tries}) == 1
+    assert w.tx_hash == paid.tx_hash
     # Paid once on chain: one Withdrawn event of the vault, the amount arrived once.
     assert len(await withdrawn_events(w3, dep)) == 1
     usdt = dep.tokens["USDT"].address
