@@ -31,7 +31,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from watcher import logs
+from watcher import crashpoints, logs
 from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
 from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
@@ -399,7 +399,12 @@ async def serve(
             f"{settings.config_dir}: no enabled network (networks/*.toml): "
             "nothing to watch; point --config at a directory with at least one network"
         )
-    _arm_crash_points(settings)
+    try:
+        armed = crashpoints.arm(n.chain_id for n in settings.enabled_networks)
+    except crashpoints.CrashPointsRefused as exc:
+        raise RuntimeProblem(f"refusing to start: {exc}") from None
+    if armed:
+        log.warning("crash points armed (tests only): %s", ", ".join(armed))
     lock = sqlite_lock_for(settings.database.url)
     if lock is not None:
         lock.acquire()
@@ -412,17 +417,6 @@ async def serve(
     finally:
         if lock is not None:
             lock.release()
-
-
-def _arm_crash_points(settings: Settings) -> None:
-    """Crash points (watcher/crashpoints.py): a test-only switch, refused elsewhere."""
-    from watcher.chain.devnet import LOCAL_CHAIN_IDS
-    from watcher.crashpoints import CrashPointRefused, arm
-
-    try:
-        arm(os.environ, (n.chain_id for n in settings.enabled_networks), LOCAL_CHAIN_IDS)
-    except CrashPointRefused as exc:
-        raise RuntimeProblem(str(exc)) from None
 
 
 async def _log_recovery(app: App) -> None:

@@ -1,100 +1,118 @@
-"""Crash points: named places where a test makes the real daemon exit hard.
+"""Crash points: named places where a TEST can make the real process exit hard.
 
-FoundationDB's "buggify", kept small. A random ``kill -9`` rarely lands in the narrow
-windows that matter (a signed transaction saved but not broadcast, broadcast but not
-marked, a cursor written but its credits not); these points land there on purpose.
-Each is a call ``crash_point("sender.persist.after_commit")`` at a persistence
-boundary; when armed for that name the process ends at once with ``os._exit(86)``: no
-``finally``, no rollback by us, no flush — what a power cut leaves.
+The FoundationDB "buggify" idea, kept small. Each persist boundary of the chain roles
+calls :func:`crash_point` with its name; the call does nothing unless the daemon was
+started with::
 
-Armed only by a test, never in production: ``WATCHER_CRASH_AT=name[:n]`` (exit at the
-n-th time the point is reached, default 1; several names separated by commas) is honoured
-only with ``WATCHER_CRASH_POINTS=test`` as well and only when every enabled network is a
-local devnet chain. Set on any other configuration, ``watcher run`` refuses to start
-(:func:`arm`). Unarmed, a point costs one ``is None`` check.
+    WATCHER_CRASH_AT=sender.persist.after_commit      # name[:nth][,name[:nth]...]
+    WATCHER_CRASH_POINTS=test-only                    # the second, explicit opt-in
 
-This module imports nothing of the project, so every layer may call it.
+and every enabled network is a devnet (chain id 31337). Then the n-th time (default
+the first) the named point is reached, the process calls ``os._exit(EXIT_CODE)``: no
+``finally``, no rollback by us, no flush, as a kill -9 at that line would. A test sees
+exit code 86, restarts the daemon without the variable and checks that everything
+settles exactly once (tests/integration/test_crash_points.py).
+
+Production refuses it: ``watcher run`` with ``WATCHER_CRASH_AT`` set and no opt-in,
+or on any network that is not a devnet, does not start (:func:`arm` raises
+:class:`CrashPointsRefused`). The variables are read once, by :func:`arm`, at start;
+before that and when unarmed a crash point is one dict lookup of an empty dict.
+
+This module is a leaf: it imports nothing of the project, so every layer may use it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 
-ENV = "WATCHER_CRASH_AT"
-OPT_IN = "WATCHER_CRASH_POINTS"
-OPT_IN_VALUE = "test"
+ENV_POINTS = "WATCHER_CRASH_AT"
+ENV_OPT_IN = "WATCHER_CRASH_POINTS"
+OPT_IN_VALUE = "test-only"
 EXIT_CODE = 86
+DEVNET_CHAIN_IDS = frozenset({31337})
 
-#: Every crash point, and the window it opens. A test covers each (a new point without
-#: a test fails tests/integration/test_crash_points.py).
+#: Every crash point, with where it is. A test lists this registry: a point added here
+#: without a scenario in tests/integration/test_crash_points.py fails the suite.
 POINTS: dict[str, str] = {
-    "migrations.after_step": "a migration step applied, the upgrade's transaction open",
-    "listener.persist.before_commit": "a listener step's rows written, not committed",
-    "listener.persist.after_commit": "a listener step committed (cursor and credits)",
-    "intake.batch.before_commit": "withdrawals and holds written, not committed",
-    "intake.batch.after_commit": "withdrawals committed, the client not answered",
-    "sender.persist.before_commit": "signed attempts written, not committed",
-    "sender.persist.after_commit": "signed attempts committed, nothing broadcast",
+    "migrate.between_steps": "after one migration is applied, before the next one",
+    "listener.step.before_commit": "listener step: deposits, credits, cursor written, "
+    "transaction not committed",
+    "listener.step.after_commit": "listener step committed, before its log lines",
+    "intake.before_commit": "withdrawal request: hold and row written, not committed",
+    "intake.after_commit": "withdrawal request committed, before the client is answered",
+    "sender.persist.before_commit": "signed transactions written, not committed",
+    "sender.persist.after_commit": "signed transactions committed, not broadcast",
     "sender.broadcast.after_send": "broadcast to the node, not marked broadcast",
-    "tracker.mined.after_commit": "a receipt recorded (mined), not settled",
-    "tracker.settle.before_commit": "completion and settlement written, not committed",
-    "tracker.settle.after_commit": "a payout settled and committed",
+    "sender.broadcast.after_mark": "marked broadcast",
+    "tracker.receipt.before_commit": "receipt seen and written (mined), not committed",
+    "tracker.receipt.after_commit": "receipt committed (mined), before the settlement",
+    "tracker.settle.before_commit": "withdrawal completed and hold settled, not committed",
+    "tracker.settle.after_commit": "settlement committed",
+    "tracker.replace.after_commit": "fee-bumped replacement committed (signed), not broadcast",
+    "tracker.replace.after_send": "replacement broadcast, not marked broadcast",
 }
 
 
-class CrashPointRefused(Exception):
-    """The crash switch is set where it must not be honoured."""
+class CrashPointsRefused(RuntimeError):
+    """``WATCHER_CRASH_AT`` is set where crash points must not be honoured."""
 
 
-_armed: dict[str, int] | None = None  # name -> hits left before the exit
+_armed: dict[str, int] = {}  # point → hits left before the exit
 
 
-def parse(value: str) -> dict[str, int]:
-    armed: dict[str, int] = {}
-    for item in (part.strip() for part in value.split(",")):
+def parse(spec: str) -> dict[str, int]:
+    """``name[:nth][,name[:nth]...]`` → {name: nth}; unknown names are an error."""
+    out: dict[str, int] = {}
+    for item in spec.split(","):
+        item = item.strip()
         if not item:
             continue
         name, _, nth = item.partition(":")
         if name not in POINTS:
-            raise CrashPointRefused(f"{ENV}: unknown crash point {name!r}")
-        if nth and not (nth.isascii() and nth.isdigit() and int(nth) > 0):
-            raise CrashPointRefused(f"{ENV}: {item!r}: the count must be a positive integer")
-        armed[name] = int(nth) if nth else 1
-    return armed
+            raise CrashPointsRefused(
+                f"{ENV_POINTS}: unknown crash point {name!r} (known: {', '.join(POINTS)})"
+            )
+        if nth and not (nth.isascii() and nth.isdigit() and int(nth) >= 1):
+            raise CrashPointsRefused(f"{ENV_POINTS}: {item!r}: nth must be a whole number >= 1")
+        out[name] = int(nth) if nth else 1
+    return out
 
 
-def arm(env: Mapping[str, str], chain_ids: Iterable[int], local_chain_ids: Iterable[int]) -> None:
-    """Arm the points named in ``env`` (a daemon calls this first thing). Refused unless
-    explicitly opted in for tests and every chain is a local devnet."""
-    global _armed
-    value = env.get(ENV, "")
-    if not value:
-        _armed = None
-        return
-    if env.get(OPT_IN) != OPT_IN_VALUE:
-        raise CrashPointRefused(
-            f"{ENV} is set but {OPT_IN} is not {OPT_IN_VALUE!r}: crash points are a test-only "
-            f"switch that kills the daemon; unset {ENV}"
+def arm(chain_ids: Iterable[int], env: Mapping[str, str] | None = None) -> list[str]:
+    """Read the variables once, at the daemon's start. Nothing set: nothing armed.
+    Set without the opt-in or with a network that is not a devnet: refused (the daemon
+    must not start, never silently ignore it). Returns the armed point names."""
+    env = os.environ if env is None else env
+    spec = env.get(ENV_POINTS, "")
+    _armed.clear()
+    if not spec.strip():
+        return []
+    if env.get(ENV_OPT_IN) != OPT_IN_VALUE:
+        raise CrashPointsRefused(
+            f"{ENV_POINTS} is set but {ENV_OPT_IN}={OPT_IN_VALUE} is not: crash points make "
+            f"the process exit on purpose and are for tests only; unset {ENV_POINTS}"
         )
-    local = set(local_chain_ids)
-    foreign = sorted(set(chain_ids) - local)
+    foreign = sorted(set(chain_ids) - DEVNET_CHAIN_IDS)
     if foreign:
-        raise CrashPointRefused(
-            f"{ENV} is set on a configuration with non-devnet chains {foreign}: crash points "
-            f"are honoured on local devnets only; unset {ENV}"
+        raise CrashPointsRefused(
+            f"{ENV_POINTS} is set but chain id(s) {foreign} are not a devnet "
+            f"({sorted(DEVNET_CHAIN_IDS)}): crash points are refused outside tests; "
+            f"unset {ENV_POINTS}"
         )
-    _armed = parse(value)
+    _armed.update(parse(spec))
+    return sorted(_armed)
 
 
 def disarm() -> None:
-    global _armed
-    _armed = None
+    _armed.clear()
 
 
 def crash_point(name: str) -> None:
-    """Exit the process at once here when armed for ``name`` (see the module doc)."""
-    if _armed is None:
+    """Exit the process with :data:`EXIT_CODE` if ``name`` is armed and this is its n-th
+    hit; otherwise nothing."""
+    if not _armed:
         return
     left = _armed.get(name)
     if left is None:
@@ -102,5 +120,6 @@ def crash_point(name: str) -> None:
     if left > 1:
         _armed[name] = left - 1
         return
-    os.write(2, f"crash point {name}: exiting with {EXIT_CODE}\n".encode())
+    sys.stderr.write(f"crash point {name}: exiting with {EXIT_CODE}\n")
+    sys.stderr.flush()
     os._exit(EXIT_CODE)

@@ -531,8 +531,10 @@ class Intake:
             for row, hold_tx_id in zip(rows, await gate.post_holds(s, rows), strict=True):
                 row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
-            crash_point("intake.batch.before_commit")
-        crash_point("intake.batch.after_commit")
+            if rows:
+                crash_point("intake.before_commit")
+        if rows:
+            crash_point("intake.after_commit")
         self.batches += 1
         if log.isEnabledFor(logging.INFO):
             self._log_decisions(rows, rejected)

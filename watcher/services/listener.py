@@ -433,8 +433,11 @@ class DepositListener:
             prune = keep_from if lowest_pending is None else min(keep_from, lowest_pending)
             await chainstate.prune_blocks_below(s, self.chain_id, min(prune, tip_number))
             backfill = (row.backfill_from, row.backfill_to)
-            crash_point("listener.persist.before_commit")
-        crash_point("listener.persist.after_commit")
+            moved = bool(recorded.new or recorded.credited or recorded.repointed or credited)
+            if moved:
+                crash_point("listener.step.before_commit")
+        if moved:
+            crash_point("listener.step.after_commit")
 
         if backfill[0] is not None and backfill[1] is not None:
             total = max(1, backfill[1] - backfill[0] + 1)

@@ -230,6 +230,7 @@ class Sender:
                 )
         if sent:
             await self._mark_broadcast(sent, head)
+            crash_point("sender.broadcast.after_mark")
         self.last.broadcast += len(sent)
         return len(sent)
 
@@ -416,8 +417,10 @@ class Sender:
                     {"chainId": self.chain_id, "hotWallet": self.signer.address},
                     severity="warning",
                 )
-            crash_point("sender.persist.before_commit")
-        crash_point("sender.persist.after_commit")
+            if signed:
+                crash_point("sender.persist.before_commit")
+        if signed:
+            crash_point("sender.persist.after_commit")
         return True
 
     # ------------------------------------------------------------------ chain reads

@@ -260,7 +260,8 @@ class Tracker:
         ]
         async with self.sessions.begin() as s:
             self.last.mined += await repo.record_mined(s, receipts, head)
-        crash_point("tracker.mined.after_commit")
+            crash_point("tracker.receipt.before_commit")
+        crash_point("tracker.receipt.after_commit")
 
     # ------------------------------------------------------------------ confirmations
 
@@ -559,7 +560,9 @@ class Tracker:
             ids = [(n.id, n.raw_tx, n.withdrawal_id) for n in persisted]
         if not ids:
             return
+        crash_point("tracker.replace.after_commit")
         results = await broadcast_raw(self.http, self.network.rpc_urls, [r for _, r, _ in ids])
+        crash_point("tracker.replace.after_send")
         async with self.sessions.begin() as s:
             sent_rows = await repo.attempts_by_id(s, [attempt_id for attempt_id, _, _ in ids])
             for (attempt_id, _, withdrawal_id), result in zip(ids, results, strict=True):

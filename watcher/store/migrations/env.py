@@ -16,8 +16,8 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
-    # A test's crash point between two steps (watcher/crashpoints.py).
-    on_version_apply=lambda **_: crash_point("migrations.after_step"),
+    # A test may stop the process between two migrations (watcher/crashpoints.py).
+    on_version_apply=lambda **_: crash_point("migrate.between_steps"),
 )
 with context.begin_transaction():
     context.run_migrations()
