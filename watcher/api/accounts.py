@@ -478,6 +478,41 @@ def _stored_memo(memo: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return dict(doc.get("request") or {}), doc.get("result")
 
 
+def _check_isolated_shape(body: IsolatedMarginBody, by_engine: bool) -> None:
+    """The token decides the shape: the engine's request is not signed (``refId`` may
+    make it idempotent); a user's request is signed and has no ``refId``."""
+    signed = {
+        "chainId": body.chain_id,
+        "nonce": body.nonce,
+        "deadline": body.deadline,
+        "signature": body.signature,
+    }
+    if by_engine:
+        given = [name for name, value in signed.items() if value is not None]
+        if given:
+            raise bad_request(
+                "INVALID_REQUEST",
+                f"an engine request (bearer token) is not signed: leave out {', '.join(given)}",
+                unexpected=given,
+            )
+        return
+    if body.ref_id is not None:
+        raise bad_request(
+            "INVALID_REQUEST",
+            "refId is for engine requests (bearer token); a signed request is made "
+            "idempotent by its nonce",
+            unexpected=["refId"],
+        )
+    missing = [name for name, value in signed.items() if value is None]
+    if missing:
+        raise bad_request(
+            "INVALID_REQUEST",
+            f"a user request must be signed: missing {', '.join(missing)} "
+            "(or send the engine's bearer token)",
+            missing=missing,
+        )
+
+
 async def post_isolated_margin(request: web.Request) -> web.Response:
     app = _app(request)
     settings: Settings = app.settings
@@ -486,6 +521,7 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
     if by_engine:
         require_engine(request)
     body = parse(IsolatedMarginBody, await read_json(request))
+    _check_isolated_shape(body, by_engine)
     known_symbol(settings, body.symbol)
     settle = settings.ledger.settlement_asset
     precision = known_asset(settings, settle)
@@ -503,23 +539,6 @@ async def post_isolated_margin(request: web.Request) -> web.Response:
         ref_id = body.ref_id or _fresh_ref()
         ref = f"isolated:{account}:engine:{ref_id}"
     else:
-        missing = [
-            name
-            for name, value in (
-                ("chainId", body.chain_id),
-                ("nonce", body.nonce),
-                ("deadline", body.deadline),
-                ("signature", body.signature),
-            )
-            if value is None
-        ]
-        if missing:
-            raise bad_request(
-                "INVALID_REQUEST",
-                f"a user request must be signed: missing {', '.join(missing)} "
-                "(or send the engine's bearer token)",
-                missing=missing,
-            )
         assert body.chain_id is not None and body.nonce is not None
         assert body.deadline is not None and body.signature is not None
         network = eip712.network_for_chain(settings, body.chain_id)

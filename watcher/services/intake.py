@@ -103,6 +103,18 @@ class TokenRef:
     fee: Decimal
 
 
+REQUEST_FIELDS = (
+    "account",
+    "chainId",
+    "token",
+    "amount",
+    "destination",
+    "nonce",
+    "deadline",
+    "signature",
+)
+
+
 @dataclass(frozen=True)
 class WithdrawalRequest:
     account: str
@@ -118,23 +130,16 @@ class WithdrawalRequest:
     def from_json(cls, body: Any) -> WithdrawalRequest:
         if not isinstance(body, dict):
             raise bad_request("MALFORMED_REQUEST", "the body must be a JSON object")
-        missing = [
-            k
-            for k in (
-                "account",
-                "chainId",
-                "token",
-                "amount",
-                "destination",
-                "nonce",
-                "deadline",
-                "signature",
-            )
-            if k not in body
-        ]
+        missing = [k for k in REQUEST_FIELDS if k not in body]
         if missing:
             raise bad_request(
                 "MISSING_FIELD", f"missing fields: {', '.join(missing)}", missing=missing
+            )
+        unknown = sorted(k for k in body if k not in REQUEST_FIELDS)
+        if unknown:
+            errors = [{"field": k, "message": "unknown field"} for k in unknown]
+            raise bad_request(
+                "INVALID_REQUEST", f"unknown fields: {', '.join(unknown)}", errors=errors
             )
         return cls(
             account=_address(body["account"], "account"),
