@@ -5,8 +5,10 @@ for the status probe) served on a real port, generates requests for every operat
 the document (its examples, boundary values of every documented rule, random valid and
 invalid inputs) and fails on any 5xx or any answer whose status, content type or body the
 document does not describe. Bounded and reproducible: a fixed seed, deterministic
-generation and ``MAX_EXAMPLES`` random examples per operation and mode, run once with the
-admin token and once without it.
+generation and ``MAX_EXAMPLES`` generated examples (valid and invalid data) per operation,
+run once with the admin token and once without it: with the documented examples, the
+boundary values of each rule and the undocumented methods, 170-410 requests per operation
+(about 3,600 in all; 2-4 minutes on a busy 2-core machine, about 60 s of CPU).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from watcher.settings import load_settings
 ADMIN_TOKEN = "conformance-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DOC = document()
-#: Random examples per operation, per generation mode (valid and invalid data) and per
-#: token setting; the examples and the boundary values of each rule come on top.
-MAX_EXAMPLES = 100
+#: Generated examples per operation and token setting (valid and invalid data mixed); the
+#: documented examples and the boundary values of each rule come on top.
+MAX_EXAMPLES = 75
 SEED = 23
 
 CONFIG = {
