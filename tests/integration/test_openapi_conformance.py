@@ -1,14 +1,16 @@
 """The served OpenAPI document against the real server, by generated requests.
 
-schemathesis reads ``GET /openapi.json`` from a real app (real SQLite file, real anvil
-for the status probe) served on a real port, generates requests for every operation from
+schemathesis reads ``GET /openapi.json`` from a real app (a real SQLite file, and a real
+PostgreSQL database when ``WATCHER_TEST_DATABASE_URL`` is set; real anvil for the status
+probe) served on a real port, generates requests for every operation from
 the document (its examples, boundary values of every documented rule, random valid and
 invalid inputs) and fails on any 5xx or any answer whose status, content type or body the
 document does not describe. Bounded and reproducible: a fixed seed, deterministic
 generation and ``MAX_EXAMPLES`` generated examples (valid and invalid data) per operation,
 run once with the admin token and once without it: with the documented examples, the
 boundary values of each rule and the undocumented methods, 170-410 requests per operation
-(about 3,600 in all; 2-4 minutes on a busy 2-core machine, about 60 s of CPU).
+(about 3,600 in all per database; 2-4 minutes per database on a busy 2-core machine,
+about 60 s of CPU each).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import pytest
 import schemathesis
 from aiohttp import web
 
+from tests.fixtures_db import BACKENDS, drop_database_url, make_database_url
 from tests.helpers import write_config
 from watcher.api.openapi import ALICE, document
 from watcher.api.server import make_web_app
 from watcher.app import App, build
 from watcher.chain.devnet import Deployment
 from watcher.settings import load_settings
+from watcher.store.db import create_engine
+from watcher.store.migrate import upgrade
 
 ADMIN_TOKEN = "conformance-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -106,18 +111,20 @@ SEED_REQUESTS = (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 async def served(
-    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    deployment: Deployment,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Served]:
     root = tmp_path_factory.mktemp("conformance")
+    db_url = await make_database_url(request.param, root)
+    engine = create_engine(db_url)
+    await upgrade(engine)
+    await engine.dispose()
     cfg = write_config(root, [("devnet", deployment, 3)])
     settings = load_settings(
-        cfg,
-        env={
-            "WATCHER_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'watcher.db'}",
-            "WATCHER_ADMIN_TOKEN": ADMIN_TOKEN,
-        },
+        cfg, env={"WATCHER_DATABASE_URL": db_url, "WATCHER_ADMIN_TOKEN": ADMIN_TOKEN}
     )
     ready = threading.Event()
     box: dict[str, Any] = {}
@@ -143,6 +150,7 @@ async def served(
     finally:
         box["stop"]()
         await asyncio.to_thread(thread.join, 30)
+        await drop_database_url(db_url)
 
 
 #: 400s a schema-valid request may get: names the configuration does not know, and an
