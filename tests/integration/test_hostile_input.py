@@ -6,6 +6,7 @@ address rule holds in every endpoint, and nothing a refused request carried is w
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -125,6 +126,38 @@ async def test_withdrawal_bodies_held_to_the_strict_rules(
     # The same request written correctly (lower-case destination) is accepted.
     resp = await client.post("/v1/withdrawals", json=dict(good, destination=DEST.lower()))
     assert resp.status == 202, await resp.text()
+
+
+async def test_withdrawal_body_is_closed_and_whole_numbers_are_integers(
+    app: App, client: TestClient[Any, Any], deployment: Deployment
+) -> None:
+    # Found by the OpenAPI conformance test: the document says the body is closed, the
+    # intake took (and ignored) any other field.
+    good = body(deployment, nonce=11)
+    doc = await expect(app, client, dict(good, memo="x", Amount="1"), 400, "INVALID_REQUEST")
+    assert doc["details"]["errors"] == [
+        {"field": "Amount", "message": "unknown field"},
+        {"field": "memo", "message": "unknown field"},
+    ]
+
+    # JSON Schema's integer includes 31337.0: a field documented as an integer takes a
+    # whole number written with a fraction or an exponent, and nothing else.
+    async def post(nonce: str, chain_id: str) -> tuple[int, Any]:
+        raw = json.dumps(dict(good, nonce="N", chainId="C"))
+        raw = raw.replace('"N"', nonce).replace('"C"', chain_id)
+        resp = await client.post(
+            "/v1/withdrawals", data=raw, headers={"Content-Type": "application/json"}
+        )
+        return resp.status, await resp.json()
+
+    before = await state(app)
+    for nonce, chain_id in (("11.5", "31337"), ("11", "31337.5"), ("1e100000", "31337")):
+        status, doc = await post(nonce, chain_id)
+        assert (status, doc["code"]) == (400, "INVALID_INTEGER"), doc
+    assert await state(app) == before
+    status, doc = await post("1.1e1", "31337.000")
+    assert status == 202, doc
+    assert (doc["nonce"], doc["chainId"]) == ("11", 31337)
 
 
 async def test_json_the_decoder_cannot_take_is_400(app: App, client: TestClient[Any, Any]) -> None:

@@ -220,6 +220,16 @@ async def test_error_answers_match_the_documented_errors(api: Api) -> None:
             422,
             "INSUFFICIENT_TRANSFERABLE",
         ),
+        (  # an optional field is left out, not null (found by the conformance test)
+            "POST",
+            "/v1/accounts/{address}/isolated-margin",
+            {
+                "body": {"symbol": "BTCUSDT", "type": 2, "amount": "1", "refId": None},
+                "headers": engine,
+            },
+            400,
+            "INVALID_REQUEST",
+        ),
     ]
     for method, template, kw, status, code in cases:
         doc = await served(api, method, template, expect=status, **kw)

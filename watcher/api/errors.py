@@ -28,7 +28,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(
         "INVALID_REQUEST",
         (400,),
-        "the body has the wrong shape: a missing or unknown "
+        "the body has the wrong shape: a missing, unknown or null "
         "field, a JSON number where a decimal string is needed (details.errors lists all)",
     ),
     ErrorCode(

@@ -33,10 +33,17 @@ UDEC = {
     "pattern": r"^[0-9]+(\.[0-9]+)?$",
     "description": "non-negative decimal string",
 }
+# In requests: at most 40 digits before and after the point (the server's parser).
+DEC_IN = DEC | {"pattern": r"^-?[0-9]{1,40}(\.[0-9]{1,40})?$"}
+UDEC_IN = UDEC | {"pattern": r"^[0-9]{1,40}(\.[0-9]{1,40})?$"}
 ADDR = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$", "description": "EVM address"}
+UINT256_MAX = 2**256 - 1
 UINT = {
-    "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}],
-    "description": "uint256 as a JSON integer or a string of digits",
+    "oneOf": [
+        {"type": "integer", "minimum": 0, "maximum": UINT256_MAX},
+        {"type": "string", "pattern": "^[0-9]+$"},
+    ],
+    "description": "uint256 (at most 2^256 − 1) as a JSON integer or a string of ASCII digits",
 }
 UINT_STR = {"type": "string", "pattern": "^[0-9]+$", "description": "uint256 as a string"}
 SIG = {
@@ -225,24 +232,36 @@ REBALANCE = _obj(
         "negativeAssets": {"type": "array", "items": {"type": "string"}},
     }
 )
-ISOLATED_REQUEST = _obj(
-    {
-        "symbol": SYMBOL,
-        "type": {"type": "integer", "enum": [1, 2], "description": "1 add, 2 reduce"},
-        "amount": UDEC | {"description": "settlement asset units, > 0"},
-        "chainId": CHAIN_ID,
-        "nonce": UINT,
-        "deadline": UINT,
-        "signature": SIG,
-        "refId": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 150,
-            "description": "engine requests only: makes the transfer idempotent",
-        },
-    },
-    ["symbol", "type", "amount"],
-)
+ISOLATED_FIELDS = {
+    "symbol": SYMBOL,
+    "type": {"type": "integer", "enum": [1, 2], "description": "1 add, 2 reduce"},
+    "amount": UDEC | {"description": "settlement asset units, > 0"},
+}
+ISOLATED_REQUEST = {
+    "description": "Without the bearer token: signed by the account (no refId). With the "
+    "engine's token: not signed (no chainId, nonce, deadline, signature); refId makes it "
+    "idempotent. The other shape for the other case is 400 INVALID_REQUEST.",
+    "oneOf": [
+        _obj(
+            ISOLATED_FIELDS
+            | {"chainId": CHAIN_ID, "nonce": UINT, "deadline": UINT, "signature": SIG}
+        )
+        | {"title": "signed by the account"},
+        _obj(
+            ISOLATED_FIELDS
+            | {
+                "refId": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 150,
+                    "description": "makes the transfer idempotent",
+                }
+            },
+            list(ISOLATED_FIELDS),
+        )
+        | {"title": "sent by the engine (bearer token)"},
+    ],
+}
 ISOLATED = _obj(
     {
         "account": ADDR,
@@ -280,16 +299,16 @@ ENTRY = _obj(
 POSITION_IN = _obj(
     {
         "symbol": SYMBOL,
-        "positionAmt": DEC | {"description": "signed size (− short); or give `size`"},
-        "size": DEC,
-        "entryPrice": UDEC,
+        "positionAmt": DEC_IN | {"description": "signed size (− short); or give `size`"},
+        "size": DEC_IN,
+        "entryPrice": UDEC_IN,
         "leverage": {"type": "integer", "minimum": 1, "maximum": 1000},
         "marginMode": {"type": "string", "enum": ["cross", "isolated", "crossed"]},
-        "isolatedWallet": DEC
+        "isolatedWallet": DEC_IN
         | {"description": "optional; if sent it must equal the ledger's isolated wallet"},
     },
     ["symbol", "entryPrice", "leverage", "marginMode"],
-)
+) | {"oneOf": [{"required": ["positionAmt"]}, {"required": ["size"]}]}
 POSITION_OUT = _obj(
     {
         "symbol": {"type": "string"},
@@ -300,16 +319,23 @@ POSITION_OUT = _obj(
     }
 )
 POSITIONS = _obj({"account": ADDR, "positions": {"type": "array", "items": POSITION_OUT}})
-ORDER_IN = _obj({"symbol": SYMBOL, "marginMode": MODE, "initialMargin": UDEC})
+ORDER_IN = _obj({"symbol": SYMBOL, "marginMode": MODE, "initialMargin": UDEC_IN})
 ORDERS = _obj({"account": ADDR, "openOrders": {"type": "array", "items": OPEN_ORDER}})
 PRICE_IN = _obj(
-    {"symbol": SYMBOL, "asset": ASSET, "markPrice": UDEC, "price": UDEC},
+    {
+        "symbol": SYMBOL | {"description": "a mark price of this symbol"},
+        "asset": ASSET | {"maxLength": 16, "description": "a USD price of this asset"},
+        "markPrice": UDEC_IN,
+        "price": UDEC_IN,
+    },
     [],
 ) | {
-    "oneOf": [
-        {"required": ["symbol", "markPrice"]},
-        {"required": ["asset", "price"]},
-    ]
+    "description": "exactly one of symbol / asset and exactly one of markPrice / price "
+    "(either name carries the value)",
+    "allOf": [
+        {"oneOf": [{"required": ["symbol"]}, {"required": ["asset"]}]},
+        {"oneOf": [{"required": ["markPrice"]}, {"required": ["price"]}]},
+    ],
 }
 PRICES = _obj(
     {
@@ -1231,6 +1257,8 @@ ISOLATED_LIMITS = _obj(
     },
     ["symbol", "isolatedWallet", "maxAdd", "maxReduce", "breakdown"],
 )
+# No isolated position of that symbol (or no mark price): the cross terms only.
+ISOLATED_LIMITS["properties"]["breakdown"]["required"] = ["cross"]
 ISOLATED_LIMITS_EXAMPLE = {
     "account": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     "symbol": "BTCUSDT",
@@ -1271,7 +1299,7 @@ _limits_op = _op(
             "name": "symbol",
             "in": "query",
             "required": True,
-            "schema": {"type": "string"},
+            "schema": SYMBOL,
             "example": "BTCUSDT",
         },
     ],
@@ -1283,6 +1311,8 @@ _limits_op = _op(
     ],
 )
 PATHS["/v1/accounts/{address}/isolated-margin"]["get"] = _limits_op
+# Signed by the account, or sent by the engine with its token (then unsigned).
+PATHS["/v1/accounts/{address}/isolated-margin"]["post"]["security"] = [{}, {"adminToken": []}]
 
 
 def document() -> dict[str, Any]:

@@ -76,6 +76,16 @@ Mode = Annotated[MarginModeIn, BeforeValidator(_mode)]
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """An optional field is left out, never sent as null (the document's rule)."""
+        if isinstance(data, dict):
+            nulls = [str(k) for k, v in data.items() if v is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not a value; leave the field out")
+        return data
+
 
 # --------------------------------------------------------------------------- engine
 
@@ -219,6 +229,16 @@ def input_error(exc: InputError) -> ApiError:
     return bad_request(exc.code, exc.message, **details)
 
 
+def _json_number(text: str) -> Decimal | int:
+    """A JSON number written with a fraction or an exponent: an ``int`` when its value is
+    whole (``7.0``, ``7e0``: JSON Schema's ``integer`` counts them, so a field documented
+    as an integer takes them), a ``Decimal`` otherwise (never a float)."""
+    value = Decimal(text)
+    if value.is_finite() and abs(value.adjusted()) <= 80 and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; JSON numbers with a fraction become ``Decimal`` (never float).
 
@@ -229,7 +249,7 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request("INVALID_REQUEST", "the request body is empty; send JSON")
     try:
         check_json_depth(raw)
-        return json.loads(raw, parse_float=Decimal)
+        return json.loads(raw, parse_float=_json_number)
     except InputError as exc:
         raise input_error(exc) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -112,6 +112,18 @@ class TokenRef:
     fee: Decimal
 
 
+REQUEST_FIELDS = (
+    "account",
+    "chainId",
+    "token",
+    "amount",
+    "destination",
+    "nonce",
+    "deadline",
+    "signature",
+)
+
+
 @dataclass(frozen=True)
 class WithdrawalRequest:
     account: str
@@ -127,22 +139,13 @@ class WithdrawalRequest:
     def from_json(cls, body: Any) -> WithdrawalRequest:
         if not isinstance(body, dict):
             raise invalid("MALFORMED_REQUEST", "the body must be a JSON object")
-        missing = [
-            k
-            for k in (
-                "account",
-                "chainId",
-                "token",
-                "amount",
-                "destination",
-                "nonce",
-                "deadline",
-                "signature",
-            )
-            if k not in body
-        ]
+        missing = [k for k in REQUEST_FIELDS if k not in body]
         if missing:
             raise invalid("MISSING_FIELD", f"missing fields: {', '.join(missing)}", missing=missing)
+        unknown = sorted(k for k in body if k not in REQUEST_FIELDS)
+        if unknown:
+            errors = [{"field": k, "message": "unknown field"} for k in unknown]
+            raise invalid("INVALID_REQUEST", f"unknown fields: {', '.join(unknown)}", errors=errors)
         return cls(
             account=_address(body["account"], "account"),
             chain_id=_uint(body["chainId"], "chainId"),
