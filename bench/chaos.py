@@ -627,19 +627,36 @@ async def check(db: Db, node: Node, dep: Deployment, sent: Sent) -> Outcome:
     expected: dict[tuple[str, str], int] = defaultdict(int)
     for _tx, _log, _state, _ct, account, asset, amount in rows:
         expected[(str(account).lower(), str(asset))] += int(amount or 0)
-    for key, v in debits.items():
-        expected[key] -= v
+    for pair, v in debits.items():
+        expected[pair] -= v
     held = await db.rows(
         "SELECT a.key, b.asset, b.wallet, b.amount FROM balances b "
         "JOIN accounts a ON a.id = b.account_id WHERE a.key NOT LIKE 'system:%'"
     )
     actual: dict[tuple[str, str], int] = defaultdict(int)
-    for key, asset, _wallet, amount in held:
-        actual[(str(key).lower(), str(asset))] += int(amount)
-    for key in set(expected) | set(actual):
-        if expected[key] != actual[key]:
-            bad.append(f"{key}: ledger holds {actual[key]}, deposits - payouts = {expected[key]}")
+    for owner, asset, _wallet, amount in held:
+        actual[(str(owner).lower(), str(asset))] += int(amount)
+    for pair in set(expected) | set(actual):
+        if expected[pair] != actual[pair]:
+            bad.append(
+                f"{pair}: ledger holds {actual[pair]}, deposits - payouts = {expected[pair]}"
+            )
     return out
+
+
+async def tamper(db: Db) -> None:
+    """--tamper: erase one deposit's credit (its journal entries, its ref), as a lost
+    credit would look; the checks must then fail (the test of the checker itself)."""
+    assert db.engine is not None
+    async with db.engine.begin() as conn:
+        tx_id = (await conn.execute(text("SELECT min(credit_tx_id) FROM deposits"))).scalar_one()
+        await conn.execute(
+            text("DELETE FROM journal_entries WHERE transaction_id = :t"), {"t": tx_id}
+        )
+        await conn.execute(
+            text("UPDATE journal_transactions SET ref = 'tampered:x:0x0:0' WHERE id = :t"),
+            {"t": tx_id},
+        )
 
 
 # ---------------------------------------------------------------------------- main
@@ -734,6 +751,8 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
                     break
                 await asyncio.sleep(0.5)
             settle_s = time.monotonic() - started - workload_s
+            if args.tamper:
+                await tamper(db)
             outcome = await check(db, node, dep, sent)
         finally:
             if daemon is not None:
@@ -772,6 +791,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--up", type=float, default=3.0, help="longest run before a kill (s)")
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     parser.add_argument("--log-level", default="WARNING", help="the daemon's log level")
+    parser.add_argument(
+        "--tamper",
+        action="store_true",
+        help="erase one deposit's credit before the checks (they must fail: tests the checker)",
+    )
     parser.add_argument("--keep", type=Path, help="copy the database and daemon log here")
     args = parser.parse_args()
     if args.kills < 0 or args.deposits < 0 or args.withdrawals < 0:
