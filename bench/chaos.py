@@ -469,7 +469,7 @@ class Daemon:
 
 
 async def killer(
-    daemon: Daemon, kills: int, up_max: float, rng: random.Random, done: list[str]
+    daemon: Daemon, kills: int, up_max: float, rng: random.Random, done: list[str], sent: Sent
 ) -> None:
     """``kills`` times: start, let it run a random while, SIGKILL. Returns with it running."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
@@ -494,6 +494,11 @@ async def killer(
                 )
             await daemon.kill()
             done.append(moment)
+            print(
+                f"kill {len(done)}/{kills} ({moment}): deposits sent {sent.deposits}, "
+                f"withdrawals accepted {len(sent.accepted)}",
+                flush=True,
+            )
         await daemon.start()
         if not await daemon.ready(http, 60):
             raise RuntimeError(f"the daemon did not come up after the last kill; see {daemon.log}")
@@ -734,18 +739,21 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
             span = max(2.0, args.kills * (2.0 + args.up / 2))
             started = time.monotonic()
             tasks = [
-                asyncio.create_task(killer(daemon, args.kills, args.up, rng, kills_done)),
+                asyncio.create_task(killer(daemon, args.kills, args.up, rng, kills_done, sent)),
                 asyncio.create_task(send_deposits(node, dep, plan, sent, span, rng)),
                 asyncio.create_task(send_withdrawals(daemon.api, plan, sent, span, rng)),
             ]
+            broken: str | None = None
             try:
                 await asyncio.gather(*tasks)
+            except RuntimeError as exc:  # the daemon died on its own or did not start
+                broken = str(exc)
             finally:
                 for task in tasks:
                     task.cancel()
             workload_s = time.monotonic() - started
             deadline = time.monotonic() + args.settle_timeout
-            while not await settled(db, node, dep, sent):
+            while broken is None and not await settled(db, node, dep, sent):
                 if time.monotonic() > deadline:
                     print(f"not settled within {args.settle_timeout:.0f} s", flush=True)
                     break
@@ -767,6 +775,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
             f"client retries: {dict(sent.retries) or 'none'}",
             flush=True,
         )
+        outcome.violations[:0] = [broken] if broken else []
         outcome.violations[:0] = sent.unexpected + sent.status_5xx
         outcome.kills = len(kills_done)
         outcome.status_5xx = len(sent.status_5xx)
