@@ -610,13 +610,12 @@ async def check(db: Db, node: Node, dep: Deployment, sent: Sent) -> Outcome:
 
     # Ledger: balances are the journal's sums, each asset sums to zero, and each
     # account holds its deposits minus its payouts.
-    sums = {
-        (int(a), str(s), str(w)): int(v)
-        for a, s, w, v in await db.rows(
-            "SELECT account_id, asset, wallet, SUM(amount) FROM journal_entries "
-            "GROUP BY account_id, asset, wallet"
-        )
-    }
+    # Summed here, as integers: SQLite's SUM over the TEXT amounts would be a float.
+    sums: dict[tuple[int, str, str], int] = defaultdict(int)
+    for a, s, w, v in await db.rows(
+        "SELECT account_id, asset, wallet, amount FROM journal_entries"
+    ):
+        sums[(int(a), str(s), str(w))] += int(v)
     balances = {
         (int(a), str(s), str(w)): int(v)
         for a, s, w, v in await db.rows("SELECT account_id, asset, wallet, amount FROM balances")
