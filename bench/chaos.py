@@ -329,11 +329,32 @@ def make_plan(args: argparse.Namespace, dep: Deployment, rng: random.Random) -> 
     return Plan(deposits, withdrawals)
 
 
+@dataclass
+class Pacer:
+    """Spreads the workload over the daemon's runs: of ``total`` items, item ``i`` is
+    released once ``i * (kills + 1) // total`` kills are done, so every run (the kills'
+    and the last) gets its share of new deposits and requests while it works."""
+
+    kills: int
+    done: list[str]
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def killed(self, moment: str) -> None:
+        async with self.changed:
+            self.done.append(moment)
+            self.changed.notify_all()
+
+    async def turn(self, i: int, total: int) -> None:
+        need = min(self.kills, i * (self.kills + 1) // max(1, total))
+        async with self.changed:
+            await self.changed.wait_for(lambda: len(self.done) >= need)
+
+
 async def send_deposits(
-    node: Node, dep: Deployment, plan: Plan, sent: Sent, span: float, rng: random.Random
+    node: Node, dep: Deployment, plan: Plan, sent: Sent, pacer: Pacer, rng: random.Random
 ) -> None:
-    gap = span / max(1, len(plan.deposits))
-    for who, token, units in plan.deposits:
+    for i, (who, token, units) in enumerate(plan.deposits):
+        await pacer.turn(i, len(plan.deposits))
         sender = dev_account(who).address
         if token == ZERO:
             tx = {
@@ -347,24 +368,24 @@ async def send_deposits(
             tx = {"from": sender, "to": dep.vault, "data": data, "gas": hex(200_000)}
         await node.transact(tx)
         sent.deposits += 1
-        await asyncio.sleep(rng.uniform(0, 2 * gap))
+        await asyncio.sleep(rng.uniform(0, 0.1))
 
 
 async def send_withdrawals(
-    api: str, plan: Plan, sent: Sent, span: float, rng: random.Random, workers: int = 4
+    api: str, plan: Plan, sent: Sent, pacer: Pacer, rng: random.Random, workers: int = 4
 ) -> None:
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for body in plan.withdrawals:
-        queue.put_nowait(body)
-    gap = span * workers / max(1, len(plan.withdrawals))
+    queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+    for i, body in enumerate(plan.withdrawals):
+        queue.put_nowait((i, body))
     timeout = aiohttp.ClientTimeout(total=15)
 
     async def worker() -> None:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while not queue.empty():
-                body = queue.get_nowait()
+                i, body = queue.get_nowait()
+                await pacer.turn(i, len(plan.withdrawals))
                 await submit(http, api, body, sent)
-                await asyncio.sleep(rng.uniform(0, 2 * gap))
+                await asyncio.sleep(rng.uniform(0, 0.1))
 
     await asyncio.gather(*(worker() for _ in range(workers)))
 
@@ -469,7 +490,7 @@ class Daemon:
 
 
 async def killer(
-    daemon: Daemon, kills: int, up_max: float, rng: random.Random, done: list[str], sent: Sent
+    daemon: Daemon, kills: int, up_max: float, rng: random.Random, pacer: Pacer, sent: Sent
 ) -> None:
     """``kills`` times: start, let it run a random while, SIGKILL. Returns with it running."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
@@ -493,9 +514,9 @@ async def killer(
                     f"the daemon exited with {daemon.proc.returncode} on its own; see {daemon.log}"
                 )
             await daemon.kill()
-            done.append(moment)
+            await pacer.killed(moment)
             print(
-                f"kill {len(done)}/{kills} ({moment}): deposits sent {sent.deposits}, "
+                f"kill {len(pacer.done)}/{kills} ({moment}): deposits sent {sent.deposits}, "
                 f"withdrawals accepted {len(sent.accepted)}",
                 flush=True,
             )
@@ -733,14 +754,12 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
             env.pop("WATCHER_CONFIG_DIR", None)
             daemon = Daemon(cfg, env, free_port(), root / "daemon.log")
             plan = make_plan(args, dep, rng)
-            # The workload spans about the kill phase: a start takes ~2 s here, a run
-            # lasts up to --up seconds.
-            span = max(2.0, args.kills * (2.0 + args.up / 2))
+            pacer = Pacer(args.kills, kills_done)
             started = time.monotonic()
             tasks = [
-                asyncio.create_task(killer(daemon, args.kills, args.up, rng, kills_done, sent)),
-                asyncio.create_task(send_deposits(node, dep, plan, sent, span, rng)),
-                asyncio.create_task(send_withdrawals(daemon.api, plan, sent, span, rng)),
+                asyncio.create_task(killer(daemon, args.kills, args.up, rng, pacer, sent)),
+                asyncio.create_task(send_deposits(node, dep, plan, sent, pacer, rng)),
+                asyncio.create_task(send_withdrawals(daemon.api, plan, sent, pacer, rng)),
             ]
             broken: str | None = None
             try:
