@@ -299,11 +299,19 @@ def make_plan(args: argparse.Namespace, dep: Deployment, rng: random.Random) -> 
                 deposits.append((who, usdt, rng.randint(1, 100) * 10**18 + i * 10**10))
             else:
                 deposits.append((who, usdc, rng.randint(1, 100) * 10**6 + i))
+    # Each withdrawal draws on one of its account's 10,000-token deposits.
+    funded: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for who, token, _units in deposits[: 2 * len(ACCOUNTS)]:
+        funded[who].append((token, 18 if token == usdt else 6))
+    withdrawers = sorted(funded)
+    if args.withdrawals and not withdrawers:
+        raise SystemExit("withdrawals need at least one deposit to draw on")
     withdrawals = []
     deadline = int(time.time()) + 6 * 3600
     for n in range(args.withdrawals):
-        user = dev_account(ACCOUNTS[n % len(ACCOUNTS)])
-        token, decimals = rng.choice(((usdt, 18), (usdc, 6)))
+        who = withdrawers[n % len(withdrawers)]
+        user = dev_account(who)
+        token, decimals = rng.choice(funded[who])
         whole = rng.randint(1, 5)
         message = {
             "account": user.address,
