@@ -380,7 +380,7 @@ async def send_deposits(
 
 
 async def send_withdrawals(
-    api: str, plan: Plan, sent: Sent, pacer: Pacer, rng: random.Random, workers: int = 4
+    api: str, plan: Plan, sent: Sent, pacer: Pacer, rng: random.Random, workers: int = 16
 ) -> None:
     queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
     for i, body in enumerate(plan.withdrawals):
