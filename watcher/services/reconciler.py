@@ -120,14 +120,45 @@ async def _onchain_balance(app: App, network: NetworkConfig, token: str, block: 
     return int(raw, 16) if raw not in ("0x", None) else 0
 
 
-async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
-    result = NetworkResult(network.name, network.chain_id, None)
+#: Comparisons tried while the listener moves its cursor under them.
+CURSOR_ATTEMPTS = 5
+
+
+async def _cursor_mark(app: App, chain_id: int) -> tuple[Any, ...] | None:
+    """The listener's cursor as it stands: a step that credits anything rewrites it
+    (block, hash, head) in the same transaction as its credits."""
     async with app.sessions() as s:
-        cursor = await s.get(NetworkCursor, network.chain_id)
-    if cursor is None:
-        result.skipped = "the deposit listener has not scanned this network yet"
-        return result
-    block = result.block = cursor.scanned_block
+        row = await s.get(NetworkCursor, chain_id)
+        if row is None:
+            return None
+        return (row.scanned_block, row.scanned_hash, row.head, row.updated_at)
+
+
+async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
+    """The vault's balances at the listener's scanned block against the ledger. The
+    ledger is read after the chain, so a listener step that committed credits above
+    that block in between would look like a shortfall: the comparison is only kept if
+    the cursor did not move meanwhile, else made again at the new block."""
+    for _ in range(CURSOR_ATTEMPTS):
+        mark = await _cursor_mark(app, network.chain_id)
+        if mark is None:
+            result = NetworkResult(network.name, network.chain_id, None)
+            result.skipped = "the deposit listener has not scanned this network yet"
+            return result
+        result = await _compare_at(app, network, int(mark[0]))
+        if await _cursor_mark(app, network.chain_id) == mark:
+            return result
+        log.info("%s: the listener's cursor moved during reconciliation; again", network.name)
+    result = NetworkResult(network.name, network.chain_id, None)
+    result.skipped = (
+        f"the listener's cursor moved during each of {CURSOR_ATTEMPTS} comparisons "
+        "(compared again at the next run)"
+    )
+    return result
+
+
+async def _compare_at(app: App, network: NetworkConfig, block: int) -> NetworkResult:
+    result = NetworkResult(network.name, network.chain_id, block)
     tolerance_units = app.settings.scheduler.reconcile_tolerance
     for asset, token, decimals in vault_assets(network):
         onchain = await _onchain_balance(app, network, token, block)
