@@ -11,15 +11,25 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from tests.helpers import write_config
 from tests.integration.deposit_support import Chain
+from tests.integration.withdrawal_support import (
+    deposit_token,
+    mine,
+    sender,
+    usdt_body,
+    withdrawal_app,
+)
+from watcher.api.server import make_web_app
 from watcher.app import build
-from watcher.chain.devnet import AnvilNode, Deployment
+from watcher.chain.devnet import AnvilNode, Deployment, dev_account
 from watcher.services import reconciler
 from watcher.settings import load_settings
 from watcher.store.alarms import active_alarms
-from watcher.store.models import NetworkCursor
+from watcher.store.models import NetworkCursor, Withdrawal
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
@@ -67,3 +77,32 @@ async def test_credits_committed_during_a_reconciliation_are_not_a_shortfall(
             assert await active_alarms(s) == []
     finally:
         await app.close()
+
+
+async def test_a_payout_mined_before_the_tracker_saw_it_is_not_a_shortfall(
+    tmp_path: Path, chain_w3: Any, deployment: Deployment, db_url: str
+) -> None:
+    """The vault paid at or below the compared block, the withdrawal is still
+    `broadcast` (the tracker has not read its receipt): the vault's withdrawn(id) at
+    that block counts it as mined (was: a critical "vault shortfall" of its amount)."""
+    async with withdrawal_app(tmp_path, deployment, db_url, confirmations=1) as app:
+        listener = next(s for s in app.services if s.name == "deposits:devnet")
+        user = dev_account(2)
+        await deposit_token(chain_w3, user, deployment, "USDT", 30 * 10**18)
+        await mine(chain_w3, 2)
+        await listener.tick()
+        assert (await reconciler.reconcile(app)).ok
+        body = usdt_body(deployment, user, 12, 1, user.address)
+        async with TestClient(TestServer(make_web_app(app))) as client:
+            resp = await client.post("/v1/withdrawals", json=body)
+            assert resp.status == 202, await resp.text()
+        await sender(app).tick()  # signed and broadcast; automine pays it
+        await mine(chain_w3, 2)
+        await listener.tick()  # the cursor passes the payout's block; no tracker tick
+        async with app.sessions() as s:
+            states = {w.state for w in await s.scalars(select(Withdrawal))}
+        assert states == {"broadcast"}
+        report = await reconciler.reconcile(app)
+        assert report.ok, report.as_dict()
+        usdt = next(a for n in report.networks for a in n.assets if a.asset == "USDT")
+        assert usdt.breakdown["minedUnsettled"] == str(12 * 10**18)

@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -23,12 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from watcher.chain.vault import ZERO_ADDRESS, balance_request
+from watcher.chain.vault import ZERO_ADDRESS, balance_request, decode_uint, withdrawn_request
 from watcher.domain.amounts import format_amount, parse_decimal_amount, plain_decimal
 from watcher.settings import NetworkConfig
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.models import NetworkCursor, Reconciliation, utcnow
-from watcher.store.reconciliation import IntegrityProblem, ledger_integrity, ledger_view
+from watcher.store.reconciliation import (
+    IntegrityProblem,
+    consistent_reads,
+    ledger_integrity,
+    ledger_view,
+    withdrawals_in_flight,
+)
 
 if TYPE_CHECKING:
     from watcher.app import App
@@ -164,6 +171,7 @@ async def _compare_at(app: App, network: NetworkConfig, block: int) -> NetworkRe
         onchain = await _onchain_balance(app, network, token, block)
         precision = app.settings.assets[asset].precision
         async with app.sessions() as s:
+            await consistent_reads(s)
             view = await ledger_view(
                 s,
                 chain_id=network.chain_id,
@@ -173,6 +181,18 @@ async def _compare_at(app: App, network: NetworkConfig, block: int) -> NetworkRe
                 ledger_precision=precision,
                 block=block,
             )
+            in_flight = await withdrawals_in_flight(s, chain_id=network.chain_id, token=token)
+        # A payout mined at or below the block before the tracker recorded its receipt
+        # left the vault already: the vault's own withdrawn(id) at the block says so.
+        paid = 0
+        for withdrawal_id, amount in in_flight:
+            raw = await app.rpc[network.name].call(
+                *withdrawn_request(network.vault, withdrawal_id, hex(block))
+            )
+            if raw not in ("0x", None) and decode_uint(raw):
+                paid += amount
+        if paid:
+            view = dataclasses.replace(view, mined_unsettled=view.mined_unsettled + paid)
         tolerance = parse_decimal_amount(plain_decimal(tolerance_units), decimals)
         result.assets.append(
             AssetResult(asset, token, decimals, onchain, view.expected, view.as_dict(), tolerance)
@@ -186,6 +206,7 @@ async def reconcile(app: App, network_name: str | None = None) -> Report:
     ]
     results = [await reconcile_network(app, n) for n in networks]
     async with app.sessions() as s:
+        await consistent_reads(s)
         problems = await ledger_integrity(s)
     report = Report(results, problems)
     await _record(app, report)
