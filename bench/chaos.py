@@ -548,6 +548,7 @@ class Outcome:
     kills: int = 0
     status_5xx: int = 0
     violations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 async def settled(db: Db, node: Node, dep: Deployment, sent: Sent) -> bool:
@@ -674,6 +675,13 @@ async def check(db: Db, node: Node, dep: Deployment, sent: Sent) -> Outcome:
             bad.append(
                 f"{pair}: ledger holds {actual[pair]}, deposits - payouts = {expected[pair]}"
             )
+    # The daemon's own view: no critical alarm (a shortfall, a finality violation, a
+    # broken ledger) was raised while nothing was wrong.
+    for kind, severity, message in await db.rows("SELECT kind, severity, message FROM alarms"):
+        if severity == "critical":
+            bad.append(f"critical alarm {kind}: {message}")
+        else:
+            out.warnings.append(f"{kind}: {message}")
     return out
 
 
@@ -860,6 +868,8 @@ async def main() -> int:
             await db.drop()
             if args.keep:
                 keep(root, args.keep)
+    for line in outcome.warnings[:20]:
+        print(f"warning alarm: {line}")
     for line in outcome.violations[:50]:
         print(f"violation: {line}")
     if len(outcome.violations) > 50:
