@@ -17,6 +17,7 @@ from sqlalchemy import select
 from tests.helpers import write_config
 from tests.integration.deposit_support import Chain
 from tests.integration.withdrawal_support import (
+    credit,
     deposit_token,
     mine,
     sender,
@@ -106,3 +107,36 @@ async def test_a_payout_mined_before_the_tracker_saw_it_is_not_a_shortfall(
         assert report.ok, report.as_dict()
         usdt = next(a for n in report.networks for a in n.assets if a.asset == "USDT")
         assert usdt.breakdown["minedUnsettled"] == str(12 * 10**18)
+
+
+async def test_a_posting_committed_during_the_integrity_check_is_not_a_mismatch(
+    tmp_path: Path, deployment: Deployment, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (READ COMMITTED by default): the journal is read, another transaction
+    posts, then the balances are read. Read as one snapshot, they agree (was: a
+    critical "ledger integrity: balance != journal" alarm under `make chaos`)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite transactions are BEGIN IMMEDIATE: already one snapshot")
+    async with withdrawal_app(tmp_path, deployment, db_url, signer=False) as app:
+        await credit(app, dev_account(2).address, "USDT", 5 * 10**8, "test:first")
+        original = reconciler.ledger_integrity
+
+        class PostsBeforeBalances:
+            """The session, but another transaction commits before its balance read."""
+
+            def __init__(self, session: Any) -> None:
+                self.session = session
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.session, name)
+
+            async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+                await credit(app, dev_account(3).address, "USDT", 7 * 10**8, "test:between")
+                return await self.session.scalars(*args, **kwargs)
+
+        async def interleaved(session: Any) -> Any:
+            return await original(PostsBeforeBalances(session))
+
+        monkeypatch.setattr(reconciler, "ledger_integrity", interleaved)
+        report = await reconciler.reconcile(app)
+        assert report.integrity == [], report.as_dict()
