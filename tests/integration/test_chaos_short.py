@@ -24,7 +24,7 @@ LINE = re.compile(
 )
 
 
-def chaos(*args: str, timeout: float = 150) -> tuple[int, str, list[str]]:
+def chaos(*args: str, timeout: float = 300) -> tuple[int, str, list[str]]:
     """Run the script; (exit status, its last line, all its lines)."""
     env = {k: v for k, v in os.environ.items() if k != "WATCHER_TEST_DATABASE_URL"}
     done = subprocess.run(
