@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-cli bench-anvil-stream clean test-pg
+.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-cli bench-anvil-stream chaos clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -89,6 +89,26 @@ bench-cli: setup
 # What anvil can mine of a stream of withdrawals arriving at the intake's rate (no daemon).
 bench-anvil-stream: setup
 	$(BIN)/python bench/anvil_stream.py
+
+# Chaos (bench/chaos.py): KILLS kill -9s of a real daemon during DEPOSITS deposits and
+# WITHDRAWALS withdrawals, FAULT_RATE of its RPC requests failing through a proxy; every
+# invariant checked after. DB=postgresql uses DATABASE_URL, else a throwaway server.
+KILLS ?= 10
+DEPOSITS ?= 100
+WITHDRAWALS ?= 60
+FAULT_RATE ?= 0.05
+DB ?= sqlite
+SEED ?= 20261203
+CHAOS_ARGS = --kills $(KILLS) --deposits $(DEPOSITS) --withdrawals $(WITHDRAWALS) \
+  --fault-rate $(FAULT_RATE) --seed $(SEED) --database $(DB)
+chaos: setup
+	@if [ "$(DB)" = postgresql ] && [ -z "$(DATABASE_URL)" ]; then \
+	  url=$$(scripts/pg-throwaway.sh start var/pgdata-chaos 55433) || exit 2; \
+	  $(BIN)/python bench/chaos.py $(CHAOS_ARGS) --database-url $$url; rc=$$?; \
+	  scripts/pg-throwaway.sh stop var/pgdata-chaos; exit $$rc; \
+	else \
+	  $(BIN)/python bench/chaos.py $(CHAOS_ARGS) $(if $(DATABASE_URL),--database-url $(DATABASE_URL)); \
+	fi
 
 # The suite against a throwaway local PostgreSQL as well (what CI does).
 test-pg: setup

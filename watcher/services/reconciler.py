@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -23,12 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from watcher.chain.vault import ZERO_ADDRESS, balance_request
+from watcher.chain.vault import ZERO_ADDRESS, balance_request, decode_uint, withdrawn_request
 from watcher.domain.amounts import format_amount, parse_decimal_amount, plain_decimal
 from watcher.settings import NetworkConfig
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.models import NetworkCursor, Reconciliation, utcnow
-from watcher.store.reconciliation import IntegrityProblem, ledger_integrity, ledger_view
+from watcher.store.reconciliation import (
+    IntegrityProblem,
+    consistent_reads,
+    ledger_integrity,
+    ledger_view,
+    withdrawals_in_flight,
+)
 
 if TYPE_CHECKING:
     from watcher.app import App
@@ -120,19 +127,51 @@ async def _onchain_balance(app: App, network: NetworkConfig, token: str, block: 
     return int(raw, 16) if raw not in ("0x", None) else 0
 
 
-async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
-    result = NetworkResult(network.name, network.chain_id, None)
+#: Comparisons tried while the listener moves its cursor under them.
+CURSOR_ATTEMPTS = 5
+
+
+async def _cursor_mark(app: App, chain_id: int) -> tuple[Any, ...] | None:
+    """The listener's cursor as it stands: a step that credits anything rewrites it
+    (block, hash, head) in the same transaction as its credits."""
     async with app.sessions() as s:
-        cursor = await s.get(NetworkCursor, network.chain_id)
-    if cursor is None:
-        result.skipped = "the deposit listener has not scanned this network yet"
-        return result
-    block = result.block = cursor.scanned_block
+        row = await s.get(NetworkCursor, chain_id)
+        if row is None:
+            return None
+        return (row.scanned_block, row.scanned_hash, row.head, row.updated_at)
+
+
+async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
+    """The vault's balances at the listener's scanned block against the ledger. The
+    ledger is read after the chain, so a listener step that committed credits above
+    that block in between would look like a shortfall: the comparison is only kept if
+    the cursor did not move meanwhile, else made again at the new block."""
+    for _ in range(CURSOR_ATTEMPTS):
+        mark = await _cursor_mark(app, network.chain_id)
+        if mark is None:
+            result = NetworkResult(network.name, network.chain_id, None)
+            result.skipped = "the deposit listener has not scanned this network yet"
+            return result
+        result = await _compare_at(app, network, int(mark[0]))
+        if await _cursor_mark(app, network.chain_id) == mark:
+            return result
+        log.info("%s: the listener's cursor moved during reconciliation; again", network.name)
+    result = NetworkResult(network.name, network.chain_id, None)
+    result.skipped = (
+        f"the listener's cursor moved during each of {CURSOR_ATTEMPTS} comparisons "
+        "(compared again at the next run)"
+    )
+    return result
+
+
+async def _compare_at(app: App, network: NetworkConfig, block: int) -> NetworkResult:
+    result = NetworkResult(network.name, network.chain_id, block)
     tolerance_units = app.settings.scheduler.reconcile_tolerance
     for asset, token, decimals in vault_assets(network):
         onchain = await _onchain_balance(app, network, token, block)
         precision = app.settings.assets[asset].precision
         async with app.sessions() as s:
+            await consistent_reads(s)
             view = await ledger_view(
                 s,
                 chain_id=network.chain_id,
@@ -142,6 +181,18 @@ async def reconcile_network(app: App, network: NetworkConfig) -> NetworkResult:
                 ledger_precision=precision,
                 block=block,
             )
+            in_flight = await withdrawals_in_flight(s, chain_id=network.chain_id, token=token)
+        # A payout mined at or below the block before the tracker recorded its receipt
+        # left the vault already: the vault's own withdrawn(id) at the block says so.
+        paid = 0
+        for withdrawal_id, amount in in_flight:
+            raw = await app.rpc[network.name].call(
+                *withdrawn_request(network.vault, withdrawal_id, hex(block))
+            )
+            if raw not in ("0x", None) and decode_uint(raw):
+                paid += amount
+        if paid:
+            view = dataclasses.replace(view, mined_unsettled=view.mined_unsettled + paid)
         tolerance = parse_decimal_amount(plain_decimal(tolerance_units), decimals)
         result.assets.append(
             AssetResult(asset, token, decimals, onchain, view.expected, view.as_dict(), tolerance)
@@ -155,6 +206,7 @@ async def reconcile(app: App, network_name: str | None = None) -> Report:
     ]
     results = [await reconcile_network(app, n) for n in networks]
     async with app.sessions() as s:
+        await consistent_reads(s)
         problems = await ledger_integrity(s)
     report = Report(results, problems)
     await _record(app, report)

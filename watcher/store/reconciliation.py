@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from watcher.domain.amounts import AmountPrecisionError, ledger_to_chain
 from watcher.domain.journal import CROSS, vault_account
 from watcher.domain.states import DepositState, WithdrawalState
-from watcher.store.ledger import find_account
+from watcher.store.ledger import dialect_name, find_account
 from watcher.store.models import Balance, Deposit, JournalEntry, Withdrawal
 
 
@@ -99,6 +99,30 @@ async def ledger_view(
         elif w.state == WithdrawalState.CONFIRMING and w.block_number <= block:
             mined_unsettled += w.amount
     return LedgerView(liability, dust, pending, settled_after, mined_unsettled)
+
+
+async def consistent_reads(session: AsyncSession) -> None:
+    """Make the session's reads one snapshot. On PostgreSQL (READ COMMITTED by default
+    each statement sees the latest commits, so a journal read and a balance read a moment
+    later could disagree) the transaction is REPEATABLE READ; on SQLite every transaction
+    already is one (``BEGIN IMMEDIATE``). Call before the session's first statement."""
+    if dialect_name(session) == "postgresql" and not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+async def withdrawals_in_flight(
+    session: AsyncSession, *, chain_id: int, token: str
+) -> list[tuple[int, int]]:
+    """(id, amount) of the withdrawals of ``token`` sent or about to be (signed,
+    broadcast) whose receipt the tracker has not recorded: one may already be paid."""
+    rows = await session.execute(
+        select(Withdrawal.id, Withdrawal.amount).where(
+            Withdrawal.chain_id == chain_id,
+            Withdrawal.token == token,
+            Withdrawal.state.in_([WithdrawalState.SIGNED, WithdrawalState.BROADCAST]),
+        )
+    )
+    return [(int(i), int(a)) for i, a in rows.all()]
 
 
 def _to_chain(units: int, precision: int, decimals: int) -> int:
