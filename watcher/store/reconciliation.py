@@ -27,7 +27,7 @@ from watcher.domain.amounts import AmountPrecisionError, ledger_to_chain
 from watcher.domain.journal import CROSS, vault_account
 from watcher.domain.states import DepositState, WithdrawalState
 from watcher.store.ledger import find_account
-from watcher.store.models import Balance, Deposit, JournalEntry, Withdrawal
+from watcher.store.models import Balance, Deposit, JournalEntry, Withdrawal, table_of
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ def _to_chain(units: int, precision: int, decimals: int) -> int:
         return units // scale
 
 
+_INTEGRITY_CHUNK = 10_000  # rows per fetch of the integrity check
+
+
 @dataclass(frozen=True)
 class IntegrityProblem:
     what: str
@@ -122,28 +125,55 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
     sums to zero per asset. A tampered row breaks one or the other."""
     problems: list[IntegrityProblem] = []
     sums: dict[tuple[int, str, str], int] = defaultdict(int)
-    per_tx: dict[tuple[int, str], int] = defaultdict(int)
-    result = await session.stream_scalars(select(JournalEntry))
-    async for entry in result:
-        sums[(entry.account_id, entry.asset, entry.wallet)] += entry.amount
-        per_tx[(entry.transaction_id, entry.asset)] += entry.amount
-    for (tx_id, asset), total in sorted(per_tx.items()):
-        if total != 0:
-            problems.append(
-                IntegrityProblem("unbalanced_transaction", f"journal tx {tx_id} {asset}: {total}")
-            )
-    seen: set[tuple[int, str, str]] = set()
-    for row in await session.scalars(select(Balance)):
-        key = (row.account_id, row.asset, row.wallet)
-        seen.add(key)
-        if row.amount != sums.get(key, 0):
-            problems.append(
-                IntegrityProblem(
-                    "balance_mismatch",
-                    f"account {row.account_id} {row.asset}/{row.wallet}: balance {row.amount}"
-                    f" != journal {sums.get(key, 0)}",
+    # Entries as plain rows in transaction order, a chunk at a time: memory holds one
+    # transaction's sums and the per-balance sums, not the journal (with 2.8 million
+    # entries the ORM objects and a per-transaction map took ~4 GB; issue 22).
+    e = table_of(JournalEntry).c
+    result = await session.stream(
+        select(e.transaction_id, e.account_id, e.asset, e.wallet, e.amount)
+        .order_by(e.transaction_id)
+        .execution_options(yield_per=_INTEGRITY_CHUNK)
+    )
+    current: int | None = None
+    per_tx: dict[str, int] = defaultdict(int)
+
+    def close_tx() -> None:
+        for asset, total in sorted(per_tx.items()):
+            if total != 0:
+                problems.append(
+                    IntegrityProblem(
+                        "unbalanced_transaction", f"journal tx {current} {asset}: {total}"
+                    )
                 )
-            )
+        per_tx.clear()
+
+    async for chunk in result.partitions():
+        for tx_id, account_id, asset, wallet, amount in chunk:
+            if tx_id != current:
+                close_tx()
+                current = tx_id
+            sums[(account_id, asset, wallet)] += amount
+            per_tx[asset] += amount
+    close_tx()
+    seen: set[tuple[int, str, str]] = set()
+    b = table_of(Balance).c
+    balances = await session.stream(
+        select(b.account_id, b.asset, b.wallet, b.amount).execution_options(
+            yield_per=_INTEGRITY_CHUNK
+        )
+    )
+    async for part in balances.partitions():
+        for account_id, asset, wallet, amount in part:
+            key = (account_id, asset, wallet)
+            seen.add(key)
+            if amount != sums.get(key, 0):
+                problems.append(
+                    IntegrityProblem(
+                        "balance_mismatch",
+                        f"account {account_id} {asset}/{wallet}: balance {amount}"
+                        f" != journal {sums.get(key, 0)}",
+                    )
+                )
     for key, total in sums.items():
         if key not in seen and total != 0:
             problems.append(
