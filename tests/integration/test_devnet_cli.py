@@ -190,8 +190,8 @@ async def test_deposit_withdraw_wait_and_demo_against_a_running_stack(tmp_path: 
             code, stdout, err = await _cli("status", "--wide")
             assert code == 0, stdout + err
             assert "HEALTHY" in stdout and "devnet" in stdout
-            assert re.search(r"completed\s*│\s*1\b", stdout), stdout
-            assert "all deposits: credited 1" in stdout, stdout
+            assert "Withdrawals in progress: none" in stdout, stdout
+            assert "all deposits: 1 stored" in stdout, stdout
 
             # The daemon's log follows both by their hashes, one line per event.
             daemon_log = _read(tmp_path / "daemon.log")

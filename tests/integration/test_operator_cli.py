@@ -124,7 +124,7 @@ async def test_status_finds_the_daemon_and_says_stopped_after_sigterm(
             # Rendered for people: no Python reprs, empty sections in one line.
             assert "None" not in out and "{'" not in out
             assert "Latched alarms: none" in out or "Latched alarms (" in out
-            assert "Withdrawals: none" in out
+            assert "Withdrawals in progress: none" in out
 
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), timeout=30) == 0

@@ -78,7 +78,9 @@ async def test_status_metrics_reconciliation_and_health(
             doc = await collect_status(app)
             assert doc["status"] == "healthy", doc["reasons"]
             assert (
-                doc["deposits"]["byState"] == {"credited": 2} and doc["deposits"]["waiting"] == []
+                doc["deposits"]["byState"] == {}
+                and doc["deposits"]["stored"] == 2
+                and doc["deposits"]["waiting"] == []
             )
             net = doc["networks"][0]
             assert (net["head"], net["cursor"], net["lagBlocks"]) == (head, head, 0)

@@ -1095,7 +1095,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "generatedAt": "2026-01-15T09:30:00+00:00",
                                 "daemon": {"running": True, "pid": 4242},
                                 "networks": [],
-                                "deposits": {"byState": {}, "waiting": []},
+                                "deposits": {"byState": {}, "stored": 0, "waiting": []},
                                 "withdrawals": {"byState": {}},
                                 "balances": [],
                                 "reconciliation": [],

@@ -171,7 +171,7 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
 
     by_state = doc["withdrawals"]["byState"]
     if by_state:
-        wd = Table(title="Withdrawals by state", title_justify="left")
+        wd = Table(title="Withdrawals in progress", title_justify="left")
         wd.add_column("state")
         wd.add_column("count", justify="right")
         wd.add_column("oldest")
@@ -179,10 +179,12 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
             wd.add_row(state, str(v["count"]), _age_text(v["oldestAgeSeconds"]))
         parts.append(wd)
     else:
-        parts.append(Text("Withdrawals: none"))
+        parts.append(Text("Withdrawals in progress: none"))
 
     waiting = doc["deposits"]["waiting"]
-    counts = _counts(doc["deposits"]["byState"])
+    counts = f"{doc['deposits'].get('stored', 0)} stored"
+    if doc["deposits"]["byState"]:
+        counts += ", " + _counts(doc["deposits"]["byState"])
     if waiting:
         dep = Table(
             title=f"Deposits waiting ({len(waiting)}); all deposits: {counts}",

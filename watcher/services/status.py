@@ -30,7 +30,7 @@ from watcher.chain.rpc import redact_url
 from watcher.chain.vault import ZERO_ADDRESS, balance_request
 from watcher.domain.amounts import format_amount
 from watcher.domain.confirmations import confirmations, eta_seconds
-from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState
+from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState, WithdrawalState
 from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
 from watcher.settings import Settings
@@ -54,6 +54,11 @@ REPLICA_FORGET_SECONDS = 3600  # a replica silent this long is not listed any mo
 PROBE_TIMEOUT_SECONDS = 3
 LISTENER_REPORT_SECONDS = 60  # a listener report older than this is not the present
 EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
+# The states status counts: the ones rows pass through, not the final ones.
+DEPOSIT_LIVE = sorted(
+    str(s) for s in (DepositState.PENDING, DepositState.ORPHANED, DepositState.REVERSED)
+)
+WITHDRAWAL_LIVE = sorted(str(s) for s in set(WithdrawalState) - WITHDRAWAL_TERMINAL)
 
 
 def hot_wallet_address(settings: Settings) -> str | None:
@@ -180,20 +185,30 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
                 .limit(200)
             )
         )
+        # Counted by state: only the states a deposit or withdrawal passes through
+        # (index seeks over the few rows in them). The final states (credited,
+        # unsupported; completed, failed, ...) grow for ever: counting them would read
+        # the whole table on every call (issue 22); the number of deposits ever stored is
+        # the highest id instead, one index seek.
         deposit_counts = dict(
-            (await s.execute(select(Deposit.state, func.count()).group_by(Deposit.state))).all()
+            (
+                await s.execute(
+                    select(Deposit.state, func.count())
+                    .where(Deposit.state.in_(DEPOSIT_LIVE))
+                    .group_by(Deposit.state)
+                )
+            ).all()
         )
+        deposits_stored = int(await s.scalar(select(func.max(Deposit.id))) or 0)
         w_rows = (
             await s.execute(
-                select(Withdrawal.state, func.count(), func.min(Withdrawal.created_at)).group_by(
-                    Withdrawal.state
-                )
+                select(Withdrawal.state, func.count(), func.min(Withdrawal.created_at))
+                .where(Withdrawal.state.in_(WITHDRAWAL_LIVE))
+                .group_by(Withdrawal.state)
             )
         ).all()
         open_withdrawals = list(
-            await s.scalars(
-                select(Withdrawal).where(Withdrawal.state.not_in(list(WITHDRAWAL_TERMINAL)))
-            )
+            await s.scalars(select(Withdrawal).where(Withdrawal.state.in_(WITHDRAWAL_LIVE)))
         )
         alarms = await active_alarms(s)
         recon = list(await s.scalars(select(Reconciliation)))
@@ -473,7 +488,7 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         "replicas": replicas,
         "leases": leases,
         "networks": networks,
-        "deposits": {"byState": deposit_counts, "waiting": waiting},
+        "deposits": {"byState": deposit_counts, "stored": deposits_stored, "waiting": waiting},
         "withdrawals": {"byState": by_state},
         "balances": wallets,
         "reconciliation": reconciliation,

@@ -547,7 +547,8 @@ async def _deposit_items(
     """Deposits as the deposit pipeline describes them (``deposit_history``), with its
     extra fields (confirmations, requiredConfirmations, etaSeconds) kept."""
     items = []
-    for order, doc in enumerate(reversed(await deposit_history(session, key, settings))):
+    newest = await deposit_history(session, key, settings, limit=limit)
+    for order, doc in enumerate(reversed(newest)):
         extra = {
             k: v
             for k, v in doc.items()

@@ -424,7 +424,7 @@ async def drop_above(session: AsyncSession, chain_id: int, ancestor: int) -> Dro
 
 
 async def deposit_history(
-    session: AsyncSession, account: str, settings: Settings
+    session: AsyncSession, account: str, settings: Settings, *, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The account's deposits, newest first, for ``GET /v1/accounts/{address}/history``.
 
@@ -432,18 +432,19 @@ async def deposit_history(
     amount, or the raw base units of an unsupported token), state, txHash, chainId,
     time (ISO, when first seen), confirmations n, requiredConfirmations N and
     etaSeconds (pending only; counted against the head the listener last stored).
-    Under a tag rule N is the tag's current distance to the head plus one.
+    Under a tag rule N is the tag's current distance to the head plus one. ``limit``:
+    the newest ``limit`` only (an account with thousands of deposits is read a page at
+    a time, not whole).
     """
     if not is_address(account):
         return []
     address = str(to_checksum_address(account))
-    rows = list(
-        await session.scalars(
-            select(Deposit)
-            .where(Deposit.account == address)
-            .order_by(Deposit.seen_at.desc(), Deposit.id.desc())
-        )
+    stmt = (
+        select(Deposit)
+        .where(Deposit.account == address)
+        .order_by(Deposit.seen_at.desc(), Deposit.id.desc())
     )
+    rows = list(await session.scalars(stmt if limit is None else stmt.limit(limit)))
     cursors = {c.chain_id: c for c in await session.scalars(select(NetworkCursor))}
     out: list[dict[str, Any]] = []
     for row in rows:

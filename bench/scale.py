@@ -1,0 +1,675 @@
+"""Steady state at scale: the hot paths on a seeded database against an empty one.
+
+    .venv/bin/python bench/scale.py [--deposits 1000000] [--database sqlite|postgresql]
+                                    [--database-url postgresql+asyncpg://...]
+
+1. One anvil (automine) with the devnet deployment. Two databases, migrated: *empty*
+   and *seeded*. The seeded one gets, through the bulk path the listener itself uses
+   (``deposits.record_logs`` → ``store/bulk.py`` multi-row inserts / asyncpg
+   ``executemany``, ``ledger_batch.post_pairs`` / ``post_many``):
+   ``--deposits`` deposits (default 1,000,000) by 100,000 accounts (a long-tailed
+   distribution: the busiest account has ~0.1 %), in the blocks below the vault's
+   deployment (the history the cursor has passed): ~98.7 % credited, 1 % unsupported
+   (a token not configured), 0.3 % orphaned, plus 2,000 pending on a second network
+   (its unconfirmed window; not configured here, so nothing credits them); one
+   credit per credited deposit in the journal; ``--deposits``/5 withdrawals (97 %
+   completed with a confirmed attempt and a settlement, 1 % each failed / rejected /
+   cancelled with a release, 100 broadcast and 100 confirming with live attempts of
+   a second hot wallet not configured here, 50 waiting for review), each with its
+   hold in the journal. Seeding time is printed.
+2. Both databases then get the same: the listener caught up with the chain (in
+   process, depth 12), 12 blocks of one real deposit each (the unconfirmed window),
+   and 1,064 fresh accounts credited for the intake.
+3. Measured on each database, in the same run:
+   - *listener step*: 20 new blocks of one deposit each; per block one step of each
+     database's listener, alternating which goes first (median);
+   - *intake p99*: a real ``watcher run`` process per database (its listener, sender
+     and tracker running), 64 warm-up requests, then 1,000 signed withdrawal requests
+     arriving open-loop at 500/s (Poisson, latency from the scheduled arrival);
+   - *account view*: ``GET /v1/accounts/{a}`` and ``GET /v1/accounts/{a}/history`` of
+     the busiest seeded account (in the empty database: that account with one credit),
+     medians of 50 sequential requests;
+   - *status*: ``collect_status`` in process beside the running daemon, database
+     path and RPC probes (what ``watcher status`` does), median of 7;
+   - the daemon's peak RSS (``VmHWM``), and the database size per deposit (the whole
+     database: deposits, journal, withdrawals, indexes).
+
+The last line is ``scale: deposits <rows> step <ms>ms (empty <ms>ms) intake_p99 <ms>ms
+(empty <ms>ms) rss <MB>MB``. Targets: each within 1.5x of empty; RSS < 300 MB.
+PostgreSQL: ``--database postgresql`` creates two fresh databases on the server of
+``--database-url`` (or ``$BENCH_DATABASE_URL`` / ``$WATCHER_TEST_DATABASE_URL``), e.g.
+from ``scripts/pg-throwaway.sh start /tmp/pg-bench 55440``, and drops them after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiohttp
+from eth_account import Account
+from eth_hash.auto import keccak
+from sqlalchemy import update
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import withdrawals as wbench  # noqa: E402
+from deposits import DEPOSIT_NATIVE, Rpc  # noqa: E402
+
+from tests.helpers import write_config  # noqa: E402
+from watcher.app import App, build  # noqa: E402
+from watcher.chain import eip712  # noqa: E402
+from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil  # noqa: E402
+from watcher.chain.logs import DepositLog  # noqa: E402
+from watcher.domain.journal import CROSS, Leg, TxKind, vault_account  # noqa: E402
+from watcher.services.listener import DepositListener  # noqa: E402
+from watcher.services.status import collect_status  # noqa: E402
+from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
+from watcher.store import deposits as deposit_store  # noqa: E402
+from watcher.store import withdrawals as repo  # noqa: E402
+from watcher.store.bulk import insert_many  # noqa: E402
+from watcher.store.ledger_batch import Posting, post_many  # noqa: E402
+from watcher.store.models import Deposit, TxAttempt, Withdrawal, table_of, utcnow  # noqa: E402
+
+DEPTH = 12
+HISTORY_BLOCKS = 2000
+ACCOUNTS = 100_000
+STEPS = 20
+WARMUP = 64
+OPEN_N = 1000
+OPEN_RATE = 500
+# Connections of the open loop: a request that finds all busy waits, and its latency
+# (counted from its scheduled arrival) includes that wait.
+OPEN_CONNECTIONS = 100
+VIEWS = 50
+STATUS_RUNS = 7
+SEED_CHUNK = 50_000
+OTHER_CHAIN = 1  # the second network of the seeded pending deposits
+OTHER_PENDING = 2000
+IN_FLIGHT = 100  # broadcast, and as many confirming
+REVIEW = 50
+FOREIGN_SENDER = "0x000000000000000000000000000000000000dEaD"
+
+
+def hex32(rng: random.Random) -> str:
+    return f"0x{rng.getrandbits(256):064x}"
+
+
+def checksum(low: str) -> str:
+    """EIP-55 of 40 lowercase hex digits (eth_utils' validating path is ~10x slower)."""
+    digest = keccak(low.encode()).hex()
+    return "0x" + "".join(
+        c.upper() if int(d, 16) >= 8 else c for c, d in zip(low, digest[:40], strict=True)
+    )
+
+
+class Seeder:
+    def __init__(self, app: App, network: NetworkConfig, count: int, below: int) -> None:
+        self.app, self.network, self.count, self.below = app, network, count, below
+        self.rng = random.Random(22)
+        # Accounts by rank; weights 1/(rank+100): the busiest has ~0.14 % of the rows.
+        self.accounts = [checksum(f"{self.rng.getrandbits(160):040x}") for _ in range(ACCOUNTS)]
+        weights = [1 / (r + 100) for r in range(ACCOUNTS)]
+        total, acc = sum(weights), 0.0
+        self.cum = []
+        for w in weights:
+            acc += w / total
+            self.cum.append(acc)
+
+    def pick(self, n: int) -> list[str]:
+        return self.rng.choices(self.accounts, cum_weights=self.cum, k=n)
+
+    async def deposits(self) -> None:
+        net, rng = self.network, self.rng
+        usdt = net.tokens[0].address
+        usdc = net.tokens[1].address
+        unknown = "0x00000000000000000000000000000000000b0b0b"
+        done = 0
+        block_hashes = {b: hex32(rng) for b in range(1, self.below)}
+        while done < self.count:
+            n = min(SEED_CHUNK, self.count - done)
+            owners = self.pick(n)
+            logs = []
+            for k in range(n):
+                i = done + k
+                block = 1 + i * (self.below - 1) // self.count
+                roll = rng.random()
+                if roll < 0.01:
+                    token, amount = unknown, rng.randrange(1, 10**21)
+                elif roll < 0.5:
+                    token, amount = (
+                        "0x0000000000000000000000000000000000000000",
+                        rng.randrange(10**15, 10**19),
+                    )
+                elif roll < 0.8:
+                    token, amount = usdt, rng.randrange(10**18, 10**22)
+                else:
+                    token, amount = usdc, rng.randrange(10**6, 10**10)
+                logs.append(
+                    DepositLog(
+                        chain_id=net.chain_id,
+                        block_number=block,
+                        block_hash=block_hashes[block],
+                        tx_hash=hex32(rng),
+                        log_index=rng.randrange(0, 4),
+                        account=owners[k],
+                        token=token,
+                        amount=amount,
+                    )
+                )
+            # 0.3 % orphaned: seen pending, their block reorged out before credit.
+            orphans = [d for d in logs if rng.random() < 0.003]
+            gone = {d.tx_hash for d in orphans}
+            async with self.app.sessions.begin() as s:
+                await deposit_store.record_logs(
+                    s,
+                    [d for d in logs if d.tx_hash not in gone],
+                    net,
+                    self.app.settings.assets,
+                    final_upto=self.below,
+                )
+                await deposit_store.record_logs(
+                    s, orphans, net, self.app.settings.assets, final_upto=None
+                )
+                await s.execute(
+                    update(Deposit)
+                    .where(Deposit.chain_id == net.chain_id, Deposit.state == "pending")
+                    .values(state="orphaned")
+                )
+            done += n
+        # Another network's unconfirmed window: pending, never credited here.
+        other = NetworkConfig(
+            **{
+                **net.model_dump(),
+                "name": "other",
+                "chain_id": OTHER_CHAIN,
+            }
+        )
+        logs = [
+            DepositLog(
+                chain_id=OTHER_CHAIN,
+                block_number=10_000_000 + i // 30,
+                block_hash=hex32(rng),
+                tx_hash=hex32(rng),
+                log_index=0,
+                account=a,
+                token="0x0000000000000000000000000000000000000000",
+                amount=rng.randrange(10**15, 10**19),
+            )
+            for i, a in enumerate(self.pick(OTHER_PENDING))
+        ]
+        async with self.app.sessions.begin() as s:
+            await deposit_store.record_logs(
+                s, logs, other, self.app.settings.assets, final_upto=None
+            )
+
+    async def withdrawals(self, hot_wallet: str) -> None:
+        net, rng = self.network, self.rng
+        count = self.count // 5
+        usdt = net.tokens[0].address
+        nonces: dict[str, int] = {}
+        account_ids: dict[str, int] = {}
+        from watcher.store.ledger_batch import account_ids as ids_of
+
+        states: list[str] = []
+        for i in range(count):
+            if i < IN_FLIGHT:
+                states.append("broadcast")
+            elif i < 2 * IN_FLIGHT:
+                states.append("confirming")
+            elif i < 2 * IN_FLIGHT + REVIEW:
+                states.append("review")
+            else:
+                roll = rng.random()
+                states.append(
+                    "failed"
+                    if roll < 0.01
+                    else "rejected"
+                    if roll < 0.02
+                    else "cancelled"
+                    if roll < 0.03
+                    else "completed"
+                )
+        states.reverse()  # the live ones are the newest
+        now = utcnow()
+        start = 0
+        while start < count:
+            n = min(SEED_CHUNK // 2, count - start)
+            chunk_states = states[start : start + n]
+            owners = self.pick(n)
+            async with self.app.sessions.begin() as s:
+                missing = [o for o in set(owners) if o not in account_ids]
+                account_ids.update(await ids_of(s, missing))
+                ids = await repo.new_ids(s, n)
+                cols: dict[str, list[Any]] = {c: [] for c in repo._NEW_COLUMNS}
+                att: dict[str, list[Any]] = {
+                    c: []
+                    for c in (
+                        "withdrawal_id",
+                        "sender",
+                        "nonce",
+                        "tx_hash",
+                        "raw_tx",
+                        "max_fee_per_gas",
+                        "max_priority_fee_per_gas",
+                        "state",
+                        "block_number",
+                        "block_hash",
+                        "status",
+                        "created_at",
+                        "broadcast_at",
+                        "broadcast_block",
+                        "updated_at",
+                    )
+                }
+                postings: list[Posting] = []
+                for k in range(n):
+                    wid, owner, state = ids[k], owners[k], chunk_states[k]
+                    nonce = nonces.get(owner, 0)
+                    nonces[owner] = nonce + 1
+                    units = rng.randrange(10**8, 10**11)
+                    created = now.replace(microsecond=0) if state != "completed" else now
+                    tx_hash = (
+                        hex32(rng) if state not in ("rejected", "cancelled", "review") else None
+                    )
+                    row = {
+                        "id": wid,
+                        "account": owner,
+                        "account_id": account_ids[owner],
+                        "chain_id": net.chain_id,
+                        "token": usdt,
+                        "asset": "USDT",
+                        "amount": units * 10**10,
+                        "ledger_amount": units,
+                        "fee": 0,
+                        "destination": owner,
+                        "nonce": nonce,
+                        "deadline": 2**40,
+                        "signature": "0x" + "ab" * 65,
+                        "request_digest": hex32(rng),
+                        "state": state,
+                        "reason": None,
+                        "tx_hash": tx_hash,
+                        "block_number": 5 if tx_hash and state != "broadcast" else None,
+                        "confirmations": 0,
+                        "hold_tx_id": None,
+                        "created_at": created,
+                        "updated_at": created,
+                    }
+                    for c in repo._NEW_COLUMNS:
+                        cols[c].append(row[c])
+                    w = cast(Withdrawal, SimpleNamespace(**row))
+                    postings.append(repo.hold_posting(w))
+                    if state == "completed":
+                        postings.append(
+                            repo.settle_posting(w, self.app.settings.withdrawals.fee_account)
+                        )
+                    elif state in ("failed", "rejected", "cancelled"):
+                        postings.append(repo.release_posting(w, state))
+                    if tx_hash is not None:
+                        live = state in ("broadcast", "confirming")
+                        a_state = {
+                            "broadcast": "broadcast",
+                            "confirming": "mined",
+                            "completed": "confirmed",
+                            "failed": "confirmed",
+                        }[state]
+                        att["withdrawal_id"].append(wid)
+                        att["sender"].append(FOREIGN_SENDER if live else hot_wallet)
+                        att["nonce"].append(start + k)
+                        att["tx_hash"].append(tx_hash)
+                        att["raw_tx"].append("0x02f8" + "cd" * 250)
+                        att["max_fee_per_gas"].append(2 * 10**9)
+                        att["max_priority_fee_per_gas"].append(10**9)
+                        att["state"].append(a_state)
+                        att["block_number"].append(None if state == "broadcast" else 5)
+                        att["block_hash"].append(None if state == "broadcast" else hex32(rng))
+                        att["status"].append(
+                            None if state == "broadcast" else (0 if state == "failed" else 1)
+                        )
+                        att["created_at"].append(created)
+                        att["broadcast_at"].append(created)
+                        att["broadcast_block"].append(4)
+                        att["updated_at"].append(created)
+                await insert_many(s, table_of(Withdrawal), cols)
+                await insert_many(s, table_of(TxAttempt), att, same={"chain_id": net.chain_id})
+                await post_many(s, postings, fresh_refs=True)
+            start += n
+
+
+async def credit_users(app: App, users: list[str], chain_id: int) -> None:
+    for start in range(0, len(users), 1000):
+        async with app.sessions.begin() as s:
+            await post_many(
+                s,
+                [
+                    Posting(
+                        kind=TxKind.DEPOSIT,
+                        ref=f"bench:{user}",
+                        legs=[
+                            Leg(vault_account(chain_id), "USDT", -10 * 10**8, CROSS),
+                            Leg(user, "USDT", 10 * 10**8, CROSS),
+                        ],
+                        account_key=user,
+                    )
+                    for user in users[start : start + 1000]
+                ],
+            )
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+async def timed_get(http: aiohttp.ClientSession, url: str) -> float:
+    t0 = time.perf_counter()
+    async with http.get(url) as resp:
+        await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {url}: {resp.status}")
+    return time.perf_counter() - t0
+
+
+def proc_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Side:
+    """One database of the comparison and what was measured on it."""
+
+    def __init__(self, name: str, db: wbench.Db) -> None:
+        self.name, self.db = name, db
+        self.settings: Settings | None = None
+        self.app: App | None = None
+        self.listener: DepositListener | None = None
+        self.steps: list[float] = []
+        self.results: dict[str, Any] = {}
+
+
+async def daemon_phase(
+    side: Side,
+    cfg: Path,
+    env: dict[str, str],
+    root: Path,
+    bodies: list[dict[str, Any]],
+    viewed: str,
+) -> None:
+    assert side.settings is not None
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)  # the daemon's log: var/bench/scale-<side>.log
+    proc, port = await wbench.start_daemon(cfg, env, logs, f"scale-{side.name}", "all")
+    api = f"http://127.0.0.1:{port}"
+    try:
+        await wbench.wait_http(api)
+        async with aiohttp.ClientSession() as http:
+            for body in bodies[:WARMUP]:  # warm-up (first-use imports, caches); not counted
+                await wbench.submit(http, api, json.dumps(body))
+        # The open loop (bench/withdrawals.py's): latency from the scheduled arrival.
+        rng = random.Random(7)
+        offsets, t = [], 0.0
+        for _ in bodies[WARMUP:]:
+            t += rng.expovariate(OPEN_RATE)
+            offsets.append(t)
+        latencies: list[float] = []
+        connector = aiohttp.TCPConnector(limit=OPEN_CONNECTIONS)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            begin = time.perf_counter() + 0.05
+
+            async def one(body: dict[str, Any], at: float) -> None:
+                data = json.dumps(body)
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                await wbench.submit(http, api, data)
+                latencies.append(time.perf_counter() - at)
+
+            await asyncio.gather(
+                *(one(b, begin + o) for b, o in zip(bodies[WARMUP:], offsets, strict=True))
+            )
+            side.results["intake_p99"] = wbench.pct(latencies, 99) * 1000
+            side.results["intake_p50"] = median_ms(latencies)
+            await asyncio.sleep(1.0)  # the sender's and tracker's work of the burst
+            doc = [await timed_get(http, f"{api}/v1/accounts/{viewed}") for _ in range(VIEWS)]
+            hist = [
+                await timed_get(http, f"{api}/v1/accounts/{viewed}/history?limit=100")
+                for _ in range(VIEWS)
+            ]
+            side.results["account"] = median_ms(doc)
+            side.results["history"] = median_ms(hist)
+        reader = await build(side.settings, migrate=False, services=False)
+        try:
+            times = []
+            for _ in range(STATUS_RUNS):
+                t0 = time.perf_counter()
+                await collect_status(reader)
+                times.append(time.perf_counter() - t0)
+            side.results["status"] = median_ms(times)
+        finally:
+            await reader.close()
+            await reader.engine.dispose()
+        side.results["rss_mb"] = proc_kb(proc.pid, "VmHWM") / 1024
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def db_size(side: Side) -> int:
+    from sqlalchemy import text
+
+    assert side.app is not None
+    async with side.app.engine.connect() as conn:
+        if side.db.kind == "postgresql":
+            return int(
+                (await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar()
+                or 0
+            )
+        page = (await conn.exec_driver_sql("PRAGMA page_size")).scalar() or 0
+        pages = (await conn.exec_driver_sql("PRAGMA page_count")).scalar() or 0
+        return int(page) * int(pages)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--deposits", type=int, default=1_000_000)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL")
+    args = parser.parse_args()
+    if args.database_url:
+        os.environ["BENCH_DATABASE_URL"] = args.database_url
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        root = Path(tmp)
+        sides = []
+        for name in ("empty", "seeded"):
+            (root / name).mkdir()
+            db = wbench.Db(args.database, root / name)
+            await db.create()
+            sides.append(Side(name, db))
+        try:
+            await run(args, root, sides)
+        finally:
+            for side in sides:
+                if side.app is not None:
+                    await side.app.close()
+                    await side.app.engine.dispose()
+                await side.db.drop()
+
+
+async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
+    empty, seeded = sides
+    async with start_anvil() as node, aiohttp.ClientSession() as http:
+        rpc = Rpc(http, node.url)
+        # History below the vault's deployment block: the seeded deposits' blocks.
+        t0 = time.perf_counter()
+        await rpc.call("anvil_mine", hex(HISTORY_BLOCKS))
+        print(f"anvil: {HISTORY_BLOCKS} blocks mined in {time.perf_counter() - t0:.1f} s")
+        dep = await deploy_devnet(node.url, fund_accounts=1)
+        usdt = dep.tokens["USDT"].address
+        await wbench.fund_vault(node.url, dep.vault, usdt, 10 * OPEN_N * 10**18)
+        await rpc.call("anvil_mine", hex(DEPTH + 8))
+        cfg = write_config(root, [("devnet", dep, DEPTH)])
+        hot = dev_account(1).address
+        base_env = {
+            **os.environ,
+            "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
+            "WATCHER_ADMIN_TOKEN": "bench-admin-token",
+            "WATCHER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+        for side in sides:
+            side.settings = load_settings(
+                cfg, env={**base_env, "WATCHER_DATABASE_URL": side.db.url}
+            )
+            side.app = await build(side.settings, services=False)
+        net = seeded.settings.enabled_networks[0] if seeded.settings else None
+        assert net is not None and seeded.app is not None and empty.app is not None
+
+        began = time.perf_counter()
+        gc.disable()  # as the listener does during a step: no full collections mid-bulk
+        seeder = Seeder(seeded.app, net, args.deposits, dep.deploy_block)
+        await seeder.deposits()
+        took_d = time.perf_counter() - began
+        await seeder.withdrawals(hot)
+        took = time.perf_counter() - began
+        gc.enable()
+        gc.collect()
+        counts = await table_counts(seeded.app)
+        print(
+            f"seeded ({args.database}): {counts['deposits']:,} deposits, "
+            f"{counts['journal_transactions']:,} journal transactions, "
+            f"{counts['journal_entries']:,} entries, {counts['withdrawals']:,} withdrawals, "
+            f"{counts['tx_attempts']:,} attempts, {counts['accounts']:,} accounts in "
+            f"{took:.0f} s (deposits {took_d:.0f} s)",
+            flush=True,
+        )
+
+        # Both: the listener caught up, then the unconfirmed window filled.
+        for side in sides:
+            assert side.app is not None and side.settings is not None
+            side.listener = DepositListener(
+                net,
+                side.settings.listener,
+                side.settings.assets,
+                side.app.sessions,
+                side.app.rpc[net.name],
+            )
+            await side.listener.tick()
+
+        async def block_with_deposit() -> None:
+            who = dev_account(0).address
+            await rpc.call(
+                "eth_sendTransaction",
+                {"from": who, "to": dep.vault, "data": DEPOSIT_NATIVE, "value": hex(10**15)},
+            )
+
+        for _ in range(DEPTH):
+            await block_with_deposit()
+            for side in sides:
+                assert side.listener is not None
+                await side.listener.tick()
+        for k in range(STEPS):
+            await block_with_deposit()
+            order = sides if k % 2 == 0 else sides[::-1]
+            for side in order:
+                assert side.listener is not None
+                t0 = time.perf_counter()
+                more = await side.listener.step()
+                side.steps.append(time.perf_counter() - t0)
+                assert not more
+        for side in sides:
+            side.results["step"] = median_ms(side.steps)
+
+        users = [Account.create() for _ in range(WARMUP + OPEN_N)]
+        viewed = seeder.accounts[0]
+        for side in sides:
+            assert side.app is not None
+            await credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
+        deadline = int(time.time()) + 3600
+        bodies = []
+        for i, user in enumerate(users):
+            message = {
+                "account": user.address,
+                "token": usdt,
+                "amount": 10**18,
+                "destination": user.address,
+                "nonce": i,
+                "deadline": deadline,
+            }
+            sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
+            bodies.append(
+                {
+                    "account": user.address,
+                    "chainId": dep.chain_id,
+                    "token": usdt,
+                    "amount": "1",
+                    "destination": user.address,
+                    "nonce": i,
+                    "deadline": deadline,
+                    "signature": sig,
+                }
+            )
+        for side in sides:
+            env = {**base_env, "WATCHER_DATABASE_URL": side.db.url}
+            await daemon_phase(side, cfg, env, root / side.name, bodies, viewed)
+
+        size = await db_size(seeded)
+        size_empty = await db_size(empty)
+        n = counts["deposits"]
+    where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
+    print(f"machine: {os.cpu_count()} cores, {where}; medians unless said")
+    for key, label in (
+        ("step", "listener step (1 new block, 1 deposit)"),
+        ("intake_p50", f"intake p50 at {OPEN_RATE}/s"),
+        ("intake_p99", f"intake p99 at {OPEN_RATE}/s"),
+        ("account", "account view GET /v1/accounts/{a}"),
+        ("history", "account history GET /v1/accounts/{a}/history?limit=100"),
+        ("status", "status (collect_status, database + RPC probes)"),
+    ):
+        a, b = seeded.results[key], empty.results[key]
+        print(f"{label}: {a:.1f} ms (empty {b:.1f} ms), ratio {a / b:.2f}")
+    print(
+        f"database size: {size / 2**20:.0f} MiB ({size / max(1, n):.0f} bytes per deposit, "
+        f"the whole database over its deposits); empty {size_empty / 2**20:.1f} MiB"
+    )
+    print(
+        f"daemon peak RSS: seeded {seeded.results['rss_mb']:.0f} MB, "
+        f"empty {empty.results['rss_mb']:.0f} MB"
+    )
+    print(
+        f"scale: deposits {n} step {seeded.results['step']:.1f}ms "
+        f"(empty {empty.results['step']:.1f}ms) intake_p99 {seeded.results['intake_p99']:.0f}ms "
+        f"(empty {empty.results['intake_p99']:.0f}ms) rss {seeded.results['rss_mb']:.0f}MB"
+    )
+
+
+async def table_counts(app: App) -> dict[str, int]:
+    from sqlalchemy import text
+
+    out = {}
+    async with app.engine.connect() as conn:
+        for t in (
+            "deposits",
+            "journal_transactions",
+            "journal_entries",
+            "withdrawals",
+            "tx_attempts",
+            "accounts",
+        ):
+            out[t] = int((await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar() or 0)
+    return out
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
