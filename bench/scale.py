@@ -74,7 +74,6 @@ from watcher.app import App, build  # noqa: E402
 from watcher.chain import eip712  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil  # noqa: E402
 from watcher.chain.logs import DepositLog  # noqa: E402
-from watcher.domain.journal import CROSS, Leg, TxKind, vault_account  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
 from watcher.services.status import collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
@@ -350,26 +349,6 @@ class Seeder:
             start += n
 
 
-async def credit_users(app: App, users: list[str], chain_id: int) -> None:
-    for start in range(0, len(users), 1000):
-        async with app.sessions.begin() as s:
-            await post_many(
-                s,
-                [
-                    Posting(
-                        kind=TxKind.DEPOSIT,
-                        ref=f"bench:{user}",
-                        legs=[
-                            Leg(vault_account(chain_id), "USDT", -10 * 10**8, CROSS),
-                            Leg(user, "USDT", 10 * 10**8, CROSS),
-                        ],
-                        account_key=user,
-                    )
-                    for user in users[start : start + 1000]
-                ],
-            )
-
-
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -595,7 +574,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         viewed = seeder.accounts[0]
         for side in sides:
             assert side.app is not None
-            await credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
+            await wbench.credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
         deadline = int(time.time()) + 3600
         bodies = []
         for i, user in enumerate(users):

@@ -136,26 +136,31 @@ async def send(w3: Any, account: Any, call: Any) -> None:
     assert receipt["status"] == 1
 
 
+async def credit_users(app: Any, users: list[str], chain_id: int) -> None:
+    """10 USDT to each user in the ledger (deposit postings, 1,000 per transaction)."""
+    for start in range(0, len(users), 1000):
+        async with app.sessions.begin() as s:
+            await post_many(
+                s,
+                [
+                    Posting(
+                        kind=TxKind.DEPOSIT,
+                        ref=f"bench:{user}",
+                        legs=[
+                            Leg(vault_account(chain_id), "USDT", -10 * 10**8, CROSS),
+                            Leg(user, "USDT", 10 * 10**8, CROSS),
+                        ],
+                        account_key=user,
+                    )
+                    for user in users[start : start + 1000]
+                ],
+            )
+
+
 async def setup_ledger(settings: Any, users: list[str], chain_id: int) -> None:
     app = await build(settings, services=False)
     try:
-        for start in range(0, len(users), 1000):
-            async with app.sessions.begin() as s:
-                await post_many(
-                    s,
-                    [
-                        Posting(
-                            kind=TxKind.DEPOSIT,
-                            ref=f"bench:{user}",
-                            legs=[
-                                Leg(vault_account(chain_id), "USDT", -10 * 10**8, CROSS),
-                                Leg(user, "USDT", 10 * 10**8, CROSS),
-                            ],
-                            account_key=user,
-                        )
-                        for user in users[start : start + 1000]
-                    ],
-                )
+        await credit_users(app, users, chain_id)
     finally:
         await app.close()
 

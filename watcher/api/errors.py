@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -235,24 +235,23 @@ def error_response(exc: DomainError) -> web.Response:
     )
 
 
-def bad_request(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, kind=ErrorKind.INVALID)
+class _Maker(Protocol):
+    def __call__(self, code: str, message: str, /, **details: Any) -> ApiError: ...
 
 
-def unauthorized(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, kind=ErrorKind.UNAUTHORIZED)
+def _maker(kind: ErrorKind) -> _Maker:
+    def make(code: str, message: str, /, **details: Any) -> ApiError:
+        return ApiError(code, message, details, kind=kind)
+
+    return make
 
 
-def not_found(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, kind=ErrorKind.NOT_FOUND)
-
-
-def conflict(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, kind=ErrorKind.CONFLICT)
-
-
-def rule(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(code, message, details, kind=ErrorKind.RULE)
+# The API's own refusals, by kind (services use watcher.domain.errors' counterparts).
+bad_request = _maker(ErrorKind.INVALID)
+unauthorized = _maker(ErrorKind.UNAUTHORIZED)
+not_found = _maker(ErrorKind.NOT_FOUND)
+conflict = _maker(ErrorKind.CONFLICT)
+rule = _maker(ErrorKind.RULE)
 
 
 def _default(value: Any) -> Any:
