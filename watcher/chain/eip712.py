@@ -112,14 +112,20 @@ _DYNAMIC = {"string", "bytes"}  # hashed into a bytes32 word by EIP-712
 
 
 @lru_cache(maxsize=1024)
-def _domain_separator(chain_id: int, verifying_contract: str) -> bytes:
+def domain_separator(
+    chain_id: int,
+    verifying_contract: str,
+    name: str = DOMAIN_NAME,
+    version: str = DOMAIN_VERSION,
+) -> bytes:
+    """The EIP-712 domain separator of {name, version, chainId, verifyingContract}."""
     return keccak(
         abi_encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
             [
                 keccak(text=DOMAIN_TYPE),
-                keccak(text=DOMAIN_NAME),
-                keccak(text=DOMAIN_VERSION),
+                keccak(text=name),
+                keccak(text=version),
                 chain_id,
                 to_checksum_address(verifying_contract),
             ],
@@ -159,7 +165,7 @@ def digest_bytes(
         struct_hash = keccak(abi_encode(abi, values))
     except (EncodingError, TypeError, ValueError) as exc:
         raise ValueError(f"{primary_type} message does not encode: {exc}") from None
-    return keccak(b"\x19\x01" + _domain_separator(chain_id, verifying_contract) + struct_hash)
+    return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + struct_hash)
 
 
 def recover_signer(digest32: bytes, signature: bytes) -> bytes:

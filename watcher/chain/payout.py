@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -40,7 +39,8 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from watcher.chain.eip712 import DOMAIN_FIELDS, DOMAIN_TYPE, recover_address
+from watcher.chain.eip712 import DOMAIN_FIELDS, recover_address
+from watcher.chain.eip712 import domain_separator as eip712_domain_separator
 
 PAYOUT_DOMAIN_NAME = "WatcherVault"
 PAYOUT_DOMAIN_VERSION = "2"
@@ -96,20 +96,8 @@ def typed_data(payout: Payout) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=256)
 def domain_separator(chain_id: int, vault: str) -> bytes:
-    return keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [
-                keccak(text=DOMAIN_TYPE),
-                keccak(text=PAYOUT_DOMAIN_NAME),
-                keccak(text=PAYOUT_DOMAIN_VERSION),
-                chain_id,
-                to_checksum_address(vault),
-            ],
-        )
-    )
+    return eip712_domain_separator(chain_id, vault, PAYOUT_DOMAIN_NAME, PAYOUT_DOMAIN_VERSION)
 
 
 def struct_hash(payout: Payout) -> bytes:
