@@ -73,7 +73,6 @@ from watcher.chain.devnet import (  # noqa: E402
     prepare_config_dir,
     start_anvil,
 )
-from watcher.services import intake as _intake  # noqa: E402,F401  (the Withdraw type)
 from watcher.settings import DEFAULT_CONFIG_DIR  # noqa: E402
 
 ACCOUNTS = tuple(range(2, 10))  # dev accounts that deposit and withdraw (1 is the hot wallet)

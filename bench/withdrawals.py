@@ -69,7 +69,6 @@ from watcher.chain.devnet import deploy_devnet, dev_account, free_port, start_an
 from watcher.chain.signer import HotSigner  # noqa: E402
 from watcher.chain.vault import withdraw_calldata  # noqa: E402
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account  # noqa: E402
-from watcher.services import intake as _intake  # noqa: E402,F401
 from watcher.settings import load_settings  # noqa: E402
 from watcher.store.ledger_batch import Posting, post_many  # noqa: E402
 

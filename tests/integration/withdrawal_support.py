@@ -20,7 +20,6 @@ from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
-from watcher.services import intake as _intake  # noqa: F401  (registers the Withdraw type)
 from watcher.services.sender import Sender
 from watcher.services.tracker import Tracker
 from watcher.settings import load_settings

@@ -439,7 +439,6 @@ def signed_withdrawal(
     """The POST /v1/withdrawals body, signed as dev account ``index`` with the API's own
     EIP-712 code (``watcher.api.eip712`` and the ``Withdraw`` type of the intake)."""
     from watcher.chain import eip712
-    from watcher.services import intake  # noqa: F401  (registers the Withdraw type)
 
     user = dev_key(index)
     nonce = time.time_ns() if nonce is None else nonce
