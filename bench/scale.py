@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -67,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import withdrawals as wbench  # noqa: E402
+from bench.pgserver import bench_database  # noqa: E402
 from deposits import DEPOSIT_NATIVE, Rpc  # noqa: E402
 
 from tests.helpers import write_config  # noqa: E402
@@ -471,20 +473,23 @@ async def main() -> None:
         os.environ["BENCH_DATABASE_URL"] = args.database_url
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(tmp)
-        sides = []
-        for name in ("empty", "seeded"):
-            (root / name).mkdir()
-            db = wbench.Db(args.database, root / name)
-            await db.create()
-            sides.append(Side(name, db))
-        try:
-            await run(args, root, sides)
-        finally:
-            for side in sides:
-                if side.app is not None:
-                    await side.app.close()
-                    await side.app.engine.dispose()
-                await side.db.drop()
+        async with contextlib.AsyncExitStack() as stack:
+            sides = []
+            for name in ("empty", "seeded"):
+                (root / name).mkdir()
+                # A SQLite file, or a fresh PostgreSQL database dropped on exit.
+                url, _where = await stack.enter_async_context(
+                    bench_database(args.database, root / name / "watcher.db", args.database_url)
+                )
+                sides.append(Side(name, wbench.Db(args.database, root / name, url)))
+            try:
+                await run(args, root, sides)
+            finally:
+                for side in sides:
+                    if side.app is not None:
+                        await side.app.close()
+                        await side.app.engine.dispose()
+                    await side.db.close()
 
 
 async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
