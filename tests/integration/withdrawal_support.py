@@ -69,6 +69,19 @@ def sender(app: App) -> Sender:
     return found
 
 
+def fresh_sender(app: App) -> Sender:
+    """A sender as a restarted process builds it: no in-memory state."""
+    old = sender(app)
+    return Sender(
+        network=old.network,
+        settings=old.settings,
+        sessions=app.sessions,
+        rpc=old.rpc,
+        http=old.http,
+        signer=old.signer,
+    )
+
+
 def tracker(app: App) -> Tracker:
     found: Tracker = service(app, "tracker:")
     return found
