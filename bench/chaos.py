@@ -62,7 +62,6 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
-from watcher.chain import eip712  # noqa: E402
 from watcher.chain.artifacts import DEPOSIT_TOPIC, WITHDRAWN_TOPIC  # noqa: E402
 from watcher.chain.devnet import (  # noqa: E402
     Deployment,
@@ -73,7 +72,7 @@ from watcher.chain.devnet import (  # noqa: E402
     prepare_config_dir,
     start_anvil,
 )
-from watcher.services import intake as _intake  # noqa: E402,F401  (the Withdraw type)
+from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.settings import DEFAULT_CONFIG_DIR  # noqa: E402
 
 ACCOUNTS = tuple(range(2, 10))  # dev accounts that deposit and withdraw (1 is the hot wallet)
@@ -313,26 +312,19 @@ def make_plan(args: argparse.Namespace, dep: Deployment, rng: random.Random) -> 
         user = dev_account(who)
         token, decimals = rng.choice(funded[who])
         whole = rng.randint(1, 5)
-        message = {
-            "account": user.address,
-            "token": token,
-            "amount": whole * 10**decimals,
-            "destination": user.address,
-            "nonce": 1_000_000 + n,
-            "deadline": deadline,
-        }
-        signature = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
         withdrawals.append(
-            {
-                "account": user.address,
-                "chainId": dep.chain_id,
-                "token": token,
-                "amount": str(whole),
-                "destination": user.address,
-                "nonce": str(message["nonce"]),
-                "deadline": str(deadline),
-                "signature": signature,
-            }
+            withdrawal_body(
+                user.address,
+                bytes(user.key),
+                chain_id=dep.chain_id,
+                vault=dep.vault,
+                token=token,
+                units=whole * 10**decimals,
+                amount=str(whole),
+                destination=user.address,
+                nonce=1_000_000 + n,
+                deadline=deadline,
+            )
         )
     return Plan(deposits, withdrawals)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -69,11 +70,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 import withdrawals as wbench  # noqa: E402
 from deposits import DEPOSIT_NATIVE, Rpc  # noqa: E402
 
+from bench.pgserver import bench_database  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import App, build  # noqa: E402
-from watcher.chain import eip712  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil  # noqa: E402
 from watcher.chain.logs import DepositLog  # noqa: E402
+from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
 from watcher.services.status import collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
@@ -471,20 +473,23 @@ async def main() -> None:
         os.environ["BENCH_DATABASE_URL"] = args.database_url
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(tmp)
-        sides = []
-        for name in ("empty", "seeded"):
-            (root / name).mkdir()
-            db = wbench.Db(args.database, root / name)
-            await db.create()
-            sides.append(Side(name, db))
-        try:
-            await run(args, root, sides)
-        finally:
-            for side in sides:
-                if side.app is not None:
-                    await side.app.close()
-                    await side.app.engine.dispose()
-                await side.db.drop()
+        async with contextlib.AsyncExitStack() as stack:
+            sides = []
+            for name in ("empty", "seeded"):
+                (root / name).mkdir()
+                # A SQLite file, or a fresh PostgreSQL database dropped on exit.
+                url, _where = await stack.enter_async_context(
+                    bench_database(args.database, root / name / "watcher.db", args.database_url)
+                )
+                sides.append(Side(name, wbench.Db(args.database, root / name, url)))
+            try:
+                await run(args, root, sides)
+            finally:
+                for side in sides:
+                    if side.app is not None:
+                        await side.app.close()
+                        await side.app.engine.dispose()
+                    await side.db.close()
 
 
 async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
@@ -576,29 +581,21 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
             assert side.app is not None
             await wbench.credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
         deadline = int(time.time()) + 3600
-        bodies = []
-        for i, user in enumerate(users):
-            message = {
-                "account": user.address,
-                "token": usdt,
-                "amount": 10**18,
-                "destination": user.address,
-                "nonce": i,
-                "deadline": deadline,
-            }
-            sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
-            bodies.append(
-                {
-                    "account": user.address,
-                    "chainId": dep.chain_id,
-                    "token": usdt,
-                    "amount": "1",
-                    "destination": user.address,
-                    "nonce": i,
-                    "deadline": deadline,
-                    "signature": sig,
-                }
+        bodies = [
+            withdrawal_body(
+                user.address,
+                bytes(user.key),
+                chain_id=dep.chain_id,
+                vault=dep.vault,
+                token=usdt,
+                units=10**18,
+                amount="1",
+                destination=user.address,
+                nonce=i,
+                deadline=deadline,
             )
+            for i, user in enumerate(users)
+        ]
         for side in sides:
             env = {**base_env, "WATCHER_DATABASE_URL": side.db.url}
             await daemon_phase(side, cfg, env, root / side.name, bodies, viewed)

@@ -63,13 +63,12 @@ sys.path.insert(0, str(ROOT))
 from bench.pgserver import bench_database  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
-from watcher.chain import eip712  # noqa: E402
 from watcher.chain.artifacts import load_artifact  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, dev_account, free_port, start_anvil  # noqa: E402
 from watcher.chain.signer import HotSigner  # noqa: E402
 from watcher.chain.vault import withdraw_calldata  # noqa: E402
+from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account  # noqa: E402
-from watcher.services import intake as _intake  # noqa: E402,F401
 from watcher.settings import load_settings  # noqa: E402
 from watcher.store.ledger_batch import Posting, post_many  # noqa: E402
 
@@ -510,29 +509,21 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         print(f"setup: crediting {N} accounts", flush=True)
         await setup_ledger(settings, [u.address for u in users], dep.chain_id)
         deadline = int(time.time()) + 3600
-        bodies = []
-        for i, user in enumerate(users):
-            message = {
-                "account": user.address,
-                "token": usdt,
-                "amount": AMOUNT_WHOLE * 10**18,
-                "destination": user.address,
-                "nonce": i,
-                "deadline": deadline,
-            }
-            sig = eip712.sign("Withdraw", message, dep.chain_id, dep.vault, bytes(user.key))
-            bodies.append(
-                {
-                    "account": user.address,
-                    "chainId": dep.chain_id,
-                    "token": usdt,
-                    "amount": str(AMOUNT_WHOLE),
-                    "destination": user.address,
-                    "nonce": i,
-                    "deadline": deadline,
-                    "signature": sig,
-                }
+        bodies = [
+            withdrawal_body(
+                user.address,
+                bytes(user.key),
+                chain_id=dep.chain_id,
+                vault=dep.vault,
+                token=usdt,
+                units=AMOUNT_WHOLE * 10**18,
+                amount=str(AMOUNT_WHOLE),
+                destination=user.address,
+                nonce=i,
+                deadline=deadline,
             )
+            for i, user in enumerate(users)
+        ]
         daemons: dict[str, tuple[Any, int]] = {}
         if args.replicas is None:
             daemons["daemon"] = await start_daemon(cfg, env, root, "daemon", "all")

@@ -19,6 +19,7 @@ from tests.helpers import eventually, watcher_cli, write_config
 from tests.integration.withdrawal_support import (
     credit,
     deposit_token,
+    fresh_sender,
     operator_key,
     sender,
     usdt_body,
@@ -27,7 +28,6 @@ from tests.integration.withdrawal_support import (
 from watcher.api.server import make_web_app
 from watcher.chain.devnet import AnvilNode, Deployment, dev_account, free_port
 from watcher.services.recovery import log_recovery
-from watcher.services.sender import Sender
 from watcher.store.db import create_engine, session_factory
 from watcher.store.models import NetworkCursor
 
@@ -82,15 +82,7 @@ async def test_signed_but_unbroadcast_and_review_are_named_then_resent(
             f"(withdrawals {small_id})" in line
         )
 
-        old = sender(app)
-        restarted = Sender(
-            network=old.network,
-            settings=old.settings,
-            sessions=app.sessions,
-            rpc=old.rpc,
-            http=old.http,
-            signer=old.signer,
-        )
+        restarted = fresh_sender(app)
         await restarted.tick()
         (resent,) = messages(caplog, "re-sending")
         assert (

@@ -22,6 +22,7 @@ from tests.integration.withdrawal_support import (
     credit,
     deposit_native,
     deposit_token,
+    fresh_sender,
     mine,
     run_pipeline,
     sender,
@@ -40,7 +41,6 @@ from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, HOLD
 from watcher.services import withdrawal_ops
-from watcher.services.sender import Sender
 from watcher.services.tracker import Tracker
 from watcher.store import ledger
 from watcher.store import withdrawals as repo
@@ -61,19 +61,6 @@ async def app(tmp_path: Path, deployment: Deployment, db_url: str) -> AsyncItera
 async def client(app: App) -> AsyncIterator[TestClient[Any, Any]]:
     async with TestClient(TestServer(make_web_app(app))) as c:
         yield c
-
-
-def fresh_sender(app: App) -> Sender:
-    """A sender as a restarted process builds it: no in-memory state."""
-    old = sender(app)
-    return Sender(
-        network=old.network,
-        settings=old.settings,
-        sessions=app.sessions,
-        rpc=old.rpc,
-        http=old.http,
-        signer=old.signer,
-    )
 
 
 async def funded(app: App, w3: AsyncWeb3[Any], dep: Deployment, user: Any, whole: int) -> None:

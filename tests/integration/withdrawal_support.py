@@ -20,7 +20,6 @@ from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
-from watcher.services import intake as _intake  # noqa: F401  (registers the Withdraw type)
 from watcher.services.sender import Sender
 from watcher.services.tracker import Tracker
 from watcher.settings import load_settings
@@ -68,6 +67,19 @@ def service(app: App, prefix: str) -> Any:
 def sender(app: App) -> Sender:
     found: Sender = service(app, "sender:")
     return found
+
+
+def fresh_sender(app: App) -> Sender:
+    """A sender as a restarted process builds it: no in-memory state."""
+    old = sender(app)
+    return Sender(
+        network=old.network,
+        settings=old.settings,
+        sessions=app.sessions,
+        rpc=old.rpc,
+        http=old.http,
+        signer=old.signer,
+    )
 
 
 def tracker(app: App) -> Tracker:

@@ -266,9 +266,11 @@ async def test_malformed_bodies_are_400_and_not_stored(cosigner: C.Cosigner, doc
 
 
 def test_withdraw_type_is_the_intakes() -> None:
-    from watcher.services.intake import WITHDRAW_TYPE
+    # One definition (chain/eip712.py) serves both: the type the co-signer verifies is
+    # the one registered for the intake's digest.
+    from watcher.chain import eip712
 
-    assert C.WITHDRAW_TYPE == WITHDRAW_TYPE
+    assert eip712.type_string("Withdraw") == C.WITHDRAW_TYPE
 
 
 def test_config_refuses_usd_limits_without_prices(tmp_path: Path) -> None:

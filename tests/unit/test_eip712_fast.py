@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from watcher.chain import eip712
 from watcher.chain.eip712 import SECP256K1_N
-from watcher.services import intake as _intake  # noqa: F401  (registers Withdraw)
 
 address = st.binary(min_size=20, max_size=20).map(lambda b: str(to_checksum_address(b)))
 uint256 = st.integers(min_value=0, max_value=2**256 - 1)

@@ -3,7 +3,7 @@
 Reads (``GET``) take no lock: each reads one consistent snapshot in one transaction.
 Writes (rebalance, isolated margin) go through the locked decision
 (:mod:`watcher.services.risk_gate`) and are authorized by an EIP-712 signature of the
-account (see :mod:`watcher.api.eip712` for the domain: the body's ``chainId`` must be
+account (see :mod:`watcher.chain.eip712` for the domain: the body's ``chainId`` must be
 an enabled network, whose vault is the ``verifyingContract``); the isolated-margin
 transfer may instead be sent by the engine with its bearer token.
 

@@ -8,8 +8,9 @@ Domain: ``{name: "Watcher", version: "1", chainId, verifyingContract}``.
   and ``verifyingContract`` is that network's vault. A wallet signs on whatever chain
   it is connected to, so any enabled network is accepted; the signature binds to it.
 
-Message types live in :data:`TYPES`; a capability adds its own with
-:func:`register_type` (the withdrawal intake adds ``Withdraw``). Amounts in messages
+Message types live in :data:`TYPES` (``Withdraw``, ``Rebalance``, ``IsolatedMargin``
+here, where the intake and the co-signer both find ``Withdraw``); a capability adds its
+own with :func:`register_type`. Amounts in messages
 that are not token transfers (``IsolatedMargin.amount``) are fixed-point with
 :data:`SIGNED_AMOUNT_DECIMALS` (18) decimals: "12.5" USDT is 12500000000000000000.
 
@@ -52,7 +53,8 @@ DOMAIN_FIELDS: list[dict[str, str]] = [
 
 TYPES: dict[str, list[dict[str, str]]] = {}
 
-_SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
+#: A signature as requests carry it: 0x + r, s, v (65 bytes).
+SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 _FIELD_RE = re.compile(r"(\w+) (\w+)")
 
 
@@ -71,6 +73,13 @@ def register_type(name: str, fields: Sequence[tuple[str, str]] | str) -> None:
     TYPES[name] = [{"name": field_name, "type": kind} for kind, field_name in fields]
 
 
+#: The user's withdrawal request (signed with the destination network's chain id and
+#: vault); the intake checks it, and so does each co-signer on its own.
+WITHDRAW_TYPE = (
+    "Withdraw(address account,address token,uint256 amount,address destination,"
+    "uint256 nonce,uint256 deadline)"
+)
+register_type("Withdraw", WITHDRAW_TYPE)
 register_type("Rebalance", "Rebalance(address account,uint256 nonce,uint256 deadline)")
 register_type(
     "IsolatedMargin",
@@ -234,7 +243,7 @@ def recover(
     signature: str,
 ) -> str:
     """The checksummed signer address; raises 401 ``BAD_SIGNATURE`` if it cannot recover."""
-    if not isinstance(signature, str) or _SIGNATURE_RE.fullmatch(signature) is None:
+    if not isinstance(signature, str) or SIGNATURE_RE.fullmatch(signature) is None:
         raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
     try:
         return recover_address(

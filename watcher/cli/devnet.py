@@ -425,6 +425,45 @@ def api_url_for(api: str | None, config_dir: Path) -> str:
     return DEFAULT_API_URL
 
 
+def withdrawal_body(
+    account: str,
+    key: bytes,
+    *,
+    chain_id: int,
+    vault: str,
+    token: str,
+    units: int,
+    amount: str,
+    destination: str,
+    nonce: int,
+    deadline: int,
+) -> dict[str, Any]:
+    """A POST /v1/withdrawals body signed with ``key`` (the account's), by the API's own
+    EIP-712 code (``watcher.chain.eip712``, type ``Withdraw``): ``units`` is the amount in
+    the token's base units as signed, ``amount`` the same as the body's decimal text.
+    Integers travel as decimal strings, as uint256 fields do."""
+    from watcher.chain import eip712
+
+    message = {
+        "account": account,
+        "token": token,
+        "amount": units,
+        "destination": destination,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    return {
+        "account": account,
+        "chainId": chain_id,
+        "token": token,
+        "amount": amount,
+        "destination": destination,
+        "nonce": str(nonce),
+        "deadline": str(deadline),
+        "signature": eip712.sign("Withdraw", message, chain_id, vault, key),
+    }
+
+
 def signed_withdrawal(
     target: Target,
     index: int,
@@ -436,35 +475,20 @@ def signed_withdrawal(
     nonce: int | None = None,
     deadline: int | None = None,
 ) -> dict[str, Any]:
-    """The POST /v1/withdrawals body, signed as dev account ``index`` with the API's own
-    EIP-712 code (``watcher.api.eip712`` and the ``Withdraw`` type of the intake)."""
-    from watcher.chain import eip712
-    from watcher.services import intake  # noqa: F401  (registers the Withdraw type)
-
+    """The POST /v1/withdrawals body, signed as dev account ``index``."""
     user = dev_key(index)
-    nonce = time.time_ns() if nonce is None else nonce
-    deadline = int(time.time()) + 3600 if deadline is None else deadline
-    message = {
-        "account": user.address,
-        "token": asset.address,
-        "amount": units,
-        "destination": destination,
-        "nonce": nonce,
-        "deadline": deadline,
-    }
-    signature = eip712.sign(
-        "Withdraw", message, target.network.chain_id, target.network.vault, bytes(user.key)
+    return withdrawal_body(
+        user.address,
+        bytes(user.key),
+        chain_id=target.network.chain_id,
+        vault=target.network.vault,
+        token=asset.address,
+        units=units,
+        amount=amount,
+        destination=destination,
+        nonce=time.time_ns() if nonce is None else nonce,
+        deadline=int(time.time()) + 3600 if deadline is None else deadline,
     )
-    return {
-        "account": user.address,
-        "chainId": target.network.chain_id,
-        "token": asset.address,
-        "amount": amount,
-        "destination": destination,
-        "nonce": str(nonce),
-        "deadline": str(deadline),
-        "signature": signature,
-    }
 
 
 async def _api(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

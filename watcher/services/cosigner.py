@@ -56,7 +56,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from watcher.chain import eip712
+from watcher.chain.eip712 import WITHDRAW_TYPE
 from watcher.chain.payout import Payout, PayoutSigner
+from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.amounts import AmountFormatError, parse_decimal_amount
 from watcher.domain.errors import DomainError, ErrorKind
 from watcher.domain.parsing import InputError, parse_address, parse_uint
@@ -64,17 +66,7 @@ from watcher.store import cosigner as store
 
 log = logging.getLogger("watcher.cosigner")
 
-#: The user's request type, as the watcher's intake registers it
-#: (watcher/services/intake.py; a test checks both are the same text).
-WITHDRAW_TYPE = (
-    "Withdraw(address account,address token,uint256 amount,address destination,"
-    "uint256 nonce,uint256 deadline)"
-)
-eip712.register_type("Withdraw", WITHDRAW_TYPE)
-
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _DECIMAL_RE = re.compile(r"[0-9]{1,78}(\.[0-9]{1,78})?")
-_SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 
 # ----------------------------------------------------------------------------- codes
 
@@ -642,7 +634,7 @@ class Cosigner:
             raise Refusal(
                 USER_SIGNATURE_INVALID, "the request carries no user signature", reason="missing"
             )
-        if _SIGNATURE_RE.fullmatch(r.signature) is None:
+        if eip712.SIGNATURE_RE.fullmatch(r.signature) is None:
             raise Refusal(
                 USER_SIGNATURE_INVALID,
                 "the user signature is not 0x followed by 130 hex digits",

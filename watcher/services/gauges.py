@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from watcher.domain.states import WithdrawalState
+from watcher.domain.states import WITHDRAWAL_TERMINAL, WithdrawalState
 from watcher.store.alarms import AlarmKind
 from watcher.store.models import Alarm, Withdrawal, utcnow
 
 if TYPE_CHECKING:
     from watcher.app import App
 
-_FINAL = {"completed", "cancelled", "rejected", "failed"}
+_FINAL = {s.value for s in WITHDRAWAL_TERMINAL}
 
 
 async def refresh_gauges(app: App) -> None:

@@ -87,14 +87,7 @@ from watcher.store.models import Withdrawal
 
 log = logging.getLogger("watcher.intake")
 
-WITHDRAW_TYPE = (
-    "Withdraw(address account,address token,uint256 amount,address destination,"
-    "uint256 nonce,uint256 deadline)"
-)
-eip712.register_type("Withdraw", WITHDRAW_TYPE)
-
 _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
-_SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 DAY = timedelta(days=1)
 #: A batch with fewer requests than LINGER_BELOW waits until its oldest request is
 #: LINGER_S old before it starts, for others to join (see :class:`Intake`).
@@ -337,7 +330,7 @@ class Intake:
             "nonce": req.nonce,
             "deadline": req.deadline,
         }
-        if _SIGNATURE_RE.fullmatch(req.signature) is None:
+        if eip712.SIGNATURE_RE.fullmatch(req.signature) is None:
             raise unauthorized("BAD_SIGNATURE", "signature must be 0x followed by 130 hex digits")
         try:
             signed = eip712.digest_bytes("Withdraw", message, req.chain_id, network.vault)

@@ -30,7 +30,10 @@ from watcher.chain.rpc import redact_url
 from watcher.chain.vault import ZERO_ADDRESS, balance_request
 from watcher.domain.amounts import format_amount
 from watcher.domain.confirmations import confirmations, eta_seconds
-from watcher.domain.states import WITHDRAWAL_TERMINAL, DepositState, WithdrawalState
+from watcher.domain.states import (
+    WITHDRAWAL_HOLDING,
+    DepositState,
+)
 from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
 from watcher.settings import Settings
@@ -58,7 +61,7 @@ EXIT_CODES = {"healthy": 0, "degraded": 1, "down": 2}
 DEPOSIT_LIVE = sorted(
     str(s) for s in (DepositState.PENDING, DepositState.ORPHANED, DepositState.REVERSED)
 )
-WITHDRAWAL_LIVE = sorted(str(s) for s in set(WithdrawalState) - WITHDRAWAL_TERMINAL)
+WITHDRAWAL_LIVE = sorted(str(s) for s in WITHDRAWAL_HOLDING)
 
 
 def hot_wallet_address(settings: Settings) -> str | None:

@@ -9,22 +9,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from watcher.domain.states import AttemptState, DepositState, WithdrawalState
+from watcher.domain.states import WITHDRAWAL_HOLDING, AttemptState, DepositState
 from watcher.store.models import Deposit, NetworkCursor, TxAttempt, Withdrawal
 
-#: Withdrawal states something still happens to (by the daemon or an operator).
-ACTIVE_WITHDRAWALS = tuple(
-    s.value
-    for s in (
-        WithdrawalState.REQUESTED,
-        WithdrawalState.REVIEW,
-        WithdrawalState.QUEUED,
-        WithdrawalState.SIGNED,
-        WithdrawalState.BROADCAST,
-        WithdrawalState.CONFIRMING,
-        WithdrawalState.STALLED,
-    )
-)
+#: Withdrawal states something still happens to (by the daemon or an operator): the
+#: ones whose funds are still on hold.
+ACTIVE_WITHDRAWALS = tuple(sorted(s.value for s in WITHDRAWAL_HOLDING))
 #: Attempts the tracker still follows (signed ones are sent by the sender first).
 OPEN_ATTEMPTS = tuple(
     s.value for s in (AttemptState.SIGNED, AttemptState.BROADCAST, AttemptState.MINED)
