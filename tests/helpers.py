@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,17 @@ def write_config(
     networks: list[tuple[str, Deployment, int]],
     *,
     default_toml_extra: str = "",
+    cosigners: Sequence[str] = (),
 ) -> Path:
-    """A full config dir with only the given devnets as networks (name, deployment, depth)."""
+    """A full config dir with only the given devnets as networks (name, deployment, depth);
+    ``cosigners``: the co-signer URLs every network's sender asks."""
     cfg = root / "config"
     prepare_config_dir(cfg, DEFAULT_CONFIG_DIR)
     for path in (cfg / "networks").glob("*.toml"):
         path.unlink()
     for name, dep, depth in networks:
         (cfg / "networks" / f"{name}.toml").write_text(
-            network_toml(dep, name=name, confirmations=depth)
+            network_toml(dep, name=name, confirmations=depth, cosigners=cosigners)
         )
     if default_toml_extra:
         with (cfg / "default.toml").open("a") as fh:

@@ -281,6 +281,11 @@ async def build(
     logs.register_secret(
         settings.secrets.signer_key.get_secret_value() if settings.secrets.signer_key else None
     )
+    logs.register_secret(
+        settings.secrets.cosigner_token.get_secret_value()
+        if settings.secrets.cosigner_token
+        else None
+    )
     engine = create_engine(settings.database.url)
     if migrate:
         await upgrade(engine)

@@ -140,6 +140,13 @@ class WithdrawalSettings(_Model):
     allowlist: dict[str, list[Address]] = Field(default_factory=dict)
     # The system account that receives withdrawal fees when a withdrawal completes.
     fee_account: str = "system:fees"
+    # Co-signing (docs/cosigner.md): each co-signer is asked at most this long; a
+    # withdrawal below the validators' quorum waits queued and raises COSIGN_QUORUM
+    # after cosign_alarm_after_seconds; the payout authorization the co-signers sign is
+    # valid for payout_deadline_seconds (at most the co-signers' max_deadline_s).
+    cosign_timeout_seconds: Seconds = Decimal(5)
+    cosign_alarm_after_seconds: int = Field(default=60, ge=1)
+    payout_deadline_seconds: int = Field(default=82_800, ge=60)
 
 
 class SchedulerSettings(_Model):
@@ -201,6 +208,9 @@ class NetworkConfig(_Model):
     native_withdraw_fee: ExactDecimal = Field(default=Decimal(0), ge=0)
     max_log_range: int | None = Field(default=None, ge=1)
     tokens: list[TokenConfig] = Field(default_factory=list)
+    # Base URLs of the co-signers the sender asks for payout signatures (docs/cosigner.md);
+    # the vault pays only with signatures of two thirds of its validators' power.
+    cosigners: list[str] = Field(default_factory=list)
     # A local development chain (written by `watcher devnet`): the only kind of network
     # the `watcher devnet deposit|withdraw` helpers act on (chain ids 31337 and 1337 are
     # devnets without it).
@@ -212,6 +222,16 @@ class NetworkConfig(_Model):
         for url in urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError("RPC URLs must start with http:// or https://")
+        return urls
+
+    @field_validator("cosigners")
+    @classmethod
+    def _cosigner_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("co-signer URLs must start with http:// or https://")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a co-signer URL is listed twice")
         return urls
 
     @model_validator(mode="after")
@@ -262,6 +282,8 @@ class Secrets(_Model):
     signer_keystore: Path | None = None
     signer_keystore_password: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # The bearer token the sender presents to the co-signers (WATCHER_COSIGNER_TOKEN).
+    cosigner_token: SecretStr | None = None
 
 
 class Settings(_Model):
@@ -454,6 +476,9 @@ def load_settings(
         else None,
         admin_token=SecretStr(env["WATCHER_ADMIN_TOKEN"])
         if env.get("WATCHER_ADMIN_TOKEN")
+        else None,
+        cosigner_token=SecretStr(env["WATCHER_COSIGNER_TOKEN"].strip())
+        if env.get("WATCHER_COSIGNER_TOKEN", "").strip()
         else None,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from web3 import AsyncWeb3
 
 from tests.fixtures_chain import transact
 from tests.helpers import write_config
+from watcher.api.devnet_cosigners import LocalCosigners, local_cosigners
 from watcher.app import App, build
 from watcher.chain import eip712
 from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
@@ -41,20 +42,29 @@ async def withdrawal_app(
     extra_toml: str = "",
     confirmations: int = 3,
     signer: bool = True,
+    cosigners: LocalCosigners | None = None,
 ) -> AsyncIterator[App]:
-    cfg = write_config(
-        tmp_path,
-        [("devnet", deployment, confirmations)],
-        default_toml_extra=extra_toml,
-    )
-    env = {"WATCHER_DATABASE_URL": db_url}
-    if signer:
-        env["WATCHER_SIGNER_KEY"] = operator_key()
-    app = await build(load_settings(cfg, env=env))
-    try:
-        yield app
-    finally:
-        await app.close()
+    """An App on the devnet ``deployment``; its sender asks ``cosigners`` (default: the
+    devnet's three co-signers, started for the App's lifetime)."""
+    async with AsyncExitStack() as stack:
+        if cosigners is None:
+            cosigners = await stack.enter_async_context(
+                local_cosigners(deployment, tmp_path / "cosigners")
+            )
+        cfg = write_config(
+            tmp_path,
+            [("devnet", deployment, confirmations)],
+            default_toml_extra=extra_toml,
+            cosigners=cosigners.urls,
+        )
+        env = {"WATCHER_DATABASE_URL": db_url, "WATCHER_COSIGNER_TOKEN": cosigners.token}
+        if signer:
+            env["WATCHER_SIGNER_KEY"] = operator_key()
+        app = await build(load_settings(cfg, env=env))
+        try:
+            yield app
+        finally:
+            await app.close()
 
 
 def service(app: App, prefix: str) -> Any:
@@ -79,6 +89,7 @@ def fresh_sender(app: App) -> Sender:
         rpc=old.rpc,
         http=old.http,
         signer=old.signer,
+        cosigner_token=old.cosigning.token,
     )
 
 

@@ -21,6 +21,9 @@ ARTIFACTS_DIR = Path(__file__).resolve().parent / "compiled"
 
 DEPOSIT_EVENT_SIGNATURE = "Deposit(address,address,uint256)"
 WITHDRAWN_EVENT_SIGNATURE = "Withdrawn(uint256,address,address,uint256)"
+WITHDRAW_PAUSED_EVENT_SIGNATURE = "WithdrawPaused(uint256,address,uint256,uint256)"
+PAUSED_EVENT_SIGNATURE = "Paused(address)"
+UNPAUSED_EVENT_SIGNATURE = "Unpaused(address)"
 
 
 def _topic(signature: str) -> str:
@@ -30,6 +33,9 @@ def _topic(signature: str) -> str:
 # topic0 of the vault's events, as lower-case 0x-hex (the form eth_getLogs returns).
 DEPOSIT_TOPIC = _topic(DEPOSIT_EVENT_SIGNATURE)
 WITHDRAWN_TOPIC = _topic(WITHDRAWN_EVENT_SIGNATURE)
+WITHDRAW_PAUSED_TOPIC = _topic(WITHDRAW_PAUSED_EVENT_SIGNATURE)
+PAUSED_TOPIC = _topic(PAUSED_EVENT_SIGNATURE)
+UNPAUSED_TOPIC = _topic(UNPAUSED_EVENT_SIGNATURE)
 
 
 class ArtifactError(RuntimeError):

@@ -41,6 +41,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.providers.rpc import AsyncHTTPProvider
@@ -64,6 +65,27 @@ DEVNET_TOKENS: tuple[tuple[str, str, int], ...] = (
     ("USDT", "Tether USD (devnet)", 18),
     ("USDC", "USD Coin (devnet)", 6),
 )
+
+
+#: The devnet's validator (co-signer) keys: public test keys, derived from fixed text,
+#: never for a real network. The devnet vault registers the first
+#: ``DEVNET_VALIDATORS`` of them with power 1 each: a 2-of-3 quorum.
+DEVNET_VALIDATORS = 3
+#: Fixed USD prices (18 decimals per whole token) and hourly limits the devnet vault
+#: is deployed with; the limit is high enough that only a test that lowers it pauses.
+DEVNET_PRICES_USD = {"ETH": 2000 * 10**18, "USDT": 10**18, "USDC": 10**18}
+DEVNET_HOURLY_LIMIT_USD = 10**12 * 10**18
+
+
+def devnet_validator_key(index: int) -> str:
+    """Devnet validator ``index``'s private key (0x-hex); public, devnets only."""
+    if index < 0:
+        raise ValueError(f"validator index must be >= 0, got {index}")
+    return "0x" + keccak(text=f"watcher devnet validator {index}").hex()
+
+
+def devnet_validator_address(index: int) -> str:
+    return str(Account.from_key(devnet_validator_key(index)).address)
 
 
 class DevnetError(RuntimeError):
@@ -334,6 +356,8 @@ class Deployment:
     operator: str
     guardian: str
     owner: str
+    #: The vault's validator set at deployment (power 1 each).
+    validators: tuple[str, ...] = ()
 
 
 class _Sender:
@@ -402,13 +426,23 @@ _MINT_GAS = 120_000
 
 
 async def deploy_devnet(
-    rpc_url: str, *, fund_accounts: int = 10, fund_amount_tokens: int = 1_000_000
+    rpc_url: str,
+    *,
+    fund_accounts: int = 10,
+    fund_amount_tokens: int = 1_000_000,
+    validators: Sequence[str] | None = None,
+    hourly_limit_usd: int = DEVNET_HOURLY_LIMIT_USD,
 ) -> Deployment:
     """Deploy Vault, USDT (18 decimals) and USDC (6 decimals) and fund the dev accounts.
 
     Each of dev accounts 0..fund_accounts-1 and the operator (dev account 1, the hot
-    wallet) receives ``fund_amount_tokens`` whole tokens of each token.
+    wallet) receives ``fund_amount_tokens`` whole tokens of each token. The vault gets
+    ``validators`` (default: the devnet's three, :func:`devnet_validator_address`) with
+    power 1 each, and every token plus the native coin an hourly limit of
+    ``hourly_limit_usd`` (USD, 18 decimals) at the :data:`DEVNET_PRICES_USD`.
     """
+    if validators is None:
+        validators = [devnet_validator_address(i) for i in range(DEVNET_VALIDATORS)]
     if fund_accounts < 0 or fund_amount_tokens < 0:
         raise ValueError("fund_accounts and fund_amount_tokens must be >= 0")
     owner = dev_account(0)
@@ -454,7 +488,29 @@ async def deploy_devnet(
                     data = token.encode_abi("mint", args=[holder, amount])
                     tx = {"to": addresses[symbol], "data": data, "gas": _MINT_GAS}
                     mints.append((f"minting {symbol} to {holder}", await sender.send(tx)))
-        for what, tx_hash in mints:
+        vault = w3.eth.contract(address=to_checksum_address(addresses["Vault"]), abi=vault_art.abi)
+        setup: list[tuple[str, HexBytes]] = []
+        checksummed = [str(to_checksum_address(v)) for v in validators]
+        data = vault.encode_abi("setValidators", args=[checksummed, [1] * len(checksummed)])
+        setup.append(
+            (
+                "setting the validators",
+                await sender.send(
+                    {"to": vault.address, "data": data, "gas": 100_000 + 80_000 * len(checksummed)}
+                ),
+            )
+        )
+        limits = [("ETH", "0x0000000000000000000000000000000000000000", 18)] + [
+            (symbol, addresses[symbol], decimals) for symbol, _name, decimals in DEVNET_TOKENS
+        ]
+        for symbol, address, decimals in limits:
+            data = vault.encode_abi(
+                "setTokenLimit",
+                args=[address, decimals, DEVNET_PRICES_USD[symbol], hourly_limit_usd],
+            )
+            tx = {"to": vault.address, "data": data, "gas": 150_000}
+            setup.append((f"setting the {symbol} limit", await sender.send(tx)))
+        for what, tx_hash in mints + setup:
             await _receipt_ok(w3, tx_hash, what)
 
         return Deployment(
@@ -469,6 +525,7 @@ async def deploy_devnet(
             operator=operator.address,
             guardian=guardian.address,
             owner=owner.address,
+            validators=tuple(checksummed),
         )
     finally:
         await w3.provider.disconnect()
@@ -499,10 +556,55 @@ def _toml_str(value: str) -> str:
     return "".join(out)
 
 
-def network_toml(
-    dep: Deployment, *, name: str, confirmations: int = 3, block_time_seconds: int = 1
+#: The bearer token between the devnet's sender and its co-signers (public, devnets only).
+DEVNET_COSIGNER_TOKEN = "devnet-cosigner-token"
+
+
+def cosigner_toml(
+    dep: Deployment, *, store: str, port: int, host: str = "127.0.0.1", max_deadline_s: int = 86_400
 ) -> str:
-    """The config/networks/<name>.toml text for a devnet deployment."""
+    """A devnet co-signer's config (docs/cosigner.md): the devnet's vault and tokens at
+    the devnet prices, the default deny rule (zero address) and no hourly limits (the
+    vault's own limit stands)."""
+    lines = [
+        f"# Written by `watcher devnet` for the vault {dep.vault} on chain {dep.chain_id}.",
+        f"store = {_toml_str(store)}",
+        f"max_deadline_s = {int(max_deadline_s)}",
+        "",
+        "[server]",
+        f"host = {_toml_str(host)}",
+        f"port = {int(port)}",
+        "",
+        "[[chains]]",
+        f"chain_id = {dep.chain_id}",
+        f"vault = {_toml_str(dep.vault)}",
+    ]
+    tokens = [("ETH", "0x0000000000000000000000000000000000000000", 18)] + [
+        (symbol, t.address, t.decimals) for symbol, t in dep.tokens.items()
+    ]
+    for symbol, address, decimals in tokens:
+        price = DEVNET_PRICES_USD.get(symbol, 10**18)
+        lines += [
+            "",
+            "[[chains.tokens]]",
+            f"symbol = {_toml_str(symbol)}",
+            f"address = {_toml_str(address)}",
+            f"decimals = {decimals}",
+            f'price_usd = "{format_amount(price, 18)}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def network_toml(
+    dep: Deployment,
+    *,
+    name: str,
+    confirmations: int = 3,
+    block_time_seconds: int = 1,
+    cosigners: Sequence[str] = (),
+) -> str:
+    """The config/networks/<name>.toml text for a devnet deployment (``cosigners``: the
+    base URLs of the co-signers the sender asks)."""
     lines = [
         f"# Written by `watcher devnet` for the anvil on {dep.rpc_url}.",
         f"name = {_toml_str(name)}",
@@ -516,6 +618,7 @@ def network_toml(
         f"start_block = {dep.deploy_block}",
         'native_asset = "ETH"',
         "native_decimals = 18",
+        f"cosigners = [{', '.join(_toml_str(u) for u in cosigners)}]",
     ]
     for symbol, token in dep.tokens.items():
         lines += [
@@ -683,6 +786,7 @@ def deployment_from_toml(path: Path, rpc_url: str) -> Deployment:
             operator=dev_account(1).address,
             guardian=dev_account(0).address,
             owner=dev_account(0).address,
+            validators=tuple(devnet_validator_address(i) for i in range(DEVNET_VALIDATORS)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DevnetError(f"{path}: not a devnet network file ({exc})") from None

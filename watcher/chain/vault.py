@@ -8,18 +8,22 @@ Pure: no I/O. The sender/tracker pass these to :class:`~watcher.chain.rpc.RpcCli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
-WITHDRAW_SIGNATURE = "withdraw(uint256,address,address,uint256)"
+WITHDRAW_SIGNATURE = "withdraw(uint256,address,address,uint256,uint256,bytes[])"
 WITHDRAWN_CALL_SIGNATURE = "withdrawn(uint256)"
+PAUSED_CALL_SIGNATURE = "paused()"
+VALIDATORS_CALL_SIGNATURE = "validators()"
 BALANCE_OF_SIGNATURE = "balanceOf(address)"
 
 __all__ = [
@@ -28,7 +32,10 @@ __all__ = [
     "balance_of_call",
     "balance_request",
     "decode_uint",
+    "decode_validators",
     "id_topic",
+    "paused_request",
+    "validators_request",
     "withdraw_calldata",
     "withdrawn_request",
 ]
@@ -51,15 +58,47 @@ if _abi_signature("withdraw") != WITHDRAW_SIGNATURE:  # pragma: no cover - contr
 
 _WITHDRAW = _selector(WITHDRAW_SIGNATURE)
 _WITHDRAWN = _selector(WITHDRAWN_CALL_SIGNATURE)
+_PAUSED = _selector(PAUSED_CALL_SIGNATURE)
+_VALIDATORS = _selector(VALIDATORS_CALL_SIGNATURE)
 _BALANCE_OF = _selector(BALANCE_OF_SIGNATURE)
 
 
-def withdraw_calldata(withdrawal_id: int, token: str, to: str, amount: int) -> str:
-    """0x-hex calldata of ``vault.withdraw(id, token, to, amount)`` (token 0x0 = native)."""
+def withdraw_calldata(
+    withdrawal_id: int,
+    token: str,
+    to: str,
+    amount: int,
+    deadline: int,
+    signatures: Sequence[bytes],
+) -> str:
+    """0x-hex calldata of ``vault.withdraw(id, token, to, amount, deadline, signatures)``
+    (token 0x0 = native; ``signatures`` the validators' 65-byte payout signatures sorted
+    by signer, :func:`watcher.chain.payout.signatures_blob`)."""
     args = abi_encode(
-        ["uint256", "address", "address", "uint256"], [withdrawal_id, token, to, amount]
+        ["uint256", "address", "address", "uint256", "uint256", "bytes[]"],
+        [withdrawal_id, token, to, amount, deadline, list(signatures)],
     )
     return "0x" + (_WITHDRAW + args).hex()
+
+
+def paused_request(vault: str, block: str = "latest") -> tuple[str, list[Any]]:
+    """The JSON-RPC (method, params) that asks ``vault.paused()`` (decode: :func:`decode_uint`)."""
+    return "eth_call", [{"to": vault, "data": "0x" + _PAUSED.hex()}, block]
+
+
+def validators_request(vault: str, block: str = "latest") -> tuple[str, list[Any]]:
+    """The JSON-RPC (method, params) that asks ``vault.validators()``; decode the answer
+    with :func:`decode_validators`."""
+    return "eth_call", [{"to": vault, "data": "0x" + _VALIDATORS.hex()}, block]
+
+
+def decode_validators(result: str) -> dict[str, int]:
+    """``validators()``'s answer as {checksummed signer: power}."""
+    raw = bytes.fromhex(result.removeprefix("0x"))
+    if not raw:
+        raise ValueError("empty eth_call result (no contract at that address?)")
+    signers, powers = abi_decode(["address[]", "uint256[]"], raw)
+    return {str(to_checksum_address(s)): int(p) for s, p in zip(signers, powers, strict=True)}
 
 
 def withdrawn_request(

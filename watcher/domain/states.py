@@ -74,8 +74,10 @@ _WITHDRAWAL: dict[WithdrawalState, frozenset[WithdrawalState]] = {
     # or given up (cancelled / rejected, hold released) once the vault's withdrawn(id)
     # at the latest block said unpaid (withdrawal_ops checks that before the move).
     W.STALLED: frozenset({W.QUEUED, W.CANCELLED, W.REJECTED}),
-    # A mined tx whose block is reorged out goes back to broadcast (re-sent as is).
-    W.CONFIRMING: frozenset({W.BROADCAST, W.COMPLETED, W.FAILED}),
+    # A mined tx whose block is reorged out goes back to broadcast (re-sent as is). A
+    # final tx that paid nothing (the vault paused itself at its hourly limit) goes
+    # back to the queue, hold kept, signed again after the unpause.
+    W.CONFIRMING: frozenset({W.BROADCAST, W.COMPLETED, W.FAILED, W.QUEUED}),
     W.COMPLETED: frozenset(),
     W.FAILED: frozenset(),
     W.REJECTED: frozenset(),

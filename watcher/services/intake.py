@@ -422,6 +422,8 @@ class Intake:
             request_digest=digest,
             state=state.value,
             reason="above the review threshold" if state is WithdrawalState.REVIEW else None,
+            payout_deadline=None,
+            cosignatures=None,
         )
 
     async def _lookup(self, account: str, nonce: int) -> Withdrawal | None:

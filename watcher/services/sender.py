@@ -42,16 +42,37 @@ from typing import Protocol
 import aiohttp
 
 from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
+from watcher.chain.payout import Payout as PayoutAuth
+from watcher.chain.payout import signatures_blob
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner, SignedTx
-from watcher.chain.vault import ZERO_ADDRESS, balance_request, withdraw_calldata
+from watcher.chain.vault import (
+    ZERO_ADDRESS,
+    balance_request,
+    decode_uint,
+    decode_validators,
+    paused_request,
+    validators_request,
+    withdraw_calldata,
+)
 from watcher.crashpoints import crash_point
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.cosigning import (
+    PAUSED_PREFIX,
+    QUORUM_PREFIX,
+    REFUSED_PREFIX,
+    Cosigning,
+    CosignRequest,
+    Quorum,
+    Short,
+)
+from watcher.services.cosigning import Outcome as CosignOutcome
 from watcher.services.foreground import Foreground
 from watcher.services.nonces import NonceManager, NonceSync
 from watcher.settings import NetworkConfig, WithdrawalSettings
+from watcher.store import vaults
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
@@ -69,6 +90,9 @@ SIGN_CHUNK = 64
 BUSY_TICK_INTERVALS = 5
 
 log = logging.getLogger("watcher.sender")
+
+#: Queued reasons whose alarms the sender raises where it decides them (not HOT_WALLET_LOW).
+OWN_PREFIXES = (PAUSED_PREFIX, QUORUM_PREFIX, REFUSED_PREFIX)
 
 W = WithdrawalState
 A = AttemptState
@@ -95,15 +119,26 @@ class Payout(Protocol):
 
 
 def build_withdraw_tx(
-    *, chain_id: int, vault: str, w: Payout, nonce: int, gas: int, fees: Fees
+    *,
+    chain_id: int,
+    vault: str,
+    w: Payout,
+    nonce: int,
+    gas: int,
+    fees: Fees,
+    deadline: int,
+    signatures: Sequence[tuple[str, str]],
 ) -> dict[str, object]:
+    """The EIP-1559 ``vault.withdraw`` transaction of ``w``, authorized by the
+    validators' ``signatures`` (signer, signature) over the payout with ``deadline``."""
+    blob = signatures_blob(signatures)
     return {
         "type": 2,
         "chainId": chain_id,
         "nonce": nonce,
         "to": vault,
         "value": 0,
-        "data": withdraw_calldata(w.id, w.token, w.destination, w.amount),
+        "data": withdraw_calldata(w.id, w.token, w.destination, w.amount, deadline, blob),
         "gas": gas,
         "maxFeePerGas": fees.max_fee_per_gas,
         "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
@@ -130,6 +165,7 @@ class Sender:
         signer: HotSigner,
         clock: Callable[[], float] = time.time,
         foreground: Foreground | None = None,
+        cosigner_token: str | None = None,
     ) -> None:
         self.network = network
         self.settings = settings
@@ -144,6 +180,16 @@ class Sender:
         self.interval_seconds = float(settings.poll_interval_seconds)
         self.caps = fee_caps(settings)
         self.nonces = NonceManager(sessions, rpc, network.chain_id, signer.address)
+        self.cosigning = Cosigning(
+            http,
+            network.cosigners,
+            cosigner_token,
+            timeout_s=float(settings.cosign_timeout_seconds),
+        )
+        # Withdrawals below the quorum: since when (clock) each has waited in this process.
+        self._short_since: dict[int, float] = {}
+        # The vault's pause as last stored (None: not read yet in this process).
+        self._paused: bool | None = None
         self.started = False
         self.last = SendReport()
 
@@ -155,6 +201,10 @@ class Sender:
         if resuming:
             await self.start()
         await self.broadcast_signed(resuming=resuming)
+        if self._paused is None or self._paused:
+            # Learn the pause at start, and keep reading it while paused, so that status
+            # shows an unpause even when no withdrawal is waiting.
+            await self._watch_pause()
         until = time.monotonic() + BUSY_TICK_INTERVALS * self.interval_seconds
         while await self.sign_ready():
             await self.broadcast_signed()
@@ -251,12 +301,24 @@ class Sender:
             unmined = await repo.count_unmined(s, self.chain_id)
             snapshot = {w.id: w.state for w in candidates}
         tokens = sorted({w.token for w in candidates})
-        # The three chain reads at once: one round trip to the node instead of three
-        # (each waits behind the node's mining when it is busy, and the sender has
-        # nothing else to do meanwhile).
-        quote, sync, (vault_balances, gas_balance) = await asyncio.gather(
-            fee_quote(self.rpc), self.nonces.sync(), self._balances(tokens)
+        # The chain reads at once: one round trip to the node instead of several (each
+        # waits behind the node's mining when it is busy, and the sender has nothing
+        # else to do meanwhile).
+        quote, sync, chain = await asyncio.gather(
+            fee_quote(self.rpc), self.nonces.sync(), self._chain_reads(tokens)
         )
+        vault_balances, gas_balance, paused, validators = chain
+        if paused:
+            reason = (
+                f"{PAUSED_PREFIX}: the vault {self.network.vault} is paused on chain; "
+                "withdrawals wait until its guardian unpauses it"
+            )
+            await self._store_pause(True, reason)
+            await self._persist([], dict.fromkeys(snapshot, reason), snapshot, 0, None, {})
+            self.last.queued += len(snapshot)
+            return 0
+        if self._paused:
+            await self._store_pause(False, None)
         fees = initial_fees(quote.base_fee, quote.tip, self.caps)
         # Never sign under a nonce the chain has already used (a foreign transaction of
         # the hot key took it; the sync moved past it), nor behind a gap the node has.
@@ -266,7 +328,7 @@ class Sender:
         gas_left = gas_balance - unmined * gas_each
         available = {t: vault_balances[t] - outflow.get(t, 0) for t in tokens}
 
-        chosen: list[repo.Ready] = []
+        funded: list[repo.Ready] = []
         short: dict[int, str] = {}
         for w in candidates:
             if gas_left < gas_each:
@@ -284,7 +346,11 @@ class Sender:
                 continue
             available[w.token] -= w.amount
             gas_left -= gas_each
-            chosen.append(w)
+            funded.append(w)
+
+        # The validators' signatures, asked only for what can be paid now (a co-signer
+        # counts what it signs against its limits).
+        chosen, cosigned = await self._cosign(funded, validators, short)
 
         # In chunks, each signed then persisted in its own transaction and broadcast:
         # a short hold of the writer connection each. A chunk's broadcast runs while
@@ -301,6 +367,7 @@ class Sender:
                 signed: list[tuple[repo.Ready, int, SignedTx]] = []
                 for offset, w in enumerate(chunk):
                     nonce = first_nonce + start + offset
+                    q = cosigned[w.id]
                     tx = build_withdraw_tx(
                         chain_id=self.chain_id,
                         vault=self.network.vault,
@@ -308,6 +375,8 @@ class Sender:
                         nonce=nonce,
                         gas=self.settings.gas_limit,
                         fees=fees,
+                        deadline=q.deadline,
+                        signatures=q.signatures,
                     )
                     signed.append((w, nonce, self.signer.sign_transaction(tx)))
                     if offset % SIGN_SLICE == SIGN_SLICE - 1:
@@ -317,7 +386,12 @@ class Sender:
                 reasons = short if start == 0 else {}
                 ids = [w.id for w in chunk] + list(reasons)
                 ok = await self._persist(
-                    signed, reasons, {i: snapshot[i] for i in ids}, first_nonce + start, fees
+                    signed,
+                    reasons,
+                    {i: snapshot[i] for i in ids},
+                    first_nonce + start,
+                    fees,
+                    {w.id: cosigned[w.id] for w, _, _ in signed},
                 )
                 if not ok:
                     break
@@ -349,7 +423,8 @@ class Sender:
         short: dict[int, str],
         snapshot: dict[int, str],
         first_nonce: int,
-        fees: Fees,
+        fees: Fees | None,
+        cosigned: dict[int, Quorum],
     ) -> bool:
         async with self.sessions.begin() as s:
             current = await repo.states_of(s, list(snapshot), lock=True)
@@ -364,6 +439,7 @@ class Sender:
                 )
                 return False
             if signed:
+                assert fees is not None
                 await repo.take_nonces(s, self.chain_id, self.signer.address, len(signed))
             await repo.insert_attempts(
                 s,
@@ -375,8 +451,8 @@ class Sender:
                         nonce=nonce,
                         tx_hash=tx.tx_hash,
                         raw_tx=tx.raw,
-                        max_fee_per_gas=fees.max_fee_per_gas,
-                        max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                        max_fee_per_gas=fees.max_fee_per_gas if fees else 0,
+                        max_priority_fee_per_gas=fees.max_priority_fee_per_gas if fees else 0,
                         state=A.SIGNED.value,
                         block_number=None,
                         block_hash=None,
@@ -387,8 +463,12 @@ class Sender:
                     for w, nonce, tx in signed
                 ],
             )
-            # Each withdrawal → signed with its attempt's hash, in one statement.
+            # Each withdrawal → signed with its attempt's hash, in one statement; the
+            # co-signatures its transaction carries beside it (a fee bump rebuilds it).
             await repo.mark_signed(s, [w.id for w, _, _ in signed])
+            await repo.set_cosignatures(
+                s, {i: (q.deadline, q.to_json()) for i, q in cosigned.items()}
+            )
             for ready, nonce, tx in signed:
                 after_commit(
                     s,
@@ -406,6 +486,8 @@ class Sender:
                 elif w.reason != reason:
                     w.reason = reason
                     w.updated_at = utcnow()
+                if reason.startswith(OWN_PREFIXES):
+                    continue  # their alarms are raised where they are decided
                 key = "gas" if "lacks gas" in reason else w.token
                 alarms.setdefault(key, reason)
             for key, reason in alarms.items():
@@ -425,13 +507,173 @@ class Sender:
 
     # ------------------------------------------------------------------ chain reads
 
-    async def _balances(self, tokens: Sequence[str]) -> tuple[dict[str, int], int]:
+    async def _chain_reads(
+        self, tokens: Sequence[str]
+    ) -> tuple[dict[str, int], int, bool, dict[str, int]]:
+        """In one batch: the vault's balance of each token, the hot wallet's gas, the
+        vault's ``paused()`` and its validator set ({signer: power})."""
         vault = self.network.vault
         requests = [balance_request(token, vault) for token in tokens]
         requests.append(balance_request(ZERO_ADDRESS, self.signer.address))
+        requests.append(paused_request(vault))
+        requests.append(validators_request(vault))
         results = await self.rpc.batch(requests)
-        balances = {t: int(r, 16) for t, r in zip(tokens, results[:-1], strict=True)}
-        return balances, int(results[-1], 16)
+        n = len(tokens)
+        balances = {t: int(r, 16) for t, r in zip(tokens, results[:n], strict=True)}
+        return (
+            balances,
+            int(results[n], 16),
+            bool(decode_uint(results[n + 1])),
+            decode_validators(results[n + 2]),
+        )
+
+    # ------------------------------------------------------------------ co-signing
+
+    async def _cosign(
+        self,
+        funded: Sequence[repo.Ready],
+        validators: dict[str, int],
+        short: dict[int, str],
+    ) -> tuple[list[repo.Ready], dict[int, Quorum]]:
+        """Ask the co-signers for every funded withdrawal; returns the ones that reached
+        the quorum (in order) with their signatures. The others get their reason in
+        ``short``; refusals and a quorum waited on too long raise their alarms."""
+        if not funded:
+            return [], {}
+        deadline = int(self.clock()) + self.settings.payout_deadline_seconds
+        requests = [self._cosign_request(w, deadline) for w in funded]
+        outcomes = await self.cosigning.collect(requests, validators)
+        chosen: list[repo.Ready] = []
+        cosigned: dict[int, Quorum] = {}
+        refused: list[tuple[repo.Ready, CosignOutcome]] = []
+        waiting: list[repo.Ready] = []
+        now = self.clock()
+        for w, outcome in zip(funded, outcomes, strict=True):
+            if outcome.refusals:
+                refused.append((w, outcome))
+            if isinstance(outcome, Quorum):
+                chosen.append(w)
+                cosigned[w.id] = outcome
+                self._short_since.pop(w.id, None)
+                continue
+            short[w.id] = outcome.reason
+            if outcome.refused:
+                self._short_since.pop(w.id, None)
+            else:
+                since = self._short_since.setdefault(w.id, now)
+                if now - since >= self.settings.cosign_alarm_after_seconds:
+                    waiting.append(w)
+        if refused or waiting:
+            await self._cosign_alarms(refused, waiting, short)
+        return chosen, cosigned
+
+    def _cosign_request(self, w: repo.Ready, deadline: int) -> CosignRequest:
+        if w.token == ZERO_ADDRESS:
+            decimals = self.network.native_decimals
+        else:
+            cfg = self.network.token_by_address(w.token)
+            decimals = cfg.decimals if cfg is not None else 0
+        return CosignRequest(
+            PayoutAuth(
+                chain_id=self.chain_id,
+                vault=self.network.vault,
+                id=w.id,
+                token=w.token,
+                to=w.destination,
+                amount=w.amount,
+                deadline=deadline,
+            ),
+            account=w.account,
+            decimals=decimals,
+            nonce=int(w.nonce),
+            request_deadline=int(w.deadline),
+            signature=w.signature,
+        )
+
+    async def _cosign_alarms(
+        self,
+        refused: Sequence[tuple[repo.Ready, CosignOutcome]],
+        waiting: Sequence[repo.Ready],
+        short: dict[int, str],
+    ) -> None:
+        async with self.sessions.begin() as s:
+            for w, outcome in refused:
+                codes = sorted({f"{r.code}" for r in outcome.refusals})
+                final = isinstance(outcome, Short) and outcome.refused
+                await raise_alarm(
+                    s,
+                    AlarmKind.COSIGN_REFUSED,
+                    f"{self.chain_id}:{w.id}",
+                    f"{self.network.name}: withdrawal {w.id} of {w.account} refused by "
+                    f"{len(outcome.refusals)} co-signer(s): {', '.join(codes)}"
+                    + ("; it will not be paid unless an operator acts" if final else ""),
+                    {
+                        "chainId": self.chain_id,
+                        "withdrawalId": w.id,
+                        "account": w.account,
+                        "refusals": [
+                            {"url": r.url, "code": r.code, "message": r.message}
+                            for r in outcome.refusals
+                        ],
+                    },
+                )
+            if waiting:
+                ids = [w.id for w in waiting]
+                await raise_alarm(
+                    s,
+                    AlarmKind.COSIGN_QUORUM,
+                    f"{self.chain_id}",
+                    f"{self.network.name}: {len(ids)} withdrawal(s) waited more than "
+                    f"{self.settings.cosign_alarm_after_seconds} s for the validators' "
+                    f"quorum: {short[ids[0]]}",
+                    {"chainId": self.chain_id, "withdrawalIds": ids[:50]},
+                )
+
+    # ------------------------------------------------------------------ pause
+
+    async def _watch_pause(self) -> None:
+        """Read ``paused()`` and store it (start, and every tick while paused)."""
+        try:
+            paused = bool(decode_uint(await self.rpc.call(*paused_request(self.network.vault))))
+        except Exception as exc:  # the next batch reads it again; not worth failing a tick
+            log.debug("reading paused() failed: %s", exc, extra={"chain_id": self.chain_id})
+            return
+        if paused != self._paused:
+            await self._store_pause(
+                paused,
+                f"{PAUSED_PREFIX}: the vault {self.network.vault} is paused on chain"
+                if paused
+                else None,
+            )
+
+    async def _store_pause(self, paused: bool, reason: str | None) -> None:
+        async with self.sessions.begin() as s:
+            changed = await vaults.record(
+                s, self.chain_id, self.network.vault, paused=paused, reason=reason
+            )
+            if paused:
+                await raise_alarm(
+                    s,
+                    AlarmKind.VAULT_PAUSED,
+                    f"{self.chain_id}",
+                    f"{self.network.name}: {reason}",
+                    {"chainId": self.chain_id, "vault": self.network.vault},
+                )
+        if changed:
+            if paused:
+                log.warning(
+                    "vault %s paused: withdrawals stay queued (%s)",
+                    self.network.vault,
+                    reason,
+                    extra={"chain_id": self.chain_id},
+                )
+            else:
+                log.info(
+                    "vault %s is not paused: the withdrawal queue drains",
+                    self.network.vault,
+                    extra={"chain_id": self.chain_id},
+                )
+        self._paused = paused
 
     def _token_label(self, token: str) -> str:
         if token == ZERO_ADDRESS:

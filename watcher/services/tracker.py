@@ -62,15 +62,21 @@ from watcher.crashpoints import crash_point
 from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.services.cosigning import PAUSED_PREFIX, stored_signatures
 from watcher.services.foreground import Foreground
 from watcher.services.sender import build_withdraw_tx, fee_caps
 from watcher.settings import NetworkConfig, WithdrawalSettings
+from watcher.store import vaults
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
 from watcher.store.events import after_commit
 from watcher.store.ledger_batch import Posting
 from watcher.store.models import TxAttempt, utcnow
+
+#: An attempt's stored status when its transaction succeeded but paid nothing (no
+#: ``Withdrawn`` of its id): the vault paused itself instead (``WithdrawPaused``).
+STATUS_UNPAID = 2
 
 #: Withdrawals per DB transaction when the tracker records receipts or settles: a tick
 #: after a burst has hundreds; one transaction for all of them holds the (on SQLite,
@@ -254,7 +260,7 @@ class Tracker:
                 withdrawal_id=a.withdrawal_id,
                 block_number=int(receipt["blockNumber"], 16),
                 block_hash=str(receipt["blockHash"]),
-                status=int(receipt["status"], 16),
+                status=self._status(a.withdrawal_id, receipt),
             )
             for a, receipt in found
         ]
@@ -262,6 +268,26 @@ class Tracker:
             self.last.mined += await repo.record_mined(s, receipts, head)
             crash_point("tracker.receipt.before_commit")
         crash_point("tracker.receipt.after_commit")
+
+    def _status(self, withdrawal_id: int, receipt: dict[str, Any]) -> int:
+        """The receipt's status, except that a successful transaction of ours that paid
+        nothing (no ``Withdrawn`` of this id from the vault: the payout would have
+        passed the hourly limit and the vault paused instead) is ``STATUS_UNPAID``."""
+        status = int(receipt["status"], 16)
+        if status != 1:
+            return status
+        vault = self.network.vault.lower()
+        topic = id_topic(withdrawal_id)
+        for entry in receipt.get("logs") or []:
+            topics = entry.get("topics") or []
+            if (
+                str(entry.get("address", "")).lower() == vault
+                and len(topics) > 1
+                and topics[0] == WITHDRAWN_TOPIC
+                and topics[1] == topic
+            ):
+                return 1
+        return STATUS_UNPAID
 
     # ------------------------------------------------------------------ confirmations
 
@@ -306,6 +332,7 @@ class Tracker:
         settled (or failed and released); reorged ones back to broadcast. Returns the raw
         transactions to re-send."""
         resend: list[str] = []
+        unpaid: list[int] = []
         async with self.sessions.begin() as s:
             # Confirmation counts of everything still mined: one statement, from each
             # row's block, writing only the rows whose count changed.
@@ -345,6 +372,22 @@ class Tracker:
                 assert a.block_number is not None
                 w.confirmations = confirmations(head, a.block_number)
                 repo.move_attempt(a, A.CONFIRMED)
+                if a.status == STATUS_UNPAID:
+                    # Mined, paid nothing: the vault paused itself (its hourly limit)
+                    # or no longer pays this call. The hold stays; back to the queue,
+                    # asked for fresh signatures once the vault runs again.
+                    reason = (
+                        f"{PAUSED_PREFIX}: our transaction {a.tx_hash} paid nothing: the "
+                        "vault paused itself (its hourly limit would have been passed); "
+                        "waits until its guardian unpauses it"
+                    )
+                    repo.move(w, W.QUEUED, reason)
+                    w.payout_deadline = None
+                    w.cosignatures = None
+                    w.block_number = None
+                    w.confirmations = 0
+                    unpaid.append(w.id)
+                    continue
                 if a.status == 1:
                     repo.move(w, W.COMPLETED)
                     w.tx_hash = a.tx_hash
@@ -359,6 +402,26 @@ class Tracker:
                     repo.move(w, W.FAILED, f"transaction {a.tx_hash} reverted")
                     postings.append(repo.release_posting(w, "failed: reverted on chain"))
                     self.last.failed += 1
+            if unpaid:
+                reason = (
+                    f"{PAUSED_PREFIX}: withdrawals {', '.join(map(str, unpaid[:20]))} were "
+                    "not paid: the vault paused itself (its hourly limit)"
+                )
+                await vaults.record(
+                    s, self.chain_id, self.network.vault, paused=True, reason=reason
+                )
+                await raise_alarm(
+                    s,
+                    AlarmKind.VAULT_PAUSED,
+                    f"{self.chain_id}",
+                    f"{self.network.name}: {reason}; they are queued again and go once "
+                    "its guardian unpauses it",
+                    {
+                        "chainId": self.chain_id,
+                        "vault": self.network.vault,
+                        "withdrawalIds": unpaid[:50],
+                    },
+                )
             # Every settlement and release of the chunk in one set of multi-row statements.
             await repo.post_all(s, postings)
             if postings:
@@ -496,13 +559,21 @@ class Tracker:
             if fees is None:
                 too_expensive.append(old)
                 continue
+            w = ws[old.withdrawal_id]
+            if w.payout_deadline is None or not w.cosignatures:
+                # Signed before co-signing was stored (cannot happen for rows this
+                # version signed): nothing to rebuild the same call from.
+                too_expensive.append(old)
+                continue
             tx = build_withdraw_tx(
                 chain_id=self.chain_id,
                 vault=self.network.vault,
-                w=ws[old.withdrawal_id],
+                w=w,
                 nonce=old.nonce,
                 gas=self.settings.gas_limit,
                 fees=fees,
+                deadline=w.payout_deadline,
+                signatures=stored_signatures(w.cosignatures),
             )
             signed = self.signer.sign_transaction(tx)
             new = TxAttempt(

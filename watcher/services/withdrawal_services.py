@@ -31,8 +31,20 @@ def withdrawal_services(app: App) -> list[Service]:
         )
         return []
     log.info("withdrawal sender: hot wallet %s", signer.address)
+    token = app.settings.secrets.cosigner_token
     services: list[Service] = []
     for network in app.settings.enabled_networks:
+        if not network.cosigners:
+            log.warning(
+                "%s: no co-signers configured (cosigners = [...]): the vault pays nothing "
+                "without its validators' signatures, so withdrawals stay queued",
+                network.name,
+            )
+        elif token is None:
+            log.warning(
+                "%s: WATCHER_COSIGNER_TOKEN is not set: the co-signers will refuse the sender",
+                network.name,
+            )
         common = {
             "network": network,
             "settings": app.settings.withdrawals,
@@ -42,6 +54,7 @@ def withdrawal_services(app: App) -> list[Service]:
             "signer": signer,
             "foreground": app.foreground,
         }
-        services.append(Sender(**common))  # type: ignore[arg-type]
+        cosigner_token = token.get_secret_value() if token else None
+        services.append(Sender(**common, cosigner_token=cosigner_token))  # type: ignore[arg-type]
         services.append(Tracker(**common))  # type: ignore[arg-type]
     return services

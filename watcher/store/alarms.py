@@ -35,6 +35,12 @@ class AlarmKind(StrEnum):
     ACCOUNT_UNEVALUABLE = "account_unevaluable"
     # A chain role's lease has had no holder for longer than its budget (replicas).
     LEASE_UNHELD = "lease_unheld"
+    # Payout defense (docs/cosigner.md): a co-signer refused a payout; withdrawals waited
+    # longer than the budget for the validators' quorum; the vault is paused (its hourly
+    # limit was reached, or the guardian paused it).
+    COSIGN_REFUSED = "cosign_refused"
+    COSIGN_QUORUM = "cosign_quorum"
+    VAULT_PAUSED = "vault_paused"
 
 
 async def raise_alarm(

@@ -203,6 +203,22 @@ class Withdrawal(Base):
     hold_tx_id: Mapped[int | None] = mapped_column(ForeignKey("journal_transactions.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # The payout authorization's deadline and the validators' signatures over it (JSON
+    # [[signer, signature], ...] sorted by signer), stored with the signed transaction
+    # that carries them; cleared when the withdrawal goes back to the queue.
+    payout_deadline: Mapped[int | None] = mapped_column(BigInteger)
+    cosignatures: Mapped[str | None] = mapped_column(Text)
+
+
+class VaultState(Base):
+    """What the watcher last saw of a vault's pause (the sender reads ``paused()``)."""
+
+    __tablename__ = "vault_states"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    vault: Mapped[str] = mapped_column(String(42))
+    paused: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class TxAttempt(Base):

@@ -140,6 +140,12 @@ class Ready(NamedTuple):
     amount: int
     state: str
     reason: str | None
+    # The user's signed request, shown to the co-signers.
+    account: str
+    nonce: int
+    deadline: int
+    signature: str
+    created_at: datetime
 
 
 async def ready_to_send(session: AsyncSession, chain_id: int, limit: int) -> list[Ready]:
@@ -156,6 +162,8 @@ def _build_ready(dialect: str) -> Select[Any]:
         .where(
             c.chain_id == bindparam("chain_id"),
             or_(c.state == W.REQUESTED.value, c.state == W.QUEUED.value),
+            # Refused for good by the co-signers: waits for an operator, not re-asked.
+            or_(c.reason.is_(None), ~c.reason.startswith(REFUSED_PREFIX, autoescape=True)),
         )
         .order_by(c.id)
         .limit(bindparam("limit"))
@@ -189,6 +197,26 @@ def _build_states(dialect: str, lock: bool) -> Select[Any]:
 
 _STATES = Prepared(lambda d: _build_states(d, lock=False))
 _STATES_LOCKED = Prepared(lambda d: _build_states(d, lock=True))
+
+
+#: The reason prefix of a withdrawal the co-signers refused for good
+#: (``services.cosigning.REFUSED_PREFIX``; the store keeps its own copy of the text).
+REFUSED_PREFIX = "cosign_refused"
+
+
+async def set_cosignatures(session: AsyncSession, signed: dict[int, tuple[int, str]]) -> None:
+    """Store each withdrawal's payout deadline and co-signatures ({id: (deadline, json)}),
+    in the transaction that stores the signed transaction carrying them."""
+    if not signed:
+        return
+    c = _WITHDRAWALS.c
+    await session.execute(
+        update(_WITHDRAWALS)
+        .where(c.id == bindparam("wid"))
+        .values(payout_deadline=bindparam("pd"), cosignatures=bindparam("cs")),
+        [{"wid": i, "pd": d, "cs": j} for i, (d, j) in signed.items()],
+        execution_options={"synchronize_session": False},
+    )
 
 
 async def mark_signed(session: AsyncSession, ids: Sequence[int]) -> None:
@@ -449,6 +477,8 @@ _NEW_COLUMNS = (
     "hold_tx_id",
     "created_at",
     "updated_at",
+    "payout_deadline",
+    "cosignatures",
 )
 
 
