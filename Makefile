@@ -40,6 +40,7 @@ run: setup
 	    kill -0 $$DEVNET 2>/dev/null || exit 2; sleep 0.2; done; \
 	  WATCHER_ADMIN_TOKEN=$${WATCHER_ADMIN_TOKEN:-devnet-admin-token} \
 	  WATCHER_SIGNER_KEY=$${WATCHER_SIGNER_KEY:-$$($(BIN)/python -m watcher.chain.devnet_key)} \
+	  WATCHER_COSIGNER_TOKEN=$${WATCHER_COSIGNER_TOKEN:-devnet-cosigner-token} \
 	  $(BIN)/watcher run --config var/devnet --port $(API_PORT)
 
 # Against a running `make run` (another terminal, same API_PORT): deposit 100 USDT from

@@ -21,6 +21,7 @@ from web3.providers.rpc import AsyncHTTPProvider
 from tests.fixtures_chain import DevnetFactory
 from tests.integration.withdrawal_support import (
     OPERATOR,
+    authorized,
     balance_of,
     credit,
     deposit_token,
@@ -515,7 +516,7 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
         dest = Account.create().address
         usdt = dep.tokens["USDT"].address
         wid = await request_usdt(app, w3, dep, 15, dest)
-        data = withdraw_calldata(wid, usdt, dest, 15 * 10**18)
+        data = withdraw_calldata(*authorized(dep, wid, usdt, dest, 15 * 10**18))
         attempt, foreign = await broadcast_then_lose_nonce(app, w3, dep, wid, data=data)
         await track_rounds(app, w3, 3)
         async with app.sessions() as s:

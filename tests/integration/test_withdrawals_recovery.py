@@ -42,7 +42,7 @@ from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, HOLD
 from watcher.services import withdrawal_ops
 from watcher.services.tracker import Tracker
-from watcher.store import ledger
+from watcher.store import ledger, vaults
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import active_alarms
 from watcher.store.models import TxAttempt, Withdrawal
@@ -241,22 +241,40 @@ async def test_operator_retry_of_a_broadcast_withdrawal_bumps_it_next_tick(
     assert await balance_of(chain_w3, deployment.tokens["USDT"].address, dest) == 100 * 10**18
 
 
-async def test_paused_vault_reverts_then_failed_and_hold_released(
+async def test_paused_vault_queues_with_alarm_and_drains_after_unpause(
     app: App, client: TestClient[Any, Any], deployment: Deployment, chain_w3: AsyncWeb3[Any]
 ) -> None:
+    """A vault its guardian paused: nothing is signed or sent (no nonce spent, no
+    co-signature asked), the withdrawal waits queued with reason vault_paused, the hold
+    stays, an alarm latches and the vault's state says paused; after the unpause the
+    queue drains by itself and pays once."""
     user = dev_account(2)
     await funded(app, chain_w3, deployment, user, 1_000)
     vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
     await transact(chain_w3, dev_account(0), vault.functions.pause())
-    _, doc = await post(client, usdt_body(deployment, user, 400, 1, Account.create().address))
+    dest = Account.create().address
+    _, doc = await post(client, usdt_body(deployment, user, 400, 1, dest))
     await run_pipeline(app, chain_w3)
     async with app.sessions() as s:
         w = await repo.get(s, doc["id"])
         after = await ledger.balances(s, user.address)
-        (attempt,) = await repo.attempts_of(s, doc["id"])
-    assert w is not None and w.state == "failed" and "reverted" in (w.reason or "")
-    assert attempt.status == 0
-    assert after[("USDT", CROSS)] == 1_000 * 10**8 and after[("USDT", HOLD)] == 0
+        attempts = await repo.attempts_of(s, doc["id"])
+        alarms = {a.kind for a in await active_alarms(s)}
+        state = await vaults.get(s, deployment.chain_id)
+    assert w is not None and w.state == "queued" and (w.reason or "").startswith("vault_paused")
+    assert attempts == []
+    assert after[("USDT", HOLD)] == 400 * 10**8
+    assert "vault_paused" in alarms
+    assert state is not None and state.paused
+
+    await transact(chain_w3, dev_account(0), vault.functions.unpause())  # the guardian
+    await run_pipeline(app, chain_w3)
+    async with app.sessions() as s:
+        w = await repo.get(s, doc["id"])
+        state = await vaults.get(s, deployment.chain_id)
+    assert w is not None and w.state == "completed"
+    assert state is not None and not state.paused
+    assert await balance_of(chain_w3, deployment.tokens["USDT"].address, dest) == 400 * 10**18
 
 
 async def test_low_vault_funds_queue_with_alarm_until_funds_arrive(

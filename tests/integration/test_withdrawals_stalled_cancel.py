@@ -25,6 +25,7 @@ from tests.integration.test_withdrawals_chain_faults import (
 )
 from tests.integration.withdrawal_support import (
     OPERATOR,
+    authorized,
     balance_of,
     deposit_token,
     run_pipeline,
@@ -183,7 +184,9 @@ async def test_stalled_but_paid_at_latest_is_refused_and_retry_settles_it_once(
         await deposit_token(w3, dev_account(3), dep, "USDT", 1_000 * 10**18)
         vault = w3.eth.contract(address=dep.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
         receipt = await transact(
-            w3, OPERATOR, vault.functions.withdraw(wid, usdt, dest, WHOLE * 10**18)
+            w3,
+            OPERATOR,
+            vault.functions.withdraw(*authorized(dep, wid, usdt, dest, WHOLE * 10**18)),
         )
         payer = receipt["transactionHash"].to_0x_hex()
         assert await balance_of(w3, usdt, dest) == WHOLE * 10**18

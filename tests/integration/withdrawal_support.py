@@ -17,8 +17,9 @@ from tests.helpers import write_config
 from watcher.api.devnet_cosigners import LocalCosigners, local_cosigners
 from watcher.app import App, build
 from watcher.chain import eip712
+from watcher.chain import payout as payouts
 from watcher.chain.artifacts import WITHDRAWN_TOPIC, load_artifact
-from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.devnet import Deployment, dev_account, devnet_validator_key
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
 from watcher.services.sender import Sender
@@ -91,6 +92,24 @@ def fresh_sender(app: App) -> Sender:
         signer=old.signer,
         cosigner_token=old.cosigning.token,
     )
+
+
+def authorized(
+    dep: Deployment, withdrawal_id: int, token: str, to: str, amount: int, *, signers: int = 2
+) -> tuple[int, str, str, int, int, list[bytes]]:
+    """The arguments of ``vault.withdraw`` for a payout authorized by the first
+    ``signers`` devnet validators (a far deadline): what a foreign transaction of the
+    hot key with co-signatures looks like."""
+    deadline = 2**40
+    auth = payouts.Payout(dep.chain_id, dep.vault, withdrawal_id, token, to, amount, deadline)
+    pairs = [
+        (
+            payouts.PayoutSigner(devnet_validator_key(i)).address,
+            payouts.sign(auth, devnet_validator_key(i)),
+        )
+        for i in range(signers)
+    ]
+    return withdrawal_id, token, to, amount, deadline, payouts.signatures_blob(pairs)
 
 
 def tracker(app: App) -> Tracker:

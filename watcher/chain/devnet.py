@@ -883,20 +883,23 @@ async def run_devnet(
         ) as node:
             if keep:
                 _write_atomic(kept.running, f"{os.getpid()}\n")
-            await _deploy_and_announce(
-                node,
-                reuse=reuse,
-                keep=keep,
-                kept=kept,
-                target=target,
-                out_dir=out_dir,
-                name=name,
-                base_config=base_config,
-                confirmations=confirmations,
-                block_time=block_time,
-                echo=echo,
-            )
-            await asyncio.Event().wait()
+            # The co-signers stop before anvil does.
+            async with contextlib.AsyncExitStack() as stack:
+                await _deploy_and_announce(
+                    node,
+                    reuse=reuse,
+                    keep=keep,
+                    kept=kept,
+                    target=target,
+                    out_dir=out_dir,
+                    name=name,
+                    base_config=base_config,
+                    confirmations=confirmations,
+                    block_time=block_time,
+                    echo=echo,
+                    stack=stack,
+                )
+                await asyncio.Event().wait()
     finally:
         # anvil has stopped here: with --keep it saved the chain on the way out.
         if keep and kept.running.exists():
@@ -904,6 +907,80 @@ async def run_devnet(
                 kept.running.unlink(missing_ok=True)
             else:
                 echo(f"anvil did not save the chain to {kept.state}: the next --keep refuses")
+
+
+@asynccontextmanager
+async def start_cosigners(
+    dep: Deployment, out_dir: Path, *, fresh: bool, count: int = DEVNET_VALIDATORS
+) -> AsyncIterator[list[str]]:
+    """The devnet's co-signers as processes of their own (``watcher cosign run``), each
+    with its devnet validator key, config and store under ``out_dir/cosigners``; yields
+    their URLs once each answers ``/healthz``, stops them on exit (and the kernel stops
+    them if this process dies). ``fresh``: their stores are removed first (a new chain
+    reuses withdrawal ids)."""
+    root = out_dir / "cosigners"
+    root.mkdir(parents=True, exist_ok=True)
+    processes: list[asyncio.subprocess.Process] = []
+    urls: list[str] = []
+    try:
+        for i in range(count):
+            store = root / f"cosigner-{i}.sqlite"
+            if fresh:
+                store.unlink(missing_ok=True)
+            port = free_port()
+            config = root / f"cosigner-{i}.toml"
+            _write_atomic(
+                config, cosigner_toml(dep, store=f"sqlite+aiosqlite:///{store}", port=port)
+            )
+            env = {
+                **os.environ,
+                "WATCHER_COSIGNER_KEY": devnet_validator_key(i),
+                "WATCHER_COSIGNER_TOKEN": DEVNET_COSIGNER_TOKEN,
+            }
+            with (root / f"cosigner-{i}.log").open("ab") as log_file:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "watcher",
+                        "cosign",
+                        "run",
+                        "--config",
+                        str(config),
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=log_file,
+                        env=env,
+                        preexec_fn=_death_signal_preexec(),
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+        await _wait_healthy(urls, processes, root)
+        yield urls
+    finally:
+        await asyncio.gather(*(_stop(p) for p in processes), return_exceptions=True)
+
+
+async def _wait_healthy(
+    urls: list[str], processes: list[asyncio.subprocess.Process], root: Path
+) -> None:
+    deadline = time.monotonic() + 30
+    timeout = aiohttp.ClientTimeout(total=1)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for i, (url, process) in enumerate(zip(urls, processes, strict=True)):
+            while True:
+                if process.returncode is not None:
+                    raise DevnetError(
+                        f"co-signer {i} exited with code {process.returncode}; see "
+                        f"{root / f'cosigner-{i}.log'}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise DevnetError(f"co-signer {i} did not answer on {url} within 30 s")
+                await asyncio.sleep(0.1)
 
 
 async def _deploy_and_announce(
@@ -919,7 +996,10 @@ async def _deploy_and_announce(
     confirmations: int,
     block_time: float | None,
     echo: Callable[[str], None],
+    stack: contextlib.AsyncExitStack,
 ) -> None:
+    """Deploy (or reload), start the co-signers (kept running by ``stack``), write the
+    network file and print the listing."""
     w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
     try:
         if reuse:
@@ -930,8 +1010,15 @@ async def _deploy_and_announce(
         prepare_config_dir(out_dir, base_config)
         _own_database(out_dir)
         block_seconds = max(1, round(block_time)) if block_time is not None else 1
+        cosigner_urls = await stack.enter_async_context(
+            start_cosigners(dep, out_dir, fresh=not reuse)
+        )
         text = network_toml(
-            dep, name=name, confirmations=confirmations, block_time_seconds=block_seconds
+            dep,
+            name=name,
+            confirmations=confirmations,
+            block_time_seconds=block_seconds,
+            cosigners=cosigner_urls,
         )
         _write_atomic(target, text)
         height = await w3.eth.block_number
@@ -946,6 +1033,9 @@ async def _deploy_and_announce(
         chain = f"fresh, saved to {kept.state} on stop (--keep)"
     echo(f"devnet {name!r} ready: anvil on {node.url}, chain id {node.chain_id}, block {height}")
     echo(f"config      {target}")
+    echo(
+        f"co-signers  {', '.join(cosigner_urls)} (2 of these 3 validators authorize each payout)"
+    )
     echo(f"chain       {chain}")
     for line in listing:
         echo(line)
