@@ -29,8 +29,9 @@ from the ABI, to compare with ``ContractCustomError.data``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +42,7 @@ from web3.contract.async_contract import AsyncContractFunction
 from web3.providers.rpc import AsyncHTTPProvider
 from web3.types import TxParams, TxReceipt, Wei
 
+from watcher.api.devnet_cosigners import LocalCosigners
 from watcher.chain.artifacts import Artifact
 from watcher.chain.devnet import AnvilNode, Deployment, deploy_devnet, start_anvil
 
@@ -143,3 +145,25 @@ def revert_selector(artifact: Artifact, error_name: str) -> str:
             types = ",".join(str(i["type"]) for i in entry.get("inputs", []))
             return "0x" + keccak(text=f"{error_name}({types})")[:4].hex()
     raise KeyError(f"{artifact.name} has no error {error_name}")
+
+
+CosignersFor = Callable[..., Awaitable[LocalCosigners]]
+
+
+@pytest.fixture
+async def cosigners_for(tmp_path: Path) -> AsyncIterator[CosignersFor]:
+    """Start the devnet's co-signers for a deployment (in this process, real HTTP and
+    stores), stopped after the test: ``cs = await cosigners_for(dep)``; ``up=[0, 1]``
+    starts only those. A daemon of the test gets ``cs.urls`` in its network file
+    (``write_config(..., cosigners=cs.urls)``) and ``WATCHER_COSIGNER_TOKEN=cs.token``."""
+    started: list[LocalCosigners] = []
+
+    async def start(dep: Deployment, up: Sequence[int] | None = None) -> LocalCosigners:
+        cs = LocalCosigners(dep, tmp_path / f"cosigners-{len(started)}")
+        started.append(cs)
+        await cs.start_all(up)
+        return cs
+
+    yield start
+    for cs in started:
+        await cs.close()

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from web3 import AsyncWeb3
 from web3.providers.rpc import AsyncHTTPProvider
 
+from tests.fixtures_chain import CosignersFor
 from tests.fixtures_db import BACKENDS, drop_database_url, make_database_url
 from tests.helpers import watcher_cli, write_config
 from tests.integration.deposit_support import assert_ledger_consistent
@@ -127,8 +128,8 @@ async def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     await drop_database_url(url)
 
 
-def config(tmp_path: Path, dep: Deployment) -> Path:
-    cfg = write_config(tmp_path, [("devnet", dep, 2)])
+def config(tmp_path: Path, dep: Deployment, cosigners: Sequence[str] = ()) -> Path:
+    cfg = write_config(tmp_path, [("devnet", dep, 2)], cosigners=cosigners)
     default = cfg / "default.toml"
     default.write_text(
         default.read_text()
@@ -279,19 +280,22 @@ async def test_kill_at_the_point_restart_and_settle_exactly_once(
     devnet: tuple[AnvilNode, Deployment],
     w3: AsyncWeb3[Any],
     blank_url: str,
+    cosigners_for: CosignersFor,
 ) -> None:
     if blank_url.startswith("postgresql") and point not in PG_POINTS:
         pytest.skip("on PostgreSQL a subset of the points runs (PG_POINTS); SQLite runs all")
     _, dep = devnet
+    cs = await cosigners_for(dep)
     await deposit_token(w3, USER, dep, "USDT", DEPOSIT_USDT * 10**18)
     await deposit_native(w3, USER, dep, DEPOSIT_ETH)
     dest = Account.create().address
     body = usdt_body(dep, USER, PAYOUT_USDT, 1, dest)
-    cfg = config(tmp_path, dep)
+    cfg = config(tmp_path, dep, cs.urls)
     env = {
         **os.environ,
         "WATCHER_DATABASE_URL": blank_url,
         "WATCHER_SIGNER_KEY": operator_key(),
+        "WATCHER_COSIGNER_TOKEN": cs.token,
         "WATCHER_LOG_LEVEL": "WARNING",
     }
     log = tmp_path / "daemon.log"
