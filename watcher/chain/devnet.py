@@ -1033,9 +1033,7 @@ async def _deploy_and_announce(
         chain = f"fresh, saved to {kept.state} on stop (--keep)"
     echo(f"devnet {name!r} ready: anvil on {node.url}, chain id {node.chain_id}, block {height}")
     echo(f"config      {target}")
-    echo(
-        f"co-signers  {', '.join(cosigner_urls)} (2 of these 3 validators authorize each payout)"
-    )
+    echo(f"co-signers  {', '.join(cosigner_urls)} (2 of these 3 validators authorize each payout)")
     echo(f"chain       {chain}")
     for line in listing:
         echo(line)

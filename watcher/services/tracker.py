@@ -57,7 +57,13 @@ import aiohttp
 from watcher.chain.broadcast import Outcome, broadcast_raw, fee_quote
 from watcher.chain.rpc import RpcClient
 from watcher.chain.signer import HotSigner
-from watcher.chain.vault import WITHDRAWN_TOPIC, decode_uint, id_topic, withdrawn_request
+from watcher.chain.vault import (
+    WITHDRAWN_TOPIC,
+    decode_uint,
+    id_topic,
+    paused_request,
+    withdrawn_request,
+)
 from watcher.crashpoints import crash_point
 from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
@@ -312,11 +318,27 @@ class Tracker:
             for a in attempts
             if a.id in final and a.status == 0
         }
+        # Reverted, unpaid, and the vault paused in that block: it reverted because the
+        # vault was paused (EnforcedPause); the withdrawal waits for the unpause instead
+        # of failing.
+        paused_blocks: dict[int, bool] = {}
+        for a in attempts:
+            if a.status == 0 and paid_elsewhere.get(a.withdrawal_id, "") is None:
+                assert a.block_number is not None
+                if a.block_number not in paused_blocks:
+                    paused_blocks[a.block_number] = await self._paused_at(a.block_number)
+        reverted_paused = {
+            a.withdrawal_id
+            for a in attempts
+            if a.status == 0 and paused_blocks.get(a.block_number or -1, False)
+        }
         # A queued intake batch goes first before each chunk.
         async for chunk in self.foreground.chunks(attempts, TX_CHUNK):
             # Each chunk's reorged-out transactions are re-sent once it is committed (a
             # later chunk failing does not leave them waiting for the stuck timer).
-            resend = await self._settle(chunk, head, reorged, final, paid_elsewhere)
+            resend = await self._settle(
+                chunk, head, reorged, final, paid_elsewhere, reverted_paused
+            )
             if resend:
                 await broadcast_raw(self.http, self.network.rpc_urls, resend)
 
@@ -327,6 +349,7 @@ class Tracker:
         reorged: set[int],
         final: set[int],
         paid_elsewhere: dict[int, str | None],
+        reverted_paused: set[int],
     ) -> list[str]:
         """One chunk of mined attempts: confirmations counted; final ones completed and
         settled (or failed and released); reorged ones back to broadcast. Returns the raw
@@ -372,16 +395,24 @@ class Tracker:
                 assert a.block_number is not None
                 w.confirmations = confirmations(head, a.block_number)
                 repo.move_attempt(a, A.CONFIRMED)
+                requeue = None
                 if a.status == STATUS_UNPAID:
                     # Mined, paid nothing: the vault paused itself (its hourly limit)
-                    # or no longer pays this call. The hold stays; back to the queue,
-                    # asked for fresh signatures once the vault runs again.
-                    reason = (
+                    # or no longer pays this call.
+                    requeue = (
                         f"{PAUSED_PREFIX}: our transaction {a.tx_hash} paid nothing: the "
                         "vault paused itself (its hourly limit would have been passed); "
                         "waits until its guardian unpauses it"
                     )
-                    repo.move(w, W.QUEUED, reason)
+                elif a.status == 0 and w.id in reverted_paused:
+                    requeue = (
+                        f"{PAUSED_PREFIX}: our transaction {a.tx_hash} reverted: the vault "
+                        "was paused; waits until its guardian unpauses it"
+                    )
+                if requeue is not None and paid_elsewhere.get(w.id) is None:
+                    # The hold stays; back to the queue, asked for fresh signatures once
+                    # the vault runs again (the id is unpaid: the vault guards it).
+                    repo.move(w, W.QUEUED, requeue)
                     w.payout_deadline = None
                     w.cosignatures = None
                     w.block_number = None
@@ -405,7 +436,7 @@ class Tracker:
             if unpaid:
                 reason = (
                     f"{PAUSED_PREFIX}: withdrawals {', '.join(map(str, unpaid[:20]))} were "
-                    "not paid: the vault paused itself (its hourly limit)"
+                    "not paid: the vault is paused (its hourly limit, or its guardian)"
                 )
                 await vaults.record(
                     s, self.chain_id, self.network.vault, paused=True, reason=reason
@@ -429,6 +460,11 @@ class Tracker:
         if postings:
             crash_point("tracker.settle.after_commit")
         return resend
+
+    async def _paused_at(self, block: int) -> bool:
+        """The vault's ``paused()`` as of ``block`` (after its transactions)."""
+        result = await self.rpc.call(*paused_request(self.network.vault, hex(block)))
+        return bool(decode_uint(result))
 
     async def _payer(self, withdrawal_id: int, block: int | str = "latest") -> str | None:
         """The tx that paid ``withdrawal_id`` if the vault says it was paid (as of
