@@ -23,7 +23,7 @@ from web3.providers.rpc import AsyncHTTPProvider
 
 from tests.helpers import eventually, watcher_cli, write_config
 from tests.integration.withdrawal_support import balance_of, operator_key
-from watcher.chain.devnet import Deployment, dev_account, free_port
+from watcher.chain.devnet import DEVNET_COSIGNER_TOKEN, Deployment, dev_account, free_port
 
 FAST = ("--confirmations", "1", "--block-time", "0.5")
 TX_RE = re.compile(r"deposit (0x[0-9a-f]{64}) \(block (\d+)\)")
@@ -75,7 +75,11 @@ async def _devnet(
 
 @asynccontextmanager
 async def _daemon(cfg: Path, port: int, log: Path) -> AsyncIterator[str]:
-    env = _env(WATCHER_SIGNER_KEY=operator_key(), WATCHER_ADMIN_TOKEN="devnet-test-token")
+    env = _env(
+        WATCHER_SIGNER_KEY=operator_key(),
+        WATCHER_ADMIN_TOKEN="devnet-test-token",
+        WATCHER_COSIGNER_TOKEN=DEVNET_COSIGNER_TOKEN,
+    )
     proc = await watcher_cli(
         "run", "--config", str(cfg), "--port", str(port), env=env, log_file=log
     )

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 from web3 import AsyncWeb3
 
-from tests.fixtures_chain import transact
 from tests.integration.withdrawal_support import (
     credit,
     deposit_token,
@@ -31,7 +30,6 @@ from tests.integration.withdrawal_support import (
 )
 from watcher.api.server import make_web_app
 from watcher.app import App
-from watcher.chain.artifacts import load_artifact
 from watcher.chain.devnet import Deployment, dev_account
 from watcher.chain.vault import ZERO_ADDRESS
 from watcher.store import withdrawals as repo
@@ -171,9 +169,17 @@ async def test_a_reverted_payout_logs_failed(
     caplog.set_level(logging.INFO)
     user = dev_account(2)
     await funded(app, chain_w3, deployment, user, 1_000)
-    vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
-    await transact(chain_w3, dev_account(0), vault.functions.pause())
     _, doc = await post(client, usdt_body(deployment, user, 400, 1, Account.create().address))
+    # Signed and sent, but mined only after its payout authorization's deadline: the
+    # vault refuses it (PayoutExpired), the id stays unpaid, the withdrawal fails.
+    await chain_w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        await sender(app).tick()
+        later = app.settings.withdrawals.payout_deadline_seconds + 3600
+        await chain_w3.provider.make_request("evm_increaseTime", [later])  # type: ignore[arg-type]
+        await mine(chain_w3)
+    finally:
+        await chain_w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
     await run_pipeline(app, chain_w3)
     async with app.sessions() as s:
         (attempt,) = await repo.attempts_of(s, doc["id"])

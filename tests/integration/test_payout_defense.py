@@ -15,6 +15,7 @@ watcher's sender and tracker on a real anvil.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
+from rich.console import Console
 from sqlalchemy import update
 from web3 import AsyncWeb3
 
@@ -42,8 +44,10 @@ from watcher.app import App
 from watcher.chain import payout as payouts
 from watcher.chain.artifacts import load_artifact
 from watcher.chain.devnet import Deployment, dev_account
+from watcher.cli.ops import render_status
 from watcher.domain.journal import HOLD
 from watcher.services.cosign_client import CoSignRefused, ask, cosign_body
+from watcher.services.status import collect_status
 from watcher.store import ledger, vaults
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import active_alarms
@@ -80,6 +84,12 @@ async def alarm_kinds(app: App) -> dict[str, list[Any]]:
         for a in await active_alarms(s):
             found.setdefault(a.kind, []).append(a)
         return found
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    console = Console(width=240, record=True, file=io.StringIO())
+    console.print(render_status(doc))
+    return console.export_text()
 
 
 def answers_given(cs: Any) -> float:
@@ -273,6 +283,11 @@ async def test_hourly_limit_in_a_burst_pauses_queues_and_completes_once_after_un
             held = (await ledger.balances(s, USER.address))[("USDT", HOLD)]
         assert vs is not None and vs.paused
         assert held == 200 * 10**8  # the two waiting keep their hold: nothing lost
+        status = await collect_status(app, probe=False)
+        (net,) = status["networks"]
+        assert net["vault"]["paused"] is True
+        assert any("is paused" in r for r in status["reasons"])
+        assert "PAUSED" in render_text(status)
 
         await transact(chain_w3, owner, vault.functions.unpause())  # the guardian
         await run_pipeline(app, chain_w3)
@@ -288,3 +303,5 @@ async def test_hourly_limit_in_a_burst_pauses_queues_and_completes_once_after_un
             held = (await ledger.balances(s, USER.address))[("USDT", HOLD)]
         assert vs is not None and not vs.paused
         assert held == 0
+        status = await collect_status(app, probe=False)
+        assert status["networks"][0]["vault"]["paused"] is False

@@ -120,10 +120,13 @@ async def test_replicas_migrating_together(db_url: str) -> None:
     try:
         async with engines[0].begin() as conn:  # back to an empty schema
             await conn.execute(text("DROP TABLE IF EXISTS leases"))
+            await conn.execute(text("DROP TABLE IF EXISTS vault_states"))
+            await conn.execute(text("ALTER TABLE withdrawals DROP COLUMN payout_deadline"))
+            await conn.execute(text("ALTER TABLE withdrawals DROP COLUMN cosignatures"))
             await conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
         await asyncio.gather(*(upgrade(e) for e in engines))
         async with engines[0].connect() as conn:
-            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0008"
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0009"
             assert await conn.scalar(text("SELECT count(*) FROM leases")) == 0
     finally:
         for e in engines:

@@ -150,7 +150,7 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
     parts.extend(_replica_parts(doc))
 
     nets = Table(title="Networks", title_justify="left")
-    for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc"):
+    for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc", "vault"):
         nets.add_column(col, no_wrap=True)
     for n in doc["networks"]:
         rpc = " ".join(("ok" if e["ok"] else "DOWN") for e in n["rpc"]) or "-"
@@ -166,6 +166,7 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
             lag,
             n["rule"],
             rpc,
+            "PAUSED" if (n.get("vault") or {}).get("paused") else "running",
         )
     parts.append(nets if doc["networks"] else Text("Networks: none enabled"))
 

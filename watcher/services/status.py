@@ -37,6 +37,7 @@ from watcher.domain.states import (
 from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
 from watcher.settings import Settings
+from watcher.store import vaults
 from watcher.store.alarms import active_alarms
 from watcher.store.leases import all_leases
 from watcher.store.models import (
@@ -214,6 +215,7 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
             await s.scalars(select(Withdrawal).where(Withdrawal.state.in_(WITHDRAWAL_LIVE)))
         )
         alarms = await active_alarms(s)
+        vault_states = {v.chain_id: v for v in await vaults.all_states(s)}
         recon = list(await s.scalars(select(Reconciliation)))
         replica_beats = list(
             await s.scalars(
@@ -346,6 +348,18 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
             "lagSeconds": lag_seconds,
             "rpc": endpoints,
         }
+        vs = vault_states.get(n.chain_id)
+        if vs is not None:
+            entry["vault"] = {
+                "address": vs.vault,
+                "paused": vs.paused,
+                "reason": vs.reason,
+                "since": vs.changed_at.isoformat(),
+            }
+            if vs.paused:
+                reasons.append(
+                    f"{n.name}: vault {vs.vault} is paused: withdrawals wait ({vs.reason})"
+                )
         if cur is not None and cur.backfill_to is not None and cur.backfill_from is not None:
             span = max(1, cur.backfill_to - cur.backfill_from)
             done = min(max(0, cur.scanned_block - cur.backfill_from), span)
@@ -430,7 +444,10 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     }
     queued = by_state.get("queued", {}).get("count", 0)
     if queued:
-        reasons.append(f"{queued} withdrawal(s) queued waiting for hot-wallet funds")
+        reasons.append(
+            f"{queued} withdrawal(s) queued (funds, gas, co-signatures or a paused vault: "
+            "`watcher withdrawals list --state queued` shows each reason)"
+        )
 
     # Hot wallet and vault balances against the pending outflow
     outflow: dict[tuple[int, str], int] = defaultdict(int)
