@@ -88,6 +88,24 @@ class Metrics:
             "watcher_fenced_writes", "Writes refused by a role's fence", ["role"], registry=r
         )
 
+        self.cosign_round = Histogram(
+            "watcher_cosign_round_seconds",
+            "One round of asking every co-signer for a batch of payouts (the latency "
+            "co-signing adds before a batch is signed)",
+            ["network"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.cosign_answers = Counter(
+            "watcher_cosign_answers",
+            "Co-signers' answers per payout: signed, refused, unavailable",
+            ["network", "outcome"],
+            registry=r,
+        )
+        self.vault_paused = Gauge(
+            "watcher_vault_paused", "1 while the network's vault is paused", ["network"], registry=r
+        )
+
     def on_tick(self, service: str, seconds: float, ok: bool) -> None:
         self.ticks.labels(service).observe(seconds)
         if not ok:

@@ -97,6 +97,7 @@ class Short:
     reason: str
     refused: bool
     refusals: list[CoSignRefused] = field(default_factory=list)
+    signed: int = 0  # co-signers whose signature counted
 
 
 Outcome = Quorum | Short
@@ -157,8 +158,8 @@ def decide(
         for a in answers
     )
     if final:
-        return Short(f"{REFUSED_PREFIX}: {need}; {detail}", True, refusals)
-    return Short(f"{QUORUM_PREFIX}: {need}; {detail}", False, refusals)
+        return Short(f"{REFUSED_PREFIX}: {need}; {detail}", True, refusals, len(signed))
+    return Short(f"{QUORUM_PREFIX}: {need}; {detail}", False, refusals, len(signed))
 
 
 class Cosigning:

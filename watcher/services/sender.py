@@ -59,6 +59,7 @@ from watcher.crashpoints import crash_point
 from watcher.domain.amounts import format_amount
 from watcher.domain.gas import FeeCaps, Fees, gwei_to_wei, initial_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.metrics import Metrics
 from watcher.services.cosigning import (
     PAUSED_PREFIX,
     QUORUM_PREFIX,
@@ -166,6 +167,7 @@ class Sender:
         clock: Callable[[], float] = time.time,
         foreground: Foreground | None = None,
         cosigner_token: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.network = network
         self.settings = settings
@@ -186,6 +188,7 @@ class Sender:
             cosigner_token,
             timeout_s=float(settings.cosign_timeout_seconds),
         )
+        self.metrics = metrics
         # Withdrawals below the quorum: since when (clock) each has waited in this process.
         self._short_since: dict[int, float] = {}
         # The vault's pause as last stored (None: not read yet in this process).
@@ -542,7 +545,22 @@ class Sender:
             return [], {}
         deadline = int(self.clock()) + self.settings.payout_deadline_seconds
         requests = [self._cosign_request(w, deadline) for w in funded]
+        began = time.monotonic()
         outcomes = await self.cosigning.collect(requests, validators)
+        if self.metrics is not None:
+            name = self.network.name
+            self.metrics.cosign_round.labels(name).observe(time.monotonic() - began)
+            answers = self.metrics.cosign_answers
+            for outcome in outcomes:
+                n_signed = (
+                    len(outcome.signatures) if isinstance(outcome, Quorum) else outcome.signed
+                )
+                n_refused = len(outcome.refusals)
+                answers.labels(name, "signed").inc(n_signed)
+                answers.labels(name, "refused").inc(n_refused)
+                answers.labels(name, "unavailable").inc(
+                    max(0, len(self.cosigning.urls) - n_signed - n_refused)
+                )
         chosen: list[repo.Ready] = []
         cosigned: dict[int, Quorum] = {}
         refused: list[tuple[repo.Ready, CosignOutcome]] = []
@@ -674,6 +692,8 @@ class Sender:
                     extra={"chain_id": self.chain_id},
                 )
         self._paused = paused
+        if self.metrics is not None:
+            self.metrics.vault_paused.labels(self.network.name).set(1 if paused else 0)
 
     def _token_label(self, token: str) -> str:
         if token == ZERO_ADDRESS:

@@ -55,6 +55,8 @@ def withdrawal_services(app: App) -> list[Service]:
             "foreground": app.foreground,
         }
         cosigner_token = token.get_secret_value() if token else None
-        services.append(Sender(**common, cosigner_token=cosigner_token))  # type: ignore[arg-type]
+        services.append(
+            Sender(**common, cosigner_token=cosigner_token, metrics=app.metrics)  # type: ignore[arg-type]
+        )
         services.append(Tracker(**common))  # type: ignore[arg-type]
     return services
