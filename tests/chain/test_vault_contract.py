@@ -18,7 +18,14 @@ from web3.logs import DISCARD
 
 from tests.fixtures_chain import revert_selector, send_value, transact
 from watcher.chain.artifacts import DEPOSIT_TOPIC, WITHDRAWN_TOPIC, load_artifact
-from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.devnet import (
+    DEVNET_VALIDATORS,
+    Deployment,
+    dev_account,
+    devnet_validator_address,
+    devnet_validator_key,
+)
+from watcher.chain.payout import Payout, sign, signatures_blob
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
@@ -31,6 +38,7 @@ OPERATOR = dev_account(1)
 ALICE = dev_account(2)
 BOB = dev_account(3)
 STRANGER = dev_account(4)
+FAR_DEADLINE = 2**40  # year ~36800: never expires in these tests
 
 
 @pytest.fixture
@@ -49,6 +57,32 @@ async def assert_reverts(call: AsyncContractFunction, sender: str, error: str, *
     data = str(info.value.data)
     assert data.startswith(revert_selector(VAULT, error)), (error, data)
     return data
+
+
+def signatures(
+    dep: Deployment,
+    id_: int,
+    token: str,
+    to: str,
+    amount: int,
+    *,
+    deadline: int = FAR_DEADLINE,
+    signers: range = range(DEVNET_VALIDATORS),
+) -> list[bytes]:
+    """The devnet validators' (all three by default) signatures over this payout, sorted
+    by signer: the ``bytes[]`` ``withdraw`` takes."""
+    payout = Payout(dep.chain_id, dep.vault, id_, token, to, amount, deadline)
+    return signatures_blob(
+        (devnet_validator_address(i), sign(payout, devnet_validator_key(i))) for i in signers
+    )
+
+
+def withdraw(
+    vault: AsyncContract, dep: Deployment, id_: int, token: str, to: str, amount: int
+) -> AsyncContractFunction:
+    """``vault.withdraw`` with a far deadline and a full quorum of devnet signatures."""
+    sigs = signatures(dep, id_, token, to, amount)
+    return vault.functions.withdraw(id_, token, to, amount, FAR_DEADLINE, sigs)
 
 
 async def deposit_token(
@@ -165,7 +199,7 @@ async def test_operator_withdraws_tokens(
     bob_before = await token.functions.balanceOf(BOB.address).call()
 
     receipt = await transact(
-        chain_w3, OPERATOR, vault.functions.withdraw(77, token.address, BOB.address, 123_456_789)
+        chain_w3, OPERATOR, withdraw(vault, deployment, 77, token.address, BOB.address, 123_456_789)
     )
 
     (event,) = vault.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
@@ -184,11 +218,13 @@ async def test_operator_withdraws_tokens(
     assert await vault.functions.isWithdrawn(78).call() is False
 
 
-async def test_operator_withdraws_native(chain_w3: AsyncWeb3[Any], vault: AsyncContract) -> None:
+async def test_operator_withdraws_native(
+    chain_w3: AsyncWeb3[Any], deployment: Deployment, vault: AsyncContract
+) -> None:
     await transact(chain_w3, ALICE, vault.functions.depositNative(), value=5 * 10**18)
     bob_before = await chain_w3.eth.get_balance(BOB.address)
     receipt = await transact(
-        chain_w3, OPERATOR, vault.functions.withdraw(1, ZERO, BOB.address, 2 * 10**18)
+        chain_w3, OPERATOR, withdraw(vault, deployment, 1, ZERO, BOB.address, 2 * 10**18)
     )
     (event,) = vault.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["token"] == ZERO
@@ -201,16 +237,20 @@ async def test_replayed_withdrawal_id_reverts(
 ) -> None:
     token = token_contract(chain_w3, deployment, "USDT")
     await deposit_token(chain_w3, vault, token, ALICE, 10 * 10**18)
-    await transact(chain_w3, OPERATOR, vault.functions.withdraw(9, token.address, BOB.address, 1))
+    await transact(
+        chain_w3, OPERATOR, withdraw(vault, deployment, 9, token.address, BOB.address, 1)
+    )
 
     data = await assert_reverts(
-        vault.functions.withdraw(9, token.address, BOB.address, 1),
+        withdraw(vault, deployment, 9, token.address, BOB.address, 1),
         OPERATOR.address,
         "AlreadyWithdrawn",
     )
     assert int(data[10:], 16) == 9
     # A different id still pays.
-    await transact(chain_w3, OPERATOR, vault.functions.withdraw(10, token.address, BOB.address, 1))
+    await transact(
+        chain_w3, OPERATOR, withdraw(vault, deployment, 10, token.address, BOB.address, 1)
+    )
 
 
 async def test_withdraw_rejects_non_operator_and_bad_arguments(
@@ -218,18 +258,20 @@ async def test_withdraw_rejects_non_operator_and_bad_arguments(
 ) -> None:
     token = token_contract(chain_w3, deployment, "USDT")
     await deposit_token(chain_w3, vault, token, ALICE, 10 * 10**18)
-    call = vault.functions.withdraw(1, token.address, STRANGER.address, 10**18)
+    call = withdraw(vault, deployment, 1, token.address, STRANGER.address, 10**18)
     await assert_reverts(call, STRANGER.address, "NotOperator")
     await assert_reverts(call, OWNER.address, "NotOperator")
     await assert_reverts(
-        vault.functions.withdraw(1, token.address, ZERO, 1), OPERATOR.address, "ZeroAddress"
+        withdraw(vault, deployment, 1, token.address, ZERO, 1), OPERATOR.address, "ZeroAddress"
     )
     await assert_reverts(
-        vault.functions.withdraw(1, token.address, BOB.address, 0), OPERATOR.address, "ZeroAmount"
+        withdraw(vault, deployment, 1, token.address, BOB.address, 0),
+        OPERATOR.address,
+        "ZeroAmount",
     )
     # More than the vault holds: the token refuses and the vault reports which token.
     await assert_reverts(
-        vault.functions.withdraw(1, token.address, BOB.address, 11 * 10**18),
+        withdraw(vault, deployment, 1, token.address, BOB.address, 11 * 10**18),
         OPERATOR.address,
         "TokenTransferFailed",
     )
@@ -256,25 +298,43 @@ async def test_pause_blocks_deposits_and_withdrawals_until_unpaused(
         vault.functions.deposit(token.address, 10**18), ALICE.address, "EnforcedPause"
     )
     await assert_reverts(vault.functions.depositNative(), ALICE.address, "EnforcedPause", value=1)
-    withdraw = vault.functions.withdraw(5, token.address, BOB.address, 10**18)
-    await assert_reverts(withdraw, OPERATOR.address, "EnforcedPause")
+    payout = withdraw(vault, deployment, 5, token.address, BOB.address, 10**18)
+    await assert_reverts(payout, OPERATOR.address, "EnforcedPause")
     await assert_reverts(vault.functions.pause(), OWNER.address, "EnforcedPause")
 
-    await assert_reverts(vault.functions.unpause(), OPERATOR.address, "NotOwner")
-    await transact(chain_w3, OWNER, vault.functions.unpause())
+    await assert_reverts(vault.functions.unpause(), OPERATOR.address, "NotGuardian")
+    await assert_reverts(vault.functions.unpause(), STRANGER.address, "NotGuardian")
+    receipt = await transact(chain_w3, OWNER, vault.functions.unpause())  # as the guardian
+    (unpaused,) = vault.events.Unpaused().process_receipt(receipt, errors=DISCARD)
+    assert unpaused["args"]["by"] == OWNER.address
+    assert await vault.functions.paused().call() is False
     await assert_reverts(vault.functions.unpause(), OWNER.address, "ExpectedPause")
 
     await transact(chain_w3, ALICE, vault.functions.deposit(token.address, 10**18))
-    await transact(chain_w3, OPERATOR, withdraw)
+    await transact(chain_w3, OPERATOR, payout)
 
 
-async def test_guardian_pauses_but_cannot_unpause(
-    chain_w3: AsyncWeb3[Any], vault: AsyncContract
-) -> None:
+async def test_only_the_guardian_unpauses(chain_w3: AsyncWeb3[Any], vault: AsyncContract) -> None:
+    """With a guardian of its own the owner may still pause but no longer unpause."""
     await transact(chain_w3, OWNER, vault.functions.setGuardian(BOB.address))
+    assert await vault.functions.guardian().call() == BOB.address
+
     await transact(chain_w3, BOB, vault.functions.pause())
-    await assert_reverts(vault.functions.unpause(), BOB.address, "NotOwner")
-    await transact(chain_w3, OWNER, vault.functions.unpause())
+    await assert_reverts(vault.functions.unpause(), OWNER.address, "NotGuardian")
+    await assert_reverts(vault.functions.unpause(), OPERATOR.address, "NotGuardian")
+    assert await vault.functions.paused().call() is True
+    receipt = await transact(chain_w3, BOB, vault.functions.unpause())
+    (unpaused,) = vault.events.Unpaused().process_receipt(receipt, errors=DISCARD)
+    assert unpaused["args"]["by"] == BOB.address
+    assert await vault.functions.paused().call() is False
+
+    # The owner keeps the emergency brake; only the guardian releases it.
+    receipt = await transact(chain_w3, OWNER, vault.functions.pause())
+    (paused,) = vault.events.Paused().process_receipt(receipt, errors=DISCARD)
+    assert paused["args"]["by"] == OWNER.address
+    await assert_reverts(vault.functions.unpause(), OWNER.address, "NotGuardian")
+    await transact(chain_w3, BOB, vault.functions.unpause())
+    await assert_reverts(vault.functions.unpause(), BOB.address, "ExpectedPause")
 
 
 # ---------------------------------------------------------------------------- roles
@@ -306,7 +366,7 @@ async def test_role_rotation_is_owner_only(
     (changed,) = vault.events.OperatorChanged().process_receipt(receipt, errors=DISCARD)
     assert changed["args"]["previousOperator"] == OPERATOR.address
     assert changed["args"]["newOperator"] == BOB.address
-    call = vault.functions.withdraw(3, token.address, ALICE.address, 1)
+    call = withdraw(vault, deployment, 3, token.address, ALICE.address, 1)
     await assert_reverts(call, OPERATOR.address, "NotOperator")
     await transact(chain_w3, BOB, call)
 
