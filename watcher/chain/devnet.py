@@ -32,7 +32,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -850,11 +850,14 @@ async def run_devnet(
     confirmations: int,
     echo: Callable[[str], None],
     listen_host: str = "127.0.0.1",
+    advertise_host: str | None = None,
     keep: bool = False,
 ) -> None:
     """Start anvil, deploy, write ``out_dir/networks/<name>.toml`` and run until cancelled.
 
-    ``listen_host`` 0.0.0.0 exposes anvil beyond loopback (the docker-compose service).
+    ``listen_host`` 0.0.0.0 exposes anvil and the co-signers beyond loopback (the
+    docker-compose service); ``advertise_host`` is the host the network file names for
+    them (default: the listen host, or 127.0.0.1 for 0.0.0.0).
 
     ``keep``: the chain is saved to ``out_dir/anvil/<name>.json`` when anvil stops and,
     when that file and the network file exist, reloaded instead of deploying again (same
@@ -898,6 +901,9 @@ async def run_devnet(
                     block_time=block_time,
                     echo=echo,
                     stack=stack,
+                    listen_host=listen_host,
+                    advertise_host=advertise_host
+                    or ("127.0.0.1" if listen_host in ("0.0.0.0", "::") else listen_host),
                 )
                 await asyncio.Event().wait()
     finally:
@@ -911,7 +917,13 @@ async def run_devnet(
 
 @asynccontextmanager
 async def start_cosigners(
-    dep: Deployment, out_dir: Path, *, fresh: bool, count: int = DEVNET_VALIDATORS
+    dep: Deployment,
+    out_dir: Path,
+    *,
+    fresh: bool,
+    count: int = DEVNET_VALIDATORS,
+    host: str = "127.0.0.1",
+    advertise: str = "127.0.0.1",
 ) -> AsyncIterator[list[str]]:
     """The devnet's co-signers as processes of their own (``watcher cosign run``), each
     with its devnet validator key, config and store under ``out_dir/cosigners``; yields
@@ -930,7 +942,8 @@ async def start_cosigners(
             port = free_port()
             config = root / f"cosigner-{i}.toml"
             _write_atomic(
-                config, cosigner_toml(dep, store=f"sqlite+aiosqlite:///{store}", port=port)
+                config,
+                cosigner_toml(dep, store=f"sqlite+aiosqlite:///{store}", port=port, host=host),
             )
             env = {
                 **os.environ,
@@ -954,8 +967,9 @@ async def start_cosigners(
                         preexec_fn=_death_signal_preexec(),
                     )
                 )
-            urls.append(f"http://127.0.0.1:{port}")
-        await _wait_healthy(urls, processes, root)
+            urls.append(f"http://{advertise}:{port}")
+        local = [f"http://127.0.0.1:{u.rsplit(':', 1)[1]}" for u in urls]
+        await _wait_healthy(local, processes, root)
         yield urls
     finally:
         await asyncio.gather(*(_stop(p) for p in processes), return_exceptions=True)
@@ -997,6 +1011,8 @@ async def _deploy_and_announce(
     block_time: float | None,
     echo: Callable[[str], None],
     stack: contextlib.AsyncExitStack,
+    listen_host: str = "127.0.0.1",
+    advertise_host: str = "127.0.0.1",
 ) -> None:
     """Deploy (or reload), start the co-signers (kept running by ``stack``), write the
     network file and print the listing."""
@@ -1011,10 +1027,13 @@ async def _deploy_and_announce(
         _own_database(out_dir)
         block_seconds = max(1, round(block_time)) if block_time is not None else 1
         cosigner_urls = await stack.enter_async_context(
-            start_cosigners(dep, out_dir, fresh=not reuse)
+            start_cosigners(
+                dep, out_dir, fresh=not reuse, host=listen_host, advertise=advertise_host
+            )
         )
+        advertised = replace(dep, rpc_url=f"http://{advertise_host}:{node.port}")
         text = network_toml(
-            dep,
+            advertised,
             name=name,
             confirmations=confirmations,
             block_time_seconds=block_seconds,

@@ -86,7 +86,16 @@ def devnet(
     name: Annotated[str, typer.Option(help="network name in the written config")] = "devnet",
     out: Annotated[Path, typer.Option(help="config directory to write")] = DEFAULT_DEVNET_DIR,
     confirmations: Annotated[int, typer.Option(help="confirmation depth")] = 3,
-    listen: Annotated[str, typer.Option(help="anvil listen address")] = "127.0.0.1",
+    listen: Annotated[
+        str, typer.Option(help="listen address of anvil and the co-signers")
+    ] = "127.0.0.1",
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="host the written network file names for anvil and the co-signers "
+            "(default: the listen address, 127.0.0.1 for 0.0.0.0; compose: the service name)"
+        ),
+    ] = None,
     keep: Annotated[
         bool,
         typer.Option(
@@ -119,6 +128,7 @@ def devnet(
                 base_config=config or DEFAULT_CONFIG_DIR,
                 confirmations=confirmations,
                 listen_host=listen,
+                advertise_host=advertise,
                 keep=keep,
                 echo=_say,
             )
