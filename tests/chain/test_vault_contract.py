@@ -6,7 +6,7 @@ afterwards, so tests may pause, rotate roles or set fees freely.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eth_utils.address import to_checksum_address
@@ -15,6 +15,7 @@ from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractFunction
 from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
+from web3.types import TxParams, Wei
 
 from tests.fixtures_chain import revert_selector, send_value, transact
 from watcher.chain.artifacts import DEPOSIT_TOPIC, WITHDRAWN_TOPIC, load_artifact
@@ -53,7 +54,7 @@ def token_contract(w3: AsyncWeb3[Any], dep: Deployment, symbol: str) -> AsyncCon
 async def assert_reverts(call: AsyncContractFunction, sender: str, error: str, **tx: Any) -> str:
     """eth_call ``call`` from ``sender`` and check it reverts with the Vault's ``error``."""
     with pytest.raises(ContractCustomError) as info:
-        await call.call({"from": sender, **tx})
+        await call.call(cast(TxParams, {"from": sender, **tx}))
     data = str(info.value.data)
     assert data.startswith(revert_selector(VAULT, error)), (error, data)
     return data
@@ -177,7 +178,7 @@ async def test_bare_native_send_reverts_but_direct_token_transfer_lands(
     chain_w3: AsyncWeb3[Any], deployment: Deployment, vault: AsyncContract
 ) -> None:
     with pytest.raises(ContractCustomError) as info:
-        await chain_w3.eth.call({"from": ALICE.address, "to": vault.address, "value": 10**18})
+        await chain_w3.eth.call({"from": ALICE.address, "to": vault.address, "value": Wei(10**18)})
     assert str(info.value.data) == revert_selector(VAULT, "DirectNativeTransfer")
     with pytest.raises(AssertionError, match="reverted"):
         await send_value(chain_w3, ALICE, vault.address, 10**18)
