@@ -2,12 +2,16 @@
 
 1. Setup (not timed): anvil (automine) with the vault and tokens; the vault funded by
    a real USDT deposit; N fresh accounts credited in the ledger (SQLite); N signed
-   EIP-712 withdrawal requests, one per account.
+   EIP-712 withdrawal requests, one per account. The devnet's three co-signers
+   (``watcher cosign run``, one process each, devnet validator keys, their own SQLite
+   stores; ``watcher.chain.devnet.start_cosigners``) for the deployment: the vault
+   pays only with 2 of their 3 signatures, so the sender asks them for every batch.
 2. Pipeline: ``watcher run`` as a real process (HTTP API, sender, tracker; withdrawal
-   poll interval 0.2 s). A warm-up of 64 requests from other accounts goes through the
-   whole pipeline first and is not counted (a daemon in service is warm: first-use
-   imports and statement caches are not what the numbers are about). Then the N
-   requests go through the HTTP API with 32 connections
+   poll interval 0.2 s; the co-signers' URLs in its network config and
+   ``WATCHER_COSIGNER_TOKEN`` in its environment). A warm-up of 64 requests from other
+   accounts goes through the whole pipeline first and is not counted (a daemon in
+   service is warm: first-use imports and statement caches are not what the numbers
+   are about). Then the N requests go through the HTTP API with 32 connections
    (intake latency per request); then we wait until every withdrawal is ``completed``
    (confirmation depth 1). e2e rate = N / (first request → last completed).
    Then the latency at a given load: OPEN_N more requests arrive open-loop at
@@ -19,13 +23,23 @@
    The daemon's CPU time over the saturation phase, per withdrawal, is printed with the
    end-to-end rate and ratio it allows at best: ``watcher run`` is one process, so that
    work is serial whatever the chain and the client overlap with it.
+   The cost of co-signing: the three co-signer processes' CPU time over the saturation
+   phase per withdrawal (summed over the three), and the latency a round of asking
+   every co-signer adds per batch (``watcher_cosign_round_seconds`` sum/count, scraped
+   from the sender's daemon's /metrics at the end: warm-up, saturation and open loop;
+   the saturation phase's own share is printed beside it).
 3. Floor: N ``vault.withdraw`` transactions pre-signed by the hot key, sent with
    ``eth_sendRawTransaction`` in JSON-RPC batches of 200, each batch's receipts awaited
    before the next (the fastest way found to get N transactions mined on anvil), on a
-   fresh anvil with the same setup; the best of 3 runs.
+   fresh anvil with the same setup; the best of 3 runs. Each carries the signatures
+   of devnet validators 0 and 1 over its payout (signed locally while pre-signing, not
+   timed): the vault checks a quorum on the floor's path too, no co-signer is asked.
 
 Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>
-db sqlite|postgresql``.
+cosign_cpu <ms>ms/w cosign_round <ms>ms db sqlite|postgresql`` (``cosign_cpu``: the
+co-signers' CPU per withdrawal at saturation, ``n/a`` without /proc; ``cosign_round``:
+the mean co-signing round per batch over the run); with replicas,
+``replicas: N`` comes before ``db``.
 
 Replicas: ``--replicas N --database postgresql`` runs the same phases against N
 API-only replicas (``watcher run --roles api``, the requests spread over them) plus one
@@ -33,7 +47,8 @@ chain-role replica (``--roles chain``: sender, tracker, listener) on one Postgre
 database (a fresh database created on the server of ``--database-url``, else
 ``$BENCH_DATABASE_URL``, else ``$WATCHER_TEST_DATABASE_URL``, else a throwaway cluster
 started for the run with scripts/pg-throwaway.sh; dropped after); the CPU lines count
-every replica, and the last line has ``replicas: N`` before ``db``. Without
+every replica, and the last line has ``replicas: N`` before ``db``. The co-signers'
+metrics come from the chain-role replica (the only one that sends). Without
 ``--replicas`` one daemon runs everything, on SQLite by default (``--database
 postgresql`` works for it too).
 """
@@ -42,15 +57,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +83,16 @@ from bench.pgserver import bench_database  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
 from watcher.chain.artifacts import load_artifact  # noqa: E402
-from watcher.chain.devnet import deploy_devnet, dev_account, free_port, start_anvil  # noqa: E402
+from watcher.chain.devnet import (  # noqa: E402
+    DEVNET_COSIGNER_TOKEN,
+    deploy_devnet,
+    dev_account,
+    devnet_validator_key,
+    free_port,
+    start_anvil,
+    start_cosigners,
+)
+from watcher.chain.payout import Payout, PayoutSigner, signatures_blob  # noqa: E402
 from watcher.chain.signer import HotSigner  # noqa: E402
 from watcher.chain.vault import withdraw_calldata  # noqa: E402
 from watcher.cli.devnet import withdrawal_body  # noqa: E402
@@ -246,6 +274,78 @@ class CpuMeter:
         return ", ".join(shares) + f" of one core ({os.cpu_count()} cores)" if shares else "n/a"
 
 
+def cosigner_processes(root: Path) -> dict[str, int]:
+    """name -> pid of this process's children running ``watcher cosign run`` with a
+    config under ``root`` (what ``start_cosigners`` started; it yields URLs only)."""
+    found: dict[str, int] = {}
+    me = os.getpid()
+    if not Path("/proc").is_dir():
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if ppid != me or "cosign" not in args or "--config" not in args:
+            continue
+        config = Path(args[args.index("--config") + 1])
+        if config.parent == root:
+            found[config.stem.replace("-", "")] = int(entry.name)
+    return dict(sorted(found.items()))
+
+
+async def scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"GET {url}/metrics: {resp.status}")
+        return await resp.text()
+
+
+@dataclass(frozen=True)
+class CosignMetrics:
+    """The sender's co-signing metrics (summed over networks): the round histogram's
+    sum and count, and the co-signers' answers by outcome."""
+
+    seconds: float = 0.0
+    count: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> CosignMetrics:
+        seconds, count, answers = 0.0, 0, Counter[str]()
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            series, _, value = line.rpartition(" ")
+            name = series.split("{", 1)[0]
+            if name == "watcher_cosign_round_seconds_sum":
+                seconds += float(value)
+            elif name == "watcher_cosign_round_seconds_count":
+                count += int(float(value))
+            elif name == "watcher_cosign_answers_total":
+                found = re.search(r'outcome="([^"]*)"', series)
+                answers[found.group(1) if found else "?"] += int(float(value))
+        return cls(seconds, count, dict(answers))
+
+    def __sub__(self, other: CosignMetrics) -> CosignMetrics:
+        keys = set(self.answers) | set(other.answers)
+        return CosignMetrics(
+            self.seconds - other.seconds,
+            self.count - other.count,
+            {k: self.answers.get(k, 0) - other.answers.get(k, 0) for k in sorted(keys)},
+        )
+
+    def mean_ms(self) -> float:
+        return 1000 * self.seconds / self.count if self.count else 0.0
+
+    def answers_text(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())) or "none"
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -336,21 +436,26 @@ async def presign(
     http: aiohttp.ClientSession, url: str, vault: str, token: str, chain_id: int, n: int
 ) -> tuple[int, list[str], list[str]]:
     """N ``vault.withdraw`` transactions signed by the hot key with consecutive nonces
-    from its pending count: (first nonce, raw transactions, their hashes)."""
+    from its pending count: (first nonce, raw transactions, their hashes). Each carries
+    the payout signatures of devnet validators 0 and 1 (2 of 3: the vault's quorum)."""
     signer = HotSigner(dev_account(1))
+    validators = [PayoutSigner(devnet_validator_key(i)) for i in (0, 1)]
+    deadline = int(time.time()) + 3600
     nonce = int(await rpc(http, url, "eth_getTransactionCount", [signer.address, "pending"]), 16)
     block = await rpc(http, url, "eth_getBlockByNumber", ["latest", False])
     base = int(block["baseFeePerGas"], 16)
     raws, hashes = [], []
     dest = Account.create().address
     for i in range(n):
+        payout = Payout(chain_id, vault, 10**12 + i, token, dest, 10**18, deadline)
+        blob = signatures_blob((v.address, v.sign(payout)) for v in validators)
         tx = {
             "type": 2,
             "chainId": chain_id,
             "nonce": nonce + i,
             "to": vault,
             "value": 0,
-            "data": withdraw_calldata(10**12 + i, token, dest, 10**18),
+            "data": withdraw_calldata(10**12 + i, token, dest, 10**18, deadline, blob),
             "gas": 200_000,
             "maxFeePerGas": 2 * base + 10**9,
             "maxPriorityFeePerGas": 10**9,
@@ -477,14 +582,19 @@ async def main() -> None:
 
 
 async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
-    async with start_anvil(**ANVIL) as node:
+    # The stack (the co-signers) closes before anvil stops.
+    async with start_anvil(**ANVIL) as node, contextlib.AsyncExitStack() as stack:
         dep = await deploy_devnet(node.url, fund_accounts=1)
         usdt = dep.tokens["USDT"].address
         await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
+        cosigner_urls = await stack.enter_async_context(start_cosigners(dep, root, fresh=True))
+        cosigner_pids = cosigner_processes(root / "cosigners")
+        print(f"co-signers: {', '.join(cosigner_urls)} (processes)", flush=True)
         cfg = write_config(
             root,
             [("devnet", dep, 1)],
             default_toml_extra="",
+            cosigners=cosigner_urls,
         )
         text = (cfg / "default.toml").read_text()
         # An automine devnet mines a transaction within milliseconds of it being
@@ -502,6 +612,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
             "WATCHER_DATABASE_URL": db.url,
             "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
             "WATCHER_ADMIN_TOKEN": "bench-admin-token",
+            "WATCHER_COSIGNER_TOKEN": DEVNET_COSIGNER_TOKEN,
             "WATCHER_LOG_LEVEL": LOG_LEVEL,
         }
         settings = load_settings(cfg, env=env)
@@ -536,20 +647,31 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
                 name = f"api{k + 1}"
                 daemons[name] = await start_daemon(cfg, env, root, name, "api")
             apis = [f"http://127.0.0.1:{port}" for n, (_, port) in daemons.items() if n != "chain"]
+        # The daemon that sends (and so asks the co-signers): its /metrics.
+        sending = "daemon" if args.replicas is None else "chain"
+        sender_metrics = f"http://127.0.0.1:{daemons[sending][1]}"
         try:
             for api in apis:
                 await wait_http(api)
             await pipeline(apis, bodies[:WARMUP], db)
             print(f"warm-up: {WARMUP} withdrawals completed (not counted)", flush=True)
             pids = {n: p.pid for n, (p, _) in daemons.items()}
-            pids |= {"anvil": node.process.pid, "client": os.getpid()}
+            pids |= {"anvil": node.process.pid, "client": os.getpid()} | cosigner_pids
             meter = CpuMeter(pids)
+            round_before = CosignMetrics.parse(await scrape(sender_metrics))
             intake_s, latencies, e2e_s = await pipeline(
                 apis, bodies[WARMUP : WARMUP + N], db, WARMUP
             )
             e2e_cpu = meter.report()
+            round_saturation = CosignMetrics.parse(await scrape(sender_metrics)) - round_before
             used = [meter.seconds(n) for n in daemons]
             daemon_cpu_s = None if None in used else sum(u for u in used if u is not None)
+            cosigned = [meter.seconds(n) for n in cosigner_pids]
+            cosign_cpu_s = (
+                None
+                if not cosigned or None in cosigned
+                else sum(u for u in cosigned if u is not None)
+            )
             # After the e2e run: anvil slows down as its chain grows, and the e2e
             # run is the one that depends on the node.
             open_rate, open_latencies, open_cpu = await open_loop(
@@ -560,6 +682,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
                 f"{open_rate:.0f}/s achieved",
                 flush=True,
             )
+            cosign = CosignMetrics.parse(await scrape(sender_metrics))
             print(f"pipeline: done in {e2e_s:.2f} s; measuring the floor", flush=True)
         finally:
             for proc, _ in daemons.values():
@@ -614,6 +737,22 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
     print(f"cpu, floor (its best run): {floor_cpu}")
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
+    print(
+        f"co-signing, whole run ({WARMUP + N + OPEN_N} withdrawals): {cosign.count} rounds, "
+        f"mean {cosign.mean_ms():.1f} ms per round (batch); answers {cosign.answers_text()}"
+    )
+    print(
+        f"co-signing, saturation phase ({N} withdrawals): {round_saturation.count} rounds, "
+        f"mean {round_saturation.mean_ms():.1f} ms per round, "
+        f"{N / max(1, round_saturation.count):.0f} withdrawals per round"
+    )
+    cosign_cpu = "n/a"
+    if cosign_cpu_s is not None:
+        cosign_cpu = f"{cosign_cpu_s / N * 1000:.2f}ms/w"
+        print(
+            f"co-signers: {cosign_cpu_s / N * 1000:.2f} ms CPU per withdrawal at saturation "
+            f"(the {len(cosigner_pids)} processes together; each signs every payout)"
+        )
     if daemon_cpu_s:
         # One daemon: its CPU per withdrawal is serial work, so even with the chain and
         # the client perfectly overlapped the e2e rate is at most its inverse, and the
@@ -627,7 +766,8 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         )
     last = (
         f"withdrawals: intake {intake_rate:.0f}/s p99 {open_p99:.0f}ms e2e {e2e_rate:.0f}/s "
-        f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f}"
+        f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f} "
+        f"cosign_cpu {cosign_cpu} cosign_round {cosign.mean_ms():.0f}ms"
     )
     if args.replicas is not None:
         last += f" replicas: {args.replicas}"
