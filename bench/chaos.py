@@ -8,7 +8,10 @@ from outside.
    JSON-RPC error, an HTTP 503, a connection closed before forwarding, or one closed
    after forwarding (the node did it, the daemon never hears of it). A SQLite file, or
    a fresh PostgreSQL database created on the server of ``--database-url`` (else
-   ``$WATCHER_TEST_DATABASE_URL``) and dropped after.
+   ``$WATCHER_TEST_DATABASE_URL``) and dropped after. The devnet's three co-signers
+   (``watcher cosign run`` processes, ``start_cosigners``), started once for the whole
+   run outside the daemon: they live through every kill, and the daemon asks them (2
+   of 3 signatures) for every payout, again after a restart for what it had not sent.
 2. Workload, concurrently: ``--deposits`` deposits (native ETH, USDT, USDC, from dev
    accounts 2-9, straight to anvil) and ``--withdrawals`` signed EIP-712 withdrawals
    POSTed to the daemon's API (USDT and USDC, each account's first deposits are large
@@ -64,6 +67,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E40
 
 from watcher.chain.artifacts import DEPOSIT_TOPIC, WITHDRAWN_TOPIC  # noqa: E402
 from watcher.chain.devnet import (  # noqa: E402
+    DEVNET_COSIGNER_TOKEN,
     Deployment,
     deploy_devnet,
     dev_account,
@@ -71,6 +75,7 @@ from watcher.chain.devnet import (  # noqa: E402
     network_toml,
     prepare_config_dir,
     start_anvil,
+    start_cosigners,
 )
 from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.settings import DEFAULT_CONFIG_DIR  # noqa: E402
@@ -695,14 +700,14 @@ async def tamper(db: Db) -> None:
 # ---------------------------------------------------------------------------- main
 
 
-def write_config(root: Path, dep: Deployment, rpc_url: str) -> Path:
+def write_config(root: Path, dep: Deployment, rpc_url: str, cosigners: list[str]) -> Path:
     cfg = root / "config"
     prepare_config_dir(cfg, DEFAULT_CONFIG_DIR)
     for path in (cfg / "networks").glob("*.toml"):
         path.unlink()
     proxied = Deployment(**{**dep.__dict__, "rpc_url": rpc_url})
     (cfg / "networks" / "devnet.toml").write_text(
-        network_toml(proxied, name="devnet", confirmations=CONFIRMATIONS)
+        network_toml(proxied, name="devnet", confirmations=CONFIRMATIONS, cosigners=cosigners)
     )
     default = cfg / "default.toml"
     src = default.read_text()
@@ -743,20 +748,24 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
     async with (
         start_anvil(block_time=1, extra_args=["--mixed-mining"]) as anvil,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        contextlib.AsyncExitStack() as stack,
     ):
         dep = await deploy_devnet(anvil.url, fund_accounts=10)
+        # The co-signers outlive every daemon kill (they stop before anvil does).
+        cosigners = await stack.enter_async_context(start_cosigners(dep, root, fresh=True))
         node = Node(anvil.url, http)
         await approve_all(node, dep)
         proxy = ChaosProxy(anvil.url, args.fault_rate, random.Random(args.seed + 1))
         await proxy.start()
         daemon: Daemon | None = None
         try:
-            cfg = write_config(root, dep, proxy.url)
+            cfg = write_config(root, dep, proxy.url, cosigners)
             env = {
                 **os.environ,
                 "WATCHER_DATABASE_URL": db.url,
                 "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
                 "WATCHER_ADMIN_TOKEN": ADMIN_TOKEN,
+                "WATCHER_COSIGNER_TOKEN": DEVNET_COSIGNER_TOKEN,
                 "WATCHER_LOG_LEVEL": args.log_level,
             }
             env.pop("WATCHER_CONFIG_DIR", None)
@@ -841,9 +850,10 @@ def arguments() -> argparse.Namespace:
 
 
 def keep(root: Path, into: Path) -> None:
-    """For a post-mortem: the SQLite database, the daemon's log and the config."""
+    """For a post-mortem: the SQLite database, the daemon's log and the config, and
+    the co-signers' logs."""
     into.mkdir(parents=True, exist_ok=True)
-    for path in root.glob("*"):
+    for path in [*root.glob("*"), *root.glob("cosigners/*.log")]:
         if path.is_file():
             shutil.copy(path, into / path.name)
 
