@@ -459,6 +459,34 @@ async def test_signature_for_another_payout_does_not_count(
     await pays(chain_w3, vault, usdc, payout, signed_by(payout, DEVNET_KEYS))
 
 
+async def test_same_vault_address_on_another_chain_does_not_share_signatures(
+    devnet_factory: DevnetFactory, deployment: Deployment
+) -> None:
+    """The same deployer and nonce put the vault at the same address on every devnet,
+    so only the chain id in the domain keeps a signature for one chain from paying on
+    another (own anvil with chain id 31338)."""
+    async with devnet_factory(chain_id=31338) as (node, dep):
+        w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(node.url))
+        try:
+            assert dep.vault == deployment.vault and dep.chain_id != deployment.chain_id
+            vault = contract_for(w3, dep)
+            usdc = token_for(w3, dep, "USDC")
+            await deposit(w3, vault, usdc, 100 * USDC_UNIT)
+            here = usdc_payout(dep, 1)
+            there = replace(here, chain_id=deployment.chain_id)
+            sigs = [sign(there, k) for k in DEVNET_KEYS]
+            recovered = sorted(((recover(here, s), s) for s in sigs), key=lambda p: int(p[0], 16))
+            await assert_reverts(
+                withdraw(vault, here, [bytes.fromhex(s[2:]) for _, s in recovered]),
+                OPERATOR.address,
+                "NotValidator",
+                recovered[0][0],
+            )
+            await pays(w3, vault, usdc, here, signed_by(here, DEVNET_KEYS[:2]))
+        finally:
+            await w3.provider.disconnect()
+
+
 # ---------------------------------------------------------------------------- other checks
 
 
