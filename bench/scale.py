@@ -16,7 +16,8 @@
    completed with a confirmed attempt and a settlement, 1 % each failed / rejected /
    cancelled with a release, 100 broadcast and 100 confirming with live attempts of
    a second hot wallet not configured here, 50 waiting for review), each with its
-   hold in the journal. Seeding time is printed.
+   hold in the journal; the sent ones with the payout deadline and the two validator
+   signatures their transaction carries. Seeding time is printed.
 2. Both databases then get the same: the listener caught up with the chain (in
    process, depth 12), 12 blocks of one real deposit each (the unconfirmed window),
    and 1,064 fresh accounts credited for the intake.
@@ -25,7 +26,15 @@
      database's listener, alternating which goes first (median);
    - *intake p99*: a real ``watcher run`` process per database (its listener, sender
      and tracker running), 64 warm-up requests, then 1,000 signed withdrawal requests
-     arriving open-loop at 500/s (Poisson, latency from the scheduled arrival);
+     arriving open-loop at 500/s (Poisson, latency from the scheduled arrival). The
+     sender pays through co-signing as in service: each daemon gets the devnet's three
+     co-signers as processes of their own (``start_cosigners``, fresh stores under
+     that database's directory; started before its daemon, stopped after it), their
+     URLs in its network config and ``WATCHER_COSIGNER_TOKEN`` in its environment.
+     Both daemons pay on the same vault: with fewer than ~5,300 ``--deposits`` the
+     seeded database's new withdrawal ids (after its ``--deposits``/5 seeded ones)
+     overlap the ids the empty one paid, and the vault refuses those payouts (the
+     intake figures do not depend on it);
    - *account view*: ``GET /v1/accounts/{a}`` and ``GET /v1/accounts/{a}/history`` of
      the busiest seeded account (in the empty database: that account with one credit),
      medians of 50 sequential requests;
@@ -73,7 +82,14 @@ from deposits import DEPOSIT_NATIVE, Rpc  # noqa: E402
 from bench.pgserver import bench_database  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import App, build  # noqa: E402
-from watcher.chain.devnet import deploy_devnet, dev_account, start_anvil  # noqa: E402
+from watcher.chain.devnet import (  # noqa: E402
+    DEVNET_COSIGNER_TOKEN,
+    deploy_devnet,
+    dev_account,
+    devnet_validator_address,
+    start_anvil,
+    start_cosigners,
+)
 from watcher.chain.logs import DepositLog  # noqa: E402
 from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
@@ -246,6 +262,10 @@ class Seeder:
                 )
         states.reverse()  # the live ones are the newest
         now = utcnow()
+        deadline_at = int(now.timestamp()) + 3600
+        cosignatures = json.dumps(  # the sender's format (cosigning.Quorum.to_json)
+            [[devnet_validator_address(i), "0x" + "cd" * 65] for i in (0, 1)]
+        )
         start = 0
         while start < count:
             n = min(SEED_CHUNK // 2, count - start)
@@ -309,6 +329,10 @@ class Seeder:
                         "hold_tx_id": None,
                         "created_at": created,
                         "updated_at": created,
+                        # A sent withdrawal carries the payout authorization its
+                        # transaction was signed with: a deadline and 2 of 3 signatures.
+                        "payout_deadline": deadline_at if tx_hash is not None else None,
+                        "cosignatures": cosignatures if tx_hash is not None else None,
                     }
                     for c in repo._NEW_COLUMNS:
                         cols[c].append(row[c])
@@ -510,6 +534,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
             **os.environ,
             "WATCHER_SIGNER_KEY": "0x" + bytes(dev_account(1).key).hex(),
             "WATCHER_ADMIN_TOKEN": "bench-admin-token",
+            "WATCHER_COSIGNER_TOKEN": DEVNET_COSIGNER_TOKEN,
             "WATCHER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
         for side in sides:
@@ -598,7 +623,13 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         ]
         for side in sides:
             env = {**base_env, "WATCHER_DATABASE_URL": side.db.url}
-            await daemon_phase(side, cfg, env, root / side.name, bodies, viewed)
+            # This daemon's co-signers (fresh stores: the other side's withdrawal ids
+            # are other payouts), its config naming them.
+            async with start_cosigners(dep, root / side.name, fresh=True) as cosigners:
+                side_cfg = write_config(
+                    root / side.name, [("devnet", dep, DEPTH)], cosigners=cosigners
+                )
+                await daemon_phase(side, side_cfg, env, root / side.name, bodies, viewed)
 
         size = await db_size(seeded)
         size_empty = await db_size(empty)
