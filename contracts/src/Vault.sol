@@ -47,6 +47,7 @@ contract Vault {
     error QuorumNotMet(uint256 signedPower, uint256 totalPower);
     error TokenNotListed(address token);
     error BadValidatorSet();
+    error BadTokenLimit();
 
     // ------------------------------------------------------------------ events
 
@@ -283,7 +284,8 @@ contract Vault {
 
     // ------------------------------------------------------------------ validators and limits
 
-    /// @notice Replace the validator set. Signers distinct and non-zero, powers > 0.
+    /// @notice Replace the validator set. Signers distinct and non-zero, powers > 0, the
+    ///         total below 2^128.
     function setValidators(address[] calldata signers, uint256[] calldata powers) external onlyOwner {
         if (signers.length == 0 || signers.length != powers.length) revert BadValidatorSet();
         uint256 n = _validators.length;
@@ -301,6 +303,8 @@ contract Vault {
             _validators.push(signer);
             total += powers[i];
         }
+        // Bounded so that 3 * signed and 2 * total can never overflow.
+        if (total > type(uint128).max) revert BadValidatorSet();
         totalPower = total;
         emit ValidatorSetChanged(signers, powers, total);
     }
@@ -312,7 +316,7 @@ contract Vault {
         external
         onlyOwner
     {
-        if (decimals > 77) revert BadValidatorSet();
+        if (decimals > 77) revert BadTokenLimit();
         TokenLimit storage limit = tokenLimits[token];
         if (!limit.listed) {
             limit.listed = true;

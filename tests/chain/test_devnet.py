@@ -133,6 +133,7 @@ def test_network_toml_has_the_loader_fields() -> None:
         "start_block": 1,
         "native_asset": "ETH",
         "native_decimals": 18,
+        "cosigners": [],
         "tokens": [
             {
                 "symbol": "USDT",

@@ -780,6 +780,7 @@ async def test_set_validators_rejects_bad_sets(vault: AsyncContract) -> None:
         ("zero power", [a, b], [1, 0]),
         ("zero address", [a, ZERO], [1, 1]),
         ("length mismatch", [a, b], [1]),
+        ("total power of 2^128 or more", [a, b], [2**127, 2**127]),
     ]
     for what, signers, powers in bad:
         with pytest.raises(ContractCustomError) as info:
@@ -809,5 +810,5 @@ async def test_token_limit_event_and_listing(
     assert (decimals, listed, price, limit) == (8, True, 3 * USD, 7 * USD)
     assert await vault.functions.usdValue(new_token, 10**8).call() == 3 * USD
     await assert_reverts(
-        vault.functions.setTokenLimit(new_token, 78, 1, 1), OWNER.address, "BadValidatorSet"
+        vault.functions.setTokenLimit(new_token, 78, 1, 1), OWNER.address, "BadTokenLimit"
     )

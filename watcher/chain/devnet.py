@@ -926,11 +926,11 @@ async def start_cosigners(
     advertise: str = "127.0.0.1",
 ) -> AsyncIterator[list[str]]:
     """The devnet's co-signers as processes of their own (``watcher cosign run``), each
-    with its devnet validator key, config and store under ``out_dir/cosigners``; yields
+    with its devnet validator key, config, store and log under ``out_dir``; yields
     their URLs once each answers ``/healthz``, stops them on exit (and the kernel stops
     them if this process dies). ``fresh``: their stores are removed first (a new chain
     reuses withdrawal ids)."""
-    root = out_dir / "cosigners"
+    root = out_dir
     root.mkdir(parents=True, exist_ok=True)
     processes: list[asyncio.subprocess.Process] = []
     urls: list[str] = []
@@ -1028,7 +1028,11 @@ async def _deploy_and_announce(
         block_seconds = max(1, round(block_time)) if block_time is not None else 1
         cosigner_urls = await stack.enter_async_context(
             start_cosigners(
-                dep, out_dir, fresh=not reuse, host=listen_host, advertise=advertise_host
+                dep,
+                out_dir / "cosigners" / name,
+                fresh=not reuse,
+                host=listen_host,
+                advertise=advertise_host,
             )
         )
         advertised = replace(dep, rpc_url=f"http://{advertise_host}:{node.port}")
