@@ -250,10 +250,16 @@ async def test_paused_vault_queues_with_alarm_and_drains_after_unpause(
     queue drains by itself and pays once."""
     user = dev_account(2)
     await funded(app, chain_w3, deployment, user, 1_000)
+    # One paid first: the hot wallet's nonce has moved on when the vault pauses.
+    _, first = await post(client, usdt_body(deployment, user, 10, 1, Account.create().address))
+    await run_pipeline(app, chain_w3)
+    async with app.sessions() as s:
+        paid = await repo.get(s, first["id"])
+    assert paid is not None and paid.state == "completed"
     vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
     await transact(chain_w3, dev_account(0), vault.functions.pause())
     dest = Account.create().address
-    _, doc = await post(client, usdt_body(deployment, user, 400, 1, dest))
+    _, doc = await post(client, usdt_body(deployment, user, 400, 2, dest))
     await run_pipeline(app, chain_w3)
     async with app.sessions() as s:
         w = await repo.get(s, doc["id"])

@@ -433,7 +433,8 @@ class Sender:
             current = await repo.states_of(s, list(snapshot), lock=True)
             changed = [i for i, state in snapshot.items() if current.get(i) != state]
             stored = await repo.next_nonce(s, self.chain_id, self.signer.address, lock=True)
-            if changed or stored is None or stored != first_nonce:
+            # The nonce matters only to what is signed; reasons alone store at any nonce.
+            if changed or (signed and (stored is None or stored != first_nonce)):
                 log.info(
                     "sign batch dropped unsent (withdrawals %s changed or nonce moved); "
                     "rebuilding next tick",
