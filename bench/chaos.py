@@ -752,7 +752,9 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> Outcome:
     ):
         dep = await deploy_devnet(anvil.url, fund_accounts=10)
         # The co-signers outlive every daemon kill (they stop before anvil does).
-        cosigners = await stack.enter_async_context(start_cosigners(dep, root, fresh=True))
+        cosigners = await stack.enter_async_context(
+            start_cosigners(dep, root / "cosigners", fresh=True)
+        )
         node = Node(anvil.url, http)
         await approve_all(node, dep)
         proxy = ChaosProxy(anvil.url, args.fault_rate, random.Random(args.seed + 1))

@@ -625,7 +625,9 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
             env = {**base_env, "WATCHER_DATABASE_URL": side.db.url}
             # This daemon's co-signers (fresh stores: the other side's withdrawal ids
             # are other payouts), its config naming them.
-            async with start_cosigners(dep, root / side.name, fresh=True) as cosigners:
+            async with start_cosigners(
+                dep, root / side.name / "cosigners", fresh=True
+            ) as cosigners:
                 side_cfg = write_config(
                     root / side.name, [("devnet", dep, DEPTH)], cosigners=cosigners
                 )

@@ -293,7 +293,7 @@ def cosigner_processes(root: Path) -> dict[str, int]:
         if ppid != me or "cosign" not in args or "--config" not in args:
             continue
         config = Path(args[args.index("--config") + 1])
-        if config.parent == root:
+        if config.is_relative_to(root):
             found[config.stem.replace("-", "")] = int(entry.name)
     return dict(sorted(found.items()))
 
@@ -587,8 +587,17 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         dep = await deploy_devnet(node.url, fund_accounts=1)
         usdt = dep.tokens["USDT"].address
         await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
-        cosigner_urls = await stack.enter_async_context(start_cosigners(dep, root, fresh=True))
+        cosigner_urls = await stack.enter_async_context(
+            start_cosigners(dep, root / "cosigners", fresh=True)
+        )
         cosigner_pids = cosigner_processes(root / "cosigners")
+        if len(cosigner_pids) != len(cosigner_urls):
+            print(
+                f"co-signer processes found: {len(cosigner_pids)} of {len(cosigner_urls)}; "
+                "their CPU is not measured (cosign_cpu n/a)",
+                flush=True,
+            )
+            cosigner_pids = {}
         print(f"co-signers: {', '.join(cosigner_urls)} (processes)", flush=True)
         cfg = write_config(
             root,
