@@ -361,6 +361,16 @@ async def submit(http: aiohttp.ClientSession, api: str, data: str) -> None:
         raise RuntimeError(f"intake refused: {resp.status} {text}")
 
 
+#: States a withdrawal of this bench never leaves without an operator (or never should
+#: reach): the bench stops instead of waiting for ``completed`` forever.
+STUCK_STATES = ("failed", "queued", "review", "stalled")
+
+
+def check_stuck(counts: dict[str, int]) -> None:
+    if any(counts.get(k) for k in STUCK_STATES):
+        raise RuntimeError(f"withdrawals stuck: {counts}")
+
+
 async def pipeline(
     apis: list[str], bodies: list[dict[str, Any]], db: Db, completed_before: int = 0
 ) -> tuple[float, list[float], float]:
@@ -386,9 +396,7 @@ async def pipeline(
         counts = await db.counts()
         if counts.get("completed", 0) >= completed_before + len(bodies):
             break
-        bad = {k: v for k, v in counts.items() if k in ("failed", "queued", "review")}
-        if bad:
-            raise RuntimeError(f"withdrawals stuck: {counts}")
+        check_stuck(counts)
         await asyncio.sleep(0.05)
     finished = time.perf_counter()
     return intake_done - started, latencies, finished - started
@@ -423,8 +431,10 @@ async def open_loop(
         elapsed = time.perf_counter() - start
     cpu = meter.report()  # while the requests arrived
     while True:  # the phase's chain work done before the next phase starts
-        if (await db.counts()).get("completed", 0) >= completed_before + len(bodies):
+        counts = await db.counts()
+        if counts.get("completed", 0) >= completed_before + len(bodies):
             return len(bodies) / elapsed, latencies, cpu
+        check_stuck(counts)
         await asyncio.sleep(0.05)
 
 
@@ -511,11 +521,14 @@ async def floor(
 
 
 def keep(root: Path, into: Path) -> None:
-    """For a post-mortem: a copy of the daemon's database and log (BENCH_KEEP_DIR)."""
+    """For a post-mortem: a copy of the daemon's database and log, and the co-signers'
+    logs (BENCH_KEEP_DIR)."""
     into.mkdir(parents=True, exist_ok=True)
     for name in ("watcher.db", "watcher.db-wal", *(p.name for p in root.glob("*.log"))):
         if (root / name).exists():
             shutil.copy(root / name, into / name)
+    for path in root.glob("cosigners/*.log"):
+        shutil.copy(path, into / path.name)
 
 
 def arguments() -> argparse.Namespace:
