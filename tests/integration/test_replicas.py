@@ -31,7 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.fixtures_chain import DevnetFactory
+from tests.fixtures_chain import CosignersFor, DevnetFactory
 from tests.fixtures_db import PG_URL, drop_database_url, make_database_url
 from tests.helpers import status_json, watcher_cli, write_config
 from tests.integration.deposit_support import Chain, assert_ledger_consistent
@@ -44,6 +44,7 @@ from tests.integration.replica_support import (
     wait_holder,
 )
 from tests.integration.withdrawal_support import operator_key, usdt_body
+from watcher.api.devnet_cosigners import LocalCosigners
 from watcher.chain.artifacts import WITHDRAWN_TOPIC
 from watcher.chain.devnet import AnvilNode, Deployment, dev_account
 from watcher.store.db import create_engine, session_factory
@@ -77,24 +78,26 @@ async def pg_url(tmp_path: Path) -> AsyncIterator[str]:
     await drop_database_url(url)
 
 
-def replica_env(url: str) -> dict[str, str]:
+def replica_env(url: str, cs: LocalCosigners) -> dict[str, str]:
     import os
 
     return {
         **os.environ,
         "WATCHER_DATABASE_URL": url,
         "WATCHER_SIGNER_KEY": operator_key(),
+        "WATCHER_COSIGNER_TOKEN": cs.token,
         "WATCHER_LOG_LEVEL": "INFO",
     }
 
 
 def make_replicas(
-    tmp_path: Path, dep: Deployment, url: str, n: int, *, env: dict[str, str] | None = None
+    tmp_path: Path, dep: Deployment, url: str, n: int, cs: LocalCosigners
 ) -> list[Replica]:
-    cfg = write_config(tmp_path, [("devnet", dep, 2)])
+    """``n`` replicas of one config; every sender asks the devnet's co-signers ``cs``."""
+    cfg = write_config(tmp_path, [("devnet", dep, 2)], cosigners=cs.urls)
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    return [Replica(f"r{i + 1}", cfg, dict(env or replica_env(url)), logs) for i in range(n)]
+    return [Replica(f"r{i + 1}", cfg, replica_env(url, cs), logs) for i in range(n)]
 
 
 async def fund_withdrawer(chain: Chain, dep: Deployment, whole: int) -> None:
@@ -134,13 +137,17 @@ async def stop_all(replicas: list[Replica]) -> None:
 
 
 async def test_sigkill_lease_holders_nothing_lost_or_paid_twice(
-    tmp_path: Path, devnet: tuple[AnvilNode, Deployment], pg_url: str
+    tmp_path: Path,
+    devnet: tuple[AnvilNode, Deployment],
+    pg_url: str,
+    cosigners_for: CosignersFor,
 ) -> None:
     node, dep = devnet
+    cs = await cosigners_for(dep)
     engine = create_engine(pg_url)
     sessions = session_factory(engine)
     rng = random.Random(20261202)
-    replicas = make_replicas(tmp_path, dep, pg_url, 3)
+    replicas = make_replicas(tmp_path, dep, pg_url, 3, cs)
     usdc = dep.tokens["USDC"].address
     takeovers: list[tuple[str, float]] = []
     async with aiohttp.ClientSession() as http:
@@ -280,11 +287,15 @@ async def wait_completed(engine: AsyncEngine, n: int, within: float = 90) -> Non
 
 
 async def test_sigstopped_sender_is_fenced_and_steps_down(
-    tmp_path: Path, devnet: tuple[AnvilNode, Deployment], pg_url: str
+    tmp_path: Path,
+    devnet: tuple[AnvilNode, Deployment],
+    pg_url: str,
+    cosigners_for: CosignersFor,
 ) -> None:
     node, dep = devnet
+    cs = await cosigners_for(dep)
     engine = create_engine(pg_url)
-    r1, r2 = replicas = make_replicas(tmp_path, dep, pg_url, 2)
+    r1, r2 = replicas = make_replicas(tmp_path, dep, pg_url, 2, cs)
     user = dev_account(WITHDRAWER)
     total = 30
     async with aiohttp.ClientSession() as http:
@@ -366,9 +377,13 @@ async def wait_completed_deposit(engine: AsyncEngine) -> None:
 
 
 async def test_cut_database_connection_steps_down_and_api_limits_hold(
-    tmp_path: Path, devnet: tuple[AnvilNode, Deployment], pg_url: str
+    tmp_path: Path,
+    devnet: tuple[AnvilNode, Deployment],
+    pg_url: str,
+    cosigners_for: CosignersFor,
 ) -> None:
     node, dep = devnet
+    cs = await cosigners_for(dep)
     import uuid
 
     login = f"cut_{uuid.uuid4().hex[:10]}"
@@ -385,7 +400,7 @@ async def test_cut_database_connection_steps_down_and_api_limits_hold(
         .render_as_string(hide_password=False)
     )
     engine = create_engine(pg_url)
-    replicas = make_replicas(tmp_path, dep, pg_url, 3)
+    replicas = make_replicas(tmp_path, dep, pg_url, 3, cs)
     r1, r2, r3 = replicas
     r3.roles = "api"  # an API-only replica: serves requests, never takes a role
     r1.env["WATCHER_DATABASE_URL"] = cut_url

@@ -11,6 +11,7 @@ again (``stop(i)`` / ``start(i)``) under the URL the watcher's config names.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +25,6 @@ from watcher.chain.devnet import (
     Deployment,
     cosigner_toml,
     devnet_validator_key,
-    free_port,
 )
 from watcher.chain.payout import PayoutSigner
 from watcher.services.cosigner import Cosigner, load_config
@@ -38,7 +38,12 @@ class LocalCosigners:
         self.dep = dep
         self.root = root
         self.token = DEVNET_COSIGNER_TOKEN
-        self.ports = [free_port() for _ in range(count)]
+        # Each port stays bound from here until its co-signer first listens on it, so
+        # nothing else (an outgoing connection's ephemeral port included) can take it
+        # while the URLs are handed out and before the co-signer starts.
+        reserved = [_bound_socket(0) for _ in range(count)]
+        self.ports = [int(sock.getsockname()[1]) for sock in reserved]
+        self._reserved: list[socket.socket | None] = list(reserved)
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
         self.signers = [PayoutSigner(devnet_validator_key(i)) for i in range(count)]
         self._runners: dict[int, tuple[web.AppRunner, Cosigner]] = {}
@@ -58,7 +63,9 @@ class LocalCosigners:
         await cosigner.start()
         runner = web.AppRunner(make_app(cosigner, self.token), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.ports[index]).start()
+        sock = self._reserved[index] or _bound_socket(self.ports[index])
+        self._reserved[index] = None  # the site owns it now and closes it on cleanup
+        await web.SockSite(runner, sock).start()
         self._runners[index] = (runner, cosigner)
 
     async def stop(self, index: int) -> None:
@@ -76,9 +83,25 @@ class LocalCosigners:
     async def close(self) -> None:
         for index in list(self._runners):
             await self.stop(index)
+        for sock in self._reserved:
+            if sock is not None:
+                sock.close()
+        self._reserved = [None] * len(self._reserved)
 
     def cosigner(self, index: int) -> Cosigner:
         return self._runners[index][1]
+
+
+def _bound_socket(port: int) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1:``port`` (0: the OS picks), not yet listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @asynccontextmanager
