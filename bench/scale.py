@@ -309,6 +309,8 @@ class Seeder:
                         "hold_tx_id": None,
                         "created_at": created,
                         "updated_at": created,
+                        "payout_deadline": None,
+                        "cosignatures": None,
                     }
                     for c in repo._NEW_COLUMNS:
                         cols[c].append(row[c])
