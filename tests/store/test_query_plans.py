@@ -19,8 +19,8 @@ The hot paths: a listener step's lookups (known logs above the cursor, pending u
 the final block, the lowest pending block, crediting), the intake batch (replays by
 account and nonce, locking and loading the accounts, the daily limit's recent
 withdrawals, ids, holds), the account view and its history page, ``watcher status``
-(database part), the sender's ready-to-send and in-flight outflow, the tracker's
-attempts by state and stuck attempts.
+(database part), the gauges of a ``/metrics`` scrape, the sender's ready-to-send and
+in-flight outflow, the tracker's attempts by state and stuck attempts.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from watcher.app import build
 from watcher.chain.logs import DepositLog
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
 from watcher.services import confirmer
+from watcher.services.gauges import refresh_gauges
 from watcher.services.risk_gate import LockedBatch
 from watcher.services.status import collect_status
 from watcher.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
@@ -321,6 +322,9 @@ async def test_hot_queries_seek(db_url: str) -> None:
             # `watcher status`, its database part.
             cap.label = "status"
             await collect_status(app, probe=False)
+            # The gauges read at each /metrics scrape.
+            cap.label = "metrics"
+            await refresh_gauges(app)
     finally:
         await app.close()
 
@@ -332,6 +336,7 @@ async def test_hot_queries_seek(db_url: str) -> None:
         "history",
         "sender/tracker",
         "status",
+        "metrics",
     }
     offenders = []
     for sql, params, label in cap.statements:
