@@ -37,7 +37,8 @@
      intake figures do not depend on it);
    - *account view*: ``GET /v1/accounts/{a}`` and ``GET /v1/accounts/{a}/history`` of
      the busiest seeded account (in the empty database: that account with one credit),
-     medians of 50 sequential requests;
+     medians of 50 sequential requests; and the history page's queries alone
+     (``account_history`` in process beside the running daemon: median of 50);
    - *status*: ``collect_status`` in process beside the running daemon, database
      path and RPC probes (what ``watcher status`` does), median of 7;
    - the daemon's peak RSS (``VmHWM``), and the database size per deposit (the whole
@@ -97,6 +98,7 @@ from watcher.services.status import collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
 from watcher.store import deposits as deposit_store  # noqa: E402
 from watcher.store import withdrawals as repo  # noqa: E402
+from watcher.store.accounts import account_history  # noqa: E402
 from watcher.store.bulk import insert_many  # noqa: E402
 from watcher.store.ledger_batch import Posting, post_many  # noqa: E402
 from watcher.store.models import Deposit, TxAttempt, Withdrawal, table_of, utcnow  # noqa: E402
@@ -463,6 +465,15 @@ async def daemon_phase(
                 await collect_status(reader)
                 times.append(time.perf_counter() - t0)
             side.results["status"] = median_ms(times)
+            # The history page's queries alone, beside the daemon (the HTTP figure above
+            # also carries whatever the daemon is doing after the intake burst).
+            times = []
+            for _ in range(VIEWS):
+                t0 = time.perf_counter()
+                async with reader.sessions() as s:
+                    await account_history(s, side.settings, viewed, limit=100)
+                times.append(time.perf_counter() - t0)
+            side.results["history_db"] = median_ms(times)
         finally:
             await reader.close()
             await reader.engine.dispose()
@@ -602,6 +613,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
 
         users = [Account.create() for _ in range(WARMUP + OPEN_N)]
         viewed = seeder.accounts[0]
+        viewed_rows = await account_rows(seeded, viewed)
         for side in sides:
             assert side.app is not None
             await wbench.credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
@@ -644,10 +656,12 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         ("intake_p99", f"intake p99 at {OPEN_RATE}/s"),
         ("account", "account view GET /v1/accounts/{a}"),
         ("history", "account history GET /v1/accounts/{a}/history?limit=100"),
+        ("history_db", "account history in process (account_history, limit 100)"),
         ("status", "status (collect_status, database + RPC probes)"),
     ):
         a, b = seeded.results[key], empty.results[key]
         print(f"{label}: {a:.1f} ms (empty {b:.1f} ms), ratio {a / b:.2f}")
+    print(f"viewed account (seeded): {viewed_rows[0]} deposits, {viewed_rows[1]} withdrawals")
     print(
         f"database size: {size / 2**20:.0f} MiB ({size / max(1, n):.0f} bytes per deposit, "
         f"the whole database over its deposits); empty {size_empty / 2**20:.1f} MiB"
@@ -661,6 +675,17 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         f"(empty {empty.results['step']:.1f}ms) intake_p99 {seeded.results['intake_p99']:.0f}ms "
         f"(empty {empty.results['intake_p99']:.0f}ms) rss {seeded.results['rss_mb']:.0f}MB"
     )
+
+
+async def account_rows(side: Side, account: str) -> tuple[int, int]:
+    """The viewed account's deposits and withdrawals (what its history page reads from)."""
+    from sqlalchemy import func, select
+
+    assert side.app is not None
+    async with side.app.sessions() as s:
+        deps = await s.scalar(select(func.count()).where(Deposit.account == account))
+        ws = await s.scalar(select(func.count()).where(Withdrawal.account == account))
+    return int(deps or 0), int(ws or 0)
 
 
 async def table_counts(app: App) -> dict[str, int]:

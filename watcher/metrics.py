@@ -20,7 +20,15 @@ class Metrics:
             "watcher_deposits", "Deposits by event", ["network", "event"], registry=r
         )
         self.withdrawals = Gauge(
-            "watcher_withdrawals", "Withdrawals by state", ["state"], registry=r
+            "watcher_withdrawals",
+            "Withdrawals in each state they pass through (not the final ones)",
+            ["state"],
+            registry=r,
+        )
+        self.withdrawals_stored = Gauge(
+            "watcher_withdrawals_stored",
+            "Withdrawals ever stored (the highest id)",
+            registry=r,
         )
         self.withdrawal_oldest = Gauge(
             "watcher_withdrawal_oldest_age_seconds",

@@ -43,7 +43,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
-        "Withdrawals by state",
+        "Withdrawals in progress by state",
         "none",
         [
             ("watcher_withdrawals", "{{state}}"),

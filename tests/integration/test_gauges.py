@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from tests.helpers import write_config
 from watcher.app import App, build
@@ -37,6 +38,8 @@ async def test_alarms_and_withdrawal_states_are_exported(app: App) -> None:
     assert _sample(app, "watcher_withdrawals", state="queued") == 0
     assert _sample(app, "watcher_withdrawal_oldest_age_seconds", state="queued") == 0
     assert _sample(app, "watcher_withdrawal_oldest_age_seconds", state="completed") is None
+    assert _sample(app, "watcher_withdrawals", state="completed") is None
+    assert _sample(app, "watcher_withdrawals_stored") == 0
 
     async with app.sessions.begin() as s:
         await raise_alarm(s, AlarmKind.HOT_WALLET_LOW, "31337:USDT", "queued: lacks USDT")
@@ -53,6 +56,8 @@ async def test_alarms_and_withdrawal_states_are_exported(app: App) -> None:
 
 
 async def test_withdrawals_by_state_and_oldest_age(app: App) -> None:
+    """The states withdrawals pass through are counted; the final ones (which only
+    grow) are not exported, the withdrawals ever stored are (the highest id)."""
     from datetime import timedelta
 
     from watcher.store.models import Account, Withdrawal, utcnow
@@ -62,7 +67,8 @@ async def test_withdrawals_by_state_and_oldest_age(app: App) -> None:
         account = Account(key=user, kind="user")
         s.add(account)
         await s.flush()
-        for nonce, (state, age) in enumerate([("queued", 700), ("queued", 100), ("completed", 9)]):
+        states = [("queued", 700), ("queued", 100), ("completed", 9), ("cancelled", 5000)]
+        for nonce, (state, age) in enumerate(states):
             s.add(
                 Withdrawal(
                     account=user,
@@ -83,7 +89,13 @@ async def test_withdrawals_by_state_and_oldest_age(app: App) -> None:
             )
     await refresh_gauges(app)
     assert _sample(app, "watcher_withdrawals", state="queued") == 2
-    assert _sample(app, "watcher_withdrawals", state="completed") == 1
+    assert _sample(app, "watcher_withdrawals", state="signed") == 0
+    for final in ("completed", "failed", "rejected", "cancelled"):
+        assert _sample(app, "watcher_withdrawals", state=final) is None
+        assert _sample(app, "watcher_withdrawal_oldest_age_seconds", state=final) is None
+    async with app.sessions() as s:
+        highest = await s.scalar(select(func.max(Withdrawal.id)))
+    assert highest is not None and _sample(app, "watcher_withdrawals_stored") == highest
     age = _sample(app, "watcher_withdrawal_oldest_age_seconds", state="queued")
     assert age is not None and 700 <= age < 760
     assert _sample(app, "watcher_withdrawal_oldest_age_seconds", state="signed") == 0

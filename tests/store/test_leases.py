@@ -118,7 +118,20 @@ async def test_replicas_migrating_together(db_url: str) -> None:
 
     engines = [create_engine(db_url) for _ in range(3)]
     try:
-        async with engines[0].begin() as conn:  # back to an empty schema
+        async with engines[0].begin() as conn:  # back to 0007's schema
+            for index in (
+                "ix_deposits_account_seen",
+                "ix_withdrawals_account_created",
+                "ix_journal_transactions_account_kind_created",
+            ):
+                await conn.execute(text(f"DROP INDEX {index}"))
+            await conn.execute(text("CREATE INDEX ix_deposits_account ON deposits (account)"))
+            await conn.execute(
+                text(
+                    "CREATE INDEX ix_journal_transactions_account_id"
+                    " ON journal_transactions (account_id)"
+                )
+            )
             await conn.execute(text("DROP TABLE IF EXISTS leases"))
             await conn.execute(text("DROP TABLE IF EXISTS vault_states"))
             await conn.execute(text("ALTER TABLE withdrawals DROP COLUMN payout_deadline"))
@@ -126,7 +139,7 @@ async def test_replicas_migrating_together(db_url: str) -> None:
             await conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
         await asyncio.gather(*(upgrade(e) for e in engines))
         async with engines[0].connect() as conn:
-            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0009"
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0010"
             assert await conn.scalar(text("SELECT count(*) FROM leases")) == 0
     finally:
         for e in engines:

@@ -10,12 +10,17 @@ database holding rows in every state, then explained with its own parameters:
   rightly scan a table of a few rows otherwise); a ``Seq Scan`` of a big table, or an
   index scan without an ``Index Cond`` (the whole index in order), is a full scan.
 
+The account's history page must moreover be a seek of ``limit`` rows in the order it
+is shown, not a sort of all of the account's rows (its deposits, withdrawals and journal
+entries grow for ever): SQLite's ``USE TEMP B-TREE FOR ORDER BY``, or a PostgreSQL
+``Sort`` node with a big table's scan under it and no ``Limit`` between them, fails it.
+
 The hot paths: a listener step's lookups (known logs above the cursor, pending up to
 the final block, the lowest pending block, crediting), the intake batch (replays by
 account and nonce, locking and loading the accounts, the daily limit's recent
 withdrawals, ids, holds), the account view and its history page, ``watcher status``
-(database part), the sender's ready-to-send and in-flight outflow, the tracker's
-attempts by state and stuck attempts.
+(database part), the gauges of a ``/metrics`` scrape, the sender's ready-to-send and
+in-flight outflow, the tracker's attempts by state and stuck attempts.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from watcher.app import build
 from watcher.chain.logs import DepositLog
 from watcher.domain.journal import CROSS, Leg, TxKind, vault_account
 from watcher.services import confirmer
+from watcher.services.gauges import refresh_gauges
 from watcher.services.risk_gate import LockedBatch
 from watcher.services.status import collect_status
 from watcher.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
@@ -113,6 +119,44 @@ async def full_scans(engine: AsyncEngine, sql: str, params: Any) -> list[str]:
             or (kind in ("Index Scan", "Index Only Scan") and "Index Cond" not in node)
         ):
             found.append(f"{kind} on {rel} ({node.get('Index Name', '')})")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(doc[0]["Plan"])
+    return found
+
+
+async def sorts(engine: AsyncEngine, sql: str, params: Any) -> list[str]:
+    """Where this statement sorts rows of a big table as read (instead of reading them
+    in order from an index): SQLite's temp B-tree for ORDER BY; a PostgreSQL Sort (or
+    Incremental Sort) over a big table's scan with no Limit in between (a sort of a few
+    limited branches' results is no sort of the table)."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            return [str(row[-1]) for row in plan.all() if "TEMP B-TREE" in str(row[-1])]
+        await conn.exec_driver_sql("SET enable_seqscan = off")
+        plan = (await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params)).scalar()
+        await conn.rollback()
+    doc = json.loads(plan) if isinstance(plan, str) else plan
+    found = []
+
+    def scanned(node: dict[str, Any]) -> list[str]:
+        """The big tables read under ``node`` without a Limit in between."""
+        if node.get("Node Type") == "Limit":
+            return []
+        out = [node["Relation Name"]] if node.get("Relation Name") in BIG else []
+        for child in node.get("Plans", []):
+            out += scanned(child)
+        return out
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Node Type") in ("Sort", "Incremental Sort"):
+            tables = [t for child in node.get("Plans", []) for t in scanned(child)]
+            if tables:
+                found.append(
+                    f"{node['Node Type']} of {', '.join(tables)} by {node.get('Sort Key')}"
+                )
         for child in node.get("Plans", []):
             walk(child)
 
@@ -255,6 +299,8 @@ async def test_hot_queries_seek(db_url: str) -> None:
             cap.label = "account view"
             async with sessions() as s:
                 await accounts.load_state(s, settings, USERS[0])
+            cap.label = "history"
+            async with sessions() as s:
                 await accounts.account_history(s, settings, USERS[0], limit=100)
             # The sender and the tracker.
             cap.label = "sender/tracker"
@@ -276,14 +322,30 @@ async def test_hot_queries_seek(db_url: str) -> None:
             # `watcher status`, its database part.
             cap.label = "status"
             await collect_status(app, probe=False)
+            # The gauges read at each /metrics scrape.
+            cap.label = "metrics"
+            await refresh_gauges(app)
     finally:
         await app.close()
 
     labels = {label for _, _, label in cap.statements}
-    assert labels == {"listener step", "intake", "account view", "sender/tracker", "status"}
+    assert labels == {
+        "listener step",
+        "intake",
+        "account view",
+        "history",
+        "sender/tracker",
+        "status",
+        "metrics",
+    }
     offenders = []
     for sql, params, label in cap.statements:
         for scan in await full_scans(engine, sql, params):
             offenders.append(f"[{label}] {scan}: {' '.join(sql.split())[:300]}")
+        if label == "history":
+            for sort in await sorts(engine, sql, params):
+                offenders.append(f"[{label}] sorts: {sort}: {' '.join(sql.split())[:300]}")
     await engine.dispose()
-    assert not offenders, "full scans of big tables:\n" + "\n".join(offenders)
+    assert not offenders, "full scans of big tables, or sorts of the history:\n" + "\n".join(
+        offenders
+    )

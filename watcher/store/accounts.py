@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, delete, select, text
+from sqlalchemy import Select, delete, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.account import (
@@ -597,17 +597,27 @@ async def _withdrawal_items(
 async def _journal_items(
     session: AsyncSession, settings: Settings, account: Account, limit: int
 ) -> list[HistoryItem]:
-    txs = list(
-        await session.scalars(
-            select(JournalTransaction)
-            .where(
-                JournalTransaction.account_id == account.id,
-                JournalTransaction.kind.in_(list(JOURNAL_HISTORY_TYPES)),
+    # The newest ``limit`` of each kind (one seek each of the index on (account_id,
+    # kind, created_at, id); ``kind IN (...)`` would read and sort all of the account's
+    # entries of those kinds), merged here.
+    jt = JournalTransaction
+    newest = union_all(
+        *(
+            select(
+                select(jt.id)
+                .where(jt.account_id == account.id, jt.kind == kind)
+                .order_by(jt.created_at.desc(), jt.id.desc())
+                .limit(limit)
+                .subquery()
             )
-            .order_by(JournalTransaction.created_at.desc(), JournalTransaction.id.desc())
-            .limit(limit)
+            for kind in JOURNAL_HISTORY_TYPES
         )
     )
+    txs = sorted(
+        await session.scalars(select(jt).where(jt.id.in_(newest))),
+        key=lambda t: (t.created_at, t.id),
+        reverse=True,
+    )[:limit]
     if not txs:
         return []
     entries = await session.scalars(

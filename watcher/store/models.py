@@ -90,12 +90,19 @@ class Asset(Base):
 
 class JournalTransaction(Base):
     __tablename__ = "journal_transactions"
+    __table_args__ = (
+        # An account's history page: the newest entries of each shown kind, one index
+        # seek per kind (store/accounts.py _journal_items).
+        Index(
+            "ix_journal_transactions_account_kind_created", "account_id", "kind", "created_at", "id"
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     # Idempotency key: e.g. "deposit:31337:0xabc..:3", "engine:<refId>".
     ref: Mapped[str] = mapped_column(String(200), unique=True)
     # The user account the transaction is about (for history), if any.
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     memo: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
@@ -154,6 +161,8 @@ class Deposit(Base):
         Index("ix_deposits_state_chain_block", "state", "chain_id", "block_number"),
         # The listener's "already stored above the cursor?" and reorg queries.
         Index("ix_deposits_chain_block", "chain_id", "block_number"),
+        # An account's deposits newest first (the history page): a seek of ``limit``.
+        Index("ix_deposits_account_seen", "account", "seen_at", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     chain_id: Mapped[int] = mapped_column(BigInteger)
@@ -161,7 +170,7 @@ class Deposit(Base):
     log_index: Mapped[int] = mapped_column(Integer)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(String(66))
-    account: Mapped[str] = mapped_column(String(42), index=True)
+    account: Mapped[str] = mapped_column(String(42))
     token: Mapped[str] = mapped_column(String(42))
     amount: Mapped[int] = mapped_column(BigAmount)  # token base units as emitted
     asset: Mapped[str | None] = mapped_column(String(16))
@@ -179,6 +188,9 @@ class Withdrawal(Base):
     __table_args__ = (
         UniqueConstraint("account", "nonce"),
         Index("ix_withdrawals_state", "state"),
+        # An account's withdrawals newest first (the history page: a seek of ``limit``)
+        # and since a time (the intake's daily limit).
+        Index("ix_withdrawals_account_created", "account", "created_at", "id"),
     )
     # The primary key is also the on-chain id passed to vault.withdraw(id, ...).
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
