@@ -17,6 +17,7 @@ switchable while the proxy runs, and :meth:`reset` clears them all::
         proxy.max_logs_range = 10          # eth_getLogs over > 10 blocks: "block range too large"
         proxy.truncate_logs = 1            # drop the last log of every eth_getLogs answer
         proxy.chain_id = 1                 # claim to serve another chain
+        proxy.null_next("eth_getTransactionReceipt", 2)  # next 2: "not found" (a lagging index)
         proxy.requests["eth_getLogs"]      # how many calls of a method reached the proxy
         proxy.logs_ranges                  # (from, to) of every eth_getLogs seen
         proxy.blocks_asked                 # block numbers of every eth_getBlockByNumber
@@ -85,6 +86,7 @@ class FaultProxy:
         self.max_logs_range: int | None = None
         self.truncate_logs: int = 0
         self.chain_id: int | None = None
+        self.nulls: Counter[str] = Counter()  # method -> calls still answered null
         if not hasattr(self, "requests"):
             self.clear_stats()
 
@@ -114,6 +116,11 @@ class FaultProxy:
         fault = RpcFault(code=code, message=message, method=method)
         self.faults.append(fault)
         return fault
+
+    def null_next(self, method: str, n: int) -> None:
+        """The next ``n`` calls of ``method`` answer ``null`` (a node whose index has not
+        caught up with its state: a receipt or block it has "not found" yet)."""
+        self.nulls[method] += n
 
     def http_error_next(self, n: int, status: int = 500) -> None:
         """The next ``n`` HTTP requests are answered with ``status`` and a text body."""
@@ -197,6 +204,9 @@ class FaultProxy:
                 if fault.remaining is not None:
                     fault.remaining -= 1
                 return _error(rid, fault.code, fault.message, fault.data)
+        if self.nulls[method] > 0:
+            self.nulls[method] -= 1
+            return {"jsonrpc": "2.0", "id": rid, "result": None}
         if method in ("eth_chainId", "net_version") and self.chain_id is not None:
             value = hex(self.chain_id) if method == "eth_chainId" else str(self.chain_id)
             return {"jsonrpc": "2.0", "id": rid, "result": value}

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from web3 import AsyncWeb3
 from web3.providers.rpc import AsyncHTTPProvider
 
+from tests.faultproxy import FaultProxy
 from tests.fixtures_chain import DevnetFactory
 from tests.integration.withdrawal_support import (
     OPERATOR,
@@ -36,6 +37,7 @@ from tests.integration.withdrawal_support import (
 from watcher.api.server import make_web_app
 from watcher.app import App
 from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.rpc import RpcClient
 from watcher.chain.vault import withdraw_calldata
 from watcher.domain.journal import CROSS, HOLD, vault_account
 from watcher.services import withdrawal_ops
@@ -471,7 +473,12 @@ async def test_nonce_taken_by_a_foreign_tx_stalls_then_retry_pays_once(
         assert w is not None and w.state == "broadcast"
 
         await mine(w3, 1)
-        await track.tick()  # the foreign tx is final: our attempt can never be mined
+        await track.tick()  # the foreign tx is final: seen once, not yet acted on
+        assert track.last.stalled == 0
+        async with app.sessions() as s:
+            assert await active_alarms(s) == []
+        await mine(w3, 1)
+        await track.tick()  # still so at a higher head: our attempt can never be mined
         assert track.last.stalled == 1
         async with app.sessions() as s:
             w = await repo.get(s, wid)
@@ -529,6 +536,48 @@ async def test_nonce_taken_by_a_foreign_payout_of_the_same_id_is_settled_once(
         assert await settlements(app, wid) == [f"withdrawal:{wid}:hold", f"withdrawal:{wid}:settle"]
         assert await balance_of(w3, usdt, dest) == 15 * 10**18
         assert len(await withdrawn_events(w3, dep)) == 1
+
+
+async def test_a_receipt_the_node_has_not_indexed_yet_is_not_a_foreign_tx(
+    tmp_path: Path, devnet_factory: DevnetFactory, db_url: str
+) -> None:
+    """Our payout is mined, but for one tick the node answers its receipt "not found"
+    while its nonce count already includes it (anvil under load; a load-balanced
+    provider's backends lagging each other): the tracker must not call the nonce
+    consumed (no alarm, attempt not dropped); the next tick finds the receipt."""
+    async with (
+        devnet_factory() as (node, dep),
+        w3_for(node.url) as w3,
+        withdrawal_app(tmp_path, dep, db_url, confirmations=1) as app,
+        FaultProxy(node.url) as proxy,
+    ):
+        dest = Account.create().address
+        wid = await request_usdt(app, w3, dep, 25, dest)
+        await sender(app).tick()  # signed, broadcast, mined at once (automine)
+        track = tracker(app)
+        track.rpc = RpcClient([proxy.url], chain_id=dep.chain_id)
+        try:
+            proxy.null_next("eth_getTransactionReceipt", 10)
+            await track.tick()
+            assert proxy.nulls["eth_getTransactionReceipt"] < 10  # the receipts were asked
+            async with app.sessions() as s:
+                w = await repo.get(s, wid)
+                (attempt,) = await repo.attempts_of(s, wid)
+                assert await active_alarms(s) == []
+            assert w is not None and w.state == "broadcast"
+            assert attempt.state == "broadcast"
+            proxy.reset()
+            await mine(w3, 1)
+            await track.tick()
+        finally:
+            await track.rpc.close()
+        async with app.sessions() as s:
+            w = await repo.get(s, wid)
+            (attempt,) = await repo.attempts_of(s, wid)
+            assert await active_alarms(s) == []
+        assert w is not None and w.state == "completed" and w.tx_hash == attempt.tx_hash
+        assert attempt.state == "confirmed"
+        assert await balance_of(w3, dep.tokens["USDT"].address, dest) == 25 * 10**18
 
 
 async def test_sender_signs_above_a_nonce_a_foreign_tx_used_while_running(

@@ -51,10 +51,11 @@ CREDITED = (WHOLE + 10) * 10**8  # ledger units (8 decimals)
 
 async def stall(app: App, w3: AsyncWeb3[Any], dep: Deployment, dest: str) -> int:
     """A withdrawal of WHOLE USDT to ``dest`` whose nonce a foreign tx of the hot key took;
-    three confirmations later the tracker moves it to ``stalled`` (vault: unpaid)."""
+    three confirmations and one more block later (seen twice) the tracker moves it to
+    ``stalled`` (vault: unpaid)."""
     wid = await request_usdt(app, w3, dep, WHOLE, dest)
     await broadcast_then_lose_nonce(app, w3, dep, wid)
-    await track_rounds(app, w3, 3)
+    await track_rounds(app, w3, 4)
     async with app.sessions() as s:
         w = await repo.get(s, wid)
         held = await ledger.balances(s, USER.address)

@@ -26,7 +26,9 @@ Guarantees across crash, restart and reorg:
   the wallet's nonce as of the newest FINAL block (depth N: ``head - N + 1``; a tag:
   that block) is above an unmined attempt's nonce and none of the withdrawal's
   attempts has a receipt, nothing of ours can be mined any more (short of a reorg
-  deeper than the rule). A NONCE_CONSUMED alarm is latched, the attempts become
+  deeper than the rule). Seen so at two ticks with the head advanced in between (one
+  read can be a node that counted a block whose receipts it has not indexed yet), a
+  NONCE_CONSUMED alarm is latched, the attempts become
   ``dropped``, and the vault's ``withdrawn(id)`` at that block decides: true (the
   foreign tx paid this id) → ``completed``, payer recorded, hold settled; false →
   ``stalled`` until an operator decides: ``watcher withdrawals retry ID`` (→
@@ -149,12 +151,16 @@ class Tracker:
         self.last = TrackReport()
         # The attempt(s) holding the wallet's next nonce, and since when (clock).
         self._waiting: tuple[tuple[int, ...], float] | None = None
+        # Withdrawals whose nonce looked consumed by a foreign tx, and the head then:
+        # acted on only when it still looks so at a later head (see _check_consumed).
+        self._suspect: dict[int, int] = {}
 
     def forget(self) -> None:
         """Drop what this process believed about the wallet's attempts (a new lease:
         another replica may have sent meanwhile); the next tick rebroadcasts first."""
         self.rebroadcast_on_start = True
         self._waiting = None
+        self._suspect = {}
 
     async def tick(self) -> None:
         self.last = TrackReport()
@@ -503,6 +509,13 @@ class Tracker:
         receipts = await self.rpc.batch([("eth_getTransactionReceipt", [h]) for _, h in hashes])
         # One of ours has a receipt after all: the receipt path handles it.
         lost -= {wid for (wid, _), r in zip(hashes, receipts, strict=True) if r}
+        # Acted on only when seen again at a higher head: a node answering the nonce
+        # count from a block it has not yet indexed the receipts of (anvil under load;
+        # a load-balanced provider whose backends lag each other) looks exactly like a
+        # foreign tx for one read. A real one stays so; the wait is one block.
+        seen_before = {wid for wid in lost if self._suspect.get(wid, head) < head}
+        self._suspect = {wid: self._suspect.get(wid, head) for wid in lost}
+        lost = seen_before
         if not lost:
             return
         paid = {wid: await self._payer(wid, final) for wid in sorted(lost)}
