@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.integration.withdrawal_support import (
     deposit_token,
     run_pipeline,
     sender,
+    service,
     usdt_body,
     withdrawal_app,
     withdrawn_events,
@@ -43,7 +45,12 @@ from watcher.api.server import make_web_app
 from watcher.app import App
 from watcher.chain import payout as payouts
 from watcher.chain.artifacts import load_artifact
-from watcher.chain.devnet import Deployment, dev_account
+from watcher.chain.devnet import (
+    DEVNET_HOURLY_LIMIT_USD,
+    DEVNET_PRICES_USD,
+    Deployment,
+    dev_account,
+)
 from watcher.cli.ops import render_status
 from watcher.domain.journal import HOLD
 from watcher.services.cosign_client import CoSignRefused, ask, cosign_body
@@ -258,9 +265,32 @@ async def test_hourly_limit_in_a_burst_pauses_queues_and_completes_once_after_un
     owner = dev_account(0)  # also the guardian on the devnet
     vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
     usdt = deployment.tokens["USDT"].address
-    # $250 an hour of USDT (18 decimals, $1).
+    # $250 an hour of USDT (18 decimals, $1), on the session's shared vault: restored after.
     await transact(chain_w3, owner, vault.functions.setTokenLimit(usdt, 18, 10**18, 250 * 10**18))
     cs = await cosigners_for(deployment)
+    async with AsyncExitStack() as restore:
+        restore.push_async_callback(
+            transact,
+            chain_w3,
+            owner,
+            vault.functions.setTokenLimit(
+                usdt, 18, DEVNET_PRICES_USD["USDT"], DEVNET_HOURLY_LIMIT_USD
+            ),
+        )
+        await _burst_pauses_then_drains(tmp_path, deployment, db_url, chain_w3, cs, client_for)
+
+
+async def _burst_pauses_then_drains(
+    tmp_path: Path,
+    deployment: Deployment,
+    db_url: str,
+    chain_w3: AsyncWeb3[Any],
+    cs: Any,
+    client_for: Any,
+) -> None:
+    owner = dev_account(0)
+    vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
+    usdt = deployment.tokens["USDT"].address
     async with withdrawal_app(tmp_path, deployment, db_url, cosigners=cs) as app:
         client = await client_for(app)
         await funded(app, chain_w3, deployment, 1_000)
@@ -305,3 +335,45 @@ async def test_hourly_limit_in_a_burst_pauses_queues_and_completes_once_after_un
         assert held == 0
         status = await collect_status(app, probe=False)
         assert status["networks"][0]["vault"]["paused"] is False
+
+
+async def test_a_guardian_pause_with_nothing_queued_is_seen_by_the_listener(
+    tmp_path: Path,
+    deployment: Deployment,
+    db_url: str,
+    chain_w3: AsyncWeb3[Any],
+    cosigners_for: CosignersFor,
+) -> None:
+    """No withdrawal waits, so the sender reads nothing: the deposit listener sees the
+    guardian's ``Paused`` in the blocks it reads (same eth_getLogs as the deposits),
+    stores the pause, alarms, status and the gauge say PAUSED; ``Unpaused`` likewise."""
+    guardian = dev_account(0)
+    vault = chain_w3.eth.contract(address=deployment.vault, abi=load_artifact("Vault").abi)  # type: ignore[call-overload]
+    cs = await cosigners_for(deployment)
+    async with withdrawal_app(tmp_path, deployment, db_url, cosigners=cs) as app:
+        listener = service(app, "deposits:")
+        while await listener.step():  # caught up with the shared chain
+            pass
+        try:
+            await transact(chain_w3, guardian, vault.functions.pause())
+            await listener.step()
+            async with app.sessions() as s:
+                vs = await vaults.get(s, deployment.chain_id)
+            assert vs is not None and vs.paused
+            assert vs.reason is not None and f"paused by {guardian.address.lower()}" in vs.reason
+            assert "vault_paused" in await alarm_kinds(app)
+            status = await collect_status(app, probe=False)
+            assert status["networks"][0]["vault"]["paused"] is True
+            assert "PAUSED" in render_text(status)
+            gauge = app.metrics.vault_paused.labels("devnet")._value.get()
+            assert gauge == 1
+        finally:
+            if await vault.functions.paused().call():
+                await transact(chain_w3, guardian, vault.functions.unpause())
+        await listener.step()
+        async with app.sessions() as s:
+            vs = await vaults.get(s, deployment.chain_id)
+        assert vs is not None and not vs.paused
+        status = await collect_status(app, probe=False)
+        assert status["networks"][0]["vault"]["paused"] is False
+        assert app.metrics.vault_paused.labels("devnet")._value.get() == 0

@@ -84,6 +84,8 @@ async def fetch_deposit_logs(
     *,
     canonical: CanonicalHashes | None = None,
     on_answer: RawHook | None = None,
+    hint_topics: Sequence[str] = (),
+    on_hint: RawHook | None = None,
 ) -> list[DepositLog]:
     """Deposit logs of ``vault`` in ``[from_block, to_block]``, verified, sorted.
 
@@ -95,18 +97,26 @@ async def fetch_deposit_logs(
     ``on_answer`` is awaited with the raw, not yet verified logs before they are
     decoded (the listener starts reading the headers of their blocks meanwhile); it
     must treat them as untrusted.
+
+    ``hint_topics``: other events of the vault read by the same ``eth_getLogs`` (topic0
+    any of Deposit and these; no extra call). Their raw logs, not verified and to be
+    treated as hints only, are handed to ``on_hint`` (with the range's answer, once);
+    the Deposit logs are verified as always.
     """
     if max_range < 1:
         raise ValueError(f"max_range must be >= 1, got {max_range}")
     if from_block < 0 or to_block < from_block:
         raise ValueError(f"invalid block range [{from_block}, {to_block}]")
     raw_logs: list[dict[str, Any]] = []
+    topics: list[str | Sequence[str] | None] = (
+        [[DEPOSIT_TOPIC, *hint_topics]] if hint_topics else [DEPOSIT_TOPIC]
+    )
     span = max_range
     start = from_block
     while start <= to_block:
         end = min(to_block, start + span - 1)
         try:
-            chunk = await client.get_logs(vault, [DEPOSIT_TOPIC], start, end)
+            chunk = await client.get_logs(vault, topics, start, end)
         except RangeTooLargeError:
             if end == start:
                 raise
@@ -116,6 +126,13 @@ async def fetch_deposit_logs(
             continue
         raw_logs.extend(chunk)
         start = end + 1
+    if hint_topics:
+        wanted = {t.lower() for t in hint_topics}
+        hints = [raw for raw in raw_logs if _topic0(raw) in wanted]
+        if hints:
+            raw_logs = [raw for raw in raw_logs if _topic0(raw) not in wanted]
+            if on_hint is not None:
+                await on_hint(hints)
     if on_answer is not None:
         await on_answer(raw_logs)
     return await verify_deposit_logs(
@@ -126,6 +143,13 @@ async def fetch_deposit_logs(
         to_block=to_block,
         canonical=canonical,
     )
+
+
+def _topic0(raw: Mapping[str, Any]) -> str | None:
+    topics = raw.get("topics")
+    if isinstance(topics, list) and topics and isinstance(topics[0], str):
+        return topics[0].lower()
+    return None
 
 
 async def verify_deposit_logs(

@@ -76,7 +76,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +95,7 @@ from watcher.domain.reorg import (
 )
 from watcher.domain.states import DepositState
 from watcher.metrics import Metrics
+from watcher.services.vault_pause import VAULT_STATE_TOPICS, observe_pause_events
 from watcher.settings import AssetConfig, ListenerSettings, NetworkConfig
 from watcher.store import chainstate, deposits
 from watcher.store.alarms import AlarmKind, raise_alarm
@@ -223,6 +224,8 @@ class DepositListener:
         self.interval_seconds = float(listener.poll_interval_seconds)
         self.seen = _Seen()
         self._best_head: int | None = None
+        # Raw pause events of the vault seen in the ranges read, not yet acted on.
+        self._pause_hints: list[dict[str, Any]] = []
         self._rpc_fed: dict[tuple[str, ...], int] = {}
 
     @property
@@ -359,7 +362,45 @@ class DepositListener:
             max_range=self.max_range,
             margin=self.margin,
             heads=heads,
+            hint_topics=VAULT_STATE_TOPICS,
+            on_hint=self._note_pause_events,
         )
+        more = await self._advance(scan, stored, start_cursor)
+        if self._pause_hints:
+            await self._observe_pause()
+        return more
+
+    async def _note_pause_events(self, raw_logs: Sequence[Mapping[str, Any]]) -> None:
+        self._pause_hints.extend(dict(raw) for raw in raw_logs)
+
+    async def _observe_pause(self) -> None:
+        """The vault paused or resumed in a range just read (the only way the watcher
+        learns of a guardian's pause while no withdrawal waits): store what the vault
+        says now. A failed read keeps the events for the next step."""
+        try:
+            paused = await observe_pause_events(
+                self.client, self.sessions, self.network, self._pause_hints, metrics=self.metrics
+            )
+        except Exception as exc:
+            log.warning(
+                "%s: the vault's pause events seen, reading paused() failed: %s",
+                self.network.name,
+                exc,
+                extra={"chain_id": self.chain_id},
+            )
+            return
+        self._pause_hints.clear()
+        if paused is not None:
+            log.info(
+                "%s: pause events of the vault seen; it is %s",
+                self.network.name,
+                "paused" if paused else "running",
+                extra={"chain_id": self.chain_id},
+            )
+
+    async def _advance(
+        self, scan: poller.Scan, stored: dict[int, BlockRef], start_cursor: int
+    ) -> bool:
         if scan.lagging:
             log.warning(
                 "%s: node head %d is below our cursor %d: lagging node, waiting",

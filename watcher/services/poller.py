@@ -187,10 +187,14 @@ async def scan(
     max_range: int,
     margin: int,
     heads: Heads | None = None,
+    hint_topics: Sequence[str] = (),
+    on_hint: RawHook | None = None,
 ) -> Scan:
     """The next range's headers and verified logs. ``heads`` (from :func:`read_heads`,
     read by the caller so that it can report the head even when this fails) gives the
-    head; without it the head is read here."""
+    head; without it the head is read here. ``hint_topics``/``on_hint``: other vault
+    events read by the same ``eth_getLogs``, handed over raw (see
+    :func:`~watcher.chain.fetch.fetch_deposit_logs`)."""
     if heads is None:
         head, tagged = await read_head(client, rule)
     else:
@@ -224,7 +228,7 @@ async def scan(
     try:
         blocks, answers = await _together(
             client.get_blocks(sorted(needed)),
-            _answers(client, vault, start, end, max_range, prefetch),
+            _answers(client, vault, start, end, max_range, prefetch, hint_topics, on_hint),
         )
         headers = {b.number: b for b in blocks}
         headers.update(await prefetch.collect())
@@ -308,12 +312,23 @@ async def _answers(
     end: int,
     max_range: int,
     on_answer: RawHook | None = None,
+    hint_topics: Sequence[str] = (),
+    on_hint: RawHook | None = None,
 ) -> tuple[list[list[DepositLog]], list[str], int]:
     """Each usable endpoint's verified logs of the range (one endpoint: its answer),
     the failures, and how many endpoints were asked."""
     endpoints = client.usable_endpoints
     if len(endpoints) <= 1:
-        logs = await fetch_deposit_logs(client, vault, start, end, max_range, on_answer=on_answer)
+        logs = await fetch_deposit_logs(
+            client,
+            vault,
+            start,
+            end,
+            max_range,
+            on_answer=on_answer,
+            hint_topics=hint_topics,
+            on_hint=on_hint,
+        )
         return [logs], [], 1
     answers: list[list[DepositLog]] = []
     failures: list[str] = []
@@ -335,7 +350,14 @@ async def _answers(
     results = await asyncio.gather(
         *(
             fetch_deposit_logs(
-                _Pinned(client, i), vault, start, end, max_range, on_answer=on_answer
+                _Pinned(client, i),
+                vault,
+                start,
+                end,
+                max_range,
+                on_answer=on_answer,
+                hint_topics=hint_topics,
+                on_hint=on_hint,
             )
             for i in endpoints
         ),

@@ -72,8 +72,8 @@ from watcher.services.cosigning import (
 from watcher.services.cosigning import Outcome as CosignOutcome
 from watcher.services.foreground import Foreground
 from watcher.services.nonces import NonceManager, NonceSync
+from watcher.services.vault_pause import store_pause
 from watcher.settings import NetworkConfig, WithdrawalSettings
-from watcher.store import vaults
 from watcher.store import withdrawals as repo
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
@@ -666,35 +666,10 @@ class Sender:
             )
 
     async def _store_pause(self, paused: bool, reason: str | None) -> None:
-        async with self.sessions.begin() as s:
-            changed = await vaults.record(
-                s, self.chain_id, self.network.vault, paused=paused, reason=reason
-            )
-            if paused:
-                await raise_alarm(
-                    s,
-                    AlarmKind.VAULT_PAUSED,
-                    f"{self.chain_id}",
-                    f"{self.network.name}: {reason}",
-                    {"chainId": self.chain_id, "vault": self.network.vault},
-                )
-        if changed:
-            if paused:
-                log.warning(
-                    "vault %s paused: withdrawals stay queued (%s)",
-                    self.network.vault,
-                    reason,
-                    extra={"chain_id": self.chain_id},
-                )
-            else:
-                log.info(
-                    "vault %s is not paused: the withdrawal queue drains",
-                    self.network.vault,
-                    extra={"chain_id": self.chain_id},
-                )
+        await store_pause(
+            self.sessions, self.network, paused=paused, reason=reason, metrics=self.metrics
+        )
         self._paused = paused
-        if self.metrics is not None:
-            self.metrics.vault_paused.labels(self.network.name).set(1 if paused else 0)
 
     def _token_label(self, token: str) -> str:
         if token == ZERO_ADDRESS:
