@@ -336,6 +336,15 @@ async def _burst_pauses_then_drains(
         status = await collect_status(app, probe=False)
         assert status["networks"][0]["vault"]["paused"] is False
 
+        def events(name: str) -> float:
+            labels = {"network": "devnet", "event": name}
+            value = app.metrics.registry.get_sample_value("watcher_withdrawal_events_total", labels)
+            return value or 0.0
+
+        assert events("completed") == 4
+        assert events("signed") >= 4 and events("broadcast") >= 4
+        assert events("failed") == 0
+
 
 async def test_a_guardian_pause_with_nothing_queued_is_seen_by_the_listener(
     tmp_path: Path,

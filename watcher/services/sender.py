@@ -213,6 +213,10 @@ class Sender:
             await self.broadcast_signed()
             if time.monotonic() >= until:
                 break
+        if self.metrics is not None:
+            for event in ("signed", "broadcast"):
+                if n := getattr(self.last, event):
+                    self.metrics.withdrawal_events.labels(self.network.name, event).inc(n)
 
     def forget(self) -> None:
         """A new lease: another replica may have used the wallet's nonces meanwhile; the

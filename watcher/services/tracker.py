@@ -70,6 +70,7 @@ from watcher.crashpoints import crash_point
 from watcher.domain.confirmations import confirmations, final_upto, is_final
 from watcher.domain.gas import Fees, bumped_fees
 from watcher.domain.states import AttemptState, WithdrawalState
+from watcher.metrics import Metrics
 from watcher.services.cosigning import PAUSED_PREFIX, stored_signatures
 from watcher.services.foreground import Foreground
 from watcher.services.sender import build_withdraw_tx, fee_caps
@@ -132,8 +133,10 @@ class Tracker:
         clock: Callable[[], float] = time.time,
         foreground: Foreground | None = None,
         fee_account: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.network = network
+        self.metrics = metrics
         self.settings = settings
         self.sessions = sessions
         self.rpc = rpc
@@ -177,6 +180,11 @@ class Tracker:
         await self._check_consumed(unmined, head, tagged)
         await self._check_mined(head, tagged)
         await self._replace_stuck(head)
+        if self.metrics is not None:
+            count = self.metrics.withdrawal_events
+            for event, n in vars(self.last).items():
+                if n:
+                    count.labels(self.network.name, event).inc(n)
 
     # ------------------------------------------------------------------ receipts
 

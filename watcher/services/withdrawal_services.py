@@ -58,5 +58,5 @@ def withdrawal_services(app: App) -> list[Service]:
         services.append(
             Sender(**common, cosigner_token=cosigner_token, metrics=app.metrics)  # type: ignore[arg-type]
         )
-        services.append(Tracker(**common))  # type: ignore[arg-type]
+        services.append(Tracker(**common, metrics=app.metrics))  # type: ignore[arg-type]
     return services
