@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.cosigner_support import COSIGNER_KEY, DENIED, USDT, VAULT, User, body, config_toml
 from tests.helpers import eventually, watcher_cli
@@ -23,8 +25,10 @@ from watcher.services.cosign_client import (
     CoSignRefused,
     CoSignUnavailable,
     ask,
+    ask_many,
     cosign_body,
 )
+from watcher.services.cosigning import Cosigning, CosignRequest, Quorum
 
 TOKEN = "sender-token-0123456789abcdef"
 DEST = "0x1111111111111111111111111111111111111111"
@@ -184,6 +188,7 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
         assert (await _post(port, over))[1]["code"] == "ACCOUNT_LIMIT_EXCEEDED"
         ok = body(9, ALICE.request("892.75", DEST, 9, deadline=now + 600), deadline=deadline)
         assert (await _post(port, ok))[0] == 200
+        await _batches(port, address, now, deadline, [valid, forged, more])
     finally:
         await _stop(proc)
 
@@ -195,6 +200,65 @@ async def test_cosigner_process_signs_refuses_and_remembers(tmp_path: Path) -> N
     assert "answered again chain=31337" in again and "outcome=refused reason=NONCE_REUSED" in again
     for lines in (text, again):
         assert COSIGNER_KEY[2:].lower() not in lines.lower() and TOKEN not in lines
+
+
+async def _batches(
+    port: int, address: str, now: int, deadline: int, known: list[dict[str, Any]]
+) -> None:
+    """``/v1/cosign/batch`` on the running process: the answers of ``known`` (signed,
+    refused, refused) again plus a new payout, in order, one request; a wrong token, an
+    empty or oversized batch; and the sender's side falling back to one request per
+    payout for a co-signer without the endpoint."""
+    url = f"http://127.0.0.1:{port}"
+    fresh = body(20, BOB.request("3", DEST, 20, deadline=now + 600), deadline=deadline)
+    docs = [*known, fresh]
+    items = [(_payout(d), d) for d in docs]
+    async with aiohttp.ClientSession() as http:
+        votes = await ask_many(http, url, TOKEN, items)
+        assert isinstance(votes[0], CoSignature) and votes[0].signer == address
+        assert isinstance(votes[1], CoSignRefused) and votes[1].code == "USER_SIGNATURE_INVALID"
+        assert isinstance(votes[2], CoSignRefused) and votes[2].code == "PAYOUT_ID_REUSED"
+        assert isinstance(votes[3], CoSignature)
+        assert P.recover(_payout(fresh), votes[3].signature) == address
+        wrong = await ask_many(http, url, "wrong-token-0123456789abcdef", items)
+        assert all(isinstance(v, CoSignUnavailable) for v in wrong)
+        for doc in ({"items": []}, {"items": [fresh] * 129}, [fresh], {"items": "x"}):
+            async with http.post(
+                url + "/v1/cosign/batch", json=doc, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as r:
+                assert r.status == 400, doc
+                assert (await r.json())["code"] == "MALFORMED_PAYLOAD"
+
+        # An older co-signer (no batch endpoint): one request per payout instead.
+        async def forward(request: web.Request) -> web.Response:
+            async with http.post(
+                url + "/v1/cosign", data=await request.read(), headers=request.headers
+            ) as r:
+                return web.Response(body=await r.read(), status=r.status)
+
+        old = web.Application()
+        old.router.add_post("/v1/cosign", forward)
+        server = TestServer(old)
+        await server.start_server()
+        try:
+            old_url = str(server.make_url(""))
+            cosigning = Cosigning(http, [old_url], TOKEN, timeout_s=5)
+            requests = [
+                CosignRequest(
+                    _payout(d),
+                    account=d["request"]["account"],
+                    decimals=6,
+                    nonce=int(d["request"]["nonce"]),
+                    request_deadline=int(d["request"]["deadline"]),
+                    signature=d["request"]["signature"],
+                )
+                for d in (known[0], fresh)
+            ]
+            outcomes = await cosigning.collect(requests, {address: 1})
+        finally:
+            await server.close()
+        assert all(isinstance(o, Quorum) for o in outcomes), outcomes
+        assert old_url in cosigning._single
 
 
 async def test_cosigner_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:

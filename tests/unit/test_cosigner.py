@@ -349,3 +349,101 @@ async def test_a_store_failure_is_503_and_gives_no_signature(cosigner: C.Cosigne
         await cosigner.cosign(body(90, ALICE.request("1", DEST, 90)))
     assert info.value.code == C.STORE_UNAVAILABLE and info.value.status == 503
     assert cosigner.metrics.signed.labels(str(CHAIN_ID))._value.get() == 0
+
+
+async def test_a_batch_is_decided_in_order_as_if_each_came_alone(
+    store_url: str, tmp_path: Path
+) -> None:
+    """cosign_many: each payload sees what the ones before it in the batch signed (the
+    limits, the id, the (account, nonce)); a malformed one gets its refusal in place
+    and is not stored; asked again, the batch gets the same answers."""
+    c = make(store_url, tmp_path, Clock())
+    await c.start()
+    first = body(60, ALICE.request("600", DEST, 60))
+    docs: list[Any] = [
+        first,
+        {"payout": "not an object"},
+        body(61, ALICE.request("400.000001", DEST, 61)),  # Alice's 1000 USD an hour
+        body(60, ALICE.request("6", DEST, 62)),  # id 60 again, other contents
+        body(63, first["request"]),  # Alice's nonce 60 again, another id
+        body(64, BOB.request("600", DEST, 64)),  # everyone's 1500: 1200 so far
+        body(65, BOB.request("300.000001", DEST, 65)),  # 1500.000001
+        first,  # the same payload twice in one batch: the same answer
+    ]
+    answers = await c.cosign_many(docs)
+    outcomes = [
+        a.code if isinstance(a, C.Refusal) else (a.outcome if a.code is None else a.code)
+        for a in answers
+    ]
+    assert outcomes == [
+        "signed",
+        C.MALFORMED_PAYLOAD,
+        C.ACCOUNT_LIMIT_EXCEEDED,
+        C.PAYOUT_ID_REUSED,
+        C.NONCE_REUSED,
+        "signed",
+        C.GLOBAL_LIMIT_EXCEEDED,
+        "signed",
+    ]
+    signed = [a for a in answers if not isinstance(a, C.Refusal) and a.outcome == "signed"]
+    assert signed[0].signature == signed[2].signature
+    assert P.recover(payout_of(first), str(signed[0].signature)) == c.signer.address
+    assert c.metrics.signed.labels(str(CHAIN_ID))._value.get() == 2
+    assert c.metrics.repeated.labels("signed")._value.get() == 1
+    # The limit window is the store's: a fresh process on the same store refuses alike.
+    again = make(store_url, tmp_path, Clock())
+    await again.start()
+    repeat = await again.cosign_many([docs[6], body(66, BOB.request("300", DEST, 66))])
+    assert [a.code for a in repeat] == [
+        C.GLOBAL_LIMIT_EXCEEDED,
+        None,
+    ]
+    await again.engine.dispose()
+    await c.engine.dispose()
+
+
+async def test_a_batch_that_does_not_commit_signs_nothing_and_counts_nothing(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A store failure part-way (writing the answer, after the payout was recorded and
+    added to the limit window) refuses the whole batch with STORE_UNAVAILABLE; what it
+    added to the window is dropped, so a payout that fits without it still fits."""
+    from sqlalchemy import text
+
+    c = make(store_url, tmp_path, Clock())
+    await c.start()
+    assert (await c.cosign(body(70, ALICE.request("100", DEST, 70)))).outcome == "signed"
+    sqlite = c.engine.dialect.name == "sqlite"
+    async with c.engine.begin() as conn:
+        if sqlite:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON cosign_answers "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON cosign_answers "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    with pytest.raises(C.Refusal) as info:
+        await c.cosign_many([body(71, ALICE.request("800", DEST, 71))])
+    assert info.value.code == C.STORE_UNAVAILABLE
+    async with c.engine.begin() as conn:
+        await conn.execute(
+            text("DROP TRIGGER refuse" if sqlite else "DROP TRIGGER refuse ON cosign_answers")
+        )
+    # 100 signed + 900 = Alice's 1000 USD: fits only if the failed 800 was not counted.
+    answer = await c.cosign(body(72, ALICE.request("900", DEST, 72)))
+    assert answer.outcome == "signed", answer
+    assert c.metrics.signed.labels(str(CHAIN_ID))._value.get() == 2
+    await c.engine.dispose()

@@ -5,6 +5,11 @@ the sender, a health check and the metrics.
   ``{signer, signature}`` or 4xx ``{code, message, details}`` (services/cosigner.py
   lists the codes and what they mean); a wrong or missing token is 401 ``UNAUTHORIZED``
   and nothing is looked at.
+* ``POST /v1/cosign/batch`` (same token): ``{"items": [body, ...]}`` (1 to
+  :data:`MAX_BATCH_ITEMS`) → 200 ``{"answers": [{"status": s, ...}, ...]}``, one per item
+  in order, each what ``/v1/cosign`` would have answered it (``status`` its HTTP status),
+  decided one after the other and committed in one store transaction; a store failure
+  is 503 for the whole batch (nothing signed).
 * ``GET /healthz``: 200 ``{status: "ok", signer, chains}`` once the store answers, else
   503.
 * ``GET /metrics``: Prometheus text (``watcher_cosigner_*``).
@@ -38,7 +43,9 @@ from watcher.services.cosigner import (
 log = logging.getLogger("watcher.cosigner")
 COSIGNER_KEY: web.AppKey[Cosigner] = web.AppKey("cosigner", Cosigner)
 TOKEN_KEY: web.AppKey[str] = web.AppKey("token", str)
-MAX_BODY_BYTES = 16 * 1024
+MAX_BODY_BYTES = 16 * 1024  # one payload
+MAX_BATCH_ITEMS = 128
+MAX_BATCH_BYTES = MAX_BATCH_ITEMS * MAX_BODY_BYTES
 #: py_ecc (imported with eth_account) raises the recursion limit for its own use; the
 #: JSON decoder recurses per level of its input (see watcher/app.py).
 RECURSION_LIMIT = 5_000
@@ -80,7 +87,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
-async def cosign(request: web.Request) -> web.Response:
+def _authorized(request: web.Request) -> Cosigner:
     cosigner = request.app[COSIGNER_KEY]
     expected = request.app[TOKEN_KEY]
     given = request.headers.get("Authorization", "")
@@ -91,14 +98,51 @@ async def cosign(request: web.Request) -> web.Response:
         cosigner.metrics.unauthorized.inc()
         log.warning("unauthorized request from %s", request.remote)
         raise Refusal(UNAUTHORIZED, "a valid bearer token is required")
+    return cosigner
+
+
+async def _json_body(request: web.Request, limit: int) -> Any:
     raw = await request.read()
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
     try:
         check_json_depth(raw)
-        body = json.loads(raw)
+        return json.loads(raw)
     except (InputError, ValueError, RecursionError):
         raise Refusal(MALFORMED_PAYLOAD, "the body is not JSON (or nested too deep)") from None
+
+
+async def cosign(request: web.Request) -> web.Response:
+    cosigner = _authorized(request)
+    body = await _json_body(request, MAX_BODY_BYTES)
     answer = await cosigner.cosign(body)
     return _json(answer.body(), answer.status)
+
+
+async def cosign_batch(request: web.Request) -> web.Response:
+    cosigner = _authorized(request)
+    body = await _json_body(request, MAX_BATCH_BYTES)
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise Refusal(
+            MALFORMED_PAYLOAD,
+            f'the body must be {{"items": [...]}} with 1 to {MAX_BATCH_ITEMS} payloads',
+        )
+    answers = await cosigner.cosign_many(items)
+    out: list[dict[str, Any]] = []
+    for answer in answers:
+        if isinstance(answer, Refusal):
+            out.append(
+                {
+                    "status": answer.status,
+                    "code": answer.code,
+                    "message": answer.message,
+                    "details": answer.details,
+                }
+            )
+        else:
+            out.append({"status": answer.status, **answer.body()})
+    return _json({"answers": out})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -127,10 +171,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(cosigner: Cosigner, token: str) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BATCH_BYTES)
     app[COSIGNER_KEY] = cosigner
     app[TOKEN_KEY] = token
     app.router.add_post("/v1/cosign", cosign)
+    app.router.add_post("/v1/cosign/batch", cosign_batch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

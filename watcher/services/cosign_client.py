@@ -7,7 +7,8 @@ as its address and the amount as the base units written in the token's decimals.
 user's signature covers (account, token address, amount in base units, destination,
 nonce, deadline), so this verifies exactly as the body the user sent did.
 
-:func:`ask` answers one of:
+:func:`ask` answers one of (:func:`ask_many`, one request for several payouts through
+``/v1/cosign/batch``, one of them per payout):
 
 * :class:`CoSignature`: 200, and the signature recovers to the signer the co-signer
   named (and to ``expected_signer`` when given) over this payout's digest;
@@ -18,6 +19,7 @@ nonce, deadline), so this verifies exactly as the body the user sent did.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +102,58 @@ async def ask(
     expected_signer: str | None = None,
 ) -> CoSignAnswer:
     """Ask the co-signer at ``url`` (its base URL) for its signature of ``payout``."""
-    endpoint = url.rstrip("/") + "/v1/cosign"
+    got = await _post(http, url.rstrip("/") + "/v1/cosign", token, body, timeout_s)
+    if isinstance(got, CoSignUnavailable):
+        return CoSignUnavailable(url, got.reason)
+    status, doc = got
+    if doc is None:
+        return CoSignUnavailable(url, f"HTTP {status} without a JSON object")
+    return classify(url, status, doc, payout, expected_signer)
+
+
+class BatchUnsupported(Exception):
+    """The co-signer has no ``/v1/cosign/batch`` (404/405: an older version)."""
+
+
+async def ask_many(
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    items: Sequence[tuple[Payout, dict[str, Any]]],
+    *,
+    timeout_s: float = 5.0,
+) -> list[CoSignAnswer]:
+    """Ask the co-signer at ``url`` for several payouts in one request
+    (``POST /v1/cosign/batch``); one answer per item, in order, classified as
+    :func:`ask` does. A failed request makes every item :class:`CoSignUnavailable`.
+    Raises :class:`BatchUnsupported` when the co-signer lacks the endpoint."""
+    body = {"items": [b for _, b in items]}
+    got = await _post(http, url.rstrip("/") + "/v1/cosign/batch", token, body, timeout_s)
+    if isinstance(got, CoSignUnavailable):
+        return [CoSignUnavailable(url, got.reason)] * len(items)
+    status, doc = got
+    if status in (404, 405):
+        raise BatchUnsupported(url)
+    if doc is None:
+        return [CoSignUnavailable(url, f"HTTP {status} without a JSON object")] * len(items)
+    if status != 200:
+        return [classify(url, status, doc, p, None) for p, _ in items]
+    answers = doc.get("answers")
+    if not isinstance(answers, list) or len(answers) != len(items):
+        return [CoSignUnavailable(url, "batch answer without one answer per item")] * len(items)
+    out: list[CoSignAnswer] = []
+    for (payout, _), answer in zip(items, answers, strict=True):
+        if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
+            out.append(CoSignUnavailable(url, "batch answer item without a status"))
+            continue
+        out.append(classify(url, answer["status"], answer, payout, None))
+    return out
+
+
+async def _post(
+    http: aiohttp.ClientSession, endpoint: str, token: str, body: Any, timeout_s: float
+) -> tuple[int, dict[str, Any] | None] | CoSignUnavailable:
+    """The answer's status and JSON object (None when the body is not one)."""
     try:
         async with http.post(
             endpoint,
@@ -112,11 +165,21 @@ async def ask(
             try:
                 doc = await resp.json(content_type=None)
             except ValueError:
-                return CoSignUnavailable(url, f"HTTP {status} without a JSON body")
+                doc = None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return CoSignUnavailable(url, type(exc).__name__)
-    if not isinstance(doc, dict):
-        return CoSignUnavailable(url, f"HTTP {status}: the body is not an object")
+        return CoSignUnavailable(endpoint, type(exc).__name__)
+    return status, doc if isinstance(doc, dict) else None
+
+
+def classify(
+    url: str,
+    status: int,
+    doc: Mapping[str, Any],
+    payout: Payout,
+    expected_signer: str | None,
+) -> CoSignAnswer:
+    """One answer (HTTP status and JSON object) for ``payout``, checked: a signature
+    counts only if it recovers to the signer named (and ``expected_signer``)."""
     if status == 200:
         signer, signature = doc.get("signer"), doc.get("signature")
         if not isinstance(signer, str) or not isinstance(signature, str):

@@ -45,7 +45,7 @@ import re
 import time
 import tomllib
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
@@ -446,6 +446,16 @@ class _Checked:
         )
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """One payload's answer in a batch, and how it came to be (for the log)."""
+
+    answer: store.Answer
+    prior: store.Answer | None  # answered before: this is that answer again
+    refusal: Refusal | None
+    checked: _Checked | None
+
+
 class Cosigner:
     def __init__(
         self,
@@ -471,57 +481,37 @@ class Cosigner:
         """The answer to one request body: a signature, or a refusal (stored unless it is
         about the body's shape). Raises :class:`Refusal` for a malformed body or
         ``STORE_UNAVAILABLE``."""
-        payload = parse_payload(body)
-        key = payload.hash()
-        p = payload.payout
-        refusal: Refusal | None = None
-        checked: _Checked | None = None
+        (answer,) = await self.cosign_many([body])
+        if isinstance(answer, Refusal):
+            raise answer
+        return answer
+
+    async def cosign_many(self, bodies: Sequence[Any]) -> list[store.Answer | Refusal]:
+        """The answers to several request bodies, in order, decided one after the other
+        as if each came alone (a later one sees what an earlier one signed: its limits,
+        its (account, nonce) and id) and committed together in one store transaction.
+        A malformed body gets its :class:`Refusal` (not stored) in its place; a store
+        failure refuses them all (raises ``STORE_UNAVAILABLE``): nothing was signed."""
+        parsed: list[CosignPayload | Refusal] = []
+        for body in bodies:
+            try:
+                parsed.append(parse_payload(body))
+            except Refusal as exc:
+                parsed.append(exc)
+        done: list[_Decided] = []
         try:
             async with self._lock:
-                async with self.engine.begin() as conn:
-                    prior = await store.find_answer(conn, key)
-                    if prior is not None:
-                        answer = prior
-                    else:
-                        now = self.clock()
-                        try:
-                            checked = await self._check(conn, payload, now)
-                        except Refusal as exc:
-                            refusal = exc
-                            answer = store.Answer(
-                                "refused",
-                                exc.status,
-                                exc.code,
-                                exc.message,
-                                dict(exc.details),
-                                None,
-                                None,
-                            )
-                        else:
-                            answer = store.Answer(
-                                "signed",
-                                200,
-                                None,
-                                None,
-                                {},
-                                self.signer.address,
-                                self.signer.sign(checked.payout),
-                            )
-                            if checked.first:
-                                await store.put_payout(conn, checked.record(now))
-                        await store.put_answer(
-                            conn,
-                            key,
-                            chain_id=p.chain_id,
-                            vault=p.vault,
-                            payout_id=p.id,
-                            answer=answer,
-                            at=now,
-                        )
-                # Committed, and still under the lock: the next decision sees it.
-                if checked is not None and checked.first and self._window is not None:
-                    record = checked.record(now)
-                    self._window.add(record, self._usd(p.chain_id, p.token, p.amount))
+                try:
+                    async with self.engine.begin() as conn:
+                        for payload in parsed:
+                            if not isinstance(payload, Refusal):
+                                done.append(await self._decide(conn, payload))
+                except BaseException:
+                    # Nothing of this batch was committed, but it may have added to the
+                    # limit window (the payload that failed too): the window is read
+                    # back from the store next time.
+                    self._window = None
+                    raise
         except Refusal:
             raise
         except Exception as exc:
@@ -531,20 +521,72 @@ class Cosigner:
                 raise
             log.warning("store unavailable: %s", type(exc).__name__)
             raise Refusal(STORE_UNAVAILABLE, "the co-signer's store failed; retry") from None
-        # Committed: only now is the answer logged, counted and given out.
+        # Committed: only now are the answers logged, counted and given out.
+        out: list[store.Answer | Refusal] = []
+        decided = iter(done)
+        for payload in parsed:
+            if isinstance(payload, Refusal):
+                out.append(payload)
+                continue
+            d = next(decided)
+            self._report(payload, d)
+            out.append(d.answer)
+        return out
+
+    async def _decide(self, conn: Any, payload: CosignPayload) -> _Decided:
+        """One payload's answer inside the batch's transaction (under the lock)."""
+        p = payload.payout
+        prior = await store.find_answer(conn, payload.hash())
         if prior is not None:
-            self.metrics.repeated.labels(prior.outcome).inc()
+            return _Decided(prior, prior, None, None)
+        now = self.clock()
+        refusal: Refusal | None = None
+        checked: _Checked | None = None
+        try:
+            checked = await self._check(conn, payload, now)
+        except Refusal as exc:
+            refusal = exc
+            answer = store.Answer(
+                "refused", exc.status, exc.code, exc.message, dict(exc.details), None, None
+            )
+        else:
+            answer = store.Answer(
+                "signed", 200, None, None, {}, self.signer.address, self.signer.sign(checked.payout)
+            )
+            if checked.first:
+                record = checked.record(now)
+                await store.put_payout(conn, record)
+                if self._window is not None:
+                    # The next payload of the batch is checked against it (dropped
+                    # with the window if the batch does not commit).
+                    self._window.add(record, self._usd(p.chain_id, p.token, p.amount))
+        await store.put_answer(
+            conn,
+            payload.hash(),
+            chain_id=p.chain_id,
+            vault=p.vault,
+            payout_id=p.id,
+            answer=answer,
+            at=now,
+        )
+        return _Decided(answer, None, refusal, checked)
+
+    def _report(self, payload: CosignPayload, d: _Decided) -> None:
+        p = payload.payout
+        if d.prior is not None:
+            self.metrics.repeated.labels(d.prior.outcome).inc()
             log.info(
                 "answered again chain=%d vault=%s id=%d outcome=%s%s",
                 p.chain_id,
                 p.vault,
                 p.id,
-                prior.outcome,
-                f" reason={prior.code}" if prior.code else "",
+                d.prior.outcome,
+                f" reason={d.prior.code}" if d.prior.code else "",
             )
-        elif refusal is not None:
-            self._log_refusal(payload, refusal)
-        elif checked is not None:
+        elif d.refusal is not None:
+            self._log_refusal(payload, d.refusal)
+        elif d.checked is not None:
+            checked = d.checked
             self.metrics.signed.labels(str(p.chain_id)).inc()
             log.info(
                 "cosigned chain=%d vault=%s id=%d account=%s nonce=%d token=%s to=%s "
@@ -561,7 +603,6 @@ class Cosigner:
                 self.signer.address,
                 "" if checked.first else " (again, later deadline)",
             )
-        return answer
 
     def _log_refusal(self, payload: CosignPayload, refusal: Refusal) -> None:
         p, r = payload.payout, payload.request

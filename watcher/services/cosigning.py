@@ -1,6 +1,9 @@
-"""The sender's collection of co-signatures: for each withdrawal about to be signed, ask
-every configured co-signer at once (each with a timeout) for its signature of the payout
-authorization, and decide whether the signatures gathered reach the vault's quorum.
+"""The sender's collection of co-signatures: for the withdrawals about to be signed, ask
+every configured co-signer at once (each with a timeout) for its signature of each payout
+authorization, and decide whether the signatures gathered reach the vault's quorum. A
+co-signer gets the batch's payouts in requests of up to :data:`BATCH_SIZE`
+(``/v1/cosign/batch``: one HTTP round trip and one store transaction for all of them);
+one without that endpoint (an older version) is asked one payout per request.
 
 The quorum is the vault's own rule over its on-chain validator set (read from
 ``validators()`` by the sender before each batch): the signers' power ``signed`` must
@@ -33,10 +36,13 @@ import aiohttp
 
 from watcher.chain.payout import Payout, sort_signatures
 from watcher.services.cosign_client import (
+    BatchUnsupported,
+    CoSignAnswer,
     CoSignature,
     CoSignRefused,
     CoSignUnavailable,
     ask,
+    ask_many,
     cosign_body,
 )
 
@@ -45,8 +51,11 @@ QUORUM_PREFIX = "cosign_quorum"
 REFUSED_PREFIX = "cosign_refused"
 PAUSED_PREFIX = "vault_paused"
 
-#: Requests to co-signers in flight at once (all co-signers together).
+#: Requests to co-signers in flight at once (all co-signers together), for co-signers
+#: asked one payout per request.
 CONCURRENCY = 64
+#: Payouts per batch request (the co-signer's own maximum is 128).
+BATCH_SIZE = 64
 
 
 class CosignRequest:
@@ -178,6 +187,7 @@ class Cosigning:
         self.token = token or ""
         self.timeout_s = timeout_s
         self._gate = asyncio.Semaphore(CONCURRENCY)
+        self._single: set[str] = set()  # co-signers without the batch endpoint
 
     async def _ask(
         self, url: str, req: CosignRequest
@@ -187,18 +197,43 @@ class Cosigning:
                 self.http, url, self.token, req.payout, req.body(), timeout_s=self.timeout_s
             )
 
+    async def _ask_all(self, url: str, requests: Sequence[CosignRequest]) -> list[CoSignAnswer]:
+        """Every request's answer from the co-signer at ``url``: batches of
+        :data:`BATCH_SIZE`, one after the other (the co-signer decides one request at a
+        time anyway, so each batch's timeout covers its own work only); one request per
+        payout for a co-signer without the batch endpoint."""
+        if url in self._single:
+            return list(await asyncio.gather(*(self._ask(url, req) for req in requests)))
+        out: list[CoSignAnswer] = []
+        for i in range(0, len(requests), BATCH_SIZE):
+            chunk = requests[i : i + BATCH_SIZE]
+            try:
+                out.extend(
+                    await ask_many(
+                        self.http,
+                        url,
+                        self.token,
+                        [(req.payout, req.body()) for req in chunk],
+                        timeout_s=self.timeout_s,
+                    )
+                )
+            except BatchUnsupported:
+                self._single.add(url)
+                return out + await self._ask_all(url, requests[i:])
+        return out
+
     async def collect(
         self, requests: Sequence[CosignRequest], validators: Mapping[str, int]
     ) -> list[Outcome]:
-        """One outcome per request, in order; all co-signers asked concurrently."""
+        """One outcome per request, in order; the co-signers asked concurrently, each
+        for all the requests in batches."""
         if not self.urls:
             return [
                 Short(f"{QUORUM_PREFIX}: no co-signers configured for this network", False)
                 for _ in requests
             ]
-        asked = [asyncio.gather(*(self._ask(url, req) for url in self.urls)) for req in requests]
-        answers = await asyncio.gather(*asked)
+        per_url = await asyncio.gather(*(self._ask_all(url, requests) for url in self.urls))
         return [
-            decide(a, validators, req.payout.deadline)
-            for a, req in zip(answers, requests, strict=True)
+            decide([answers[i] for answers in per_url], validators, req.payout.deadline)
+            for i, req in enumerate(requests)
         ]
