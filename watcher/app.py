@@ -38,7 +38,12 @@ from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
 from watcher.services.leases import ROLE_MODES, LeaseKeeper, default_replica_id
 from watcher.settings import NetworkConfig, Settings
-from watcher.store.db import SessionFactory, create_engine, session_factory
+from watcher.store.db import (
+    SessionFactory,
+    create_audit_engine,
+    create_engine,
+    session_factory,
+)
 from watcher.store.ledger import dialect_name
 from watcher.store.migrate import upgrade
 from watcher.store.models import Asset, Heartbeat, utcnow
@@ -134,6 +139,21 @@ class App:
     swept: bool = False  # old replicas' heartbeat rows removed (first beat)
     # The intake's batches go before the sender's and tracker's chunks on the loop.
     foreground: Foreground = field(default_factory=Foreground)
+    # Long read-only audits' own SQLite connection (store/db.py create_audit_engine),
+    # made on first use; None until then and on PostgreSQL.
+    audit_engine: AsyncEngine | None = None
+    _audit_sessions: SessionFactory | None = None
+
+    def audit_sessions(self) -> SessionFactory:
+        """Sessions for reads of whole tables that need one snapshot but no lock (the
+        reconciler): a reader connection beside the writer on a SQLite file, the usual
+        sessions elsewhere."""
+        if self._audit_sessions is None:
+            self.audit_engine = create_audit_engine(self.settings.database.url)
+            self._audit_sessions = (
+                self.sessions if self.audit_engine is None else session_factory(self.audit_engine)
+            )
+        return self._audit_sessions
 
     async def close(self) -> None:
         if self.keeper is not None:
@@ -142,6 +162,8 @@ class App:
             await client.close()
         await self.http.close()
         await self.engine.dispose()
+        if self.audit_engine is not None:
+            await self.audit_engine.dispose()
 
 
 def make_client(

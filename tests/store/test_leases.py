@@ -123,8 +123,10 @@ async def test_replicas_migrating_together(db_url: str) -> None:
                 "ix_deposits_account_seen",
                 "ix_withdrawals_account_created",
                 "ix_journal_transactions_account_kind_created",
+                "ix_withdrawals_state_chain_block",
             ):
                 await conn.execute(text(f"DROP INDEX {index}"))
+            await conn.execute(text("CREATE INDEX ix_withdrawals_state ON withdrawals (state)"))
             await conn.execute(text("CREATE INDEX ix_deposits_account ON deposits (account)"))
             await conn.execute(
                 text(
@@ -139,7 +141,7 @@ async def test_replicas_migrating_together(db_url: str) -> None:
             await conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
         await asyncio.gather(*(upgrade(e) for e in engines))
         async with engines[0].connect() as conn:
-            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0010"
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0011"
             assert await conn.scalar(text("SELECT count(*) FROM leases")) == 0
     finally:
         for e in engines:

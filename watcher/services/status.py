@@ -211,9 +211,15 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
                 .group_by(Withdrawal.state)
             )
         ).all()
-        open_withdrawals = list(
-            await s.scalars(select(Withdrawal).where(Withdrawal.state.in_(WITHDRAWAL_LIVE)))
-        )
+        # The pending outflow per (chain, token): plain rows of the live withdrawals
+        # (three columns, no ORM objects to build for what is only summed).
+        open_withdrawals = (
+            await s.execute(
+                select(Withdrawal.chain_id, Withdrawal.token, Withdrawal.amount).where(
+                    Withdrawal.state.in_(WITHDRAWAL_LIVE)
+                )
+            )
+        ).all()
         alarms = await active_alarms(s)
         vault_states = {v.chain_id: v for v in await vaults.all_states(s)}
         recon = list(await s.scalars(select(Reconciliation)))
@@ -451,8 +457,8 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
 
     # Hot wallet and vault balances against the pending outflow
     outflow: dict[tuple[int, str], int] = defaultdict(int)
-    for w in open_withdrawals:
-        outflow[(w.chain_id, w.token)] += w.amount
+    for chain_id, token_address, amount in open_withdrawals:
+        outflow[(chain_id, token_address)] += amount
     hot = hot_wallet_address(settings) or (beat.info.get("hotWallet") if beat else None)
     wallets: list[dict[str, Any]] = []
     if probe:

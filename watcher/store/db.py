@@ -86,6 +86,40 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     )
 
 
+def create_audit_engine(url: str) -> AsyncEngine | None:
+    """A second SQLite connection for long read-only audits (the reconciler's ledger
+    integrity check and dust sum, which read whole tables): ``BEGIN`` (deferred) instead
+    of ``BEGIN IMMEDIATE``, so it reads a WAL snapshot without taking the writer lock,
+    and ``query_only``, so it cannot write. On the single writer connection such an
+    audit held the lock for its whole run (seconds with a million deposits), and every
+    withdrawal request, listener step and lease round waited behind it (issue 22).
+    None where there is nothing to gain: PostgreSQL (its sessions never block each
+    other for reads) and in-memory SQLite (a second connection is another database)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or "mode=memory" in url:
+        return None
+    from watcher.store.sqlite_driver import dbapi
+
+    engine = create_async_engine(url, module=dbapi(), pool_size=1, max_overflow=0, pool_timeout=120)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA query_only=ON")
+        cur.execute("PRAGMA busy_timeout=0")
+        cur.execute("PRAGMA cache_size=-16384")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
 class DatabaseProblem(Exception):
     """The database cannot be read, or has no watcher schema (not the daemon's)."""
 

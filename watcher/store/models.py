@@ -187,7 +187,9 @@ class Withdrawal(Base):
     __tablename__ = "withdrawals"
     __table_args__ = (
         UniqueConstraint("account", "nonce"),
-        Index("ix_withdrawals_state", "state"),
+        # Live states (status, gauges, the sender's queue) and, with the chain and the
+        # block, the reconciler's withdrawals mined above or below its block.
+        Index("ix_withdrawals_state_chain_block", "state", "chain_id", "block_number"),
         # An account's withdrawals newest first (the history page: a seek of ``limit``)
         # and since a time (the intake's daily limit).
         Index("ix_withdrawals_account_created", "account", "created_at", "id"),

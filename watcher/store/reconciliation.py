@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Result, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.amounts import AmountPrecisionError, ledger_to_chain
@@ -71,42 +72,83 @@ async def ledger_view(
         liability_units = -row.amount if row is not None else 0
     liability = _to_chain(liability_units, ledger_precision, token_decimals)
 
-    dust = pending = 0
-    deposits = await session.scalars(
-        select(Deposit).where(
-            Deposit.chain_id == chain_id,
-            Deposit.token == token,
-            Deposit.state.in_([DepositState.CREDITED, DepositState.PENDING]),
+    dust = await credited_dust(session, chain_id=chain_id, token=token)
+    # The rest reads few rows, each an index seek: the deposits still pending (the
+    # confirmation window), the withdrawals mined and still confirming, and those
+    # settled but mined above the block (the blocks since the listener's cursor).
+    d = table_of(Deposit).c
+    pending = _sum(
+        await session.execute(
+            select(d.amount).where(
+                d.state == DepositState.PENDING,
+                d.chain_id == chain_id,
+                d.block_number <= block,
+                d.token == token,
+            )
         )
     )
-    for d in deposits:
-        if d.state == DepositState.CREDITED:
-            dust += d.dust
-        elif d.block_number <= block:
-            pending += d.amount
-
-    settled_after = mined_unsettled = 0
-    withdrawals = await session.scalars(
-        select(Withdrawal).where(
-            Withdrawal.chain_id == chain_id,
-            Withdrawal.token == token,
-            Withdrawal.block_number.is_not(None),
+    w = table_of(Withdrawal).c
+    settled_after = _sum(
+        await session.execute(
+            select(w.amount).where(
+                w.state == WithdrawalState.COMPLETED,
+                w.chain_id == chain_id,
+                w.block_number > block,
+                w.token == token,
+            )
         )
     )
-    for w in withdrawals:
-        assert w.block_number is not None
-        if w.state == WithdrawalState.COMPLETED and w.block_number > block:
-            settled_after += w.amount
-        elif w.state == WithdrawalState.CONFIRMING and w.block_number <= block:
-            mined_unsettled += w.amount
+    mined_unsettled = _sum(
+        await session.execute(
+            select(w.amount).where(
+                w.state == WithdrawalState.CONFIRMING,
+                w.chain_id == chain_id,
+                w.block_number <= block,
+                w.token == token,
+            )
+        )
+    )
     return LedgerView(liability, dust, pending, settled_after, mined_unsettled)
+
+
+#: ids per statement where an audit reads a whole table (dust, the integrity check)
+_CHUNK = 5_000
+
+
+def _sum(rows: Result[Any]) -> int:
+    return sum(int(amount) for (amount,) in rows)
+
+
+async def credited_dust(session: AsyncSession, *, chain_id: int, token: str) -> int:
+    """The sub-precision remainders of every credited deposit of ``token``: they stay in
+    the vault, credited to nobody. It reads every credited deposit of the token (an
+    audit, like :func:`ledger_integrity`), in bounded memory: on PostgreSQL the server
+    sums the exact ``numeric`` column; on SQLite, where amounts are text, the non-zero
+    remainders come back as plain values a range of deposit ids per statement (reading
+    them as ORM objects took a daemon with 1M deposits past a gigabyte; issue 22)."""
+    d = table_of(Deposit).c
+    wanted = (d.chain_id == chain_id, d.token == token, d.state == DepositState.CREDITED)
+    if dialect_name(session) == "postgresql":
+        total: Any = await session.scalar(select(func.coalesce(func.sum(d.dust), 0)).where(*wanted))
+        return int(total or 0)
+    highest = int(await session.scalar(select(func.max(d.id))) or 0)
+    page = select(d.dust).where(
+        d.id > bindparam("lo"), d.id <= bindparam("hi"), *wanted, d.dust != 0
+    )
+    dust = 0
+    for lo in range(0, highest, _CHUNK):
+        dust += _sum(await session.execute(page, {"lo": lo, "hi": lo + _CHUNK}))
+        await asyncio.sleep(0)
+    return dust
 
 
 async def consistent_reads(session: AsyncSession) -> None:
     """Make the session's reads one snapshot. On PostgreSQL (READ COMMITTED by default
     each statement sees the latest commits, so a journal read and a balance read a moment
     later could disagree) the transaction is REPEATABLE READ; on SQLite every transaction
-    already is one (``BEGIN IMMEDIATE``). Call before the session's first statement."""
+    already is one (``BEGIN IMMEDIATE`` on the writer connection; the audit reader's
+    deferred ``BEGIN`` reads one WAL snapshot from its first statement to its end).
+    Call before the session's first statement."""
     if dialect_name(session) == "postgresql" and not session.in_transaction():
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
@@ -136,9 +178,6 @@ def _to_chain(units: int, precision: int, decimals: int) -> int:
         return units // scale
 
 
-_INTEGRITY_CHUNK = 5_000  # transaction (account) ids per statement of the integrity check
-
-
 @dataclass(frozen=True)
 class IntegrityProblem:
     what: str
@@ -162,10 +201,10 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
         .where(e.transaction_id > bindparam("lo"), e.transaction_id <= bindparam("hi"))
         .order_by(e.transaction_id)
     )
-    for lo in range(0, highest, _INTEGRITY_CHUNK):
+    for lo in range(0, highest, _CHUNK):
         per_tx: dict[tuple[int, str], int] = defaultdict(int)
         for tx_id, asset, account_id, wallet, amount in await session.execute(
-            page, {"lo": lo, "hi": lo + _INTEGRITY_CHUNK}
+            page, {"lo": lo, "hi": lo + _CHUNK}
         ):
             sums[(account_id, asset, wallet)] += amount
             per_tx[(tx_id, asset)] += amount
@@ -183,9 +222,9 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
     balances = select(b.account_id, b.asset, b.wallet, b.amount).where(
         b.account_id > bindparam("lo"), b.account_id <= bindparam("hi")
     )
-    for lo in range(0, last, _INTEGRITY_CHUNK):
+    for lo in range(0, last, _CHUNK):
         for account_id, asset, wallet, amount in await session.execute(
-            balances, {"lo": lo, "hi": lo + _INTEGRITY_CHUNK}
+            balances, {"lo": lo, "hi": lo + _CHUNK}
         ):
             key = (account_id, asset, wallet)
             seen.add(key)
