@@ -434,6 +434,19 @@ async def daemon_phase(
             t += rng.expovariate(OPEN_RATE)
             offsets.append(t)
         latencies: list[float] = []
+        # BENCH_PYSPY=DIR: py-spy samples the daemon over the open loop (and 2 s more);
+        # raw stacks in DIR/scale-<side>.txt (`py-spy` in the venv; not a dependency).
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):
+            out = Path(os.environ["BENCH_PYSPY"]) / f"scale-{side.name}.txt"
+            seconds = int(len(offsets) and offsets[-1]) + 3
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"),
+                *("record", "-p", str(proc.pid), "-r", "200", "-f", "raw", "--nonblocking"),
+                *("-d", str(seconds), "-o", str(out)),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         connector = aiohttp.TCPConnector(limit=OPEN_CONNECTIONS)
         async with aiohttp.ClientSession(connector=connector) as http:
             begin = time.perf_counter() + 0.05
@@ -447,6 +460,8 @@ async def daemon_phase(
             await asyncio.gather(
                 *(one(b, begin + o) for b, o in zip(bodies[WARMUP:], offsets, strict=True))
             )
+            if spy is not None:
+                await spy.wait()
             side.results["intake_p99"] = wbench.pct(latencies, 99) * 1000
             side.results["intake_p50"] = median_ms(latencies)
             await asyncio.sleep(1.0)  # the sender's and tracker's work of the burst

@@ -100,16 +100,20 @@ def create_audit_engine(url: str) -> AsyncEngine | None:
     database = make_url(url).database
     if not database or database == ":memory:" or "mode=memory" in url:
         return None
-    from watcher.store.sqlite_driver import dbapi
-
-    engine = create_async_engine(url, module=dbapi(), pool_size=1, max_overflow=0, pool_timeout=120)
+    # Plain aiosqlite, not the writer's inline driver: each statement runs in
+    # aiosqlite's worker thread, and SQLite releases the GIL while it reads, so the
+    # event loop keeps serving while an audit's range is read (inline, a range of
+    # 5,000 rows held the loop for milliseconds at a time). A lock wait (rare for a
+    # WAL reader) sleeps in that thread too.
+    engine = create_async_engine(
+        url, pool_size=1, max_overflow=0, pool_timeout=120, connect_args={"timeout": 30}
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA query_only=ON")
-        cur.execute("PRAGMA busy_timeout=0")
         cur.execute("PRAGMA cache_size=-16384")
         cur.close()
 
