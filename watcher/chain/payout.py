@@ -31,11 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
 import coincurve
-from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -100,22 +100,36 @@ def domain_separator(chain_id: int, vault: str) -> bytes:
     return eip712_domain_separator(chain_id, vault, PAYOUT_DOMAIN_NAME, PAYOUT_DOMAIN_VERSION)
 
 
+def _word_uint(value: int) -> bytes:
+    # ``OverflowError`` for a negative value or one above uint256, as the ABI encoder.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"not an integer: {value!r}")
+    return value.to_bytes(32, "big")
+
+
+def _word_address(value: str) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x"))  # ValueError for a non-hex digit
+    if len(raw) != 20:
+        raise ValueError(f"not a 20-byte address: {value!r}")
+    return bytes(12) + raw
+
+
 def struct_hash(payout: Payout) -> bytes:
+    """``keccak256(abi.encode(PAYOUT_TYPEHASH, id, token, to, amount, deadline))``: six
+    static words, encoded here directly (the generic ABI encoder and two EIP-55
+    checksums cost more than the rest of the co-signer's check; tests/unit/
+    test_payout_digest.py compares with eth_account on random payouts)."""
     return keccak(
-        abi_encode(
-            ["bytes32", "uint256", "address", "address", "uint256", "uint256"],
-            [
-                PAYOUT_TYPEHASH,
-                payout.id,
-                to_checksum_address(payout.token),
-                to_checksum_address(payout.to),
-                payout.amount,
-                payout.deadline,
-            ],
-        )
+        PAYOUT_TYPEHASH
+        + _word_uint(payout.id)
+        + _word_address(payout.token)
+        + _word_address(payout.to)
+        + _word_uint(payout.amount)
+        + _word_uint(payout.deadline)
     )
 
 
+@lru_cache(maxsize=4096)  # the sender checks each co-signer's answer against it
 def digest(payout: Payout) -> bytes:
     """The 32-byte EIP-712 hash the validators sign. ``ValueError``/``OverflowError``
     from the ABI encoder for a value out of range (a negative or > uint256 integer)."""
