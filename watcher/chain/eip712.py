@@ -37,6 +37,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from watcher.domain.errors import unauthorized
+from watcher.domain.parsing import checksum_address
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
@@ -203,7 +204,8 @@ def recover_signer(digest32: bytes, signature: bytes) -> bytes:
 
 def recover_address(digest32: bytes, signature: bytes) -> str:
     """:func:`recover_signer` as a checksummed address."""
-    return str(to_checksum_address(recover_signer(digest32, signature)))
+    # The memoized EIP-55 form: the same few signers (validators, active users) recur.
+    return checksum_address(recover_signer(digest32, signature).hex())
 
 
 def signable(
