@@ -19,6 +19,7 @@ nonce, deadline), so this verifies exactly as the body the user sent did.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,10 @@ class BatchUnsupported(Exception):
     """The co-signer has no ``/v1/cosign/batch`` (404/405: an older version)."""
 
 
+#: Answers classified between two turns of the event loop.
+CLASSIFY_SLICE = 8
+
+
 async def ask_many(
     http: aiohttp.ClientSession,
     url: str,
@@ -142,7 +147,11 @@ async def ask_many(
     if not isinstance(answers, list) or len(answers) != len(items):
         return [CoSignUnavailable(url, "batch answer without one answer per item")] * len(items)
     out: list[CoSignAnswer] = []
-    for (payout, _), answer in zip(items, answers, strict=True):
+    for n, ((payout, _), answer) in enumerate(zip(items, answers, strict=True)):
+        if n % CLASSIFY_SLICE == CLASSIFY_SLICE - 1:
+            # Each signature is recovered (~0.15 ms): a batch of 64 held the loop for
+            # ~10 ms; let the intake's requests waiting on the loop through.
+            await asyncio.sleep(0)
         if not isinstance(answer, dict) or not isinstance(answer.get("status"), int):
             out.append(CoSignUnavailable(url, "batch answer item without a status"))
             continue
