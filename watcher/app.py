@@ -144,6 +144,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     _audit_sessions: SessionFactory | None = None
 
+    @property
     def audit_sessions(self) -> SessionFactory:
         """Sessions for reads of whole tables that need one snapshot but no lock (the
         reconciler): a reader connection beside the writer on a SQLite file, the usual

@@ -4,12 +4,11 @@ whatever the number of id ranges the dust sum reads, other tokens and chains lef
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import select
 
 from tests.store.test_deposits_store import ASSETS, CHAIN, NETWORK, USDT, dep
+from tests.store.test_query_plans import withdrawal as plan_withdrawal
 from watcher.chain.logs import ZERO_ADDRESS
 from watcher.store import deposits, ledger
 from watcher.store import reconciliation as rec
@@ -22,28 +21,11 @@ USER = "0x" + "11" * 20
 def withdrawal(
     wid: int, state: str, block: int | None, amount: int, *, account_id: int, chain: int = CHAIN
 ) -> Withdrawal:
-    now = datetime.now(UTC)
-    return Withdrawal(
-        id=wid,
-        account=USER,
-        account_id=account_id,
-        chain_id=chain,
-        token=USDT,
-        asset="USDT",
-        destination="0x" + "22" * 20,
-        amount=amount,
-        fee=0,
-        ledger_amount=amount // 10**10,
-        nonce=wid,
-        deadline=2**40,
-        signature="0x",
-        request_digest="0x" + "33" * 32,
-        state=state,
-        block_number=block,
-        confirmations=0,
-        created_at=now,
-        updated_at=now,
-    )
+    """The plan test's withdrawal row, of USDT, mined in ``block`` on ``chain``."""
+    row = plan_withdrawal(wid, USER, account_id, wid, state)
+    row.chain_id, row.token, row.block_number = chain, USDT, block
+    row.amount, row.ledger_amount = amount, amount // 10**10
+    return row
 
 
 @pytest.mark.asyncio

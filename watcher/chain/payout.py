@@ -131,8 +131,9 @@ def struct_hash(payout: Payout) -> bytes:
 
 @lru_cache(maxsize=4096)  # the sender checks each co-signer's answer against it
 def digest(payout: Payout) -> bytes:
-    """The 32-byte EIP-712 hash the validators sign. ``ValueError``/``OverflowError``
-    from the ABI encoder for a value out of range (a negative or > uint256 integer)."""
+    """The 32-byte EIP-712 hash the validators sign. ``OverflowError`` for an integer
+    out of range (negative or above uint256), ``ValueError`` for a value that is not an
+    integer or an address that is not 20 bytes of hex."""
     return keccak(
         b"\x19\x01" + domain_separator(payout.chain_id, payout.vault) + struct_hash(payout)
     )

@@ -170,7 +170,7 @@ async def _compare_at(app: App, network: NetworkConfig, block: int) -> NetworkRe
     for asset, token, decimals in vault_assets(network):
         onchain = await _onchain_balance(app, network, token, block)
         precision = app.settings.assets[asset].precision
-        async with app.audit_sessions()() as s:
+        async with app.audit_sessions() as s:
             await consistent_reads(s)
             view = await ledger_view(
                 s,
@@ -205,7 +205,7 @@ async def reconcile(app: App, network_name: str | None = None) -> Report:
         n for n in app.settings.enabled_networks if network_name is None or n.name == network_name
     ]
     results = [await reconcile_network(app, n) for n in networks]
-    async with app.audit_sessions()() as s:
+    async with app.audit_sessions() as s:
         await consistent_reads(s)
         problems = await ledger_integrity(s)
     report = Report(results, problems)

@@ -52,25 +52,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             pool_timeout=120,
         )
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not the driver, emit BEGIN (so it can be IMMEDIATE).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=0")
-            # 16 MiB of page cache (default 2 MiB): a backfill step writes ~80,000 rows
-            # and their index entries in one transaction; with the default cache SQLite
-            # spills dirty pages to the WAL mid-transaction and reads them back.
-            cur.execute("PRAGMA cache_size=-16384")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        _sqlite_session_setup(
+            engine,
+            (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA foreign_keys=ON",
+                "PRAGMA busy_timeout=0",
+            ),
+            begin="BEGIN IMMEDIATE",
+        )
         return engine
     return create_async_engine(
         url,
@@ -109,19 +100,30 @@ def create_audit_engine(url: str) -> AsyncEngine | None:
         url, pool_size=1, max_overflow=0, pool_timeout=120, connect_args={"timeout": 30}
     )
 
+    _sqlite_session_setup(engine, ("PRAGMA query_only=ON",), begin="BEGIN")
+    return engine
+
+
+def _sqlite_session_setup(engine: AsyncEngine, pragmas: tuple[str, ...], *, begin: str) -> None:
+    """Each new SQLite connection of ``engine`` runs ``pragmas`` and gets 16 MiB of page
+    cache; SQLAlchemy, not the driver, emits ``begin`` at each transaction's start (the
+    writer's ``BEGIN IMMEDIATE``, the audit reader's deferred ``BEGIN``)."""
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
+        dbapi_conn.isolation_level = None  # no implicit BEGIN from the driver
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA query_only=ON")
+        for pragma in pragmas:
+            cur.execute(pragma)
+        # 16 MiB of page cache (default 2 MiB): a backfill step writes ~80,000 rows
+        # and their index entries in one transaction; with the default cache SQLite
+        # spills dirty pages to the WAL mid-transaction and reads them back.
         cur.execute("PRAGMA cache_size=-16384")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
+        conn.exec_driver_sql(begin)
 
 
 class DatabaseProblem(Exception):

@@ -76,37 +76,30 @@ async def ledger_view(
     # The rest reads few rows, each an index seek: the deposits still pending (the
     # confirmation window), the withdrawals mined and still confirming, and those
     # settled but mined above the block (the blocks since the listener's cursor).
-    d = table_of(Deposit).c
-    pending = _sum(
-        await session.execute(
-            select(d.amount).where(
-                d.state == DepositState.PENDING,
-                d.chain_id == chain_id,
-                d.block_number <= block,
-                d.token == token,
-            )
-        )
+    d, w = table_of(Deposit).c, table_of(Withdrawal).c
+    pending = await _total(
+        session,
+        d.amount,
+        d.state == DepositState.PENDING,
+        d.chain_id == chain_id,
+        d.block_number <= block,
+        d.token == token,
     )
-    w = table_of(Withdrawal).c
-    settled_after = _sum(
-        await session.execute(
-            select(w.amount).where(
-                w.state == WithdrawalState.COMPLETED,
-                w.chain_id == chain_id,
-                w.block_number > block,
-                w.token == token,
-            )
-        )
+    settled_after = await _total(
+        session,
+        w.amount,
+        w.state == WithdrawalState.COMPLETED,
+        w.chain_id == chain_id,
+        w.block_number > block,
+        w.token == token,
     )
-    mined_unsettled = _sum(
-        await session.execute(
-            select(w.amount).where(
-                w.state == WithdrawalState.CONFIRMING,
-                w.chain_id == chain_id,
-                w.block_number <= block,
-                w.token == token,
-            )
-        )
+    mined_unsettled = await _total(
+        session,
+        w.amount,
+        w.state == WithdrawalState.CONFIRMING,
+        w.chain_id == chain_id,
+        w.block_number <= block,
+        w.token == token,
     )
     return LedgerView(liability, dust, pending, settled_after, mined_unsettled)
 
@@ -117,6 +110,12 @@ _CHUNK = 5_000
 
 def _sum(rows: Result[Any]) -> int:
     return sum(int(amount) for (amount,) in rows)
+
+
+async def _total(session: AsyncSession, amount: Any, *where: Any) -> int:
+    """The exact sum of an amount column over the rows ``where`` selects (summed here:
+    SQLite keeps amounts as text)."""
+    return _sum(await session.execute(select(amount).where(*where)))
 
 
 async def credited_dust(session: AsyncSession, *, chain_id: int, token: str) -> int:
