@@ -29,7 +29,7 @@ from watcher.domain.amounts import AmountPrecisionError, ledger_to_chain
 from watcher.domain.journal import CROSS, vault_account
 from watcher.domain.states import DepositState, WithdrawalState
 from watcher.store.ledger import dialect_name, find_account
-from watcher.store.models import Balance, Deposit, JournalEntry, Withdrawal, table_of
+from watcher.store.models import Account, Balance, Deposit, JournalEntry, Withdrawal, table_of
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ async def ledger_view(
 
 #: ids per statement where an audit reads a whole table (dust, the integrity check)
 _CHUNK = 5_000
+#: ids per statement where the server sums (PostgreSQL): only problems come back
+_SERVER_CHUNK = 50_000
 
 
 def _sum(rows: Result[Any]) -> int:
@@ -185,7 +187,107 @@ class IntegrityProblem:
 
 async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
     """Every balance equals the sum of its journal entries; every journal transaction
-    sums to zero per asset. A tampered row breaks one or the other."""
+    sums to zero per asset. A tampered row breaks one or the other.
+
+    It reads the whole journal. On PostgreSQL the server does the sums (exact
+    ``numeric``) and sends back only the problems (:func:`_integrity_on_server`); on
+    SQLite, where amounts are text that SQLite cannot sum exactly, the entries come
+    back as plain values a range at a time and are summed here
+    (:func:`_integrity_by_rows`)."""
+    if dialect_name(session) == "postgresql":
+        return await _integrity_on_server(session)
+    return await _integrity_by_rows(session)
+
+
+def _unbalanced(tx_id: int, asset: str, total: int) -> IntegrityProblem:
+    return IntegrityProblem("unbalanced_transaction", f"journal tx {tx_id} {asset}: {total}")
+
+
+def _mismatch(
+    account_id: int, asset: str, wallet: str, amount: int, total: int
+) -> IntegrityProblem:
+    return IntegrityProblem(
+        "balance_mismatch",
+        f"account {account_id} {asset}/{wallet}: balance {amount} != journal {total}",
+    )
+
+
+def _missing(account_id: int, asset: str, wallet: str, total: int) -> IntegrityProblem:
+    return IntegrityProblem("balance_missing", f"account {account_id} {asset}/{wallet}: {total}")
+
+
+async def _integrity_on_server(session: AsyncSession) -> list[IntegrityProblem]:
+    """:func:`ledger_integrity` with PostgreSQL doing the per-row work: per range of
+    transaction ids, the (transaction, asset) groups whose entries do not sum to zero;
+    per range of account ids, the balances that differ from their entries' sum (a full
+    join, so a sum with no balance row is found too). Only problems cross the wire: on a
+    1M-deposit ledger the per-row version kept the daemon's event loop busy for seconds
+    (2.8M entries decoded and summed in Python) and the withdrawal intake's p99 rose
+    from ~0.3 to 2.7-10.9 s while it ran (issue 22)."""
+    problems: list[IntegrityProblem] = []
+    e = table_of(JournalEntry).c
+    lo: Any = bindparam("lo")
+    hi: Any = bindparam("hi")
+    total = func.sum(e.amount)
+    unbalanced = (
+        select(e.transaction_id, e.asset, total)
+        .where(e.transaction_id > lo, e.transaction_id <= hi)
+        .group_by(e.transaction_id, e.asset)
+        .having(total != 0)
+        .order_by(e.transaction_id, e.asset)
+    )
+    highest = int(await session.scalar(select(func.max(e.transaction_id))) or 0)
+    for start in range(0, highest, _SERVER_CHUNK):
+        for tx_id, asset, amount in await session.execute(
+            unbalanced, {"lo": start, "hi": start + _SERVER_CHUNK}
+        ):
+            problems.append(_unbalanced(tx_id, asset, amount))
+    b = table_of(Balance).c
+    sums = (
+        select(e.account_id, e.asset, e.wallet, func.sum(e.amount).label("total"))
+        .where(e.account_id > lo, e.account_id <= hi)
+        .group_by(e.account_id, e.asset, e.wallet)
+        .subquery()
+    )
+    held = select(b.account_id, b.asset, b.wallet, b.amount).where(
+        b.account_id > lo, b.account_id <= hi
+    )
+    bal = held.subquery()
+    same = (
+        (bal.c.account_id == sums.c.account_id)
+        & (bal.c.asset == sums.c.asset)
+        & (bal.c.wallet == sums.c.wallet)
+    )
+    journal = func.coalesce(sums.c.total, 0)
+    differing = (
+        select(
+            func.coalesce(bal.c.account_id, sums.c.account_id).label("account_id"),
+            func.coalesce(bal.c.asset, sums.c.asset).label("asset"),
+            func.coalesce(bal.c.wallet, sums.c.wallet).label("wallet"),
+            bal.c.amount,
+            sums.c.total,
+        )
+        .select_from(bal.join(sums, same, full=True))
+        .where(
+            ((bal.c.amount.is_(None)) & (journal != 0))
+            | ((bal.c.amount.is_not(None)) & (bal.c.amount != journal))
+        )
+        .order_by("account_id", "asset", "wallet")
+    )
+    # Every entry's and every balance's account is a row of accounts (foreign keys).
+    last = int(await session.scalar(select(func.max(table_of(Account).c.id))) or 0)
+    for start in range(0, last, _SERVER_CHUNK):
+        for account_id, asset, wallet, amount, summed in await session.execute(
+            differing, {"lo": start, "hi": start + _SERVER_CHUNK}
+        ):
+            if amount is None:
+                problems.append(_missing(account_id, asset, wallet, summed))
+            else:
+                problems.append(_mismatch(account_id, asset, wallet, amount, summed or 0))
+    return problems
+
+
+async def _integrity_by_rows(session: AsyncSession) -> list[IntegrityProblem]:
     problems: list[IntegrityProblem] = []
     sums: dict[tuple[int, str, str], int] = defaultdict(int)
     # Entries as plain rows, a range of transaction ids per statement (an index seek;
@@ -209,11 +311,7 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
             per_tx[(tx_id, asset)] += amount
         for (tx_id, asset), total in sorted(per_tx.items()):
             if total != 0:
-                problems.append(
-                    IntegrityProblem(
-                        "unbalanced_transaction", f"journal tx {tx_id} {asset}: {total}"
-                    )
-                )
+                problems.append(_unbalanced(tx_id, asset, total))
         await asyncio.sleep(0)
     seen: set[tuple[int, str, str]] = set()
     b = table_of(Balance).c
@@ -228,17 +326,9 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
             key = (account_id, asset, wallet)
             seen.add(key)
             if amount != sums.get(key, 0):
-                problems.append(
-                    IntegrityProblem(
-                        "balance_mismatch",
-                        f"account {account_id} {asset}/{wallet}: balance {amount}"
-                        f" != journal {sums.get(key, 0)}",
-                    )
-                )
+                problems.append(_mismatch(account_id, asset, wallet, amount, sums.get(key, 0)))
         await asyncio.sleep(0)
     for key, total in sums.items():
         if key not in seen and total != 0:
-            problems.append(
-                IntegrityProblem("balance_missing", f"account {key[0]} {key[1]}/{key[2]}: {total}")
-            )
+            problems.append(_missing(*key, total))
     return problems
