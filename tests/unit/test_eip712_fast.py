@@ -97,3 +97,67 @@ def test_a_message_that_does_not_encode_is_a_value_error() -> None:
     message = {"account": KEY.address, "nonce": -1, "deadline": 2}
     with pytest.raises(ValueError, match="Rebalance message does not encode"):
         eip712.digest_bytes("Rebalance", message, 1, KEY.address)
+
+
+LOWER = "0x" + "ab" * 20
+GOOD_REBALANCE = {"account": KEY.address, "nonce": 1, "deadline": 2}
+GOOD_MARGIN = {
+    "account": KEY.address,
+    "symbol": "BTCUSDT",
+    "type": 1,
+    "amount": 5,
+    "nonce": 1,
+    "deadline": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("Rebalance", "account", KEY.address.lower()),  # all lower case: no checksum
+        ("Rebalance", "account", "0x" + KEY.address[2:].upper()),  # all upper case
+        ("Rebalance", "account", bytes.fromhex(KEY.address[2:])),  # 20 raw bytes
+        ("Rebalance", "nonce", 2**256 - 1),
+        ("IsolatedMargin", "type", 255),
+        ("IsolatedMargin", "symbol", ""),
+    ],
+)
+def test_digest_equals_eth_account_on_edge_values(name: str, field: str, value: Any) -> None:
+    message = {**(GOOD_REBALANCE if name == "Rebalance" else GOOD_MARGIN), field: value}
+    assert eip712.digest_bytes(name, message, 7, LOWER) == slow_digest(name, message, 7, LOWER)
+
+
+#: Values the ABI encoder refuses too.
+REFUSED = [
+    ("Rebalance", "account", "0x" + "ab" * 19),  # 19 bytes
+    ("Rebalance", "account", "0x" + "zz" * 20),
+    ("Rebalance", "account", bytes(19)),
+    ("Rebalance", "account", 12345),
+    ("Rebalance", "nonce", -1),
+    ("Rebalance", "nonce", 2**256),
+    ("Rebalance", "nonce", True),
+    ("IsolatedMargin", "type", 256),
+]
+#: Values eth_account coerces (a mixed-case address with a wrong checksum, a number as
+#: a string, a digit string as a number): refused here, never hashed as something else.
+STRICTER = [
+    ("Rebalance", "account", KEY.address[:-1] + ("a" if KEY.address[-1] != "a" else "b")),
+    ("Rebalance", "nonce", "1"),
+    ("IsolatedMargin", "symbol", 5),
+]
+
+
+@pytest.mark.parametrize(("name", "field", "value"), REFUSED + STRICTER)
+def test_digest_refuses_a_value_that_does_not_encode(name: str, field: str, value: Any) -> None:
+    message = {**(GOOD_REBALANCE if name == "Rebalance" else GOOD_MARGIN), field: value}
+    if (name, field, value) in REFUSED:
+        with pytest.raises(Exception):  # noqa: B017 - eth_account's error types vary
+            slow_digest(name, message, 7, LOWER)
+    with pytest.raises(ValueError, match=f"{name} message does not encode: {field}"):
+        eip712.digest_bytes(name, message, 7, LOWER)
+
+
+def test_an_unsupported_field_type_is_refused_at_registration() -> None:
+    with pytest.raises(ValueError, match="type bytes32 is not supported"):
+        eip712.register_type("Odd", "Odd(bytes32 salt)")
+    assert "Odd" not in eip712.TYPES

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from coincurve import PublicKey
 from eth_abi.abi import encode as abi_encode
-from eth_abi.exceptions import EncodingError
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import to_checksum_address
@@ -57,6 +56,9 @@ TYPES: dict[str, list[dict[str, str]]] = {}
 #: A signature as requests carry it: 0x + r, s, v (65 bytes).
 SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 _FIELD_RE = re.compile(r"(\w+) (\w+)")
+_UINT = re.compile(r"uint(8|16|32|64|128|256)")
+#: Field types a registered type may use (what :func:`digest_bytes` encodes).
+_ATOMIC = {"address", "string", "bytes"}
 
 
 def register_type(name: str, fields: Sequence[tuple[str, str]] | str) -> None:
@@ -71,6 +73,9 @@ def register_type(name: str, fields: Sequence[tuple[str, str]] | str) -> None:
                 raise ValueError(f"cannot parse field {part!r} of {name}")
             pairs.append((match.group(1), match.group(2)))
         fields = pairs
+    for kind, field_name in fields:
+        if kind not in _ATOMIC and _UINT.fullmatch(kind) is None:
+            raise ValueError(f"{name}.{field_name}: type {kind} is not supported")
     TYPES[name] = [{"name": field_name, "type": kind} for kind, field_name in fields]
 
 
@@ -143,13 +148,59 @@ def domain_separator(
     )
 
 
+_HEX40 = re.compile(r"(0x)?[0-9a-fA-F]{40}")
+
+
+def _word_address(value: Any) -> bytes:
+    """An ``address`` field as its 32-byte word; refuses what the ABI encoder refuses
+    (not 20 bytes, not 40 hex digits, mixed case with a wrong EIP-55 checksum)."""
+    if isinstance(value, bytes) and len(value) == 20:
+        return bytes(12) + value
+    if not isinstance(value, str) or _HEX40.fullmatch(value) is None:
+        raise ValueError(f"not an address: {value!r}")
+    digits = value[-40:]
+    if digits not in (digits.lower(), digits.upper()) and checksum_address(digits)[2:] != digits:
+        raise ValueError(f"address with a wrong EIP-55 checksum: {value!r}")
+    return bytes(12) + bytes.fromhex(digits)
+
+
+def _uint_encoder(bits: int) -> Callable[[Any], bytes]:
+    top = 1 << bits
+
+    def word(value: Any) -> bytes:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < top:
+            raise ValueError(f"not a uint{bits}: {value!r}")
+        return value.to_bytes(32, "big")
+
+    return word
+
+
+def _word_hashed(value: Any) -> bytes:
+    if not isinstance(value, str | bytes):
+        raise ValueError("must be a string")
+    return bytes(keccak(value.encode() if isinstance(value, str) else value))
+
+
 @lru_cache(maxsize=64)
-def _struct_layout(primary_type: str) -> tuple[bytes, tuple[tuple[str, bool], ...], list[str]]:
-    """(type hash, (field name, hashed?) per field, ABI types of the encoded words)."""
-    fields = TYPES[primary_type]
-    layout = tuple((f["name"], f["type"] in _DYNAMIC) for f in fields)
-    abi = ["bytes32", *("bytes32" if f["type"] in _DYNAMIC else f["type"] for f in fields)]
-    return keccak(text=type_string(primary_type)), layout, abi
+def _struct_layout(
+    primary_type: str,
+) -> tuple[bytes, tuple[tuple[str, Callable[[Any], bytes]], ...]]:
+    """(type hash, (field name, its word's encoder) per field). Every registered type is
+    a flat struct of ``address``, ``uintN`` and ``string``/``bytes`` (hashed) fields;
+    another type would need its encoder here (registering it fails first)."""
+    encoders: list[tuple[str, Callable[[Any], bytes]]] = []
+    for f in TYPES[primary_type]:
+        kind = f["type"]
+        uint = _UINT.fullmatch(kind)
+        if kind in _DYNAMIC:
+            encoders.append((f["name"], _word_hashed))
+        elif kind == "address":
+            encoders.append((f["name"], _word_address))
+        elif uint is not None:
+            encoders.append((f["name"], _uint_encoder(int(uint.group(1)))))
+        else:
+            raise ValueError(f"{primary_type}.{f['name']}: no word encoder for {kind}")
+    return keccak(text=type_string(primary_type)), tuple(encoders)
 
 
 def digest_bytes(
@@ -159,22 +210,19 @@ def digest_bytes(
     (flat structs of atomic fields and strings, which is every type here). Equal to
     ``eth_account``'s ``encode_typed_data`` hash (tests/unit/test_eip712_fast.py checks
     every type on random messages) at a fraction of the cost: the domain separator and
-    type hash are computed once. Raises ``ValueError`` for a message that does not encode."""
+    type hash are computed once, and each field is its 32-byte word encoded directly
+    (the generic ABI encoder was ~8 % of the intake's CPU at 500 requests/s). Raises
+    ``ValueError`` for a message that does not encode."""
     if primary_type not in TYPES:
         raise KeyError(f"unknown EIP-712 type {primary_type!r}")
-    type_hash, layout, abi = _struct_layout(primary_type)
-    values: list[Any] = [type_hash]
-    for name, hashed in layout:
-        value = message[name]
-        if hashed:
-            if not isinstance(value, str | bytes):
-                raise ValueError(f"{primary_type}.{name} must be a string")
-            value = keccak(value.encode() if isinstance(value, str) else value)
-        values.append(value)
-    try:
-        struct_hash = keccak(abi_encode(abi, values))
-    except (EncodingError, TypeError, ValueError) as exc:
-        raise ValueError(f"{primary_type} message does not encode: {exc}") from None
+    type_hash, layout = _struct_layout(primary_type)
+    words = [type_hash]
+    for name, word in layout:
+        try:
+            words.append(word(message[name]))
+        except ValueError as exc:
+            raise ValueError(f"{primary_type} message does not encode: {name}: {exc}") from None
+    struct_hash = keccak(b"".join(words))
     return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + struct_hash)
 
 

@@ -374,7 +374,7 @@ class Intake:
                 deadline=req.deadline,
                 now=int(now),
             )
-        destination = str(to_checksum_address(req.destination))
+        destination = req.destination  # checksummed by from_json (parse_address)
         if int(destination, 16) == 0:
             raise invalid("INVALID_DESTINATION", "destination must not be the zero address")
         allowed = self._allowlist(req.account)
