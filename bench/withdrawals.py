@@ -20,6 +20,10 @@
    behind does not hide the wait), and we wait until they are completed too. A closed
    loop at saturation measures queueing (32 connections / throughput, Little's law); a
    latency target is about a load, so the target's p99 is this phase's.
+   Then the intake alone: the daemons stopped, one daemon started with the API role
+   only (``--roles api``: nothing signs, co-signs, sends or mines what it accepts),
+   warmed up with 64 requests, and OPEN_N more requests at OPEN_RATE open loop: the
+   intake's latency without the payout pipeline beside it on the same cores.
    The daemon's CPU time over the saturation phase, per withdrawal, is printed with the
    end-to-end rate and ratio it allows at best: ``watcher run`` is one process, so that
    work is serial whatever the chain and the client overlap with it.
@@ -36,10 +40,13 @@
    timed): the vault checks a quorum on the floor's path too, no co-signer is asked.
 
 Last line: ``withdrawals: intake <N>/s p99 <ms>ms e2e <N>/s floor <M>/s ratio <M/N>
-cosign_cpu <ms>ms/w cosign_round <ms>ms db sqlite|postgresql`` (``cosign_cpu``: the
+cosign_cpu <ms>ms/w cosign_round <ms>ms alone_p99 <ms>ms db sqlite|postgresql``
+(``p99``: the open loop's with the whole pipeline running; ``cosign_cpu``: the
 co-signers' CPU per withdrawal at saturation, ``n/a`` without /proc; ``cosign_round``:
-the mean co-signing round per batch over the run); with replicas,
-``replicas: N`` comes before ``db``.
+the mean co-signing round per batch over the run; ``alone_p99``: the intake alone's);
+with replicas, ``replicas: N`` comes before ``db``. ``BENCH_TRACE=FILE`` writes the
+open loop's requests (scheduled arrival, the client's delay before sending, send to
+answer) to FILE.
 
 Replicas: ``--replicas N --database postgresql`` runs the same phases against N
 API-only replicas (``watcher run --roles api``, the requests spread over them) plus one
@@ -122,6 +129,9 @@ ANVIL: dict[str, Any] = {"block_time": 1, "extra_args": ["--mixed-mining"]}
 STUCK_AFTER_S = 2
 KEEP_DIR = os.environ.get("BENCH_KEEP_DIR")  # copy the daemon's database and log here
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+#: BENCH_TRACE=FILE: the open loop's requests, one line each: scheduled arrival (s from
+#: the phase's start), the client's delay before sending, send to answer (s)
+TRACE_FILE = os.environ.get("BENCH_TRACE")
 
 
 def rpc_body(method: str, params: list[Any], rid: int = 1) -> dict[str, Any]:
@@ -402,16 +412,30 @@ async def pipeline(
     return intake_done - started, latencies, finished - started
 
 
+def write_trace(path: Path, trace: list[tuple[float, float, float]]) -> None:
+    path.write_text("".join(f"{a:.4f} {d:.4f} {r:.4f}\n" for a, d, r in sorted(trace)))
+
+
 async def open_loop(
-    apis: list[str], bodies: list[dict[str, Any]], db: Db, completed_before: int, meter: CpuMeter
+    apis: list[str],
+    bodies: list[dict[str, Any]],
+    db: Db,
+    completed_before: int,
+    meter: CpuMeter,
+    *,
+    wait: bool = True,
 ) -> tuple[float, list[float], str]:
-    """Requests at Poisson arrivals of OPEN_RATE/s; (achieved rate, latencies)."""
+    """Requests at Poisson arrivals of OPEN_RATE/s; (achieved rate, latencies, CPU while
+    they arrived). With ``wait``, returns once they are all completed (the phase's chain
+    work done before the next phase starts)."""
     rng = random.Random(7)
     offsets, t = [], 0.0
     for _ in bodies:
         t += rng.expovariate(OPEN_RATE)
         offsets.append(t)
     latencies: list[float] = []
+    # (scheduled arrival, client's delay before sending, send to answer), in seconds
+    trace: list[tuple[float, float, float]] = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         start = time.perf_counter() + 0.05
@@ -419,8 +443,11 @@ async def open_loop(
         async def one(api: str, body: dict[str, Any], at: float) -> None:
             data = json.dumps(body)
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            sent = time.perf_counter()
             await submit(http, api, data)
-            latencies.append(time.perf_counter() - at)
+            done = time.perf_counter()
+            latencies.append(done - at)
+            trace.append((at - start, sent - at, done - sent))
 
         await asyncio.gather(
             *(
@@ -430,6 +457,10 @@ async def open_loop(
         )
         elapsed = time.perf_counter() - start
     cpu = meter.report()  # while the requests arrived
+    if TRACE_FILE and wait:
+        write_trace(Path(TRACE_FILE), trace)
+    if not wait:
+        return len(bodies) / elapsed, latencies, cpu
     while True:  # the phase's chain work done before the next phase starts
         counts = await db.counts()
         if counts.get("completed", 0) >= completed_before + len(bodies):
@@ -638,7 +669,8 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
             "WATCHER_LOG_LEVEL": LOG_LEVEL,
         }
         settings = load_settings(cfg, env=env)
-        users = [Account.create() for _ in range(WARMUP + OPEN_N + N)]
+        # One account per request: warm-up, saturation, open loop, intake alone.
+        users = [Account.create() for _ in range(2 * WARMUP + N + 2 * OPEN_N)]
         print(f"setup: crediting {N} accounts", flush=True)
         await setup_ledger(settings, [u.address for u in users], dep.chain_id)
         deadline = int(time.time()) + 3600
@@ -697,7 +729,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
             # After the e2e run: anvil slows down as its chain grows, and the e2e
             # run is the one that depends on the node.
             open_rate, open_latencies, open_cpu = await open_loop(
-                apis, bodies[WARMUP + N :], db, WARMUP + N, CpuMeter(pids)
+                apis, bodies[WARMUP + N : WARMUP + N + OPEN_N], db, WARMUP + N, CpuMeter(pids)
             )
             print(
                 f"open loop: {OPEN_N} requests at {OPEN_RATE}/s offered, "
@@ -713,6 +745,25 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
                 await proc.wait()
             if KEEP_DIR:
                 keep(root, Path(KEEP_DIR))
+        # The intake alone: the same load on one daemon with the API role only (the
+        # withdrawals it accepts stay approved; nothing signs, co-signs or mines them),
+        # so the intake's latency without the payout pipeline beside it on these cores.
+        alone_proc, alone_port = await start_daemon(cfg, env, root, "alone", "api")
+        try:
+            alone_api = f"http://127.0.0.1:{alone_port}"
+            await wait_http(alone_api)
+            alone = bodies[WARMUP + N + OPEN_N :]
+            async with aiohttp.ClientSession() as http:  # its own warm-up, not counted
+                for body in alone[:WARMUP]:
+                    await submit(http, alone_api, json.dumps(body))
+            await asyncio.sleep(1.0)
+            alone_pids = {"daemon": alone_proc.pid, "client": os.getpid()}
+            _, alone_latencies, alone_cpu = await open_loop(
+                [alone_api], alone[WARMUP:], db, 0, CpuMeter(alone_pids), wait=False
+            )
+        finally:
+            alone_proc.terminate()
+            await alone_proc.wait()
     # The floor on its own fresh chain with the same setup (anvil slows down as it
     # accumulates thousands of blocks, and neither side should pay for the other's),
     # best of FLOOR_RUNS: it varies by 2x from run to run on this machine, and the
@@ -741,6 +792,8 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
     p99 = pct(latencies, 99) * 1000
     open_p50 = statistics.median(open_latencies) * 1000
     open_p99 = pct(open_latencies, 99) * 1000
+    alone_p50 = statistics.median(alone_latencies) * 1000
+    alone_p99 = pct(alone_latencies, 99) * 1000
     where = "SQLite" if args.database == "sqlite" else "PostgreSQL"
     if args.replicas is not None:
         where += f", {args.replicas} API replica(s) + 1 chain replica"
@@ -750,12 +803,17 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         f"p99 {open_p99:.1f} ms, max {max(open_latencies) * 1000:.1f} ms"
     )
     print(
+        f"intake alone at {OPEN_RATE}/s (API role only, nothing sent): p50 {alone_p50:.1f} ms, "
+        f"p99 {alone_p99:.1f} ms, max {max(alone_latencies) * 1000:.1f} ms"
+    )
+    print(
         f"intake at saturation ({CONCURRENCY} connections): {intake_rate:.0f} req/s, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
     )
     print(f"pipeline: {e2e_s:.2f} s until all completed (depth 1) -> {e2e_rate:.0f}/s")
     print(f"cpu, saturation until all completed: {e2e_cpu}")
     print(f"cpu, open loop while the requests arrived: {open_cpu}")
+    print(f"cpu, intake alone while the requests arrived: {alone_cpu}")
     print(f"cpu, floor (its best run): {floor_cpu}")
     print(f"floor:    {floor_s:.2f} s for {N} pre-signed vault.withdraw txs -> {floor_rate:.0f}/s")
     print(f"ratio:    {floor_rate / e2e_rate:.2f}x (floor / e2e)")
@@ -791,6 +849,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         f"floor {floor_rate:.0f}/s ratio {floor_rate / e2e_rate:.2f} "
         f"cosign_cpu {cosign_cpu} cosign_round {cosign.mean_ms():.0f}ms"
     )
+    last += f" alone_p99 {alone_p99:.0f}ms"
     if args.replicas is not None:
         last += f" replicas: {args.replicas}"
     print(f"{last} db {args.database}")
