@@ -115,6 +115,7 @@ def test_sort_signatures_by_signer_ascending_and_unique() -> None:
     numbers = [int(signer, 16) for signer, _ in ordered]
     assert numbers == sorted(numbers) and len(set(numbers)) == 5
     assert {s for _, s in ordered} == {s for _, s in pairs}
+    assert {a for a, _ in ordered} == {a for a, _ in pairs}  # EIP-55, as Account gives them
     # lower-case input is compared as a number, returned checksummed
     low = P.sort_signatures([(a.lower(), s) for a, s in pairs])
     assert low == ordered

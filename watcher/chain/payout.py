@@ -41,6 +41,7 @@ from eth_utils.crypto import keccak
 
 from watcher.chain.eip712 import DOMAIN_FIELDS, recover_address
 from watcher.chain.eip712 import domain_separator as eip712_domain_separator
+from watcher.domain.parsing import checksum_address
 
 PAYOUT_DOMAIN_NAME = "WatcherVault"
 PAYOUT_DOMAIN_VERSION = "2"
@@ -202,7 +203,8 @@ def sort_signatures(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     for before, after in pairwise(keyed):
         if before[0] == after[0]:
             raise ValueError(f"signer {to_checksum_address(after[1])} appears twice")
-    return [(str(to_checksum_address(signer)), sig) for _, signer, sig in keyed]
+    # The memoized EIP-55 form (the same few validators sign every payout).
+    return [(checksum_address(f"{number:040x}"), sig) for number, _, sig in keyed]
 
 
 def signatures_blob(pairs: Iterable[tuple[str, str]]) -> list[bytes]:
