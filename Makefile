@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-cli bench-anvil-stream bench-scale chaos clean test-pg
+.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-intake bench-cli bench-anvil-stream bench-scale chaos clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -82,6 +82,10 @@ bench-deposits: setup
 
 bench-withdrawals: setup
 	$(BIN)/python bench/withdrawals.py $(BENCH_ARGS)
+
+# The intake's CPU per request by batch size (in process): per batch and per request.
+bench-intake: setup
+	$(BIN)/python bench/intake.py $(BENCH_ARGS)
 
 # Whole-process latency of `watcher --help` and `watcher status` (medians).
 bench-cli: setup

@@ -91,7 +91,7 @@ _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 DAY = timedelta(days=1)
 #: A batch with fewer requests than LINGER_BELOW waits until its oldest request is
 #: LINGER_S old before it starts, for others to join (see :class:`Intake`).
-LINGER_S = 0.002
+LINGER_S = 0.005
 LINGER_BELOW = 8
 
 
@@ -252,15 +252,16 @@ class Intake:
     so one bad request never sinks the others.
 
     Linger: a batch of fewer than ``LINGER_BELOW`` requests starts when its oldest
-    request is ``linger_s`` old (2 ms), so that requests arriving meanwhile share its
-    transaction. A batch cost ~2.4 ms of CPU for one request and ~0.23 ms more per
-    request when this was measured (~1.5-1.8 ms for one since its statements are built
-    once, store/prepared.py). At 500 requests/s with the chain roles held off, batches
-    without the linger held one or two requests and the intake kept 82 % of a core busy
-    (61 % with a 3 ms linger, 54 % with 6 ms); with the chain roles, 2 ms gave the
-    lowest p99. Under load the queue is longer than that and nothing lingers: the
-    requests that arrived during the previous batch are the next one. A lone request
-    waits 2 ms more.
+    request is ``linger_s`` old (5 ms), so that requests arriving meanwhile share its
+    transaction. A batch costs ~2.9 ms of CPU on SQLite whatever its size, plus
+    ~0.3-0.4 ms per request (bench/intake.py: a dozen statements, the session's BEGIN and
+    COMMIT); at 500 requests/s batches hold a few requests, so the part per batch is most
+    of the intake's CPU. Measured on the withdrawal bench (bench/README.md), A/B
+    interleaved: with 5 ms instead of 2 ms the intake alone at 500/s used 78-80 % of a
+    core instead of 83-88 % (its p99 the same within the runs' noise, 34-51 ms), and with
+    the payout pipeline beside it the open loop's p99 was lower in four of five pairs.
+    Under load the queue is longer than that and nothing lingers: the requests that
+    arrived during the previous batch are the next one. A lone request waits 5 ms more.
     """
 
     def __init__(
