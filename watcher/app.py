@@ -36,7 +36,7 @@ from watcher.chain.rpc import RpcClient
 from watcher.metrics import Metrics
 from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
-from watcher.services.leases import ROLE_MODES, LeaseKeeper, default_replica_id
+from watcher.services.leases import CANCEL_WAIT_S, ROLE_MODES, LeaseKeeper, default_replica_id
 from watcher.settings import NetworkConfig, Settings
 from watcher.store.db import (
     SessionFactory,
@@ -47,6 +47,10 @@ from watcher.store.db import (
 from watcher.store.ledger import dialect_name
 from watcher.store.migrate import upgrade
 from watcher.store.models import Asset, Heartbeat, utcnow
+
+#: How long a stop waits for the ticks in flight before cancelling them (each is
+#: idempotent and safe to stop anywhere, as a kill -9 is).
+STOP_WAIT_S = 15.0
 
 log = logging.getLogger("watcher.app")
 
@@ -79,16 +83,19 @@ class Runner:
     """Runs service ticks one at a time per service and knows which are in flight."""
 
     stats: dict[str, TickStats] = field(default_factory=dict)
-    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    inflight: dict[asyncio.Task[None], str] = field(default_factory=dict)
     stopping: bool = False
     on_tick: Callable[[str, float, bool], None] | None = None
+    #: Ticks a stop cancels at once instead of waiting for (read-only audits, which
+    #: start over at their next run): services with ``interruptible = True``.
+    interruptible: set[str] = field(default_factory=set)
 
     async def run(self, name: str, tick: Callable[[], Awaitable[None]]) -> None:
         if self.stopping:
             return
         task = asyncio.current_task()
         assert task is not None
-        self.inflight.add(task)  # type: ignore[arg-type]
+        self.inflight[task] = name  # type: ignore[index]
         stats = self.stats.setdefault(name, TickStats())
         started = time.monotonic()
         ok = False
@@ -105,16 +112,47 @@ class Runner:
             stats.runs += 1
             stats.last_duration = time.monotonic() - started
             stats.last_finished = time.time()
-            self.inflight.discard(task)  # type: ignore[arg-type]
+            self.inflight.pop(task, None)  # type: ignore[call-overload]
             if self.on_tick is not None:
                 self.on_tick(name, stats.last_duration, ok)
 
-    async def drain(self, limit_seconds: float) -> None:
+    async def drain(self, limit_seconds: float, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+        """No new ticks; the interruptible ones in flight cancelled at once, the others
+        given ``limit_seconds`` to finish, then cancelled. Returns once every tick has
+        unwound (or ``cancel_wait_s`` after cancelling them): the caller closes the
+        database engines next, and a tick cancelled after that would wait forever on a
+        connection whose thread is gone (a 1M-deposit SQLite daemon hung on SIGTERM
+        that way: its reconciliation outlasted the wait and was cancelled only when
+        the event loop closed)."""
         self.stopping = True
-        pending = [t for t in self.inflight if t is not asyncio.current_task()]
-        if pending:
-            log.info("waiting for %d tick(s) to finish", len(pending))
-            await asyncio.wait(pending, timeout=limit_seconds)
+        pending = {t: n for t, n in self.inflight.items() if t is not asyncio.current_task()}
+        if not pending:
+            return
+        audits = [t for t, n in pending.items() if n in self.interruptible]
+        for task in audits:
+            task.cancel()
+        log.info(
+            "waiting for %d tick(s) to finish (%s)",
+            len(pending),
+            ", ".join(sorted(pending.values())),
+        )
+        _, late = await asyncio.wait(pending, timeout=limit_seconds)
+        if not late:
+            return
+        log.warning(
+            "stopping: tick(s) still running after %.0f s, cancelled: %s",
+            limit_seconds,
+            ", ".join(sorted(pending[t] for t in late)),
+        )
+        for task in late:
+            task.cancel()
+        _, stuck = await asyncio.wait(late, timeout=cancel_wait_s)
+        if stuck:
+            log.error(
+                "stopping: tick(s) did not unwind %.0f s after being cancelled: %s",
+                cancel_wait_s,
+                ", ".join(sorted(pending[t] for t in stuck)),
+            )
 
 
 @dataclass
@@ -368,6 +406,8 @@ def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
 
         app.keeper.on_acquire = kick
     for service in services:
+        if getattr(service, "interruptible", False):
+            app.runner.interruptible.add(service.name)
         scheduler.add_job(
             app.runner.run,
             "interval",
@@ -525,7 +565,9 @@ async def _serve(
     finally:
         log.info("stopping: no new ticks; finishing the ticks in flight")
         scheduler.pause()
-        await app.runner.drain(limit_seconds=60)
+        # Within the deployments' grace periods (30 s in compose, 60 s under systemd):
+        # 15 s for the ticks in flight, then up to CANCEL_WAIT_S for the rest to unwind.
+        await app.runner.drain(limit_seconds=STOP_WAIT_S)
         scheduler.shutdown(wait=False)
         if app.keeper is not None:
             await app.keeper.stop()  # the leases go at once: no wait for their expiry

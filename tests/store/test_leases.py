@@ -182,3 +182,48 @@ async def test_role_without_holder_over_budget_alarms(
         assert keeper.held_roles() == []  # an API replica takes nothing
     finally:
         await keeper.stop()
+
+
+async def test_a_cancelled_leased_tick_returns_after_its_inner_tick_unwound(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """A stop cancels the scheduler's tick; the role's own tick runs in a task of its
+    own, and must be off the database before the stop closes the engines."""
+    from watcher.metrics import Metrics
+    from watcher.services.leases import LeasedService, LeaseKeeper
+
+    unwound = asyncio.Event()
+
+    class Slow:
+        name = "slow"
+        interval_seconds = 1.0
+
+        async def tick(self) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.3)  # a statement in flight finishing first
+                unwound.set()
+                raise
+
+    keeper = LeaseKeeper(
+        engine=engine,
+        sessions=sessions,
+        replica_id="chain-1",
+        lease_seconds=6,
+        unheld_budget_seconds=60,
+        metrics=Metrics(),
+        chain=True,
+    )
+    leased = LeasedService(Slow(), keeper, "slow:devnet")
+    try:
+        await keeper.round()
+        assert keeper.fence("slow:devnet") is not None
+        outer = asyncio.create_task(leased.tick())
+        await asyncio.sleep(0.2)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert unwound.is_set()
+    finally:
+        await keeper.stop()

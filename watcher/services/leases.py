@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from watcher.app import Service
     from watcher.metrics import Metrics
 
+#: How long a stop waits for cancelled ticks to unwind (a statement in SQLite's worker
+#: thread finishes first) before the database engines are closed under them.
+CANCEL_WAIT_S = 10.0
+
 log = logging.getLogger("watcher.leases")
 
 ROLE_MODES = ("all", "api", "chain")
@@ -327,6 +331,9 @@ class LeasedService:
             self.keeper.fenced(self.role, exc)
             return
         except asyncio.CancelledError:
+            # The inner tick unwinds before this one does: whoever cancelled us (a stop)
+            # closes the database next, and the inner tick must be off it by then.
             task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
             raise
         self.keeper.first_tick(self.role)

@@ -266,6 +266,11 @@ class Reconciler:
 
     name = "reconciler"
     delay_first = True
+    # A stop cancels a reconciliation in flight instead of waiting for it: it reads,
+    # then records its findings in one transaction, so a cancelled run leaves nothing
+    # half-written and the next one starts over (at 1M deposits on SQLite the ledger
+    # check reads for tens of seconds).
+    interruptible = True
 
     def __init__(self, app: App) -> None:
         self.app = app
