@@ -98,12 +98,17 @@ class Runner:
         self.inflight[task] = name  # type: ignore[index]
         stats = self.stats.setdefault(name, TickStats())
         started = time.monotonic()
-        ok = False
+        ok = stopped = False
         try:
             await tick()
             ok = True
         except asyncio.CancelledError:
-            raise
+            if not self.stopping:
+                raise
+            # The stop cancelled it (drain): an expected end, not an error for the
+            # scheduler to report with a traceback.
+            stopped = True
+            log.info("stopping: tick %s cancelled", name)
         except Exception as exc:  # the daemon boundary: log, count, retry next tick
             stats.failures += 1
             stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -113,7 +118,7 @@ class Runner:
             stats.last_duration = time.monotonic() - started
             stats.last_finished = time.time()
             self.inflight.pop(task, None)  # type: ignore[call-overload]
-            if self.on_tick is not None:
+            if self.on_tick is not None and not stopped:
                 self.on_tick(name, stats.last_duration, ok)
 
     async def drain(self, limit_seconds: float, cancel_wait_s: float = CANCEL_WAIT_S) -> None:

@@ -34,9 +34,10 @@ async def test_an_interruptible_tick_is_cancelled_at_once() -> None:
     started = time.monotonic()
     await runner.drain(limit_seconds=10)
     assert time.monotonic() - started < 2  # the sender's 0.3 s, not the audit's 30
-    assert audit_task.cancelled()
+    # Ended by the stop: not a failure, nothing raised for the scheduler to report.
+    assert audit_task.done() and audit_task.exception() is None
     assert work_task.done() and not work_task.cancelled()
-    assert runner.stats["sender"].failures == 0
+    assert runner.stats["sender"].failures == 0 == runner.stats["reconciler"].failures
     assert runner.inflight == {}
 
 
@@ -57,7 +58,7 @@ async def test_a_late_tick_is_cancelled_and_has_unwound_when_drain_returns(
     task = await _ticking(runner, "deposits:devnet", slow)
     with caplog.at_level(logging.WARNING, logger="watcher.app"):
         await runner.drain(limit_seconds=0.2, cancel_wait_s=5)
-    assert unwound.is_set() and task.cancelled()
+    assert unwound.is_set() and task.done() and task.exception() is None
     assert "cancelled: deposits:devnet" in caplog.text
 
 
@@ -95,3 +96,15 @@ async def test_no_new_tick_starts_once_stopping() -> None:
 
     await runner.run("heartbeat", tick)
     assert ran == []
+
+
+async def test_a_cancel_outside_a_stop_is_not_swallowed() -> None:
+    runner = Runner()
+
+    async def tick() -> None:
+        await asyncio.sleep(30)
+
+    task = await _ticking(runner, "listener", tick)
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled()
