@@ -34,11 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.pgserver import bench_database  # noqa: E402
-from bench.withdrawals import setup_ledger  # noqa: E402
+from bench.withdrawals import setup_ledger, signed_requests  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
 from watcher.chain.devnet import deploy_devnet, start_anvil  # noqa: E402
-from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.services.intake import Intake, WithdrawalRequest  # noqa: E402
 from watcher.settings import load_settings  # noqa: E402
 
@@ -72,23 +71,9 @@ async def run(args: argparse.Namespace, root: Path, db_url: str) -> None:
         users = [Account.create() for _ in range(total)]
         print(f"setup: crediting {total} accounts", flush=True)
         await setup_ledger(settings, [u.address for u in users], dep.chain_id)
-        deadline = int(time.time()) + 3600
         requests = [
-            WithdrawalRequest.from_json(
-                withdrawal_body(
-                    user.address,
-                    bytes(user.key),
-                    chain_id=dep.chain_id,
-                    vault=dep.vault,
-                    token=dep.tokens["USDT"].address,
-                    units=10**18,
-                    amount="1",
-                    destination=user.address,
-                    nonce=i,
-                    deadline=deadline,
-                )
-            )
-            for i, user in enumerate(users)
+            WithdrawalRequest.from_json(body)
+            for body in signed_requests(users, dep, dep.tokens["USDT"].address)
         ]
         app = await build(settings, services=False)
         try:

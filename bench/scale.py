@@ -92,7 +92,6 @@ from watcher.chain.devnet import (  # noqa: E402
     start_cosigners,
 )
 from watcher.chain.logs import DepositLog  # noqa: E402
-from watcher.cli.devnet import withdrawal_body  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
 from watcher.services.status import collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
@@ -632,22 +631,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         for side in sides:
             assert side.app is not None
             await wbench.credit_users(side.app, [u.address for u in users] + [viewed], dep.chain_id)
-        deadline = int(time.time()) + 3600
-        bodies = [
-            withdrawal_body(
-                user.address,
-                bytes(user.key),
-                chain_id=dep.chain_id,
-                vault=dep.vault,
-                token=usdt,
-                units=10**18,
-                amount="1",
-                destination=user.address,
-                nonce=i,
-                deadline=deadline,
-            )
-            for i, user in enumerate(users)
-        ]
+        bodies = wbench.signed_requests(users, dep, usdt)
         for side in sides:
             env = {**base_env, "WATCHER_DATABASE_URL": side.db.url}
             # This daemon's co-signers (fresh stores: the other side's withdrawal ids

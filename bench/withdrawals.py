@@ -356,6 +356,28 @@ class CosignMetrics:
         return ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())) or "none"
 
 
+def signed_requests(users: list[Any], dep: Any, token: str) -> list[dict[str, Any]]:
+    """One signed POST /v1/withdrawals body per user: AMOUNT_WHOLE of ``token`` (18
+    decimals, the devnet's USDT) to the user's own address, nonce = its position in
+    ``users``, valid for an hour."""
+    deadline = int(time.time()) + 3600
+    return [
+        withdrawal_body(
+            user.address,
+            bytes(user.key),
+            chain_id=dep.chain_id,
+            vault=dep.vault,
+            token=token,
+            units=AMOUNT_WHOLE * 10**18,
+            amount=str(AMOUNT_WHOLE),
+            destination=user.address,
+            nonce=i,
+            deadline=deadline,
+        )
+        for i, user in enumerate(users)
+    ]
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -673,22 +695,7 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
         users = [Account.create() for _ in range(2 * WARMUP + N + 2 * OPEN_N)]
         print(f"setup: crediting {N} accounts", flush=True)
         await setup_ledger(settings, [u.address for u in users], dep.chain_id)
-        deadline = int(time.time()) + 3600
-        bodies = [
-            withdrawal_body(
-                user.address,
-                bytes(user.key),
-                chain_id=dep.chain_id,
-                vault=dep.vault,
-                token=usdt,
-                units=AMOUNT_WHOLE * 10**18,
-                amount=str(AMOUNT_WHOLE),
-                destination=user.address,
-                nonce=i,
-                deadline=deadline,
-            )
-            for i, user in enumerate(users)
-        ]
+        bodies = signed_requests(users, dep, usdt)
         daemons: dict[str, tuple[Any, int]] = {}
         if args.replicas is None:
             daemons["daemon"] = await start_daemon(cfg, env, root, "daemon", "all")
