@@ -47,6 +47,17 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+async def runs_until_cancelled(unwound: asyncio.Event, unwind_s: float = 0.3) -> None:
+    """A tick that runs until it is cancelled, then takes ``unwind_s`` to unwind (as a
+    statement in flight finishes first) and sets ``unwound`` before it re-raises."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(unwind_s)
+        unwound.set()
+        raise
+
+
 async def watcher_cli(
     *args: str, env: dict[str, str], merge_stderr: bool = False, log_file: Path | None = None
 ) -> asyncio.subprocess.Process:

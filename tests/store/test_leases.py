@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.helpers import runs_until_cancelled
 from watcher.store import leases
 from watcher.store.alarms import AlarmKind, raise_alarm
 from watcher.store.db import SessionFactory
@@ -199,12 +200,7 @@ async def test_a_cancelled_leased_tick_returns_after_its_inner_tick_unwound(
         interval_seconds = 1.0
 
         async def tick(self) -> None:
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                await asyncio.sleep(0.3)  # a statement in flight finishing first
-                unwound.set()
-                raise
+            await runs_until_cancelled(unwound)
 
     keeper = LeaseKeeper(
         engine=engine,

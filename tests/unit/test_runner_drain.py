@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.helpers import runs_until_cancelled
 from watcher.app import Runner
 
 
@@ -47,15 +48,7 @@ async def test_a_late_tick_is_cancelled_and_has_unwound_when_drain_returns(
     runner = Runner()
     unwound = asyncio.Event()
 
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            await asyncio.sleep(0.3)  # a statement in flight finishing first
-            unwound.set()
-            raise
-
-    task = await _ticking(runner, "deposits:devnet", slow)
+    task = await _ticking(runner, "deposits:devnet", lambda: runs_until_cancelled(unwound))
     with caplog.at_level(logging.WARNING, logger="watcher.app"):
         await runner.drain(limit_seconds=0.2, cancel_wait_s=5)
     assert unwound.is_set() and task.done() and task.exception() is None
