@@ -202,7 +202,7 @@ def sort_signatures(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     keyed = sorted(((int(signer, 16), signer, sig) for signer, sig in pairs), key=lambda t: t[0])
     for before, after in pairwise(keyed):
         if before[0] == after[0]:
-            raise ValueError(f"signer {to_checksum_address(after[1])} appears twice")
+            raise ValueError(f"signer {checksum_address(f'{after[0]:040x}')} appears twice")
     # The memoized EIP-55 form (the same few validators sign every payout).
     return [(checksum_address(f"{number:040x}"), sig) for number, _, sig in keyed]
 
