@@ -71,6 +71,8 @@ async def test_overrunning_backfill_ticks_write_no_scheduler_warnings(
         finally:
             scheduler.shutdown(wait=False)
             await app.runner.drain(limit_seconds=5)
+            if app.keeper is not None:  # its renew loop must not outlive this database
+                await app.keeper.stop()
     assert app.runner.stats["deposits:slow"].runs >= 2
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "devnet backfill: block" in m]

@@ -327,7 +327,10 @@ async def test_sigstopped_sender_is_fenced_and_steps_down(
             attempts_before = await count(engine, "SELECT count(*) FROM tx_attempts")
             r1.pause()
             paused_at = time.time()
-            _, took_at = await wait_first_tick([r2], sender_role, after=paused_at, within=30)
+            # Worst case: the lease's 6 s, then the frozen holder's open transaction held
+            # until the server's 15 s idle-in-transaction timeout, then r2's next tick;
+            # on a loaded 2-core machine that came close to 30 s once.
+            _, took_at = await wait_first_tick([r2], sender_role, after=paused_at, within=45)
             now = await holders(engine)
             assert now[sender_role][0] == "r2" and now[sender_role][1] > token
             await traffic
