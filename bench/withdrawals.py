@@ -652,7 +652,10 @@ async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
     async with start_anvil(**ANVIL) as node, contextlib.AsyncExitStack() as stack:
         dep = await deploy_devnet(node.url, fund_accounts=1)
         usdt = dep.tokens["USDT"].address
-        await fund_vault(node.url, dep.vault, usdt, 2 * N * AMOUNT_WHOLE * 10**18)
+        # Twice what the daemon may pay: the warm-ups, saturation and the open loop (a
+        # vault funded for N alone ran dry in a short run and left payouts queued).
+        paid = 2 * WARMUP + N + OPEN_N
+        await fund_vault(node.url, dep.vault, usdt, 2 * paid * AMOUNT_WHOLE * 10**18)
         cosigner_urls = await stack.enter_async_context(
             start_cosigners(dep, root / "cosigners", fresh=True)
         )

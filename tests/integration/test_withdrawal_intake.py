@@ -210,11 +210,11 @@ async def test_a_failed_batch_retries_each_request_alone(
     real = risk_gate.LockedBatch.post_holds
     failures = []
 
-    async def flaky(self: Any, session: Any, hs: Any) -> list[int]:
+    async def flaky(self: Any, session: Any, hs: Any, *rest: Any) -> list[int]:
         if len(hs) > 1:  # a database error in the middle of a batch's transaction
             failures.append(len(hs))
             raise RuntimeError("injected: connection lost")
-        return await real(self, session, hs)
+        return await real(self, session, hs, *rest)
 
     monkeypatch.setattr(risk_gate.LockedBatch, "post_holds", flaky)
     intake = Intake(app.settings, app.sessions)
@@ -236,7 +236,7 @@ async def test_a_failed_batch_retries_each_request_alone(
 async def test_a_request_whose_own_transaction_fails_gets_the_error(
     app: App, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(self: Any, session: Any, hs: Any) -> list[int]:
+    async def broken(self: Any, session: Any, hs: Any, *rest: Any) -> list[int]:
         raise RuntimeError("injected: disk full")
 
     monkeypatch.setattr(risk_gate.LockedBatch, "post_holds", broken)

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import Table, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, UnbalancedTransaction, transfer
 from watcher.store import ledger, ledger_batch
-from watcher.store.bulk import PG_CHUNK, insert_many
+from watcher.store.bulk import PG_CHUNK, insert_many, reserve_ids, reserve_ids_many
 from watcher.store.db import SessionFactory
 from watcher.store.ledger_batch import (
     Pair,
@@ -25,13 +25,22 @@ from watcher.store.ledger_batch import (
     post_many,
     post_pairs,
 )
-from watcher.store.models import Account, Balance, Deposit, JournalEntry, JournalTransaction
+from watcher.store.models import (
+    Account,
+    Balance,
+    Deposit,
+    JournalEntry,
+    JournalTransaction,
+    Withdrawal,
+)
+from watcher.store.reconciliation import ledger_integrity
 
 UINT256_MAX = 2**256 - 1
 ALICE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 VAULT = "system:vault:31337"
 AMOUNTS = [0, 1, 2**63 - 1, 2**63, 2**64 + 1, 10**30 + 7, UINT256_MAX]
 DEPOSITS = cast(Table, Deposit.__table__)
+JOURNAL = cast(Table, JournalTransaction.__table__)
 
 
 def deposit_values(i: int, amount: int, at: datetime) -> dict[str, Any]:
@@ -409,3 +418,117 @@ async def test_batches_and_single_posts_on_shared_balances_do_not_deadlock(
     got = await balances_of(sessions)
     assert sum(got[(u, "USDT", CROSS)] for u in users) == 8 * 1000 + 8 * 8 - 16
     assert got[(VAULT, "USDT", CROSS)] == -(8 * 1000) - 8 * 8 + 16
+
+
+async def test_reserve_ids_many_takes_each_tables_ids_in_one_statement(
+    sessions: SessionFactory, engine: Any
+) -> None:
+    """The intake's withdrawal and hold ids in one statement: each table's ids ascending,
+    after what exists, usable by the inserts that follow, and the same as one
+    ``reserve_ids`` per table would give on a fresh database."""
+    withdrawals, journal = cast(Table, Withdrawal.__table__), JOURNAL
+    async with sessions.begin() as s:
+        await ledger.post(
+            s, kind=TxKind.DEPOSIT, ref="seed", legs=[Leg(ALICE, "USDT", 1), Leg(VAULT, "USDT", -1)]
+        )
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with sessions.begin() as s:
+            w_ids, tx_ids = await reserve_ids_many(s, [(withdrawals, 3), (journal, 2)])
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert len([q for q in statements if "id" in q]) == 1, statements
+    assert len(w_ids) == 3 and w_ids == sorted(set(w_ids))
+    assert len(tx_ids) == 2 and tx_ids == sorted(set(tx_ids))
+    async with sessions() as s:
+        top = await s.scalar(select(func.max(JournalTransaction.id)))
+    assert tx_ids[0] > top
+    async with sessions.begin() as s:
+        nothing = await reserve_ids_many(s, [(withdrawals, 0), (journal, 0)])
+        some = await reserve_ids_many(s, [(withdrawals, 0), (journal, 1)])
+        alone = await reserve_ids(s, journal, 1)
+    assert nothing == [[], []] and some[0] == [] and len(some[1]) == 1 and len(alone) == 1
+    with pytest.raises(ValueError, match="twice"):
+        async with sessions.begin() as s:
+            await reserve_ids_many(s, [(journal, 1), (journal, 2)])
+
+
+def hold(ref: str, units: int) -> Posting:
+    return Posting(
+        TxKind.WITHDRAWAL_HOLD,
+        ref,
+        transfer("USDT", units, debit=(ALICE, CROSS), credit=(ALICE, HOLD)),
+    )
+
+
+async def test_post_many_with_reserved_ids_and_balances_read_under_the_lock(
+    sessions: SessionFactory, engine: Any
+) -> None:
+    """The intake's form of post_many: journal ids reserved by the caller and the
+    balances it read with the accounts locked. The ids are the ones used; on SQLite the
+    given balances are added to without reading the rows again (a key not given is
+    read); the result equals what a plain post_many leaves, on both databases."""
+    async with sessions.begin() as s:
+        await post_many(
+            s,
+            [
+                Posting(
+                    TxKind.DEPOSIT,
+                    "d",
+                    transfer("USDT", 100, debit=(VAULT, CROSS), credit=(ALICE, CROSS)),
+                )
+            ],
+        )
+    async with sessions() as s:
+        ids = await ledger_batch.account_ids(s, [ALICE, VAULT])
+    alice = ids[ALICE]
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with sessions.begin() as s:
+            # Three reserved, the last two used: not what a fresh reservation would give.
+            reserved = (await reserve_ids(s, JOURNAL, 3))[1:]
+            got = await post_many(
+                s,
+                [hold("h1", 30), hold("h2", 5)],
+                known_accounts=ids,
+                fresh_refs=True,
+                tx_ids=reserved,
+                # cross as read (100); no hold row yet: 0
+                balances={(alice, "USDT", CROSS): 100, (alice, "USDT", HOLD): 0},
+            )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert got == {"h1": reserved[0], "h2": reserved[1]}
+    reads = [q for q in statements if q.lstrip().upper().startswith("SELECT") and "balances" in q]
+    assert reads == []
+    balances = await balances_of(sessions)
+    assert balances[(ALICE, "USDT", CROSS)] == 65 and balances[(ALICE, "USDT", HOLD)] == 35
+    # Only one key given: the other is read (here the hold row, 35 by now).
+    async with sessions.begin() as s:
+        await post_many(
+            s,
+            [hold("h3", 1)],
+            known_accounts=ids,
+            fresh_refs=True,
+            balances={(alice, "USDT", CROSS): 65},
+        )
+    balances = await balances_of(sessions)
+    assert balances[(ALICE, "USDT", CROSS)] == 64 and balances[(ALICE, "USDT", HOLD)] == 36
+    async with sessions() as s:
+        problems = await ledger_integrity(s)
+    assert problems == []
+    for bad in ({"fresh_refs": False}, {"fresh_refs": True, "tx_ids": [1]}):
+        with pytest.raises(ValueError, match="tx_ids"):
+            async with sessions.begin() as s:
+                kwargs: dict[str, Any] = {"tx_ids": [10**9, 10**9 + 1], **bad}
+                await post_many(s, [hold("x1", 1), hold("x2", 1)], known_accounts=ids, **kwargs)

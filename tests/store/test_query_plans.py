@@ -297,9 +297,9 @@ async def test_hot_queries_seek(db_url: str) -> None:
                 batch = await LockedBatch.lock(s, settings, USERS[:2])
                 since = datetime.now(UTC) - timedelta(days=1)
                 await repo.held_since_many(s, USERS[:2], since)
-                ids = await repo.new_ids(s, 1)
+                ids, hold_ids = await repo.new_ids_with_holds(s, 1)
                 fresh = [withdrawal(ids[0], USERS[0], batch.accounts[USERS[0]].id, 99, "requested")]
-                await batch.post_holds(s, fresh)
+                await batch.post_holds(s, fresh, hold_ids)
             # The account view and its history page.
             cap.label = "account view"
             async with sessions() as s:

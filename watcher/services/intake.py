@@ -522,12 +522,15 @@ class Intake:
                     else:
                         accepted[q.key] = q
             rows = [q.row for q in accepted.values()]
-            # Ids first, so the holds and the rows that point at them are written once
-            # each, with no read-back and no update.
-            for row, new_id in zip(rows, await repo.new_ids(s, len(rows)), strict=True):
+            # Ids first (the withdrawals' and their holds', one statement), so the holds
+            # and the rows that point at them are written once each, with no read-back
+            # and no update.
+            new_ids, hold_ids = await repo.new_ids_with_holds(s, len(rows))
+            for row, new_id in zip(rows, new_ids, strict=True):
                 row.id = new_id
                 row.account_id = gate.accounts[row.account].id
-            for row, hold_tx_id in zip(rows, await gate.post_holds(s, rows), strict=True):
+            hold_tx_ids = await gate.post_holds(s, rows, hold_ids)
+            for row, hold_tx_id in zip(rows, hold_tx_ids, strict=True):
                 row.hold_tx_id = hold_tx_id
             await repo.insert_new(s, rows)
             if rows:

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from watcher.domain.account import SnapshotError
 from watcher.domain.brackets import BracketError
 from watcher.domain.errors import DomainError, ErrorKind
-from watcher.domain.journal import CROSS, Leg, TxKind, isolated_wallet, transfer
+from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, isolated_wallet, transfer
 from watcher.domain.margin import PositionError
 from watcher.domain.risk import decide_isolated_transfer, decide_withdrawal, evaluation_problems
 from watcher.settings import Settings
@@ -244,6 +244,11 @@ class LockedBatch:
         self.market = mkt
         self._raw = raw
         self._states: dict[str, AccountState] = {}
+        # The cross and hold balances as read under the lock, before any decision of
+        # the batch changes ``raw``: the holds' posting adds to these (0: no row yet).
+        self._read: dict[str, tuple[dict[str, int], dict[str, int]]] = {
+            key: (dict(r.cross), dict(r.hold)) for key, r in raw.items()
+        }
 
     @classmethod
     async def lock(
@@ -276,17 +281,36 @@ class LockedBatch:
         self._states.pop(account, None)
         return GateResult(True, None, dict(verdict.details), state, None)
 
-    async def post_holds(self, session: AsyncSession, holds: Sequence[Withdrawal]) -> list[int]:
+    async def post_holds(
+        self,
+        session: AsyncSession,
+        holds: Sequence[Withdrawal],
+        tx_ids: Sequence[int] | None = None,
+    ) -> list[int]:
         """Post the approved withdrawals' holds (cross → hold,
         :func:`~watcher.store.withdrawals.hold_posting`); their journal transaction ids,
-        in the same order."""
+        in the same order (``tx_ids``, when the caller reserved them with its own)."""
         postings = [withdrawal_repo.hold_posting(w) for w in holds]
         if not postings:
             return []
         # The refs name withdrawal ids reserved in this transaction: they cannot be
-        # posted yet. The accounts are the ones locked here.
+        # posted yet. The accounts are the ones locked here, and their cross and hold
+        # balances the ones read with the lock (nothing else writes them meanwhile).
         known = {key: row.id for key, row in self.accounts.items()}
-        ids = await post_many(session, postings, known_accounts=known, fresh_refs=True)
+        balances: dict[tuple[int, str, str], int] = {}
+        for w in holds:
+            cross, hold = self._read[w.account]
+            account_id = known[w.account]
+            balances[(account_id, w.asset, CROSS)] = cross.get(w.asset, 0)
+            balances[(account_id, w.asset, HOLD)] = hold.get(w.asset, 0)
+        ids = await post_many(
+            session,
+            postings,
+            known_accounts=known,
+            fresh_refs=True,
+            tx_ids=tx_ids,
+            balances=balances,
+        )
         return [ids[p.ref] for p in postings]
 
 

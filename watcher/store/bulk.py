@@ -275,6 +275,47 @@ def _max_id(table: Table) -> Select[tuple[Any]]:
     return select(func.max(table.c.id))
 
 
+@functools.lru_cache(maxsize=32)
+def _many_sql(tables: tuple[Table, ...], postgres: bool) -> str:
+    """One statement for the ids of several tables: on SQLite each table's highest id
+    (a scalar subquery each), on PostgreSQL ``(which, nextval)`` rows, the sequences
+    looked up once as in ``_NEXTVAL`` (``:n0``, ``:n1``, .. ids of each)."""
+    if not postgres:
+        return "SELECT " + ", ".join(f"(SELECT max(id) FROM {t.name})" for t in tables)
+    return " UNION ALL ".join(
+        f"SELECT {i} AS which, nextval(s.seq) FROM (SELECT CAST(pg_get_serial_sequence("
+        f"'{t.name}', 'id') AS regclass) AS seq OFFSET 0) AS s CROSS JOIN generate_series(1, :n{i})"
+        for i, t in enumerate(tables)
+    )
+
+
+async def reserve_ids_many(
+    session: AsyncSession, wanted: Sequence[tuple[Table, int]]
+) -> list[list[int]]:
+    """:func:`reserve_ids` for several tables in ONE statement (the withdrawal intake
+    takes a batch's withdrawal ids and its holds' journal ids together): the ids of
+    each ``(table, count)``, ascending, in the order given. A table may appear once."""
+    tables = tuple(t for t, _ in wanted)
+    if len(set(tables)) != len(tables):
+        raise ValueError("reserve_ids_many: a table given twice")
+    if all(count <= 0 for _, count in wanted):
+        return [[] for _ in wanted]
+    conn = await connection(session)
+    postgres = conn.dialect.name == "postgresql"
+    sql = text(_many_sql(tables, postgres))
+    if postgres:
+        params = {f"n{i}": max(count, 0) for i, (_, count) in enumerate(wanted)}
+        out: list[list[int]] = [[] for _ in wanted]
+        for which, value in (await conn.execute(sql, params)).all():
+            out[which].append(int(value))
+        return [sorted(ids) for ids in out]
+    highest = (await conn.execute(sql)).one()
+    return [
+        list(range(int(top or 0) + 1, int(top or 0) + count + 1)) if count > 0 else []
+        for top, (_, count) in zip(highest, wanted, strict=True)
+    ]
+
+
 async def reserve_ids(session: AsyncSession, table: Table, count: int) -> list[int]:
     """``count`` new values of ``table``'s integer ``id``, ascending, for an insert that
     follows in the same DB transaction (nothing is read back after it).

@@ -161,6 +161,8 @@ async def post_many(
     *,
     known_accounts: Mapping[str, int] | None = None,
     fresh_refs: bool = False,
+    tx_ids: Sequence[int] | None = None,
+    balances: Mapping[BalanceKey, int] | None = None,
 ) -> dict[str, int]:
     """Post every posting whose ref is new; return {ref: transaction id} for all of them.
 
@@ -168,7 +170,22 @@ async def post_many(
     those ids again. ``fresh_refs=True`` is for refs that cannot exist yet (built from
     ids reserved in this very transaction): the lookup of already-posted refs is
     skipped, and the unique index on ``ref`` still refuses a duplicate (the
-    transaction fails, nothing is posted twice)."""
+    transaction fails, nothing is posted twice).
+
+    Two more spare a statement each where the caller already has the answer (the
+    withdrawal intake, whose batch locked and read its accounts):
+
+    * ``tx_ids``: the new transactions' ids, one per posting in order, reserved by the
+      caller in this DB transaction (:func:`watcher.store.bulk.reserve_ids_many`);
+      only with ``fresh_refs=True`` (no posting may be skipped);
+    * ``balances``: {(account id, asset, wallet): amount} of balance rows as the caller
+      read them in this DB transaction with the accounts locked, 0 for a row that does
+      not exist. SQLite adds the deltas to these instead of reading the rows again
+      (PostgreSQL adds on the server and reads nothing); a touched key missing from it
+      is read as before. A wrong amount here would be written back, so it must come
+      from this transaction's own read, with nothing written to those rows since."""
+    if tx_ids is not None and (not fresh_refs or len(tx_ids) != len(postings)):
+        raise ValueError("post_many: tx_ids need fresh_refs=True and one id per posting")
     checked = [(p, check_balanced(p.legs)) for p in postings]
     _unique([p.ref for p in postings])
     ids = {} if fresh_refs else await existing_refs(session, [p.ref for p in postings])
@@ -187,7 +204,7 @@ async def post_many(
             cols.asset.append(leg.asset)
             cols.wallet.append(leg.wallet)
             cols.amount.append(leg.amount)
-    ids.update(await _write(session, cols, known_accounts))
+    ids.update(await _write(session, cols, known_accounts, tx_ids, balances))
     return ids
 
 
@@ -230,7 +247,11 @@ async def post_pairs(
 
 
 async def _write(
-    session: AsyncSession, cols: _Columns, known: Mapping[str, int] | None = None
+    session: AsyncSession,
+    cols: _Columns,
+    known: Mapping[str, int] | None = None,
+    reserved: Sequence[int] | None = None,
+    balances: Mapping[BalanceKey, int] | None = None,
 ) -> dict[str, int]:
     """Write new transactions with their entries and balance changes; {ref: id}."""
     if not cols.refs:
@@ -243,7 +264,10 @@ async def _write(
     accounts = {k: known[k] for k in keys if k in known} if known else {}
     if len(accounts) < len(keys):
         accounts.update(await account_ids(session, sorted(keys - accounts.keys())))
-    tx_ids = await reserve_ids(session, table_of(JournalTransaction), len(cols.refs))
+    if reserved is None:
+        tx_ids = await reserve_ids(session, table_of(JournalTransaction), len(cols.refs))
+    else:
+        tx_ids = list(reserved)
     entry_tx = [tx_ids[i] for i in cols.tx]
     entry_account = [accounts[k] for k in cols.account]
     deltas: dict[BalanceKey, int] = defaultdict(int)
@@ -275,12 +299,17 @@ async def _write(
             "amount": cols.amount,
         },
     )
-    await _apply_deltas(session, {k: d for k, d in deltas.items() if d != 0})
+    await _apply_deltas(session, {k: d for k, d in deltas.items() if d != 0}, balances)
     return dict(zip(cols.refs, tx_ids, strict=True))
 
 
-async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) -> None:
-    """Add each delta to its balance row (created at 0 if missing), in sorted key order."""
+async def _apply_deltas(
+    session: AsyncSession,
+    deltas: dict[BalanceKey, int],
+    given: Mapping[BalanceKey, int] | None = None,
+) -> None:
+    """Add each delta to its balance row (created at 0 if missing), in sorted key order;
+    on SQLite from the amounts ``given`` (see :func:`post_many`), the others read."""
     if not deltas:
         return
     keys = sorted(deltas)
@@ -290,7 +319,10 @@ async def _apply_deltas(session: AsyncSession, deltas: dict[BalanceKey, int]) ->
         amounts = [deltas[k] for k in keys]
         new_amount = "balances.amount + excluded.amount"
     else:
-        current = await _read_balances(session, keys)
+        given = given or {}
+        current = {k: given[k] for k in keys if k in given}
+        if len(current) < len(keys):
+            current.update(await _read_balances(session, [k for k in keys if k not in given]))
         amounts = [current.get(k, 0) + deltas[k] for k in keys]
         new_amount = "excluded.amount"
     # One executemany: the driver runs the rows in order, so PostgreSQL takes the row

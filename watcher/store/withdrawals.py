@@ -38,11 +38,18 @@ from watcher.domain.states import (
     check_withdrawal,
 )
 from watcher.store import ledger
-from watcher.store.bulk import insert_many, reserve_ids
+from watcher.store.bulk import insert_many, reserve_ids, reserve_ids_many
 from watcher.store.events import after_commit
 from watcher.store.keys import KeyColumn, select_by_keys
 from watcher.store.ledger_batch import Posting, post_many
-from watcher.store.models import SenderNonce, TxAttempt, Withdrawal, table_of, utcnow
+from watcher.store.models import (
+    JournalTransaction,
+    SenderNonce,
+    TxAttempt,
+    Withdrawal,
+    table_of,
+    utcnow,
+)
 from watcher.store.prepared import Prepared, ValueList, any_of, rows, run
 
 log = logging.getLogger("watcher.withdrawals")
@@ -452,6 +459,15 @@ async def new_ids(session: AsyncSession, count: int) -> list[int]:
     IMMEDIATE``, so no other writer can take them before the commit). An id is also
     the vault's on-chain withdrawal id, so it is never reused."""
     return await reserve_ids(session, _WITHDRAWALS, count)
+
+
+async def new_ids_with_holds(session: AsyncSession, count: int) -> tuple[list[int], list[int]]:
+    """:func:`new_ids` and as many journal transaction ids (for the withdrawals' holds,
+    :meth:`~watcher.store.ledger_batch.post_many` ``tx_ids``) in one statement."""
+    ids, hold_ids = await reserve_ids_many(
+        session, [(_WITHDRAWALS, count), (table_of(JournalTransaction), count)]
+    )
+    return ids, hold_ids
 
 
 _NEW_COLUMNS = (
