@@ -11,7 +11,7 @@ COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-intake bench-cli bench-anvil-stream bench-scale chaos clean test-pg
+.PHONY: setup run demo test check lint typecheck contracts promtool bench bench-deposits bench-withdrawals bench-intake bench-integrity bench-cli bench-anvil-stream bench-scale chaos clean test-pg
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -86,6 +86,11 @@ bench-withdrawals: setup
 # The intake's CPU per request by batch size (in process): per batch and per request.
 bench-intake: setup
 	$(BIN)/python bench/intake.py $(BENCH_ARGS)
+
+# The reconciler's ledger integrity check over 2,000,000 journal entries: its time and
+# the event loop's lag meanwhile.
+bench-integrity: setup
+	$(BIN)/python bench/integrity.py $(BENCH_ARGS)
 
 # Whole-process latency of `watcher --help` and `watcher status` (medians).
 bench-cli: setup

@@ -1,12 +1,13 @@
 """The reconciler's ledger integrity check (store/reconciliation.py) on SQLite and
 PostgreSQL: a clean ledger has no problem; each kind of tampered row is found, once,
-whatever the number of id ranges the check reads; on PostgreSQL the server-side sums
-find exactly what the per-row check finds."""
+whatever the number of id ranges the check reads and whether the amounts fit 64 bits;
+the database-side sums (PostgreSQL's server, SQLite's exact 64-bit filter) find exactly
+what the per-row reference finds."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
 from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.store import ledger
@@ -20,7 +21,7 @@ USERS = [f"0x{n:040x}" for n in range(1, 13)]
 BIG = 10**30  # beyond int64: SQLite cannot sum these exactly
 
 
-async def _seed(sessions: SessionFactory) -> None:
+async def _seed(sessions: SessionFactory, big: int = BIG) -> None:
     async with sessions.begin() as s:
         for n, user in enumerate(USERS, start=1):
             for k, asset in enumerate(("USDT", "ETH")):
@@ -28,7 +29,7 @@ async def _seed(sessions: SessionFactory) -> None:
                     s,
                     kind=TxKind.DEPOSIT,
                     ref=f"dep:{n}:{asset}",
-                    legs=[Leg(user, asset, BIG + n * 7 + k), Leg(VAULT, asset, -(BIG + n * 7 + k))],
+                    legs=[Leg(user, asset, big + n * 7 + k), Leg(VAULT, asset, -(big + n * 7 + k))],
                     account_key=user,
                 )
 
@@ -46,14 +47,15 @@ async def _problems(sessions: SessionFactory) -> list[tuple[str, str]]:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("big", [BIG, 10**15], ids=["beyond-64-bits", "within-64-bits"])
 @pytest.mark.parametrize("chunk", [1, 3, 5_000])
 async def test_integrity_finds_each_tampered_row(
-    sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch, chunk: int
+    sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch, chunk: int, big: int
 ) -> None:
     # Small ranges: the check reads the journal and the balances in many statements.
     monkeypatch.setattr(rec, "_CHUNK", chunk)
     monkeypatch.setattr(rec, "_SERVER_CHUNK", chunk)
-    await _seed(sessions)
+    await _seed(sessions, big)
     assert await _problems(sessions) == []
 
     a2, a5, a9 = [await _account_id(sessions, USERS[i]) for i in (2, 5, 9)]
@@ -62,7 +64,7 @@ async def test_integrity_finds_each_tampered_row(
         await s.execute(
             update(Balance)
             .where(Balance.account_id == a2, Balance.asset == "USDT")
-            .values(amount=BIG + 2 * 7 + 1000)
+            .values(amount=big + 2 * 7 + 1000)
         )
         # 2. a balance row deleted whose entries do not sum to zero
         await s.execute(delete(Balance).where(Balance.account_id == a5, Balance.asset == "ETH"))
@@ -78,7 +80,7 @@ async def test_integrity_finds_each_tampered_row(
         entry.amount = entry.amount + 5
 
     got = await _problems(sessions)
-    usdt2, eth2 = BIG + 3 * 7, BIG + 3 * 7 + 1  # USERS[2] is the third user: n = 3
+    usdt2, eth2 = big + 3 * 7, big + 3 * 7 + 1  # USERS[2] is the third user: n = 3
     assert got == sorted(
         [
             (
@@ -86,17 +88,16 @@ async def test_integrity_finds_each_tampered_row(
                 f"account {a2} USDT/cross: balance {usdt2 + 993} != journal {usdt2}",
             ),
             ("balance_mismatch", f"account {a2} ETH/cross: balance {eth2} != journal {eth2 + 5}"),
-            ("balance_missing", f"account {a5} ETH/cross: {BIG + 6 * 7 + 1}"),
+            ("balance_missing", f"account {a5} ETH/cross: {big + 6 * 7 + 1}"),
             ("balance_mismatch", f"account {a9} BTC/cross: balance 3 != journal 0"),
             ("unbalanced_transaction", f"journal tx {tx_id} ETH: 5"),
         ]
     )
 
     async with sessions() as s:
-        if dialect_name(s) == "postgresql":
-            # The server's sums and the per-row sums agree, problem for problem.
-            by_rows = sorted((p.what, p.detail) for p in await rec._integrity_by_rows(s))
-            assert by_rows == got
+        # The database's sums and the per-row sums agree, problem for problem.
+        by_rows = sorted((p.what, p.detail) for p in await rec._integrity_by_rows(s))
+    assert by_rows == got
 
 
 @pytest.mark.asyncio
@@ -114,3 +115,81 @@ async def test_integrity_on_postgresql_is_summed_by_the_server(
         if dialect_name(s) != "postgresql":
             pytest.skip("SQLite keeps amounts as text: the check sums them in Python")
         assert await rec.ledger_integrity(s) == []
+
+
+async def _refuse_python_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(*_: object) -> list[rec.IntegrityProblem]:
+        raise AssertionError("a range was summed in Python")
+
+    monkeypatch.setattr(rec, "_tx_range", refused)
+    monkeypatch.setattr(rec, "_account_range", refused)
+    monkeypatch.setattr(rec, "_integrity_by_rows", refused)
+
+
+@pytest.mark.asyncio
+async def test_integrity_on_sqlite_sums_amounts_within_64_bits_in_sqlite(
+    sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a clean ledger whose amounts and sums fit 64 bits is cleared by SQLite's
+    own sums: no entry is summed in Python."""
+    async with sessions() as s:
+        if dialect_name(s) != "sqlite":
+            pytest.skip("PostgreSQL sums on the server (test above)")
+    await _seed(sessions, 10**17)
+    await _refuse_python_sums(monkeypatch)
+    assert await _problems(sessions) == []
+
+
+async def _raw_amount(sessions: SessionFactory, table: str, rowid: int, value: object) -> None:
+    """Write an amount as SQLite stores whatever it is given (as a tamperer with the
+    file would), bypassing the column type."""
+    async with sessions.begin() as s:
+        await s.execute(
+            text(f"UPDATE {table} SET amount = :v WHERE rowid = :r"), {"v": value, "r": rowid}
+        )
+
+
+@pytest.mark.asyncio
+async def test_integrity_on_sqlite_reads_what_it_cannot_sum_exactly(
+    sessions: SessionFactory,
+) -> None:
+    """Amounts SQLite would read differently from Python (non-canonical text) and sums
+    beyond 64 bits are summed exactly in Python, never misread: the answer is the
+    per-row reference's in each case."""
+    async with sessions() as s:
+        if dialect_name(s) != "sqlite":
+            pytest.skip("SQLite's 64-bit filter")
+    # Entries of 9 * 10^17 each: every one exact, their sum per balance beyond 2^63
+    # (SQLite's sum raises "integer overflow": the range is summed in Python).
+    huge = 9 * 10**17
+    async with sessions.begin() as s:
+        for n in range(12):
+            await ledger.post(
+                s,
+                kind=TxKind.DEPOSIT,
+                ref=f"huge:{n}",
+                legs=[Leg(USERS[0], "USDT", huge), Leg(VAULT, "USDT", -huge)],
+                account_key=USERS[0],
+            )
+    assert await _problems(sessions) == []
+    async with sessions() as s:
+        entry = await s.scalar(select(JournalEntry).where(JournalEntry.amount == huge))
+    assert entry is not None
+    # The same value written as non-canonical text: Python reads 9 * 10^17, CAST too;
+    # nothing is wrong, and nothing is reported.
+    await _raw_amount(sessions, "journal_entries", entry.id, f"0{huge}")
+    assert await _problems(sessions) == []
+    # Text that CAST reads as 900000000000000000 and Python refuses to read is not
+    # cleared by SQLite: the exact path reads it, and fails loudly, as the reference.
+    await _raw_amount(sessions, "journal_entries", entry.id, f"{huge}abc")
+    with pytest.raises(ValueError):
+        await _problems(sessions)
+    # A real difference hidden in a huge sum is found.
+    await _raw_amount(sessions, "journal_entries", entry.id, str(huge + 1))
+    got = await _problems(sessions)
+    async with sessions() as s:
+        by_rows = sorted((p.what, p.detail) for p in await rec._integrity_by_rows(s))
+    assert got == by_rows and {what for what, _ in got} == {
+        "unbalanced_transaction",
+        "balance_mismatch",
+    }
