@@ -71,7 +71,7 @@ from typing import Any, cast
 import aiohttp
 from eth_account import Account
 from eth_hash.auto import keccak
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -408,6 +408,34 @@ class Side:
         self.results: dict[str, Any] = {}
 
 
+class StatementTimer:
+    """``BENCH_STEP_SQL=1``: each statement's time in the listener steps of one side
+    (cursor execute to its return, on the engine's connection), printed per statement
+    shape: where a seeded step's extra milliseconds go."""
+
+    def __init__(self, side: Side) -> None:
+        assert side.app is not None
+        self.name = side.name
+        self.total: dict[str, list[float]] = {}
+        self._started: list[float] = []
+        engine = side.app.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_: Any) -> None:
+        self._started.append(time.perf_counter())
+
+    def _after(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        shape = " ".join(statement.split())[:110]
+        self.total.setdefault(shape, []).append(time.perf_counter() - self._started.pop())
+
+    def report(self, steps: int) -> None:
+        print(f"statements per step ({self.name}), total ms per step, calls per step:")
+        ranked = sorted(self.total.items(), key=lambda kv: -sum(kv[1]))
+        for shape, times in ranked[:12]:
+            print(f"  {sum(times) * 1000 / steps:7.2f} {len(times) / steps:5.1f}  {shape}")
+
+
 async def daemon_phase(
     side: Side,
     cfg: Path,
@@ -613,6 +641,9 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
             for side in sides:
                 assert side.listener is not None
                 await side.listener.tick()
+        timers = (
+            [StatementTimer(side) for side in sides] if os.environ.get("BENCH_STEP_SQL") else []
+        )
         for k in range(STEPS):
             await block_with_deposit()
             order = sides if k % 2 == 0 else sides[::-1]
@@ -624,6 +655,8 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
                 assert not more
         for side in sides:
             side.results["step"] = median_ms(side.steps)
+        for timer in timers:
+            timer.report(STEPS)
 
         users = [Account.create() for _ in range(WARMUP + OPEN_N)]
         viewed = seeder.accounts[0]

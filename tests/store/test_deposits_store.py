@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
@@ -59,13 +60,22 @@ def dep(
     )
 
 
+@pytest.fixture(params=["by-key", "by-range"])
+def lookup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """deposits.by_keys looks a step's few logs up by key, a backfill's many by block
+    range: each test below runs both ways."""
+    if request.param == "by-range":
+        monkeypatch.setattr(deposits, "KEY_LOOKUP_MAX", 0)
+    return str(request.param)
+
+
 async def cross_of(sessions: SessionFactory, key: str) -> dict[str, int]:
     async with sessions() as s:
         return await ledger.wallet_balances(s, key, CROSS)
 
 
 async def test_recording_is_idempotent_and_final_logs_are_credited_at_once(
-    sessions: SessionFactory,
+    sessions: SessionFactory, lookup: str
 ) -> None:
     logs = [
         dep(1, 10, amount=1_234_567_891_234_567_891),
@@ -89,8 +99,8 @@ async def test_recording_is_idempotent_and_final_logs_are_credited_at_once(
     }
 
 
-async def test_by_keys_finds_rows_above_the_cursor_and_orphaned_ones_only(
-    sessions: SessionFactory,
+async def test_by_keys_finds_what_the_logs_may_already_be(
+    sessions: SessionFactory, lookup: str
 ) -> None:
     async with sessions.begin() as s:
         rec = await deposits.record_logs(
@@ -102,19 +112,36 @@ async def test_by_keys_finds_rows_above_the_cursor_and_orphaned_ones_only(
         await deposits.record_logs(s, [dep(4, 35)], NETWORK, ASSETS, final_upto=None)
     async with sessions.begin() as s:
         # A step above cursor 20: the orphaned row of block 11 (below the cursor, found
-        # by its state), the ones at 30 and 35 (above it); never the credited one at 10.
+        # by its state), the ones at 30 and 35 (above it). The credited one at 10 only
+        # by key: by range, a log of a canonical block below the cursor cannot be seen
+        # again above it on a consistent chain, and is not looked for.
         logs = [dep(1, 21), dep(2, 22), dep(3, 30), dep(4, 36), dep(5, 41)]
         found = await deposits.by_keys(s, CHAIN, logs, above=20)
-        assert {k[0][-1]: r.state for k, r in found.items()} == {
-            "2": "orphaned",
-            "3": "orphaned",
-            "4": "pending",
-        }
+        expected = {"2": "orphaned", "3": "orphaned", "4": "pending"}
+        if lookup == "by-key":
+            expected["1"] = "credited"
+        assert {k[0][-1]: r.state for k, r in found.items()} == expected
         assert await deposits.by_keys(s, CHAIN, [dep(9, 50)], above=45) == {}
 
 
-async def test_credit_then_reorg_reverses_and_reinclusion_credits_again(
+async def test_a_credited_log_seen_again_elsewhere_is_left_as_is(
     sessions: SessionFactory,
+) -> None:
+    """An inconsistent chain shows a credited log again in another block: found by its
+    key, it is logged and left as credited, never stored or credited twice."""
+    async with sessions.begin() as s:
+        await deposits.record_logs(s, [dep(1, 10)], NETWORK, ASSETS, final_upto=10)
+    async with sessions.begin() as s:
+        rec = await deposits.record_logs(s, [dep(1, 21)], NETWORK, ASSETS, final_upto=30)
+    assert (rec.new, rec.repointed, rec.credited) == (0, 0, 0)
+    async with sessions() as s:
+        rows = list(await s.scalars(select(Deposit)))
+    assert [(r.state, r.block_number) for r in rows] == [("credited", 10)]
+    assert await cross_of(sessions, ALICE) == {"USDT": 100_000_000}
+
+
+async def test_credit_then_reorg_reverses_and_reinclusion_credits_again(
+    sessions: SessionFactory, lookup: str
 ) -> None:
     async with sessions.begin() as s:
         await deposits.record_logs(s, [dep(1, 10), dep(2, 12)], NETWORK, ASSETS, final_upto=None)

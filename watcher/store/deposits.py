@@ -17,6 +17,7 @@ pending, so their cost does not grow with the number of credited deposits.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TextualSelect
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
 from watcher.domain.amounts import chain_to_ledger, chain_to_ledger_of, format_amount
@@ -34,13 +36,30 @@ from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.domain.states import DepositState, check_deposit
 from watcher.settings import AssetConfig, NetworkConfig, Settings
 from watcher.store.bulk import insert_many
-from watcher.store.ledger import post
+from watcher.store.keys import KeyColumn, keys_params
+from watcher.store.keys import by_keys as key_lookup
+from watcher.store.ledger import dialect_name, post
 from watcher.store.ledger_batch import Pair, post_pairs
 from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, table_of, utcnow
 
 log = logging.getLogger("watcher.store.deposits")
 
 _CHUNK = 5000
+# Logs looked up by key in by_keys; more (a backfill range) are matched by block range.
+KEY_LOOKUP_MAX = 256
+_DEPOSIT_KEY = (
+    KeyColumn("chain_id", "bigint[]"),
+    KeyColumn("tx_hash", "text[]"),
+    KeyColumn("log_index", "bigint[]"),
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _by_key_statement(dialect: str) -> TextualSelect:
+    table = table_of(Deposit)
+    return key_lookup(dialect, "deposits", _DEPOSIT_KEY, list(table.c.keys())).columns(*table.c)
+
+
 S = DepositState
 
 
@@ -129,17 +148,32 @@ async def by_keys(
 ) -> dict[tuple[str, int], Deposit]:
     """Stored deposits that these logs (all in blocks above the cursor) may already have.
 
-    A log in a block above the cursor ``above`` can only be known already if it was
-    stored in a block above the cursor too (a replayed range, or a block dropped by a
-    reorg: its rows keep their old numbers, which are above the rewound cursor), or
-    if it was orphaned/reversed. Anything stored at or below the cursor is canonical,
-    and a transaction is included only once in a chain. Two indexed queries of keys
-    only (``ix_deposits_chain_block``, ``ix_deposits_state_chain_block``), then the matching
+    Up to :data:`KEY_LOOKUP_MAX` logs (a steady-state step: a block or a few) are looked
+    up by their key, one statement, each log a search of the unique index on (chain,
+    tx hash, log index): the cost follows the logs, whatever is stored.
+
+    More logs (a backfill range) are found by what they can match instead: a log in a
+    block above the cursor ``above`` can only be known already if it was stored in a
+    block above the cursor too (a replayed range, or a block dropped by a reorg: its
+    rows keep their old numbers, which are above the rewound cursor), or if it was
+    orphaned/reversed. Anything stored at or below the cursor is canonical, and a
+    transaction is included only once in a chain. Two indexed queries of keys only
+    (``ix_deposits_chain_block``, ``ix_deposits_state_chain_block``), then the matching
     rows: the cost follows the rows above the cursor and the orphaned/reversed ones,
-    not the size of the table (a steady-state step or a backfill finds nothing).
+    not the size of the table or the number of logs. (Every step used to take this
+    path: with the 3,000 orphaned rows of a 1M-deposit ledger it read them all in each
+    step, ~1.1 ms of a ~9 ms step; issue 22.)
     """
     if not logs:
         return {}
+    if len(logs) <= KEY_LOOKUP_MAX:
+        dialect = dialect_name(session)
+        keys = [(chain_id, d.tx_hash, d.log_index) for d in logs]
+        found = await session.scalars(
+            select(Deposit).from_statement(_by_key_statement(dialect)),
+            keys_params(dialect, len(_DEPOSIT_KEY), keys),
+        )
+        return {(r.tx_hash, r.log_index): r for r in found}
     lowest = min(d.block_number for d in logs) if above is None else above + 1
     candidates: list[tuple[int, str, int]] = []
     for where in (
