@@ -41,6 +41,8 @@
      (``account_history`` in process beside the running daemon: median of 50);
    - *status*: ``collect_status`` in process beside the running daemon, database
      path and RPC probes (what ``watcher status`` does), median of 7;
+   - with ``BENCH_STEP_SQL=1``, each statement's time in the steps and the status
+     calls of each side, per statement shape (where a seeded side's time goes);
    - the daemon's peak RSS (``VmHWM``), and the database size per deposit (the whole
      database: deposits, journal, withdrawals, indexes).
 
@@ -409,16 +411,16 @@ class Side:
 
 
 class StatementTimer:
-    """``BENCH_STEP_SQL=1``: each statement's time in the listener steps of one side
-    (cursor execute to its return, on the engine's connection), printed per statement
-    shape: where a seeded step's extra milliseconds go."""
+    """``BENCH_STEP_SQL=1``: each statement's time in the listener steps and the status
+    calls of one side (cursor execute to its return, on the app's engine), printed per
+    statement shape: where a seeded side's extra milliseconds go."""
 
-    def __init__(self, side: Side) -> None:
-        assert side.app is not None
-        self.name = side.name
+    def __init__(self, name: str, app: App | None, what: str = "step") -> None:
+        assert app is not None
+        self.name, self.what = name, what
         self.total: dict[str, list[float]] = {}
         self._started: list[float] = []
-        engine = side.app.engine.sync_engine
+        engine = app.engine.sync_engine
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -430,7 +432,10 @@ class StatementTimer:
         self.total.setdefault(shape, []).append(time.perf_counter() - self._started.pop())
 
     def report(self, steps: int) -> None:
-        print(f"statements per step ({self.name}), total ms per step, calls per step:")
+        what = self.what
+        print(f"statements per {what} ({self.name}), total ms per {what}, calls per {what}:")
+        if not self.total:
+            print("  (none seen on this engine's cursor events)")
         ranked = sorted(self.total.items(), key=lambda kv: -sum(kv[1]))
         for shape, times in ranked[:12]:
             print(f"  {sum(times) * 1000 / steps:7.2f} {len(times) / steps:5.1f}  {shape}")
@@ -502,11 +507,18 @@ async def daemon_phase(
         reader = await build(side.settings, migrate=False, services=False)
         try:
             times = []
+            timer = (
+                StatementTimer(side.name, reader, "status")
+                if os.environ.get("BENCH_STEP_SQL")
+                else None
+            )
             for _ in range(STATUS_RUNS):
                 t0 = time.perf_counter()
                 await collect_status(reader)
                 times.append(time.perf_counter() - t0)
             side.results["status"] = median_ms(times)
+            if timer is not None:
+                timer.report(STATUS_RUNS)
             # The history page's queries alone, beside the daemon (the HTTP figure above
             # also carries whatever the daemon is doing after the intake burst).
             times = []
@@ -642,7 +654,9 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
                 assert side.listener is not None
                 await side.listener.tick()
         timers = (
-            [StatementTimer(side) for side in sides] if os.environ.get("BENCH_STEP_SQL") else []
+            [StatementTimer(side.name, side.app) for side in sides]
+            if os.environ.get("BENCH_STEP_SQL")
+            else []
         )
         for k in range(STEPS):
             await block_with_deposit()
