@@ -282,7 +282,30 @@ def lease_gauges(metrics: str) -> dict[str, float]:
 async def wait_completed(engine: AsyncEngine, n: int, within: float = 90) -> None:
     deadline = time.monotonic() + within
     while await count(engine, "SELECT count(*) FROM withdrawals WHERE state='completed'") < n:
-        assert time.monotonic() < deadline, "withdrawals not completed in time"
+        if time.monotonic() >= deadline:
+            # What is left and why, and who holds what on the server: a timeout here
+            # must say which withdrawal waits on what.
+            async with engine.connect() as conn:
+                left = (
+                    await conn.execute(
+                        text(
+                            "SELECT id, state, reason, tx_hash FROM withdrawals "
+                            "WHERE state <> 'completed' ORDER BY id"
+                        )
+                    )
+                ).all()
+                sessions = (
+                    await conn.execute(
+                        text(
+                            "SELECT pid, application_name, state, wait_event_type, "
+                            "left(query, 120) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                ).all()
+            raise AssertionError(
+                f"withdrawals not completed in time; not completed: {left}; sessions: {sessions}"
+            )
         await asyncio.sleep(0.3)
 
 
@@ -354,6 +377,10 @@ async def test_sigstopped_sender_is_fenced_and_steps_down(
             nonces = await count(engine, "SELECT count(DISTINCT nonce) FROM tx_attempts")
             paid = await withdrawn_per_id(chain, dep)
             still = await holders(engine)
+        except BaseException:
+            for r in replicas:  # shown with the failure: the replicas' own account
+                print(f"--- {r.replica_id} log (tail) ---\n{r.log_text()[-6000:]}")
+            raise
         finally:
             mining.cancel()
             await stop_all(replicas)
