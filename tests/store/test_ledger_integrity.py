@@ -6,15 +6,18 @@ what the per-row reference finds."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 
 from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.store import ledger
 from watcher.store import reconciliation as rec
 from watcher.store.db import SessionFactory
 from watcher.store.ledger import dialect_name
-from watcher.store.models import Balance, JournalEntry
+from watcher.store.models import Account, Balance, JournalEntry
 
 VAULT = vault_account(31337)
 USERS = [f"0x{n:040x}" for n in range(1, 13)]
@@ -193,3 +196,32 @@ async def test_integrity_on_sqlite_reads_what_it_cannot_sum_exactly(
         "unbalanced_transaction",
         "balance_mismatch",
     }
+
+
+@pytest.mark.asyncio
+async def test_integrity_finds_rows_of_an_account_that_does_not_exist(
+    sessions: SessionFactory,
+) -> None:
+    """Whoever edits the database can switch the foreign keys off: a balance naming an
+    account id beyond every account is still read and found."""
+    await _seed(sessions, 10**12)
+    async with sessions() as s:
+        # beyond the range of ids the highest account falls in, on either path
+        ghost = int(await s.scalar(select(func.max(Account.id))) or 0) + 100_000
+        postgres = dialect_name(s) == "postgresql"
+        database = s.get_bind().url.database
+    insert = (
+        "INSERT INTO balances (account_id, asset, wallet, amount, updated_at) "
+        f"VALUES ({ghost}, 'USDT', 'cross', '7', CURRENT_TIMESTAMP)"
+    )
+    if postgres:
+        async with sessions.begin() as s:  # the server's foreign-key triggers off
+            await s.execute(text("SET LOCAL session_replication_role = replica"))
+            await s.execute(text(insert))
+    else:  # a plain sqlite3 connection: foreign keys are off unless asked for
+        assert database
+        with contextlib.closing(sqlite3.connect(database)) as raw:
+            raw.execute(insert)
+            raw.commit()
+    got = await _problems(sessions)
+    assert got == [("balance_mismatch", f"account {ghost} USDT/cross: balance 7 != journal 0")]
