@@ -17,7 +17,6 @@ pending, so their cost does not grow with the number of credited deposits.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from typing import Any
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import TextualSelect
 
 from watcher.chain.logs import ZERO_ADDRESS, DepositLog
 from watcher.domain.amounts import chain_to_ledger, chain_to_ledger_of, format_amount
@@ -36,8 +34,7 @@ from watcher.domain.journal import Leg, TxKind, vault_account
 from watcher.domain.states import DepositState, check_deposit
 from watcher.settings import AssetConfig, NetworkConfig, Settings
 from watcher.store.bulk import insert_many
-from watcher.store.keys import KeyColumn, keys_params
-from watcher.store.keys import by_keys as key_lookup
+from watcher.store.keys import KeyColumn, keys_params, rows_by_keys
 from watcher.store.ledger import dialect_name, post
 from watcher.store.ledger_batch import Pair, post_pairs
 from watcher.store.models import Deposit, JournalTransaction, NetworkCursor, table_of, utcnow
@@ -47,17 +44,12 @@ log = logging.getLogger("watcher.store.deposits")
 _CHUNK = 5000
 # Logs looked up by key in by_keys; more (a backfill range) are matched by block range.
 KEY_LOOKUP_MAX = 256
+_DEPOSITS = table_of(Deposit)
 _DEPOSIT_KEY = (
     KeyColumn("chain_id", "bigint[]"),
     KeyColumn("tx_hash", "text[]"),
     KeyColumn("log_index", "bigint[]"),
 )
-
-
-@functools.lru_cache(maxsize=4)
-def _by_key_statement(dialect: str) -> TextualSelect:
-    table = table_of(Deposit)
-    return key_lookup(dialect, "deposits", _DEPOSIT_KEY, list(table.c.keys())).columns(*table.c)
 
 
 S = DepositState
@@ -170,7 +162,7 @@ async def by_keys(
         dialect = dialect_name(session)
         keys = [(chain_id, d.tx_hash, d.log_index) for d in logs]
         found = await session.scalars(
-            select(Deposit).from_statement(_by_key_statement(dialect)),
+            select(Deposit).from_statement(rows_by_keys(dialect, _DEPOSITS, _DEPOSIT_KEY)),
             keys_params(dialect, len(_DEPOSIT_KEY), keys),
         )
         return {(r.tx_hash, r.log_index): r for r in found}

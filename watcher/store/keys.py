@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import TextualSelect
@@ -86,6 +86,13 @@ async def select_by_keys(
     stmt = _typed_by_keys(dialect, table, tuple(key), tuple(returned))
     rows = await conn.execute(stmt, keys_params(dialect, len(key), keys))
     return list(rows.all())
+
+
+def rows_by_keys(dialect: str, table: Table, key: Sequence[KeyColumn]) -> TextualSelect:
+    """:func:`by_keys` returning every column of ``table``, typed as the model's, for
+    ``select(Model).from_statement(...)`` (ORM objects by key; bind with
+    :func:`keys_params`). Built once per shape."""
+    return _typed_by_keys(dialect, table.name, tuple(key), tuple(table.c))
 
 
 @functools.lru_cache(maxsize=64)

@@ -49,7 +49,7 @@ from sqlalchemy.orm.util import identity_key
 
 from watcher.domain.journal import CROSS, Leg, TxKind, UnbalancedTransaction, check_balanced
 from watcher.store.bulk import insert_many, reserve_ids
-from watcher.store.keys import KeyColumn, by_keys, keys_params, select_by_keys
+from watcher.store.keys import KeyColumn, keys_params, rows_by_keys, select_by_keys
 from watcher.store.ledger import create_accounts, dialect_name
 from watcher.store.models import (
     Account,
@@ -345,11 +345,9 @@ async def _apply_deltas(
     identity = session.sync_session.identity_map
     held = [k for k in keys if identity_key(Balance, k) in identity]
     if held:
-        table = table_of(Balance)
-        stmt = by_keys(dialect, "balances", _BALANCE_KEY, list(table.c.keys()))
         await session.execute(
             select(Balance)
-            .from_statement(stmt.columns(*table.c))
+            .from_statement(rows_by_keys(dialect, table_of(Balance), _BALANCE_KEY))
             .execution_options(populate_existing=True),
             keys_params(dialect, len(_BALANCE_KEY), held),
         )
