@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections import defaultdict
 
 import pytest
 from sqlalchemy import delete, func, select, text, update
@@ -47,6 +48,25 @@ async def _account_id(sessions: SessionFactory, key: str) -> int:
 async def _problems(sessions: SessionFactory) -> list[tuple[str, str]]:
     async with sessions() as s:
         return sorted((p.what, p.detail) for p in await rec.ledger_integrity(s))
+
+
+async def _by_rows(sessions: SessionFactory) -> list[tuple[str, str]]:
+    """The reference: every entry and balance read and summed here, in Python."""
+    per_tx: dict[tuple[int, str], int] = defaultdict(int)
+    sums: dict[tuple[int, str, str], int] = defaultdict(int)
+    async with sessions() as s:
+        for entry in await s.scalars(select(JournalEntry)):
+            per_tx[(entry.transaction_id, entry.asset)] += entry.amount
+            sums[(entry.account_id, entry.asset, entry.wallet)] += entry.amount
+        balances = {
+            (b.account_id, b.asset, b.wallet): b.amount for b in await s.scalars(select(Balance))
+        }
+    found = [rec._unbalanced(t, a, total) for (t, a), total in per_tx.items() if total != 0]
+    for key, amount in balances.items():
+        if amount != sums.get(key, 0):
+            found.append(rec._mismatch(*key, amount, sums.get(key, 0)))
+    found += [rec._missing(*k, t) for k, t in sums.items() if k not in balances and t != 0]
+    return sorted((p.what, p.detail) for p in found)
 
 
 @pytest.mark.asyncio
@@ -97,36 +117,29 @@ async def test_integrity_finds_each_tampered_row(
         ]
     )
 
-    async with sessions() as s:
-        # The database's sums and the per-row sums agree, problem for problem.
-        by_rows = sorted((p.what, p.detail) for p in await rec._integrity_by_rows(s))
-    assert by_rows == got
+    # The database's sums and the per-row sums agree, problem for problem.
+    assert await _by_rows(sessions) == got
+
+
+def _refuse_python_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refused(*_: object) -> list[rec.IntegrityProblem]:
+        raise AssertionError("a range was summed in Python")
+
+    monkeypatch.setattr(rec, "_tx_range", refused)
+    monkeypatch.setattr(rec, "_account_range", refused)
 
 
 @pytest.mark.asyncio
 async def test_integrity_on_postgresql_is_summed_by_the_server(
     sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On PostgreSQL no journal entry crosses the wire: the per-row path is not taken."""
+    """On PostgreSQL no journal entry crosses the wire: nothing is summed in Python."""
     await _seed(sessions)
-
-    async def refused(*_: object) -> list[rec.IntegrityProblem]:
-        raise AssertionError("the per-row check ran")
-
-    monkeypatch.setattr(rec, "_integrity_by_rows", refused)
+    _refuse_python_sums(monkeypatch)
     async with sessions() as s:
         if dialect_name(s) != "postgresql":
             pytest.skip("SQLite keeps amounts as text: the check sums them in Python")
         assert await rec.ledger_integrity(s) == []
-
-
-async def _refuse_python_sums(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refused(*_: object) -> list[rec.IntegrityProblem]:
-        raise AssertionError("a range was summed in Python")
-
-    monkeypatch.setattr(rec, "_tx_range", refused)
-    monkeypatch.setattr(rec, "_account_range", refused)
-    monkeypatch.setattr(rec, "_integrity_by_rows", refused)
 
 
 @pytest.mark.asyncio
@@ -139,7 +152,7 @@ async def test_integrity_on_sqlite_sums_amounts_within_64_bits_in_sqlite(
         if dialect_name(s) != "sqlite":
             pytest.skip("PostgreSQL sums on the server (test above)")
     await _seed(sessions, 10**17)
-    await _refuse_python_sums(monkeypatch)
+    _refuse_python_sums(monkeypatch)
     assert await _problems(sessions) == []
 
 
@@ -190,9 +203,7 @@ async def test_integrity_on_sqlite_reads_what_it_cannot_sum_exactly(
     # A real difference hidden in a huge sum is found.
     await _raw_amount(sessions, "journal_entries", entry.id, str(huge + 1))
     got = await _problems(sessions)
-    async with sessions() as s:
-        by_rows = sorted((p.what, p.detail) for p in await rec._integrity_by_rows(s))
-    assert got == by_rows and {what for what, _ in got} == {
+    assert got == await _by_rows(sessions) and {what for what, _ in got} == {
         "unbalanced_transaction",
         "balance_mismatch",
     }

@@ -194,8 +194,8 @@ async def ledger_integrity(session: AsyncSession) -> list[IntegrityProblem]:
     ``numeric``) and sends back only the problems (:func:`_integrity_on_server`). On
     SQLite, where amounts are text that SQLite cannot sum exactly in general, SQLite
     sums the ones that are exact as 64-bit integers and only the id ranges it cannot
-    clear are summed here (:func:`_integrity_sqlite`). :func:`_integrity_by_rows`, every
-    entry summed in Python, is the reference both are tested against."""
+    clear are summed here (:func:`_integrity_sqlite`). Both are tested against every
+    entry summed in Python (tests/store/test_ledger_integrity.py)."""
     if dialect_name(session) == "postgresql":
         return await _integrity_on_server(session)
     return await _integrity_sqlite(session)
@@ -410,53 +410,6 @@ async def _account_range(session: AsyncSession, lo: int, hi: int) -> list[Integr
         if amount != sums.get(key, 0):
             problems.append(_mismatch(account_id, asset, wallet, amount, sums.get(key, 0)))
     for key, total in sorted(sums.items()):
-        if key not in seen and total != 0:
-            problems.append(_missing(*key, total))
-    return problems
-
-
-async def _integrity_by_rows(session: AsyncSession) -> list[IntegrityProblem]:
-    problems: list[IntegrityProblem] = []
-    sums: dict[tuple[int, str, str], int] = defaultdict(int)
-    # Entries as plain rows, a range of transaction ids per statement (an index seek;
-    # a range holds whole transactions): memory holds one range and the per-balance
-    # sums, not the journal, and the event loop runs between ranges. (All entries as
-    # ORM objects with a map per transaction took a 1M-deposit daemon to 4 GB; one
-    # fetch of them all to 1.2 GB, blocking the loop meanwhile; issue 22.)
-    e = table_of(JournalEntry).c
-    highest = int(await session.scalar(select(func.max(e.transaction_id))) or 0)
-    page = (
-        select(e.transaction_id, e.asset, e.account_id, e.wallet, e.amount)
-        .where(e.transaction_id > bindparam("lo"), e.transaction_id <= bindparam("hi"))
-        .order_by(e.transaction_id)
-    )
-    for lo in range(0, highest, _CHUNK):
-        per_tx: dict[tuple[int, str], int] = defaultdict(int)
-        for tx_id, asset, account_id, wallet, amount in await session.execute(
-            page, {"lo": lo, "hi": lo + _CHUNK}
-        ):
-            sums[(account_id, asset, wallet)] += amount
-            per_tx[(tx_id, asset)] += amount
-        for (tx_id, asset), total in sorted(per_tx.items()):
-            if total != 0:
-                problems.append(_unbalanced(tx_id, asset, total))
-        await asyncio.sleep(0)
-    seen: set[tuple[int, str, str]] = set()
-    b = table_of(Balance).c
-    last = int(await session.scalar(select(func.max(b.account_id))) or 0)
-    balances = select(b.account_id, b.asset, b.wallet, b.amount).where(
-        b.account_id > bindparam("lo"), b.account_id <= bindparam("hi")
-    )
-    for lo in range(0, last, _CHUNK):
-        for account_id, asset, wallet, amount in await session.execute(
-            balances, {"lo": lo, "hi": lo + _CHUNK}
-        ):
-            key = (account_id, asset, wallet)
-            seen.add(key)
-            if amount != sums.get(key, 0):
-                problems.append(_mismatch(account_id, asset, wallet, amount, sums.get(key, 0)))
-        await asyncio.sleep(0)
-    for key, total in sums.items():
         if key not in seen and total != 0:
             problems.append(_missing(*key, total))
     return problems
