@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from eth_account import Account
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pgserver import bench_database  # noqa: E402
+from bench.pgserver import bench_workdir  # noqa: E402
 from bench.withdrawals import setup_ledger, signed_requests  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
@@ -110,14 +109,8 @@ async def run(args: argparse.Namespace, root: Path, db_url: str) -> None:
 
 async def main() -> None:
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
-        root = Path(tmp)
-        async with bench_database(args.database, root / "watcher.db", args.database_url) as (
-            url,
-            where,
-        ):
-            print(f"database: {where}", flush=True)
-            await run(args, root, url)
+    async with bench_workdir("bench-intake-", args.database, args.database_url) as (root, url):
+        await run(args, root, url)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pgserver import bench_database  # noqa: E402
+from bench.pgserver import bench_workdir  # noqa: E402
 from watcher.domain.journal import TxKind, vault_account  # noqa: E402
 from watcher.store.db import create_audit_engine, create_engine, session_factory  # noqa: E402
 from watcher.store.ledger_batch import Pair, post_pairs  # noqa: E402
@@ -126,13 +125,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
 
 async def main() -> None:
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="bench-integrity-") as tmp:
-        async with bench_database(args.database, Path(tmp) / "watcher.db", args.database_url) as (
-            url,
-            where,
-        ):
-            print(f"database: {where}", flush=True)
-            await run(args, url)
+    async with bench_workdir("bench-integrity-", args.database, args.database_url) as (_, url):
+        await run(args, url)
 
 
 if __name__ == "__main__":

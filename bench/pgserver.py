@@ -96,6 +96,20 @@ async def bench_database(
         yield db, f"PostgreSQL, {where}"
 
 
+@asynccontextmanager
+async def bench_workdir(
+    prefix: str, kind: str, url: str | None = None
+) -> AsyncIterator[tuple[Path, str]]:
+    """(a temporary directory, database URL) for one bench run: the directory removed
+    after it, the database from :func:`bench_database` (its SQLite file ``watcher.db``
+    in that directory); says where the database is."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = Path(tmp)
+        async with bench_database(kind, root / "watcher.db", url) as (db_url, where):
+            print(f"database: {where}", flush=True)
+            yield root, db_url
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -73,7 +73,6 @@ import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,7 +85,7 @@ from eth_account import Account
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pgserver import bench_database  # noqa: E402
+from bench.pgserver import bench_workdir  # noqa: E402
 from tests.helpers import write_config  # noqa: E402
 from watcher.app import build  # noqa: E402
 from watcher.chain.artifacts import load_artifact  # noqa: E402
@@ -633,18 +632,15 @@ async def start_daemon(
 
 async def main() -> None:
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="bench-withdrawals-") as tmp:
-        root = Path(tmp)
-        async with bench_database(args.database, root / "watcher.db", args.database_url) as (
-            url,
-            where,
-        ):
-            print(f"database: {where}", flush=True)
-            db = Db(args.database, root, url)
-            try:
-                await run(args, root, db)
-            finally:
-                await db.close()
+    async with bench_workdir("bench-withdrawals-", args.database, args.database_url) as (
+        root,
+        url,
+    ):
+        db = Db(args.database, root, url)
+        try:
+            await run(args, root, db)
+        finally:
+            await db.close()
 
 
 async def run(args: argparse.Namespace, root: Path, db: Db) -> None:
