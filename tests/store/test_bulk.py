@@ -6,7 +6,9 @@ session and concurrent posters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -420,28 +422,34 @@ async def test_batches_and_single_posts_on_shared_balances_do_not_deadlock(
     assert got[(VAULT, "USDT", CROSS)] == -(8 * 1000) - 8 * 8 + 16
 
 
+@contextlib.contextmanager
+def statements_on(engine: Any) -> Iterator[list[str]]:
+    """The SQL of every statement run on ``engine`` inside the block."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
 async def test_reserve_ids_many_takes_each_tables_ids_in_one_statement(
     sessions: SessionFactory, engine: Any
 ) -> None:
     """The intake's withdrawal and hold ids in one statement: each table's ids ascending,
-    after what exists, usable by the inserts that follow, and the same as one
-    ``reserve_ids`` per table would give on a fresh database."""
+    after what exists; nothing reserved for a count of 0; a table given twice refused."""
     withdrawals, journal = cast(Table, Withdrawal.__table__), JOURNAL
     async with sessions.begin() as s:
         await ledger.post(
             s, kind=TxKind.DEPOSIT, ref="seed", legs=[Leg(ALICE, "USDT", 1), Leg(VAULT, "USDT", -1)]
         )
-    statements: list[str] = []
-
-    def seen(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statements_on(engine) as statements:
         async with sessions.begin() as s:
             w_ids, tx_ids = await reserve_ids_many(s, [(withdrawals, 3), (journal, 2)])
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
     assert len([q for q in statements if "id" in q]) == 1, statements
     assert len(w_ids) == 3 and w_ids == sorted(set(w_ids))
     assert len(tx_ids) == 2 and tx_ids == sorted(set(tx_ids))
@@ -487,13 +495,7 @@ async def test_post_many_with_reserved_ids_and_balances_read_under_the_lock(
     async with sessions() as s:
         ids = await ledger_batch.account_ids(s, [ALICE, VAULT])
     alice = ids[ALICE]
-    statements: list[str] = []
-
-    def seen(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statements_on(engine) as statements:
         async with sessions.begin() as s:
             # Three reserved, the last two used: not what a fresh reservation would give.
             reserved = (await reserve_ids(s, JOURNAL, 3))[1:]
@@ -506,8 +508,6 @@ async def test_post_many_with_reserved_ids_and_balances_read_under_the_lock(
                 # cross as read (100); no hold row yet: 0
                 balances={(alice, "USDT", CROSS): 100, (alice, "USDT", HOLD): 0},
             )
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
     assert got == {"h1": reserved[0], "h2": reserved[1]}
     reads = [q for q in statements if q.lstrip().upper().startswith("SELECT") and "balances" in q]
     assert reads == []
