@@ -268,8 +268,8 @@ class Reconciler:
     delay_first = True
     # A stop cancels a reconciliation in flight instead of waiting for it: it reads,
     # then records its findings in one transaction, so a cancelled run leaves nothing
-    # half-written and the next one starts over (at 1M deposits on SQLite the ledger
-    # check reads for tens of seconds).
+    # half-written and the next one starts over (at 1M deposits the ledger check reads
+    # the whole journal: seconds on either database).
     interruptible = True
 
     def __init__(self, app: App) -> None:
