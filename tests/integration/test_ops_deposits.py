@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tests.faultproxy import FaultProxy
 from tests.fixtures_chain import DevnetFactory
@@ -24,11 +24,11 @@ from watcher.app import App, beat, build
 from watcher.chain.devnet import dev_account
 from watcher.chain.errors import RpcError
 from watcher.services.reconciler import INTEGRITY_KEY, reconcile
-from watcher.services.status import collect_status
+from watcher.services.status import WAITING_SHOWN, collect_status
 from watcher.settings import load_settings
 from watcher.store.alarms import AlarmKind, acknowledge, active_alarms
 from watcher.store.ledger import find_account
-from watcher.store.models import Balance
+from watcher.store.models import Balance, Deposit
 
 TRANSFER = "0xa9059cbb"  # transfer(address,uint256)
 
@@ -64,10 +64,33 @@ async def test_status_metrics_reconciliation_and_health(
             await chain.receipt(await chain.deposit_native(3, 2 * 10**18))
             await listener.tick()
             await beat(app)
+            # Pending deposits of a chain this config does not know, older by block number
+            # than the devnet's and more than one page of them: they must not crowd the
+            # devnet's out of the list (they are counted by state, not listed).
+            async with app.sessions.begin() as s:
+                s.add_all(
+                    Deposit(
+                        chain_id=424242,
+                        tx_hash="0x" + word(n),
+                        log_index=0,
+                        block_number=0,
+                        block_hash="0x" + word(0),
+                        account=addr(9),
+                        token=usdt,
+                        amount=1,
+                        asset="USDT",
+                        ledger_amount=1,
+                        state="pending",
+                    )
+                    for n in range(1, WAITING_SHOWN + 51)
+                )
 
             doc = await collect_status(app)
             waiting = {w["account"]: w for w in doc["deposits"]["waiting"]}
             assert set(waiting) == {addr(2), addr(3)}
+            assert doc["deposits"]["byState"] == {"pending": WAITING_SHOWN + 52}
+            async with app.sessions.begin() as s:
+                await s.execute(delete(Deposit).where(Deposit.chain_id == 424242))
             assert waiting[addr(2)]["amount"] == "1234.000000000000000005"
             assert waiting[addr(2)]["confirmations"] == 2 and waiting[addr(2)]["required"] == 3
             assert waiting[addr(3)]["confirmations"] == 1 and waiting[addr(3)]["etaSeconds"] == 2

@@ -172,6 +172,20 @@ def _age(then: datetime | None, now: datetime) -> int | None:
     return None if then is None else max(0, int((now - then).total_seconds()))
 
 
+# Pending deposits listed per network (the oldest first); all are counted by state.
+WAITING_SHOWN = 200
+_WAITING_COLUMNS = (
+    Deposit.chain_id,
+    Deposit.tx_hash,
+    Deposit.log_index,
+    Deposit.block_number,
+    Deposit.account,
+    Deposit.token,
+    Deposit.asset,
+    Deposit.amount,
+)
+
+
 async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     settings = app.settings
     now = datetime.now(UTC)
@@ -181,14 +195,22 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     async with app.sessions() as s:
         beat = await s.get(Heartbeat, "daemon")
         cursors = {c.chain_id: c for c in await s.scalars(select(NetworkCursor))}
-        pending = list(
-            await s.scalars(
-                select(Deposit)
-                .where(Deposit.state == DepositState.PENDING)
-                .order_by(Deposit.block_number)
-                .limit(200)
-            )
-        )
+        # The oldest pending deposits of each configured network that has a cursor (the
+        # only ones an ETA can be given for), as plain rows: one index seek per network
+        # (state, chain, block). Ordered across chains, another chain's pending rows
+        # (one not configured here) could fill the page and hide these.
+        pending: list[Any] = []
+        for chain_id in sorted(cursors):
+            if settings.network_by_chain(chain_id) is None:
+                continue
+            pending += (
+                await s.execute(
+                    select(*_WAITING_COLUMNS)
+                    .where(Deposit.state == DepositState.PENDING, Deposit.chain_id == chain_id)
+                    .order_by(Deposit.block_number)
+                    .limit(WAITING_SHOWN)
+                )
+            ).all()
         # Counted by state: only the states a deposit or withdrawal passes through
         # (index seeks over the few rows in them). The final states (credited,
         # unsupported; completed, failed, ...) grow for ever: counting them would read
