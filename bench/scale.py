@@ -35,12 +35,16 @@
      seeded database's new withdrawal ids (after its ``--deposits``/5 seeded ones)
      overlap the ids the empty one paid, and the vault refuses those payouts (the
      intake figures do not depend on it);
+   - *status under load*: ``collect_status`` in process beside the running daemon,
+     database path and RPC probes (what ``watcher status`` does), median of 15, one
+     second after the burst while the daemon still pays it;
+   - then, once the daemon has taken every withdrawal of the run to a final state (at
+     most 180 s; the time it took is printed), both sides in the same state:
    - *account view*: ``GET /v1/accounts/{a}`` and ``GET /v1/accounts/{a}/history`` of
      the busiest seeded account (in the empty database: that account with one credit),
      medians of 50 sequential requests; and the history page's queries alone
      (``account_history`` in process beside the running daemon: median of 50);
-   - *status*: ``collect_status`` in process beside the running daemon, database
-     path and RPC probes (what ``watcher status`` does), median of 7;
+   - *status*: as above, median of 15;
    - with ``BENCH_STEP_SQL=1``, each statement's time in the steps and the status
      calls of each side, per statement shape (where a seeded side's time goes);
    - the daemon's peak RSS (``VmHWM``), and the database size per deposit (the whole
@@ -66,6 +70,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -94,6 +99,7 @@ from watcher.chain.devnet import (  # noqa: E402
     start_cosigners,
 )
 from watcher.chain.logs import DepositLog  # noqa: E402
+from watcher.domain.states import WITHDRAWAL_HOLDING  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
 from watcher.services.status import collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
@@ -115,7 +121,9 @@ OPEN_RATE = 500
 # (counted from its scheduled arrival) includes that wait.
 OPEN_CONNECTIONS = 100
 VIEWS = 50
-STATUS_RUNS = 7
+STATUS_RUNS = 15
+# Seconds a daemon gets to pay the open loop's withdrawals before the reads are timed.
+DRAIN_WITHIN = 180.0
 SEED_CHUNK = 50_000
 OTHER_CHAIN = 1  # the second network of the seeded pending deposits
 OTHER_PENDING = 2000
@@ -448,6 +456,7 @@ async def daemon_phase(
     root: Path,
     bodies: list[dict[str, Any]],
     viewed: str,
+    mine: Callable[[], Awaitable[Any]],
 ) -> None:
     assert side.settings is not None
     logs = ROOT / "var" / "bench"
@@ -456,6 +465,8 @@ async def daemon_phase(
     api = f"http://127.0.0.1:{port}"
     try:
         await wbench.wait_http(api)
+        assert side.app is not None
+        baseline = await live_withdrawals(side.app)  # the seeded ones stay live
         async with aiohttp.ClientSession() as http:
             for body in bodies[:WARMUP]:  # warm-up (first-use imports, caches); not counted
                 await wbench.submit(http, api, json.dumps(body))
@@ -496,45 +507,101 @@ async def daemon_phase(
                 await spy.wait()
             side.results["intake_p99"] = wbench.pct(latencies, 99) * 1000
             side.results["intake_p50"] = median_ms(latencies)
-            await asyncio.sleep(1.0)  # the sender's and tracker's work of the burst
-            doc = [await timed_get(http, f"{api}/v1/accounts/{viewed}") for _ in range(VIEWS)]
-            hist = [
-                await timed_get(http, f"{api}/v1/accounts/{viewed}/history?limit=100")
-                for _ in range(VIEWS)
-            ]
-            side.results["account"] = median_ms(doc)
-            side.results["history"] = median_ms(hist)
-        reader = await build(side.settings, migrate=False, services=False)
-        try:
-            times = []
-            timer = (
-                StatementTimer(side.name, reader, "status")
-                if os.environ.get("BENCH_STEP_SQL")
-                else None
-            )
-            for _ in range(STATUS_RUNS):
+            reader = await build(side.settings, migrate=False, services=False)
+            try:
+                # Status while the daemon still pays the burst (what an operator sees
+                # under load), then every read again once the burst is paid: the two
+                # sides compared in the same state, not at whatever point of their
+                # payout backlogs one second happens to fall on.
+                await asyncio.sleep(1.0)
+                side.results["status_busy"] = await status_ms(reader)
                 t0 = time.perf_counter()
-                await collect_status(reader)
-                times.append(time.perf_counter() - t0)
-            side.results["status"] = median_ms(times)
-            if timer is not None:
-                timer.report(STATUS_RUNS)
-            # The history page's queries alone, beside the daemon (the HTTP figure above
-            # also carries whatever the daemon is doing after the intake burst).
-            times = []
-            for _ in range(VIEWS):
-                t0 = time.perf_counter()
-                async with reader.sessions() as s:
-                    await account_history(s, side.settings, viewed, limit=100)
-                times.append(time.perf_counter() - t0)
-            side.results["history_db"] = median_ms(times)
-        finally:
-            await reader.close()
-            await reader.engine.dispose()
+                left = await wait_paid(reader, baseline, mine)
+                side.results["drain_s"] = time.perf_counter() - t0
+                side.results["left"] = left
+                doc = [await timed_get(http, f"{api}/v1/accounts/{viewed}") for _ in range(VIEWS)]
+                hist = [
+                    await timed_get(http, f"{api}/v1/accounts/{viewed}/history?limit=100")
+                    for _ in range(VIEWS)
+                ]
+                side.results["account"] = median_ms(doc)
+                side.results["history"] = median_ms(hist)
+                timer = (
+                    StatementTimer(side.name, reader, "status")
+                    if os.environ.get("BENCH_STEP_SQL")
+                    else None
+                )
+                side.results["status"] = await status_ms(reader)
+                if timer is not None:
+                    timer.report(STATUS_RUNS)
+                # The history page's queries alone, beside the daemon (the HTTP figure
+                # above also carries the server's and the client's work).
+                times = []
+                for _ in range(VIEWS):
+                    t0 = time.perf_counter()
+                    async with reader.sessions() as s:
+                        await account_history(s, side.settings, viewed, limit=100)
+                    times.append(time.perf_counter() - t0)
+                side.results["history_db"] = median_ms(times)
+            finally:
+                await reader.close()
+                await reader.engine.dispose()
         side.results["rss_mb"] = proc_kb(proc.pid, "VmHWM") / 1024
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def status_ms(reader: App) -> float:
+    """Median of STATUS_RUNS ``collect_status`` calls, in ms."""
+    times = []
+    for _ in range(STATUS_RUNS):
+        t0 = time.perf_counter()
+        await collect_status(reader)
+        times.append(time.perf_counter() - t0)
+    return median_ms(times)
+
+
+async def live_withdrawals(app: App) -> int:
+    from sqlalchemy import func, select
+
+    async with app.sessions() as s:
+        n = await s.scalar(
+            select(func.count())
+            .select_from(Withdrawal)
+            .where(Withdrawal.state.in_([str(x) for x in WITHDRAWAL_HOLDING]))
+        )
+    return int(n or 0)
+
+
+async def wait_paid(
+    app: App, baseline: int, mine: Callable[[], Awaitable[Any]], within: float = DRAIN_WITHIN
+) -> int:
+    """Wait until the daemon has taken every withdrawal of the run to a final state
+    (live withdrawals back at ``baseline``) or ``within`` seconds passed, mining a block
+    every 0.25 s meanwhile (the payouts' confirmations: anvil mines only on a
+    transaction); how many of the run's are still live (0: drained)."""
+    deadline = time.monotonic() + within
+    while (left := await live_withdrawals(app) - baseline) > 0:
+        await mine()
+        if time.monotonic() >= deadline:
+            from collections import Counter
+
+            from sqlalchemy import select
+
+            async with app.sessions() as s:
+                why = Counter(
+                    (w.state, (w.reason or "")[:100])
+                    for w in await s.execute(
+                        select(Withdrawal.state, Withdrawal.reason).where(
+                            Withdrawal.state.in_([str(x) for x in WITHDRAWAL_HOLDING])
+                        )
+                    )
+                )
+            print(f"still live after {within:.0f} s (state, reason): {dict(why)}", flush=True)
+            return left
+        await asyncio.sleep(0.25)
+    return 0
 
 
 async def db_size(side: Side) -> int:
@@ -619,6 +686,15 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         took = time.perf_counter() - began
         gc.enable()
         gc.collect()
+        # The vault pays both daemons' runs on top of what the seeded ledger has in
+        # flight (signed or broadcast, never mined here): without it, the seeded
+        # daemon's sender finds no free USDT and pays nothing, and the two sides would
+        # be compared with different work going on.
+        async with seeded.app.sessions() as s:
+            # (the seeded withdrawals are all USDT)
+            spoken_for = sum((await repo.in_flight_outflow(s, dep.chain_id)).values())
+        if spoken_for:
+            await wbench.fund_vault(node.url, dep.vault, usdt, spoken_for)
         counts = await table_counts(seeded.app)
         print(
             f"seeded ({args.database}): {counts['deposits']:,} deposits, "
@@ -689,7 +765,15 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
                 side_cfg = write_config(
                     root / side.name, [("devnet", dep, DEPTH)], cosigners=cosigners
                 )
-                await daemon_phase(side, side_cfg, env, root / side.name, bodies, viewed)
+                await daemon_phase(
+                    side,
+                    side_cfg,
+                    env,
+                    root / side.name,
+                    bodies,
+                    viewed,
+                    lambda: rpc.call("anvil_mine", "0x1"),
+                )
 
         size = await db_size(seeded)
         size_empty = await db_size(empty)
@@ -703,10 +787,14 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         ("account", "account view GET /v1/accounts/{a}"),
         ("history", "account history GET /v1/accounts/{a}/history?limit=100"),
         ("history_db", "account history in process (account_history, limit 100)"),
+        ("status_busy", "status 1 s after the burst (daemon paying it)"),
         ("status", "status (collect_status, database + RPC probes)"),
     ):
         a, b = seeded.results[key], empty.results[key]
         print(f"{label}: {a:.1f} ms (empty {b:.1f} ms), ratio {a / b:.2f}")
+    for side in (seeded, empty):
+        drained = "paid" if side.results["left"] == 0 else f"{side.results['left']:.0f} still live"
+        print(f"{side.name}: the run's withdrawals {drained} {side.results['drain_s']:.1f} s after")
     print(f"viewed account (seeded): {viewed_rows[0]} deposits, {viewed_rows[1]} withdrawals")
     print(
         f"database size: {size / 2**20:.0f} MiB ({size / max(1, n):.0f} bytes per deposit, "
