@@ -352,7 +352,9 @@ async def build(
         if settings.secrets.cosigner_token
         else None
     )
-    engine = create_engine(settings.database.url)
+    replica_id = replica_id or default_replica_id()
+    # Named after the replica on the server (pg_stat_activity: who holds what).
+    engine = create_engine(settings.database.url, application_name=f"watcher {replica_id}")
     if migrate:
         await upgrade(engine)
     timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
@@ -362,7 +364,7 @@ async def build(
         sessions=session_factory(engine),
         http=aiohttp.ClientSession(timeout=timeout),
         runner=Runner(),
-        replica_id=replica_id or default_replica_id(),
+        replica_id=replica_id,
         roles=roles,
     )
     app.runner.on_tick = app.metrics.on_tick

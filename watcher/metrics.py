@@ -95,6 +95,12 @@ class Metrics:
         self.fenced_writes = Counter(
             "watcher_fenced_writes", "Writes refused by a role's fence", ["role"], registry=r
         )
+        self.stalled_sessions_ended = Counter(
+            "watcher_stalled_sessions_ended",
+            "Watcher database sessions this replica ended: stalled inside a transaction, "
+            "waiting for their client (a stopped process) past the idle bound",
+            registry=r,
+        )
 
         self.cosign_round = Histogram(
             "watcher_cosign_round_seconds",

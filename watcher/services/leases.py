@@ -38,7 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from watcher.store import leases as store
 from watcher.store.alarms import AlarmKind, raise_alarm
-from watcher.store.db import SessionFactory
+from watcher.store.db import APPLICATION_NAME, IDLE_IN_TRANSACTION_MS, SessionFactory
+from watcher.store.stalled import end_stalled
 
 if TYPE_CHECKING:
     from watcher.app import Service
@@ -93,6 +94,11 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.on_acquire: Callable[[str], None] | None = None
+        # Seconds after which a watcher session stalled inside a transaction, waiting
+        # for its (stopped) client, is ended (store/stalled.py); the server's own bound
+        # for an idle one.
+        self.stalled_after = IDLE_IN_TRANSACTION_MS / 1000
+        self._stalled_warned = False
         if engine.dialect.name == "postgresql":
             # A connection of its own, so a renewal never waits behind the pool of a
             # busy replica; each statement bounded well inside the lease.
@@ -106,7 +112,9 @@ class LeaseKeeper:
                 connect_args={
                     "timeout": timeout,
                     "command_timeout": timeout,
-                    "server_settings": {"application_name": f"watcher-lease {replica_id}"[:63]},
+                    "server_settings": {
+                        "application_name": f"{APPLICATION_NAME}-lease {replica_id}"[:63]
+                    },
                 },
             )
             self._own_engine = True
@@ -177,6 +185,36 @@ class LeaseKeeper:
         async with self.engine.connect() as conn:
             self.views = await store.all_leases(conn)
         await self._watch_unheld()
+        if not self.single_node:
+            await self.end_stalled()
+
+    async def end_stalled(self) -> None:
+        """End the watcher sessions stalled inside a transaction (store/stalled.py): a
+        replica stopped between a statement's messages holds its row locks, which the
+        server's idle timeout does not release, and the roles' new holders skip them."""
+        try:
+            async with self.engine.connect() as conn:
+                found = await end_stalled(conn, self.stalled_after)
+        except Exception as exc:  # e.g. a role that may not read or signal sessions
+            if not self._stalled_warned:
+                self._stalled_warned = True
+                log.warning(
+                    "looking for stalled database sessions failed: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+            return
+        for st in found:
+            if st.ended:
+                self.metrics.stalled_sessions_ended.inc()
+            log.warning(
+                "database session %d (%s) %s: inside a transaction, waiting for its "
+                "client for %.0f s (a stopped process?); its locks go with it",
+                st.pid,
+                st.application_name,
+                "ended" if st.ended else "could not be ended",
+                st.waited_seconds,
+            )
 
     async def _acquire(self, role: str) -> None:
         mine = self.fence(role)

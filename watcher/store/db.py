@@ -29,7 +29,18 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+#: The server ends a session idle inside a transaction after this long (below); and
+#: :mod:`watcher.store.stalled` ends one of ours waiting that long for its client in the
+#: middle of a statement sequence, where that timeout does not apply.
+IDLE_IN_TRANSACTION_MS = 15_000
+#: Every session of the watcher's names itself so (``watcher <replica id>`` for a
+#: daemon), which is how :mod:`watcher.store.stalled` tells its own sessions from others'.
+APPLICATION_NAME = "watcher"
+
+
+def create_engine(
+    url: str, *, echo: bool = False, application_name: str = APPLICATION_NAME
+) -> AsyncEngine:
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -72,8 +83,15 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # A replica stopped in the middle of a transaction (SIGSTOP, a frozen VM) would
         # hold its row locks, and with them the roles' next holder, forever: the server
         # ends such a session after this long (no transaction here waits between its
-        # statements for anything but the database itself).
-        connect_args={"server_settings": {"idle_in_transaction_session_timeout": "15000"}},
+        # statements for anything but the database itself). Stopped between a
+        # statement's messages and their Sync instead, it is not "idle" to the server:
+        # store/stalled.py ends those (it finds them by the application name).
+        connect_args={
+            "server_settings": {
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                "application_name": application_name[:63],
+            }
+        },
     )
 
 
