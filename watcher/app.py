@@ -403,8 +403,15 @@ def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
 
     services = leased(app.services, app.keeper) if app.keeper is not None else app.services
     if app.keeper is not None:
-        # A role just taken ticks at once, not an interval later (takeover time).
-        jobs = {s.role: s.name for s in services if isinstance(s, LeasedService)}
+        # A role just taken ticks at once, not an interval later (takeover time); not
+        # one whose first run waits an interval on purpose (the reconciler: a daemon's
+        # start would otherwise read the whole journal while it catches up and serves
+        # its first requests).
+        jobs = {
+            s.role: s.name
+            for s in services
+            if isinstance(s, LeasedService) and not getattr(s, "delay_first", False)
+        }
 
         def kick(role: str) -> None:
             if (job := jobs.get(role)) is not None:

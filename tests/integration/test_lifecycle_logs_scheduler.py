@@ -81,3 +81,42 @@ async def test_overrunning_backfill_ticks_write_no_scheduler_warnings(
     failures = [r for r in caplog.records if r.getMessage() == "tick failed: broken"]
     assert len(failures) == app.runner.stats["broken"].failures >= 2
     assert all(r.exc_info and "tick exploded" in str(r.exc_info[1]) for r in failures)
+
+
+@dataclass
+class Counted:
+    name: str
+    interval_seconds: float
+    delay_first: bool = False
+    runs: int = 0
+
+    async def tick(self) -> None:
+        self.runs += 1
+
+
+async def test_a_role_taken_ticks_at_once_unless_its_first_run_waits(
+    tmp_path: Path, deployment: Deployment, db_url: str
+) -> None:
+    """A role ticks as soon as this replica takes its lease (takeover time), except one
+    whose first run waits an interval on purpose (the reconciler): a daemon's start
+    must not read the whole journal while it catches up and serves its first requests."""
+    async with withdrawal_app(tmp_path, deployment, db_url) as app:
+        assert app.keeper is not None
+        at_once, delayed = Counted("at-once", 30), Counted("delayed", 30, delay_first=True)
+        app.services = [at_once, delayed]
+        scheduler = AsyncIOScheduler()
+        schedule(app, scheduler)
+        app.keeper.start()
+        scheduler.start()
+        try:
+            for _ in range(100):
+                if at_once.runs:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a kicked job would have run by now
+        finally:
+            scheduler.shutdown(wait=False)
+            await app.runner.drain(limit_seconds=5)
+            await app.keeper.stop()
+    assert at_once.runs == 1
+    assert delayed.runs == 0
