@@ -534,6 +534,7 @@ async def daemon_phase(
                 side.results["status"] = await status_ms(reader)
                 if timer is not None:
                     timer.report(STATUS_RUNS)
+                side.results["status_db"] = await status_ms(reader, probe=False)
                 # The history page's queries alone, beside the daemon (the HTTP figure
                 # above also carries the server's and the client's work).
                 times = []
@@ -552,12 +553,13 @@ async def daemon_phase(
         await proc.wait()
 
 
-async def status_ms(reader: App) -> float:
-    """Median of STATUS_RUNS ``collect_status`` calls, in ms."""
+async def status_ms(reader: App, *, probe: bool = True) -> float:
+    """Median of STATUS_RUNS ``collect_status`` calls, in ms (``probe=False``: its
+    database part alone, no RPC)."""
     times = []
     for _ in range(STATUS_RUNS):
         t0 = time.perf_counter()
-        await collect_status(reader)
+        await collect_status(reader, probe=probe)
         times.append(time.perf_counter() - t0)
     return median_ms(times)
 
@@ -789,6 +791,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         ("history_db", "account history in process (account_history, limit 100)"),
         ("status_busy", "status 1 s after the burst (daemon paying it)"),
         ("status", "status (collect_status, database + RPC probes)"),
+        ("status_db", "status, its database part alone (no RPC probes)"),
     ):
         a, b = seeded.results[key], empty.results[key]
         print(f"{label}: {a:.1f} ms (empty {b:.1f} ms), ratio {a / b:.2f}")
