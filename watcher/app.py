@@ -38,6 +38,7 @@ from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
 from watcher.services.leases import CANCEL_WAIT_S, ROLE_MODES, LeaseKeeper, default_replica_id
 from watcher.settings import NetworkConfig, Settings
+from watcher.store.checkpoint import CHECKPOINT_SECONDS, WalCheckpointer, file_of
 from watcher.store.db import (
     SessionFactory,
     create_audit_engine,
@@ -58,6 +59,8 @@ DAEMON_HEARTBEAT = "daemon"
 REPLICA_HEARTBEAT_PREFIX = "replica:"
 RECURSION_LIMIT = 5_000
 HEARTBEAT_SECONDS = 5
+#: The scheduler job of the daemon's SQLite log checkpoints (store/checkpoint.py).
+CHECKPOINT_JOB = "wal-checkpoint"
 
 
 class Service(Protocol):
@@ -186,6 +189,8 @@ class App:
     # made on first use; None until then and on PostgreSQL.
     audit_engine: AsyncEngine | None = None
     _audit_sessions: SessionFactory | None = None
+    # The daemon's SQLite log checkpoints (store/checkpoint.py); None elsewhere.
+    checkpointer: WalCheckpointer | None = None
 
     @property
     def audit_sessions(self) -> SessionFactory:
@@ -208,6 +213,8 @@ class App:
         await self.engine.dispose()
         if self.audit_engine is not None:
             await self.audit_engine.dispose()
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
 
 
 def make_client(
@@ -354,7 +361,15 @@ async def build(
     )
     replica_id = replica_id or default_replica_id()
     # Named after the replica on the server (pg_stat_activity: who holds what).
-    engine = create_engine(settings.database.url, application_name=f"watcher {replica_id}")
+    # The daemon's SQLite commits leave the log's checkpoints to a thread of their own
+    # (store/checkpoint.py, scheduled with the services); a read-only view keeps
+    # SQLite's automatic ones.
+    checkpoints = file_of(settings.database.url) if services else None
+    engine = create_engine(
+        settings.database.url,
+        application_name=f"watcher {replica_id}",
+        checkpoint_in_commits=checkpoints is None,
+    )
     if migrate:
         await upgrade(engine)
     timeout = aiohttp.ClientTimeout(total=float(settings.listener.rpc_timeout_seconds))
@@ -368,6 +383,8 @@ async def build(
         roles=roles,
     )
     app.runner.on_tick = app.metrics.on_tick
+    if checkpoints is not None:
+        app.checkpointer = WalCheckpointer(checkpoints)
     app.rpc = {n.name: make_client(n, settings, app.http) for n in settings.enabled_networks}
     if not services:
         return app
@@ -431,6 +448,16 @@ def schedule(app: App, scheduler: AsyncIOScheduler) -> None:
             max_instances=1,
             coalesce=True,
             next_run_time=None if getattr(service, "delay_first", False) else _now(),
+        )
+    if app.checkpointer is not None:
+        scheduler.add_job(
+            app.runner.run,
+            "interval",
+            args=[CHECKPOINT_JOB, app.checkpointer.tick],
+            seconds=CHECKPOINT_SECONDS,
+            id=CHECKPOINT_JOB,
+            max_instances=1,
+            coalesce=True,
         )
     scheduler.add_job(
         app.runner.run,

@@ -39,8 +39,15 @@ APPLICATION_NAME = "watcher"
 
 
 def create_engine(
-    url: str, *, echo: bool = False, application_name: str = APPLICATION_NAME
+    url: str,
+    *,
+    echo: bool = False,
+    application_name: str = APPLICATION_NAME,
+    checkpoint_in_commits: bool = True,
 ) -> AsyncEngine:
+    """The database engine. ``checkpoint_in_commits=False`` (the daemon, which runs
+    :class:`watcher.store.checkpoint.WalCheckpointer` instead): a SQLite writer whose
+    commits never checkpoint the write-ahead log (see store/checkpoint.py)."""
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -70,6 +77,7 @@ def create_engine(
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA foreign_keys=ON",
                 "PRAGMA busy_timeout=0",
+                *(() if checkpoint_in_commits else ("PRAGMA wal_autocheckpoint=0",)),
             ),
             begin="BEGIN IMMEDIATE",
         )
