@@ -31,6 +31,9 @@
      co-signers as processes of their own (``start_cosigners``, fresh stores under
      that database's directory; started before its daemon, stopped after it), their
      URLs in its network config and ``WATCHER_COSIGNER_TOKEN`` in its environment.
+     The vault is funded for both runs on top of what the seeded ledger has in flight
+     (its sent withdrawals are outflow still owed: without it the seeded sender finds
+     no free USDT and pays nothing, and the two sides would not do the same work).
      Both daemons pay on the same vault: with fewer than ~5,300 ``--deposits`` the
      seeded database's new withdrawal ids (after its ``--deposits``/5 seeded ones)
      overlap the ids the empty one paid, and the vault refuses those payouts (the
