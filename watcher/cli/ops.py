@@ -150,24 +150,38 @@ def render_status(doc: dict[str, Any], *, wide: bool = False) -> Group:
     parts.extend(_replica_parts(doc))
 
     nets = Table(title="Networks", title_justify="left")
-    for col in ("network", "chain", "head", "safe/final", "cursor", "lag", "rule", "rpc", "vault"):
-        nets.add_column(col, no_wrap=True)
+    net_rows: list[tuple[str, ...]] = []
     for n in doc["networks"]:
         rpc = " ".join(("ok" if e["ok"] else "DOWN") for e in n["rpc"]) or "-"
         lag = "-" if n["lagBlocks"] is None else f"{n['lagBlocks']} blk / {n['lagSeconds']} s"
         if n.get("backfill") and not n["backfill"]["done"]:
             lag += f" (backfill {n['backfill']['progress']})"
-        nets.add_row(
-            n["name"],
-            str(n["chainId"]),
-            _opt(n["head"]),
-            f"{_opt(n['safe'])}/{_opt(n['finalized'])}",
-            _opt(n["cursor"]),
-            lag,
-            n["rule"],
-            rpc,
-            "PAUSED" if (n.get("vault") or {}).get("paused") else "running",
+        net_rows.append(
+            (
+                n["name"],
+                str(n["chainId"]),
+                _opt(n["head"]),
+                f"{_opt(n['safe'])}/{_opt(n['finalized'])}",
+                _opt(n["cursor"]),
+                lag,
+                n["rule"],
+                rpc,
+                "PAUSED" if (n.get("vault") or {}).get("paused") else "running",
+            )
         )
+    # Names, numbers and states stay whole on a narrow terminal (80 columns); the lag
+    # and the confirmation rule wrap instead.
+    for i, col in enumerate(
+        ("network", "chain", "head", "safe/fin", "cursor", "lag", "rule", "rpc", "vault")
+    ):
+        if col in ("lag", "rule"):  # wrapped between words, never inside one
+            longest = max([len(col), *(len(w) for r in net_rows for w in r[i].split())])
+            nets.add_column(col, min_width=longest)
+        else:
+            width = max([len(col), *(len(r[i]) for r in net_rows)])
+            nets.add_column(col, no_wrap=True, min_width=width)
+    for row in net_rows:
+        nets.add_row(*row)
     parts.append(nets if doc["networks"] else Text("Networks: none enabled"))
 
     by_state = doc["withdrawals"]["byState"]
