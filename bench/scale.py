@@ -102,9 +102,8 @@ from watcher.chain.devnet import (  # noqa: E402
     start_cosigners,
 )
 from watcher.chain.logs import DepositLog  # noqa: E402
-from watcher.domain.states import WITHDRAWAL_HOLDING  # noqa: E402
 from watcher.services.listener import DepositListener  # noqa: E402
-from watcher.services.status import collect_status  # noqa: E402
+from watcher.services.status import WITHDRAWAL_LIVE, collect_status  # noqa: E402
 from watcher.settings import NetworkConfig, Settings, load_settings  # noqa: E402
 from watcher.store import deposits as deposit_store  # noqa: E402
 from watcher.store import withdrawals as repo  # noqa: E402
@@ -574,7 +573,7 @@ async def live_withdrawals(app: App) -> int:
         n = await s.scalar(
             select(func.count())
             .select_from(Withdrawal)
-            .where(Withdrawal.state.in_([str(x) for x in WITHDRAWAL_HOLDING]))
+            .where(Withdrawal.state.in_(WITHDRAWAL_LIVE))
         )
     return int(n or 0)
 
@@ -599,7 +598,7 @@ async def wait_paid(
                     (w.state, (w.reason or "")[:100])
                     for w in await s.execute(
                         select(Withdrawal.state, Withdrawal.reason).where(
-                            Withdrawal.state.in_([str(x) for x in WITHDRAWAL_HOLDING])
+                            Withdrawal.state.in_(WITHDRAWAL_LIVE)
                         )
                     )
                 )

@@ -38,12 +38,13 @@ from watcher.runtime import RuntimeProblem, register, sqlite_lock_for
 from watcher.services.foreground import Foreground
 from watcher.services.leases import CANCEL_WAIT_S, ROLE_MODES, LeaseKeeper, default_replica_id
 from watcher.settings import NetworkConfig, Settings
-from watcher.store.checkpoint import CHECKPOINT_SECONDS, WalCheckpointer, file_of
+from watcher.store.checkpoint import CHECKPOINT_SECONDS, WalCheckpointer
 from watcher.store.db import (
     SessionFactory,
     create_audit_engine,
     create_engine,
     session_factory,
+    sqlite_file,
 )
 from watcher.store.ledger import dialect_name
 from watcher.store.migrate import upgrade
@@ -364,7 +365,7 @@ async def build(
     # The daemon's SQLite commits leave the log's checkpoints to a thread of their own
     # (store/checkpoint.py, scheduled with the services); a read-only view keeps
     # SQLite's automatic ones.
-    checkpoints = file_of(settings.database.url) if services else None
+    checkpoints = sqlite_file(settings.database.url) if services else None
     engine = create_engine(
         settings.database.url,
         application_name=f"watcher {replica_id}",

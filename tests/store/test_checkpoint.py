@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from watcher.store.checkpoint import WalCheckpointer, file_of
-from watcher.store.db import create_engine
+from watcher.store.checkpoint import WalCheckpointer
+from watcher.store.db import create_engine, sqlite_file
 
 PAGES = 2_000  # frames written: twice SQLite's automatic checkpoint threshold
 
@@ -29,7 +29,7 @@ async def write_pages(engine: AsyncEngine, pages: int) -> None:
 
 async def test_the_daemon_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'daemon.db'}"
-    path = file_of(url)
+    path = sqlite_file(url)
     assert path is not None
     engine = create_engine(url, checkpoint_in_commits=False)
     checkpointer = WalCheckpointer(path)
@@ -49,7 +49,7 @@ async def test_the_daemon_writer_leaves_checkpoints_to_the_checkpointer(tmp_path
 
 async def test_other_writers_keep_sqlites_own_checkpoints(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-    path = file_of(url)
+    path = sqlite_file(url)
     assert path is not None
     engine = create_engine(url)  # an operator command's or a test's engine
     checkpointer = WalCheckpointer(path)
@@ -63,8 +63,8 @@ async def test_other_writers_keep_sqlites_own_checkpoints(tmp_path: Path) -> Non
 
 
 def test_only_a_sqlite_file_has_one() -> None:
-    assert file_of("sqlite+aiosqlite:////var/lib/watcher/watcher.db") == (
+    assert sqlite_file("sqlite+aiosqlite:////var/lib/watcher/watcher.db") == (
         "/var/lib/watcher/watcher.db"
     )
-    assert file_of("sqlite+aiosqlite:///:memory:") is None
-    assert file_of("postgresql+asyncpg://u@db/watcher") is None
+    assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
+    assert sqlite_file("postgresql+asyncpg://u@db/watcher") is None

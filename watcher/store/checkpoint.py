@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiosqlite
-from sqlalchemy.engine import make_url
 
 #: Seconds between two checkpoints of the daemon's database file.
 CHECKPOINT_SECONDS = 1.0
@@ -43,22 +42,10 @@ class Checkpoint:
     copied_frames: int  # of which now in the database file
 
 
-def file_of(url: str) -> str | None:
-    """The database file of a SQLite URL; None for PostgreSQL or in-memory SQLite."""
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite":
-        return None
-    database = u.database
-    if not database or database == ":memory:" or "mode=memory" in url:
-        return None
-    return database
-
-
 class WalCheckpointer:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: aiosqlite.Connection | None = None
-        self.last: Checkpoint | None = None
 
     async def run(self) -> Checkpoint:
         """One passive checkpoint, in the connection's worker thread."""
@@ -67,8 +54,7 @@ class WalCheckpointer:
         async with self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
             row = await cur.fetchone()
         assert row is not None
-        self.last = Checkpoint(bool(row[0]), int(row[1]), int(row[2]))
-        return self.last
+        return Checkpoint(bool(row[0]), int(row[1]), int(row[2]))
 
     async def tick(self) -> None:
         """The scheduler's job: one checkpoint (the daemon's runner logs a failure)."""

@@ -29,6 +29,17 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for PostgreSQL or in-memory SQLite
+    (where a second connection would be another database)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or "mode=memory" in url:
+        return None
+    return database
+
+
 #: The server ends a session idle inside a transaction after this long (below); and
 #: :mod:`watcher.store.stalled` ends one of ours waiting that long for its client in the
 #: middle of a statement sequence, where that timeout does not apply.
@@ -112,10 +123,7 @@ def create_audit_engine(url: str) -> AsyncEngine | None:
     withdrawal request, listener step and lease round waited behind it (issue 22).
     None where there is nothing to gain: PostgreSQL (its sessions never block each
     other for reads) and in-memory SQLite (a second connection is another database)."""
-    if not is_sqlite(url):
-        return None
-    database = make_url(url).database
-    if not database or database == ":memory:" or "mode=memory" in url:
+    if sqlite_file(url) is None:
         return None
     # Plain aiosqlite, not the writer's inline driver: each statement runs in
     # aiosqlite's worker thread, and SQLite releases the GIL while it reads, so the
