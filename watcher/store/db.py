@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -93,12 +93,13 @@ def create_engine(
             begin="BEGIN IMMEDIATE",
         )
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         pool_size=10,
         max_overflow=20,
-        pool_pre_ping=True,
+        # No pool_pre_ping: on asyncpg it is three round trips (BEGIN, an empty query,
+        # ROLLBACK) before every transaction; _drop_closed_on_checkout does its job.
         # A replica stopped in the middle of a transaction (SIGSTOP, a frozen VM) would
         # hold its row locks, and with them the roles' next holder, forever: the server
         # ends such a session after this long (no transaction here waits between its
@@ -112,6 +113,26 @@ def create_engine(
             }
         },
     )
+    _drop_closed_on_checkout(engine)
+    return engine
+
+
+def _drop_closed_on_checkout(engine: AsyncEngine) -> None:
+    """A pooled PostgreSQL connection whose server end is gone (the server restarted,
+    ``pg_terminate_backend``, a proxy closed it) is replaced at checkout instead of
+    failing the first statement on it. The driver learns of the close while the
+    connection sits in the pool (the event loop reads its socket), so checking its
+    flag costs nothing; ``pool_pre_ping`` asked the server, three round trips before
+    every transaction (~18 % of the withdrawal intake's statements). A connection
+    lost without a word (a silent network cut) fails its next statement, and the
+    pool then replaces every connection older than that failure, as with any
+    disconnect error."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
 
 
 def create_audit_engine(url: str) -> AsyncEngine | None:

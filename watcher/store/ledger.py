@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import Leg, TxKind, check_balanced
+from watcher.store.bulk import insert_many
 from watcher.store.models import (
     Account,
     Balance,
@@ -53,23 +54,20 @@ def account_kind(key: str) -> str:
 
 
 async def create_accounts(session: AsyncSession, keys: Sequence[str]) -> None:
-    """Create the accounts of ``keys`` that do not exist yet, in one statement; race-safe
-    (``ON CONFLICT DO NOTHING``: a concurrent creator's row wins, nothing fails)."""
-    if not keys:
+    """Create the accounts of ``keys`` that do not exist yet, in one statement however
+    many (an ``unnest`` insert on PostgreSQL, multi-row ``VALUES`` on SQLite); race-safe
+    (``ON CONFLICT DO NOTHING``: a concurrent creator's row wins, nothing fails). The
+    rows go in sorted key order, so two creators of overlapping sets wait for each
+    other in one order and cannot deadlock."""
+    wanted = sorted(set(keys))
+    if not wanted:
         return
-    now = utcnow()
-    await session.execute(
-        _insert(session)(Account).on_conflict_do_nothing(index_elements=["key"]),
-        [
-            {
-                "key": k,
-                "kind": account_kind(k),
-                "multi_asset_mode": False,
-                "version": 0,
-                "created_at": now,
-            }
-            for k in keys
-        ],
+    await insert_many(
+        session,
+        table_of(Account),
+        {"key": wanted, "kind": [account_kind(k) for k in wanted]},
+        same={"multi_asset_mode": False, "version": 0, "created_at": utcnow()},
+        suffix="ON CONFLICT (key) DO NOTHING",
     )
 
 
@@ -110,10 +108,10 @@ class LockedAccount(NamedTuple):
 async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
     """:func:`lock_account` for many accounts at once, with a fixed number of statements
     whatever their number. PostgreSQL: create the missing ones (``ON CONFLICT DO
-    NOTHING``), lock them in key order (``SELECT ... ORDER BY key FOR UPDATE``, so two
-    batches that share accounts never deadlock) and bump their versions, returning the
-    rows. SQLite (whose transaction already holds the writer lock): bump the existing
-    ones, then create and bump the missing ones if any."""
+    NOTHING``), then lock them in key order (``SELECT ... ORDER BY key FOR UPDATE``, so
+    two batches that share accounts never deadlock) and bump their versions in the same
+    statement, returning the rows. SQLite (whose transaction already holds the writer
+    lock): bump the existing ones, then create and bump the missing ones if any."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
@@ -127,15 +125,10 @@ async def lock_accounts(session: AsyncSession, keys: Sequence[str]) -> dict[str,
             await create_accounts(session, missing)
             locked.update(await _bump_versions(session, missing))
         return locked
+    # PostgreSQL: the missing accounts first (none, usually), then ONE statement locks
+    # the rows in key order and bumps their versions (_LOCK_AND_BUMP).
     await create_accounts(session, wanted)
-    if dialect_name(session) == "postgresql":
-        await session.execute(
-            select(Account.id)
-            .where(Account.key.in_(wanted))
-            .order_by(Account.key)
-            .with_for_update()
-        )
-    return await _bump_versions(session, wanted)
+    return await _bump_versions(session, wanted, _LOCK_AND_BUMP)
 
 
 def _build_bump(dialect: str) -> Executable:
@@ -149,13 +142,40 @@ def _build_bump(dialect: str) -> Executable:
     )
 
 
+def _build_lock_and_bump(dialect: str) -> Executable:
+    """PostgreSQL: ``WITH locked AS MATERIALIZED (SELECT id .. ORDER BY key FOR UPDATE)
+    UPDATE accounts .. FROM locked``: the CTE takes the row locks in key order (an
+    ``UPDATE`` alone locks in whatever order its plan visits the rows, and two batches
+    over the same accounts could deadlock), the update bumps what it locked. One round
+    trip instead of a locking ``SELECT`` and an ``UPDATE``."""
+    accounts = table_of(Account)
+    c = accounts.c
+    locked = (
+        select(c.id)
+        .where(text(any_of(dialect, "accounts.key", "keys", "text[]")))
+        .order_by(c.key)
+        .with_for_update()
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
+    return (
+        update(accounts)
+        .where(c.id == locked.c.id)
+        .values(version=c.version + 1)
+        .returning(c.id, c.key, c.multi_asset_mode, c.version)
+    )
+
+
 _BUMP = Prepared(_build_bump)
+_LOCK_AND_BUMP = Prepared(_build_lock_and_bump)
 
 
-async def _bump_versions(session: AsyncSession, keys: Sequence[str]) -> dict[str, LockedAccount]:
+async def _bump_versions(
+    session: AsyncSession, keys: Sequence[str], statement: Prepared = _BUMP
+) -> dict[str, LockedAccount]:
     # Not through the ORM: Account objects of this session, if any, keep their loaded
     # version (as with the bulk update this replaced, synchronize_session=False).
-    rows = await run(session, _BUMP, {"keys": ValueList(keys)})
+    rows = await run(session, statement, {"keys": ValueList(keys)})
     return {
         r.key: LockedAccount(int(r.id), r.key, bool(r.multi_asset_mode), r.version) for r in rows
     }
