@@ -60,8 +60,7 @@ def create_engine(
     :class:`watcher.store.checkpoint.WalCheckpointer` instead): a SQLite writer whose
     commits never checkpoint the write-ahead log (see store/checkpoint.py)."""
     if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
+        if (database := sqlite_file(url)) is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # One connection per process: SQLite has one writer anyway, and every
         # transaction here is BEGIN IMMEDIATE. Waiting in SQLAlchemy's asyncio pool
