@@ -10,6 +10,7 @@ import contextlib
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, cast
 
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from watcher.domain.journal import CROSS, HOLD, Leg, TxKind, UnbalancedTransaction, transfer
-from watcher.store import ledger, ledger_batch
+from watcher.store import bulk, ledger, ledger_batch
 from watcher.store.bulk import PG_CHUNK, insert_many, reserve_ids, reserve_ids_many
 from watcher.store.db import SessionFactory
 from watcher.store.ledger_batch import (
@@ -174,6 +175,108 @@ async def test_insert_many_keeps_the_order_given_and_refuses_what_does_not_fit(
             await insert_many(s, DEPOSITS, {k: [v] for k, v in too_long.items()})
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Deposit)) == n
+
+
+# Strings that PostgreSQL's array text form must quote or escape (bulk._literal_text).
+AWKWARD = [
+    'a"b',
+    "back\\slash",
+    '\\"',
+    'x","y',
+    "{brace}",
+    "com,ma",
+    " spaced ",
+    "",
+    "NULL",
+    "null",
+    "ünï€",
+    "new\nline",
+    "tab\t",
+    "'single'",
+]
+
+
+async def test_insert_many_keeps_every_string_and_null_as_given(
+    sessions: SessionFactory,
+) -> None:
+    """On PostgreSQL integer, string and timestamp columns travel as the text form of
+    an array: quotes, backslashes, braces, commas, blanks, empty strings, the word
+    NULL and non-ASCII text come back exactly as given, ``None`` as NULL."""
+    at = datetime.now(UTC)
+    n = len(AWKWARD)
+    async with sessions.begin() as s:
+        ids = await reserve_ids(s, JOURNAL, n)
+        await insert_many(
+            s,
+            JOURNAL,
+            {
+                "id": ids,
+                "kind": ["deposit"] * n,
+                "ref": [f"r{i}:{v}" for i, v in enumerate(AWKWARD)],
+                "account_id": [None] * n,
+                "memo": AWKWARD,
+            },
+            same={"created_at": at},
+        )
+        # A nullable string column with NULLs among awkward values (the escaping
+        # path), and a nullable integer column with a NULL among integers.
+        rows = [deposit_values(i, 1, at) for i in range(n)]
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        columns["asset"] = [None if i % 4 == 0 else v[:16] for i, v in enumerate(AWKWARD)]
+        columns["credit_tx_id"] = [None if i % 2 else tx for i, tx in enumerate(ids)]
+        # Backslashes with no quote anywhere in the column (the fast path's check).
+        columns["block_hash"] = [f"h\\{i}\\" for i in range(n)]
+        await insert_many(s, DEPOSITS, columns)
+    async with sessions() as s:
+        got = (
+            await s.execute(
+                select(JournalTransaction.memo, JournalTransaction.ref).order_by(
+                    JournalTransaction.id
+                )
+            )
+        ).all()
+        deposits = (
+            await s.execute(
+                select(
+                    Deposit.asset, Deposit.credit_tx_id, Deposit.credited_at, Deposit.block_hash
+                ).order_by(Deposit.log_index)
+            )
+        ).all()
+    assert [r[0] for r in got] == AWKWARD
+    assert [r[1] for r in got] == [f"r{i}:{v}" for i, v in enumerate(AWKWARD)]
+    assert [r[0] for r in deposits] == columns["asset"]
+    assert [r[1] for r in deposits] == columns["credit_tx_id"]
+    assert [r[2] for r in deposits] == [None if i % 2 else at for i in range(n)]
+    assert [r[3] for r in deposits] == columns["block_hash"]
+
+
+def test_pg_columns_travel_as_text_only_with_the_type_the_driver_demands() -> None:
+    """A column goes as the array's text form only when every value is exactly of the
+    column's Python type (or None); anything else goes through the driver's binary
+    encoding, which refuses a wrong type as it does for any parameter."""
+    assert bulk._pg_mode("BIGINT", [1, None, 3]) == bulk.LITERAL
+    assert bulk._pg_mode("INTEGER", [1, "2"]) == bulk.BINARY
+    assert bulk._pg_mode("INTEGER", [True, False]) == bulk.BINARY
+    assert bulk._pg_mode("VARCHAR", ["a", None]) == bulk.LITERAL
+    assert bulk._pg_mode("VARCHAR", ["a", 1]) == bulk.BINARY
+    assert bulk._pg_mode("NUMERIC", ["10", "-3"]) == bulk.LITERAL
+    assert bulk._pg_mode("NUMERIC", [Decimal("1.5")]) == bulk.BINARY
+    assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), None]) == bulk.LITERAL
+    assert bulk._pg_mode("BOOLEAN", [True]) == bulk.BINARY
+    assert bulk._pg_value(bulk.LITERAL, "BIGINT", [1, None, -3]) == "{1,NULL,-3}"
+    assert bulk._literal_text(["a", None, 'q"', "b\\"]) == '{"a",NULL,"q\\"","b\\\\"}'
+    assert bulk._literal_text(["plain", "text"]) == '{"plain","text"}'
+
+
+async def test_insert_many_refuses_a_wrong_type_on_postgresql(
+    sessions: SessionFactory, engine: Any
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores a string in an INTEGER column by its affinity")
+    bad = deposit_values(1, 1, datetime.now(UTC)) | {"log_index": "1"}
+    with pytest.raises(DBAPIError, match="invalid input for query argument"):
+        async with sessions.begin() as s:
+            await insert_many(s, DEPOSITS, {k: [v] for k, v in bad.items()})
 
 
 async def test_batch_transaction_ids_follow_and_precede_plain_posts(
