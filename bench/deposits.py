@@ -1,11 +1,12 @@
 """Deposit listener throughput against the raw eth_getLogs floor (not a test).
 
-    .venv/bin/python bench/deposits.py [--deposits 20000] [--fresh]
+    .venv/bin/python bench/deposits.py [--deposits 20000] [--per-block 100] [--fresh]
         [--database sqlite|postgresql] [--database-url URL]
 
 1. Prepares (once) an anvil chain with the vault, the tokens and ``--deposits``
-   deposits (half native, half USDT, from 10 accounts), mined in blocks of 100 with
-   automine off, and saves it with ``--dump-state`` under var/bench/ for reuse.
+   deposits (half native, half USDT, from 10 accounts), mined in blocks of
+   ``--per-block`` (100) with automine off, and saves it with ``--dump-state`` under
+   var/bench/ for reuse (``--per-block 8``: the 2,500-block chain of issue 22).
 2. Floor: plain aiohttp ``eth_getLogs`` over the deposit range + hand decoding.
 3. Watcher: a DepositListener on an empty ledger ticks until every deposit is
    credited (3 confirmations; all are already final, so this is the backfill path).
@@ -106,7 +107,7 @@ class Depositor:
 
     async def setup(self) -> None:
         for i in range(ACCOUNTS):
-            who = dev_account(i).address
+            who = str(dev_account(i).address)
             self.nonces[who] = int(
                 await self.rpc.call("eth_getTransactionCount", who, "pending"), 16
             )
@@ -149,7 +150,9 @@ class Depositor:
         await self.rpc.call("evm_mine")
 
 
-async def prepare(state: Path, meta_path: Path, count: int) -> dict[str, Any]:
+async def prepare(
+    state: Path, meta_path: Path, count: int, per_block: int = BATCH
+) -> dict[str, Any]:
     started = time.perf_counter()
     async with (
         start_anvil(chain_id=CHAIN_ID, state_path=state) as node,
@@ -160,8 +163,8 @@ async def prepare(state: Path, meta_path: Path, count: int) -> dict[str, Any]:
         depositor = Depositor(rpc, dep.vault, dep.tokens["USDT"].address)
         await depositor.setup()
         first = int(await rpc.call("eth_blockNumber"), 16) + 1
-        for _ in range(count // BATCH):
-            await depositor.block(BATCH)
+        for _ in range(count // per_block):
+            await depositor.block(per_block)
         last = int(await rpc.call("eth_blockNumber"), 16)
         await rpc.call("anvil_mine", hex(3))
         await rpc.call("evm_setAutomine", True)
@@ -247,14 +250,21 @@ async def main() -> None:
         help="postgresql+asyncpg:// URL of a server where a database may be created "
         "(default: $BENCH_DATABASE_URL, $WATCHER_TEST_DATABASE_URL, else a throwaway cluster)",
     )
+    parser.add_argument(
+        "--per-block", type=int, default=BATCH, help=f"deposits per block (default {BATCH})"
+    )
     args = parser.parse_args()
-    count = args.deposits - args.deposits % BATCH
+    if args.per_block < 1:
+        parser.error("--per-block must be at least 1")
+    per_block = args.per_block
+    count = args.deposits - args.deposits % per_block
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    state = STATE_DIR / f"deposits-{count}.state.json"
-    meta_path = STATE_DIR / f"deposits-{count}.meta.json"
+    name = f"deposits-{count}" if per_block == BATCH else f"deposits-{count}-per{per_block}"
+    state = STATE_DIR / f"{name}.state.json"
+    meta_path = STATE_DIR / f"{name}.meta.json"
     if args.fresh or not state.exists() or not meta_path.exists():
         state.unlink(missing_ok=True)
-        meta = await prepare(state, meta_path, count)
+        meta = await prepare(state, meta_path, count, per_block)
     else:
         meta = json.loads(meta_path.read_text())
 
