@@ -262,6 +262,8 @@ def test_pg_columns_travel_as_text_only_with_the_type_the_driver_demands() -> No
     assert bulk._pg_mode("NUMERIC", ["10", "-3"]) == bulk.LITERAL
     assert bulk._pg_mode("NUMERIC", [Decimal("1.5")]) == bulk.BINARY
     assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), None]) == bulk.LITERAL
+    naive = datetime(2026, 12, 4, 12, 0)
+    assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), naive]) == bulk.BINARY
     assert bulk._pg_mode("BOOLEAN", [True]) == bulk.BINARY
     assert bulk._pg_value(bulk.LITERAL, "BIGINT", [1, None, -3]) == "{1,NULL,-3}"
     assert bulk._literal_text(["a", None, 'q"', "b\\"]) == '{"a",NULL,"q\\"","b\\\\"}'

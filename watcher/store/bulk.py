@@ -202,8 +202,8 @@ def _pg_mode(target: str, values: Sequence[Any]) -> str:
     """How the values of a column of PostgreSQL type ``target`` (see :func:`pg_type`)
     travel: :data:`LITERAL`, the array's text form, for integer, string and timestamp
     columns whose values are all exactly of the Python type the driver would demand
-    (or ``None``); else :data:`BINARY`, the driver's own array encoding, which checks
-    each value as for any parameter.
+    (or ``None``; timestamps aware); else :data:`BINARY`, the driver's own array
+    encoding, which checks each value as for any parameter.
 
     The text form is one string for the driver to copy and the server to parse. The
     driver's binary array costs a Python-level check per element against the
@@ -216,7 +216,13 @@ def _pg_mode(target: str, values: Sequence[Any]) -> str:
         return LITERAL
     if target in _TEXT_TYPES and kinds <= {str}:
         return LITERAL
-    if target.startswith("TIMESTAMP") and kinds <= {datetime}:
+    # Timestamps only aware: the server would read a naive time's text in its session
+    # time zone, the driver's binary form in this process's local one.
+    if (
+        target.startswith("TIMESTAMP")
+        and kinds <= {datetime}
+        and all(v.tzinfo is not None for v in values if v is not None)
+    ):
         return LITERAL
     return BINARY
 
@@ -230,7 +236,7 @@ def _pg_value(mode: str, target: str, values: Sequence[Any]) -> Any:
             return "{" + ",".join(map(str, values)) + "}"
         return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
     if target.startswith("TIMESTAMP"):
-        # Aware UTC datetimes (UtcDateTime's processor): ISO 8601 with the offset.
+        # Aware datetimes (see _pg_mode): ISO 8601 with the offset.
         return _literal_text([None if v is None else v.isoformat() for v in values])
     return _literal_text(values)
 
