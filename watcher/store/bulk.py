@@ -170,11 +170,11 @@ def _pg_processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any]
     return processor(table, column, dialect)
 
 
-# How a column's values travel to PostgreSQL (see _pg_array): as the text form of an
+# How a column's values travel to PostgreSQL (see _pg_mode): as the text form of an
 # array, one string the server parses, or as the driver's binary array.
 LITERAL, BINARY = "literal", "binary"
 _INTEGER_TYPES = frozenset({"SMALLINT", "INTEGER", "BIGINT"})
-_TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "NUMERIC"})  # NUMERIC: BigAmount's text
+_TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "NUMERIC"})  # NUMERIC: BigAmount, the only one
 
 
 def _literal_text(values: Sequence[str | None]) -> str:
