@@ -174,7 +174,8 @@ def _pg_processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any]
 # array, one string the server parses, or as the driver's binary array.
 LITERAL, BINARY = "literal", "binary"
 _INTEGER_TYPES = frozenset({"SMALLINT", "INTEGER", "BIGINT"})
-_TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "NUMERIC"})  # NUMERIC: BigAmount, the only one
+# NUMERIC: BigAmount's checked text (amount_text); the schema has no other NUMERIC column.
+_TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "NUMERIC"})
 
 
 def _literal_text(values: Sequence[str | None]) -> str:
