@@ -254,18 +254,18 @@ def test_pg_columns_travel_as_text_only_with_the_type_the_driver_demands() -> No
     """A column goes as the array's text form only when every value is exactly of the
     column's Python type (or None); anything else goes through the driver's binary
     encoding, which refuses a wrong type as it does for any parameter."""
-    assert bulk._pg_mode("BIGINT", [1, None, 3]) == bulk.LITERAL
+    assert bulk._pg_mode("BIGINT", [1, None, 3]) == bulk.INTEGERS
     assert bulk._pg_mode("INTEGER", [1, "2"]) == bulk.BINARY
     assert bulk._pg_mode("INTEGER", [True, False]) == bulk.BINARY
-    assert bulk._pg_mode("VARCHAR", ["a", None]) == bulk.LITERAL
+    assert bulk._pg_mode("VARCHAR", ["a", None]) == bulk.STRINGS
     assert bulk._pg_mode("VARCHAR", ["a", 1]) == bulk.BINARY
-    assert bulk._pg_mode("NUMERIC", ["10", "-3"]) == bulk.LITERAL
+    assert bulk._pg_mode("NUMERIC", ["10", "-3"]) == bulk.STRINGS
     assert bulk._pg_mode("NUMERIC", [Decimal("1.5")]) == bulk.BINARY
-    assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), None]) == bulk.LITERAL
+    assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), None]) == bulk.TIMES
     naive = datetime(2026, 12, 4, 12, 0)
     assert bulk._pg_mode("TIMESTAMP WITH TIME ZONE", [datetime.now(UTC), naive]) == bulk.BINARY
     assert bulk._pg_mode("BOOLEAN", [True]) == bulk.BINARY
-    assert bulk._pg_value(bulk.LITERAL, "BIGINT", [1, None, -3]) == "{1,NULL,-3}"
+    assert bulk._pg_value(bulk.INTEGERS, [1, None, -3]) == "{1,NULL,-3}"
     assert bulk._literal_text(["a", None, 'q"', "b\\"]) == '{"a",NULL,"q\\"","b\\\\"}'
     assert bulk._literal_text(["plain", "text"]) == '{"plain","text"}'
 

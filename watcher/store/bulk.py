@@ -171,8 +171,9 @@ def _pg_processor(table: Table, column: str, dialect: Dialect) -> Callable[[Any]
 
 
 # How a column's values travel to PostgreSQL (see _pg_mode): as the text form of an
-# array, one string the server parses, or as the driver's binary array.
-LITERAL, BINARY = "literal", "binary"
+# array of integers, strings or timestamps, one string the server parses; or as the
+# driver's binary array.
+INTEGERS, STRINGS, TIMES, BINARY = "integers", "strings", "times", "binary"
 _INTEGER_TYPES = frozenset({"SMALLINT", "INTEGER", "BIGINT"})
 # NUMERIC: BigAmount's checked text (amount_text); the schema has no other NUMERIC column.
 _TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "NUMERIC"})
@@ -201,10 +202,11 @@ def _pg_types(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple
 
 def _pg_mode(target: str, values: Sequence[Any]) -> str:
     """How the values of a column of PostgreSQL type ``target`` (see :func:`pg_type`)
-    travel: :data:`LITERAL`, the array's text form, for integer, string and timestamp
-    columns whose values are all exactly of the Python type the driver would demand
-    (or ``None``; timestamps aware); else :data:`BINARY`, the driver's own array
-    encoding, which checks each value as for any parameter.
+    travel: the array's text form (:data:`INTEGERS`, :data:`STRINGS`, :data:`TIMES`)
+    for integer, string and timestamp columns whose values are all exactly of the
+    Python type the driver would demand (or ``None``; timestamps aware); else
+    :data:`BINARY`, the driver's own array encoding, which checks each value as for
+    any parameter.
 
     The text form is one string for the driver to copy and the server to parse. The
     driver's binary array costs a Python-level check per element against the
@@ -214,9 +216,9 @@ def _pg_mode(target: str, values: Sequence[Any]) -> str:
     kinds = set(map(type, values))
     kinds.discard(type(None))
     if target in _INTEGER_TYPES and kinds <= {int}:
-        return LITERAL
+        return INTEGERS
     if target in _TEXT_TYPES and kinds <= {str}:
-        return LITERAL
+        return STRINGS
     # Timestamps only aware: the server would read a naive time's text in its session
     # time zone, the driver's binary form in this process's local one.
     if (
@@ -224,22 +226,22 @@ def _pg_mode(target: str, values: Sequence[Any]) -> str:
         and kinds <= {datetime}
         and all(v.tzinfo is not None for v in values if v is not None)
     ):
-        return LITERAL
+        return TIMES
     return BINARY
 
 
-def _pg_value(mode: str, target: str, values: Sequence[Any]) -> Any:
+def _pg_value(mode: str, values: Sequence[Any]) -> Any:
     """The parameter for ``values`` sent as ``mode`` (:func:`_pg_mode`)."""
-    if mode == BINARY:
-        return values
-    if target in _INTEGER_TYPES:
+    if mode == INTEGERS:
         if None not in values:
             return "{" + ",".join(map(str, values)) + "}"
         return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-    if target.startswith("TIMESTAMP"):
+    if mode == STRINGS:
+        return _literal_text(values)
+    if mode == TIMES:
         # Aware datetimes (see _pg_mode): ISO 8601 with the offset.
         return _literal_text([None if v is None else v.isoformat() for v in values])
-    return _literal_text(values)
+    return values
 
 
 @functools.lru_cache(maxsize=128)
@@ -249,21 +251,20 @@ def unnest_sql(
     same: tuple[str, ...],
     dialect: Dialect,
     suffix: str,
-    modes: tuple[str, ...] | None = None,
+    modes: tuple[str, ...],
 ) -> str:
     """``INSERT INTO t (columns, same) SELECT u.c0, .., $k, .. FROM unnest($1::type[], ..)``
     for PostgreSQL (asyncpg's ``$n`` paramstyle): one array parameter per column of
     ``columns``, one scalar parameter per column of ``same``. ``modes`` says per
-    column whether its array travels as text (:data:`LITERAL`, cast ``::TEXT::type[]``)
-    or in the driver's binary form (:data:`BINARY`, the default). With a ``suffix``
+    column whether its array travels as text (cast ``::TEXT::type[]``) or in the
+    driver's binary form (:data:`BINARY`), see :func:`_pg_mode`. With a ``suffix``
     (an ``ON CONFLICT`` clause) the rows are ordered by their position in the arrays."""
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in (*columns, *same))
-    modes = modes or (BINARY,) * len(columns)
     arrays = ", ".join(
-        f"${i}::TEXT::{pg_type(table, c, dialect)}[]"
-        if mode == LITERAL
-        else f"${i}{_pg_cast(table, c, dialect, True)}"
+        f"${i}{_pg_cast(table, c, dialect, True)}"
+        if mode == BINARY
+        else f"${i}::TEXT::{pg_type(table, c, dialect)}[]"
         for i, (c, mode) in enumerate(zip(columns, modes, strict=True), start=1)
     )
     scalars = [
@@ -325,8 +326,8 @@ async def insert_many(
         chunks = [
             (
                 *[
-                    _pg_value(m, t, v[start : start + PG_CHUNK])
-                    for m, t, v in zip(modes, targets, converted, strict=True)
+                    _pg_value(m, v[start : start + PG_CHUNK])
+                    for m, v in zip(modes, converted, strict=True)
                 ],
                 *scalars,
             )
