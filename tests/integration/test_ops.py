@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.faultproxy import FaultProxy
 from tests.helpers import status_json, write_config
 from watcher import logs
 from watcher.app import App, beat, build
-from watcher.chain.devnet import Deployment, free_port
+from watcher.chain.devnet import Deployment, dev_account, free_port
+from watcher.domain.amounts import format_amount
 from watcher.services.notifier import Notifier
 from watcher.services.status import collect_status
 from watcher.settings import load_settings
@@ -98,6 +100,51 @@ async def test_status_down_when_no_rpc_answers(
         assert doc["networks"][0]["rpc"][0]["ok"] is False
     finally:
         await app.close()
+
+
+async def test_status_shows_the_hot_wallets_gas_from_the_key_or_the_heartbeat(
+    tmp_path: Path, db_url: str, deployment: Deployment
+) -> None:
+    """The hot wallet's gas sits beside the vault's balances: the configured key's
+    wallet, or (a shell without the key) the wallet the daemon's heartbeat names; the
+    balances are probed while the database is read, and an RPC batch that fails is
+    shown as that network's error, the probes themselves still answered."""
+    hot = dev_account(6)
+    cfg = write_config(tmp_path, [("devnet", deployment, 3)])
+    keyed = await build(
+        load_settings(cfg, env={"WATCHER_SIGNER_KEY": hot.key.hex()}, database_url=db_url)
+    )
+    try:
+        await beat(keyed)  # names the wallet in the heartbeat
+        wei = int(await keyed.rpc["devnet"].call("eth_getBalance", [hot.address, "latest"]), 16)
+        doc = await collect_status(keyed)
+        (wallet,) = doc["balances"]
+        assert wallet["hotWallet"] == hot.address
+        assert wallet["gas"] == format_amount(wei, 18)
+        assert {a["asset"] for a in wallet["assets"]} >= {"ETH", "USDT"}
+    finally:
+        await keyed.close()
+
+    keyless = await build(load_settings(cfg, env={}, database_url=db_url))
+    try:
+        doc = await collect_status(keyless)
+        (wallet,) = doc["balances"]
+        assert wallet["hotWallet"] == hot.address and wallet["gas"] == format_amount(wei, 18)
+        assert hot.key.hex() not in json.dumps(doc)
+    finally:
+        await keyless.close()
+
+    async with FaultProxy(deployment.rpc_url) as proxy:
+        proxied = deployment.__class__(**{**deployment.__dict__, "rpc_url": proxy.url})
+        broken = await _app(tmp_path / "proxied", db_url, proxied)
+        try:
+            proxy.fail_method("eth_call", code=-32000, message="execution aborted")
+            doc = await collect_status(broken)
+            assert doc["networks"][0]["rpc"][0]["ok"] is True
+            (wallet,) = doc["balances"]
+            assert wallet["error"] and "gas" not in wallet and wallet["assets"] == []
+        finally:
+            await broken.close()
 
 
 async def test_status_cli_exit_code_and_json(tmp_path: Path, deployment: Deployment) -> None:

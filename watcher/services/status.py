@@ -18,6 +18,7 @@ import json
 import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from watcher.domain.states import (
 )
 from watcher.runtime import pid_alive
 from watcher.services.reconciler import vault_assets
-from watcher.settings import Settings
+from watcher.settings import NetworkConfig, Settings
 from watcher.store import vaults
 from watcher.store.alarms import active_alarms
 from watcher.store.leases import all_leases
@@ -186,80 +187,126 @@ _WAITING_COLUMNS = (
 )
 
 
+@dataclass
+class _NetworkProbe:
+    """What one network's RPC answered: each endpoint's probe, then (only when one of
+    them answered) the vault's balance of each asset and, last, the hot wallet's gas;
+    or the name of the error that batch raised."""
+
+    endpoints: list[dict[str, Any]]
+    amounts: list[int] | None = None
+    error: str | None = None
+
+
+async def _probe_network(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
+    endpoints = list(
+        await asyncio.gather(*(_probe(app.http, u, network.chain_id) for u in network.rpc_urls))
+    )
+    result = _NetworkProbe(endpoints)
+    if not any(e.get("ok") for e in endpoints):
+        return result  # no endpoint answers: the balances would only wait for retries
+    requests = [balance_request(token, network.vault) for _, token, _ in vault_assets(network)]
+    if hot:
+        requests.append(balance_request(ZERO_ADDRESS, hot))
+    try:
+        result.amounts = [int(r, 16) for r in await app.rpc[network.name].batch(requests)]
+    except (RpcError, ValueError) as exc:
+        result.error = type(exc).__name__
+    return result
+
+
 async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     settings = app.settings
     now = datetime.now(UTC)
     reasons: list[str] = []
     down: list[str] = []
 
-    async with app.sessions() as s:
-        beat = await s.get(Heartbeat, "daemon")
-        cursors = {c.chain_id: c for c in await s.scalars(select(NetworkCursor))}
-        # The oldest pending deposits of each configured network that has a cursor (the
-        # only ones an ETA can be given for), as plain rows: one index seek per network
-        # (state, chain, block). Ordered across chains, another chain's pending rows
-        # (one not configured here) could fill the page and hide these.
-        pending: list[Any] = []
-        for chain_id in sorted(cursors):
-            if settings.network_by_chain(chain_id) is None:
-                continue
-            pending += (
+    # The RPC probes and balances go out first and are answered while the database is
+    # read (on PostgreSQL, whose statements wait on the server: the call takes the
+    # longer of the two, not their sum; SQLite's statements run on this thread without
+    # yielding, so there the probes mostly run after them). The hot wallet is the
+    # configured key's; a status run without the key learns it from the daemon's
+    # heartbeat, and asks its gas after the read.
+    hot_configured = hot_wallet_address(settings)
+    enabled = list(settings.enabled_networks)
+    probing: asyncio.Future[list[_NetworkProbe]] | None = None
+    if probe:
+        probing = asyncio.ensure_future(
+            asyncio.gather(*(_probe_network(app, n, hot_configured) for n in enabled))
+        )
+    try:
+        async with app.sessions() as s:
+            beat = await s.get(Heartbeat, "daemon")
+            cursors = {c.chain_id: c for c in await s.scalars(select(NetworkCursor))}
+            # The oldest pending deposits of each configured network that has a cursor (the
+            # only ones an ETA can be given for), as plain rows: one index seek per network
+            # (state, chain, block). Ordered across chains, another chain's pending rows
+            # (one not configured here) could fill the page and hide these.
+            pending: list[Any] = []
+            for chain_id in sorted(cursors):
+                if settings.network_by_chain(chain_id) is None:
+                    continue
+                pending += (
+                    await s.execute(
+                        select(*_WAITING_COLUMNS)
+                        .where(Deposit.state == DepositState.PENDING, Deposit.chain_id == chain_id)
+                        .order_by(Deposit.block_number)
+                        .limit(WAITING_SHOWN)
+                    )
+                ).all()
+            # Counted by state: only the states a deposit or withdrawal passes through
+            # (index seeks over the few rows in them). The final states (credited,
+            # unsupported; completed, failed, ...) grow for ever: counting them would read
+            # the whole table on every call (issue 22); the number of deposits ever stored is
+            # the highest id instead, one index seek.
+            deposit_counts = dict(
+                (
+                    await s.execute(
+                        select(Deposit.state, func.count())
+                        .where(Deposit.state.in_(DEPOSIT_LIVE))
+                        .group_by(Deposit.state)
+                    )
+                ).all()
+            )
+            deposits_stored = int(await s.scalar(select(func.max(Deposit.id))) or 0)
+            w_rows = (
                 await s.execute(
-                    select(*_WAITING_COLUMNS)
-                    .where(Deposit.state == DepositState.PENDING, Deposit.chain_id == chain_id)
-                    .order_by(Deposit.block_number)
-                    .limit(WAITING_SHOWN)
+                    select(Withdrawal.state, func.count(), func.min(Withdrawal.created_at))
+                    .where(Withdrawal.state.in_(WITHDRAWAL_LIVE))
+                    .group_by(Withdrawal.state)
                 )
             ).all()
-        # Counted by state: only the states a deposit or withdrawal passes through
-        # (index seeks over the few rows in them). The final states (credited,
-        # unsupported; completed, failed, ...) grow for ever: counting them would read
-        # the whole table on every call (issue 22); the number of deposits ever stored is
-        # the highest id instead, one index seek.
-        deposit_counts = dict(
-            (
+            # The pending outflow per (chain, token): plain rows of the live withdrawals
+            # (three columns, no ORM objects to build for what is only summed).
+            open_withdrawals = (
                 await s.execute(
-                    select(Deposit.state, func.count())
-                    .where(Deposit.state.in_(DEPOSIT_LIVE))
-                    .group_by(Deposit.state)
+                    select(Withdrawal.chain_id, Withdrawal.token, Withdrawal.amount).where(
+                        Withdrawal.state.in_(WITHDRAWAL_LIVE)
+                    )
                 )
             ).all()
-        )
-        deposits_stored = int(await s.scalar(select(func.max(Deposit.id))) or 0)
-        w_rows = (
-            await s.execute(
-                select(Withdrawal.state, func.count(), func.min(Withdrawal.created_at))
-                .where(Withdrawal.state.in_(WITHDRAWAL_LIVE))
-                .group_by(Withdrawal.state)
-            )
-        ).all()
-        # The pending outflow per (chain, token): plain rows of the live withdrawals
-        # (three columns, no ORM objects to build for what is only summed).
-        open_withdrawals = (
-            await s.execute(
-                select(Withdrawal.chain_id, Withdrawal.token, Withdrawal.amount).where(
-                    Withdrawal.state.in_(WITHDRAWAL_LIVE)
+            alarms = await active_alarms(s)
+            vault_states = {v.chain_id: v for v in await vaults.all_states(s)}
+            recon = list(await s.scalars(select(Reconciliation)))
+            replica_beats = list(
+                await s.scalars(
+                    select(Heartbeat)
+                    .where(Heartbeat.name.startswith(REPLICA_PREFIX))
+                    .order_by(Heartbeat.name)
                 )
             )
-        ).all()
-        alarms = await active_alarms(s)
-        vault_states = {v.chain_id: v for v in await vaults.all_states(s)}
-        recon = list(await s.scalars(select(Reconciliation)))
-        replica_beats = list(
-            await s.scalars(
-                select(Heartbeat)
-                .where(Heartbeat.name.startswith(REPLICA_PREFIX))
-                .order_by(Heartbeat.name)
-            )
-        )
-        lease_views = await all_leases(await s.connection())
-        block_times: dict[tuple[int, int], int] = {}
-        for c in cursors.values():
-            for number in (c.scanned_block, c.head):
-                if number is not None:
-                    blk = await s.get(Block, (c.chain_id, number))
-                    if blk is not None:
-                        block_times[(c.chain_id, number)] = blk.timestamp
+            lease_views = await all_leases(await s.connection())
+            block_times: dict[tuple[int, int], int] = {}
+            for c in cursors.values():
+                for number in (c.scanned_block, c.head):
+                    if number is not None:
+                        blk = await s.get(Block, (c.chain_id, number))
+                        if blk is not None:
+                            block_times[(c.chain_id, number)] = blk.timestamp
+    except BaseException:
+        if probing is not None:
+            probing.cancel()
+        raise
 
     # Daemon heartbeat
     daemon: dict[str, Any] = {"running": False}
@@ -342,16 +389,12 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
 
     # Networks
     networks: list[dict[str, Any]] = []
-    probes: dict[str, list[dict[str, Any]]] = {}
-    if probe:
-        names = [n for n in settings.enabled_networks]
-        results = await asyncio.gather(
-            *(asyncio.gather(*(_probe(app.http, u, n.chain_id) for u in n.rpc_urls)) for n in names)
-        )
-        probes = {n.name: list(r) for n, r in zip(names, results, strict=True)}
-    for n in sorted(settings.enabled_networks, key=lambda x: x.chain_id):
+    answers: dict[str, _NetworkProbe] = {}
+    if probing is not None:
+        answers = {n.name: a for n, a in zip(enabled, await probing, strict=True)}
+    for n in sorted(enabled, key=lambda x: x.chain_id):
         cur = cursors.get(n.chain_id)
-        endpoints = probes.get(n.name, [])
+        endpoints = answers[n.name].endpoints if n.name in answers else []
         live_heads = [e["head"] for e in endpoints if e.get("ok")]
         head = max(live_heads) if live_heads else (cur.head if cur else None)
         cursor = cur.scanned_block if cur else None
@@ -481,36 +524,42 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
     outflow: dict[tuple[int, str], int] = defaultdict(int)
     for chain_id, token_address, amount in open_withdrawals:
         outflow[(chain_id, token_address)] += amount
-    hot = hot_wallet_address(settings) or (beat.info.get("hotWallet") if beat else None)
+    hot = hot_configured or (beat.info.get("hotWallet") if beat else None)
     wallets: list[dict[str, Any]] = []
-    if probe:
-        for n in settings.enabled_networks:
-            if not any(e.get("ok") for e in probes.get(n.name, [])):
-                continue
-            tokens = vault_assets(n)
-            item: dict[str, Any] = {"network": n.name, "hotWallet": hot, "assets": []}
-            requests = [balance_request(token, n.vault) for _, token, _ in tokens]
-            if hot:
-                requests.append(balance_request(ZERO_ADDRESS, hot))
-            try:
-                amounts = [int(r, 16) for r in await app.rpc[n.name].batch(requests)]
-                if hot:
-                    item["gas"] = format_amount(amounts.pop(), n.native_decimals)
-                for (asset, token_addr, decimals), vault_bal in zip(tokens, amounts, strict=True):
-                    out = outflow.get((n.chain_id, token_addr), 0)
-                    item["assets"].append(
-                        {
-                            "asset": asset,
-                            "vaultBalance": format_amount(vault_bal, decimals),
-                            "pendingOutflow": format_amount(out, decimals),
-                            "covered": vault_bal >= out,
-                        }
-                    )
-                    if vault_bal < out:
-                        reasons.append(f"{n.name}: vault {asset} below pending outflow")
+    for n in enabled:
+        answer = answers.get(n.name)
+        if answer is None or not any(e.get("ok") for e in answer.endpoints):
+            continue
+        item: dict[str, Any] = {"network": n.name, "hotWallet": hot, "assets": []}
+        amounts, error = answer.amounts, answer.error
+        if amounts is not None and hot and not hot_configured:
+            try:  # the hot wallet learnt from the heartbeat: its gas, asked now
+                gas = await app.rpc[n.name].batch([balance_request(ZERO_ADDRESS, hot)])
+                amounts = [*amounts, int(gas[0], 16)]
             except (RpcError, ValueError) as exc:
-                item["error"] = type(exc).__name__
+                amounts, error = None, type(exc).__name__
+        tokens = vault_assets(n)
+        if amounts is not None and len(amounts) != len(tokens) + (1 if hot else 0):
+            amounts, error = None, "wrong number of answers"
+        if amounts is None:
+            item["error"] = error
             wallets.append(item)
+            continue
+        if hot:
+            item["gas"] = format_amount(amounts.pop(), n.native_decimals)
+        for (asset, token_addr, decimals), vault_bal in zip(tokens, amounts, strict=True):
+            out = outflow.get((n.chain_id, token_addr), 0)
+            item["assets"].append(
+                {
+                    "asset": asset,
+                    "vaultBalance": format_amount(vault_bal, decimals),
+                    "pendingOutflow": format_amount(out, decimals),
+                    "covered": vault_bal >= out,
+                }
+            )
+            if vault_bal < out:
+                reasons.append(f"{n.name}: vault {asset} below pending outflow")
+        wallets.append(item)
 
     reconciliation = [
         {
