@@ -198,21 +198,39 @@ class _NetworkProbe:
     error: str | None = None
 
 
-async def _probe_network(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
-    endpoints = list(
-        await asyncio.gather(*(_probe(app.http, u, network.chain_id) for u in network.rpc_urls))
-    )
-    result = _NetworkProbe(endpoints)
-    if not any(e.get("ok") for e in endpoints):
-        return result  # no endpoint answers: the balances would only wait for retries
+async def _balances(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
+    """The vault's balance of each asset, then the hot wallet's gas: one batch, given
+    the probe's time limit (an endpoint that does not answer would only be retried)."""
     requests = [balance_request(token, network.vault) for _, token, _ in vault_assets(network)]
     if hot:
         requests.append(balance_request(ZERO_ADDRESS, hot))
+    result = _NetworkProbe([])
     try:
-        result.amounts = [int(r, 16) for r in await app.rpc[network.name].batch(requests)]
-    except (RpcError, ValueError) as exc:
+        answers = await asyncio.wait_for(
+            app.rpc[network.name].batch(requests), PROBE_TIMEOUT_SECONDS
+        )
+        result.amounts = [int(r, 16) for r in answers]
+    except (RpcError, ValueError, TimeoutError) as exc:
         result.error = type(exc).__name__
     return result
+
+
+async def _probe_network(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
+    """Every endpoint probed and the balances asked at the same time: one round trip,
+    not two. The balances count only when an endpoint answered the probe."""
+    balances = asyncio.ensure_future(_balances(app, network, hot))
+    try:
+        endpoints = list(
+            await asyncio.gather(*(_probe(app.http, u, network.chain_id) for u in network.rpc_urls))
+        )
+    except BaseException:
+        balances.cancel()
+        raise
+    if not any(e.get("ok") for e in endpoints):
+        balances.cancel()
+        return _NetworkProbe(endpoints)
+    answer = await balances
+    return _NetworkProbe(endpoints, answer.amounts, answer.error)
 
 
 async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
