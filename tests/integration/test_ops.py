@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -145,6 +146,32 @@ async def test_status_shows_the_hot_wallets_gas_from_the_key_or_the_heartbeat(
             assert wallet["error"] and "gas" not in wallet and wallet["assets"] == []
         finally:
             await broken.close()
+
+
+async def test_status_asks_probes_and_balances_in_one_round_trip(
+    tmp_path: Path, db_url: str, deployment: Deployment
+) -> None:
+    """A node that answers every request a second late costs status one second, not
+    two: the balances are asked beside the probe, not after it (a sequential status
+    cannot finish under 2 s here; the margin for the concurrent one is 0.8 s). The
+    daemon's client has checked the endpoint's chain id long before (one status
+    call does that here); a fresh process pays that one round trip more."""
+    async with FaultProxy(deployment.rpc_url) as proxy:
+        slow = deployment.__class__(**{**deployment.__dict__, "rpc_url": proxy.url})
+        app = await _app(tmp_path, db_url, slow)
+        try:
+            await beat(app)
+            await collect_status(app)  # the client checks the endpoint's chain id once
+            proxy.delay = 1.0
+            started = time.monotonic()
+            doc = await collect_status(app)
+            took = time.monotonic() - started
+            assert doc["networks"][0]["rpc"][0]["ok"] is True
+            assert "error" not in doc["balances"][0] and doc["balances"][0]["assets"]
+            assert proxy.requests["eth_call"] >= 1
+            assert took < 1.8, f"status took {took:.2f} s against a node 1 s late"
+        finally:
+            await app.close()
 
 
 async def test_status_cli_exit_code_and_json(tmp_path: Path, deployment: Deployment) -> None:
