@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from eth_utils.address import to_checksum_address
 from web3 import AsyncWeb3
@@ -183,6 +184,22 @@ async def test_anvil_is_stopped_on_exit_and_on_cancel(anvil_factory: AnvilFactor
     with pytest.raises(asyncio.CancelledError):
         await task
     assert inner.process.returncode is not None
+    assert not inner.cache_path.exists()
+
+
+async def test_anvils_states_on_disk_are_its_own_and_removed_after_it() -> None:
+    """anvil moves older blocks' states to disk and never deletes them (by default a
+    directory per run under ~/.foundry/anvil/tmp: gigabytes after a few benches). Each
+    node writes them to its own directory, gone once the node has stopped."""
+    async with start_anvil() as node:
+        async with aiohttp.ClientSession() as http:
+            mine = {"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x400"]}
+            async with http.post(node.url, json=mine) as resp:
+                assert (await resp.json())["result"] is None
+        written = [p for p in node.cache_path.rglob("*") if p.is_file()]
+        assert written, "anvil wrote no state under the node's own directory"
+    assert node.process.returncode is not None
+    assert not node.cache_path.exists()
 
 
 async def test_anvil_refuses_a_busy_port(anvil: Any) -> None:

@@ -119,6 +119,7 @@ class AnvilNode:
     port: int
     chain_id: int
     process: asyncio.subprocess.Process
+    cache_path: Path  # where anvil keeps the states it moves to disk; removed after
 
 
 def _death_signal_preexec() -> Callable[[], None] | None:
@@ -258,32 +259,45 @@ async def start_anvil(
     another one tried if it is taken in the meantime.
     """
     binary = anvil_binary()
-    attempts = _PORT_ATTEMPTS if port is None else 1
-    process: asyncio.subprocess.Process | None = None
-    chosen = 0
-    for attempt in range(attempts):
-        chosen = port if port is not None else free_port()
-        args = _anvil_args(binary, chosen, chain_id, block_time, state_path, extra_args)
-        try:
-            _check_port_free(chosen)
-        except _PortInUse:
-            if attempt + 1 >= attempts:
-                raise
-            continue
-        url = f"http://127.0.0.1:{chosen}"
-        try:
-            process = await _spawn_and_wait(args, url, chain_id)
-            break
-        except _PortInUse:
-            if attempt + 1 >= attempts:
-                raise
-    assert process is not None
+    # anvil moves the states of older blocks to disk (gigabytes over a long run) and
+    # never deletes them: by default under ~/.foundry/anvil/tmp, one directory per
+    # run, whatever signal stops it. Each node gets a directory of its own here,
+    # removed once the node has stopped.
+    cache = Path(tempfile.mkdtemp(prefix="watcher-anvil-"))
     try:
-        yield AnvilNode(
-            url=f"http://127.0.0.1:{chosen}", port=chosen, chain_id=chain_id, process=process
-        )
+        attempts = _PORT_ATTEMPTS if port is None else 1
+        process: asyncio.subprocess.Process | None = None
+        chosen = 0
+        for attempt in range(attempts):
+            chosen = port if port is not None else free_port()
+            args = _anvil_args(binary, chosen, chain_id, block_time, state_path, extra_args)
+            args += ["--cache-path", str(cache)]
+            try:
+                _check_port_free(chosen)
+            except _PortInUse:
+                if attempt + 1 >= attempts:
+                    raise
+                continue
+            url = f"http://127.0.0.1:{chosen}"
+            try:
+                process = await _spawn_and_wait(args, url, chain_id)
+                break
+            except _PortInUse:
+                if attempt + 1 >= attempts:
+                    raise
+        assert process is not None
+        try:
+            yield AnvilNode(
+                url=f"http://127.0.0.1:{chosen}",
+                port=chosen,
+                chain_id=chain_id,
+                process=process,
+                cache_path=cache,
+            )
+        finally:
+            await _stop(process)
     finally:
-        await _stop(process)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _anvil_args(
