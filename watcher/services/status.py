@@ -552,9 +552,12 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         amounts, error = answer.amounts, answer.error
         if amounts is not None and hot and not hot_configured:
             try:  # the hot wallet learnt from the heartbeat: its gas, asked now
-                gas = await app.rpc[n.name].batch([balance_request(ZERO_ADDRESS, hot)])
+                gas = await asyncio.wait_for(
+                    app.rpc[n.name].batch([balance_request(ZERO_ADDRESS, hot)]),
+                    PROBE_TIMEOUT_SECONDS,
+                )
                 amounts = [*amounts, int(gas[0], 16)]
-            except (RpcError, ValueError) as exc:
+            except (RpcError, ValueError, TimeoutError) as exc:
                 amounts, error = None, type(exc).__name__
         tokens = vault_assets(n)
         if amounts is not None and len(amounts) != len(tokens) + (1 if hot else 0):
