@@ -54,6 +54,8 @@
    - *status*: as above, median of 15;
    - the daemon phases run the empty side first (``BENCH_SEEDED_FIRST=1``: the seeded
      one, to check that the order does not decide a ratio);
+   - once both daemon phases are over: *status* of the two sides in alternation (median
+     of 15 each, no daemon running), the same anvil and the same moment for both;
    - with ``BENCH_STEP_SQL=1``, each statement's time in the steps, the status
      calls and the account view's reads of each side, per statement shape (where a
      seeded side's time goes);
@@ -834,6 +836,19 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
                     lambda: rpc.call("anvil_mine", "0x1"),
                 )
 
+        # Status again, the two sides in alternation once both daemons have stopped:
+        # the same anvil (it holds both runs' payouts by now), the same moment, no
+        # daemon beside either, so neither side is the one measured second.
+        alternating: dict[str, list[float]] = {side.name: [] for side in sides}
+        for k in range(STATUS_RUNS):
+            for side in sides if k % 2 == 0 else sides[::-1]:
+                assert side.app is not None
+                t0 = time.perf_counter()
+                await collect_status(side.app)
+                alternating[side.name].append(time.perf_counter() - t0)
+        for side in sides:
+            side.results["status_alt"] = median_ms(alternating[side.name])
+
         size = await db_size(seeded)
         size_empty = await db_size(empty)
         n = counts["deposits"]
@@ -850,6 +865,7 @@ async def run(args: argparse.Namespace, root: Path, sides: list[Side]) -> None:
         ("status_busy", "status 1 s after the burst (daemon paying it)"),
         ("status", "status (collect_status, database + RPC probes)"),
         ("status_db", "status, its database part alone (no RPC probes)"),
+        ("status_alt", "status, the two sides alternately after both runs (no daemon)"),
     ):
         a, b = seeded.results[key], empty.results[key]
         print(f"{label}: {a:.1f} ms (empty {b:.1f} ms), ratio {a / b:.2f}")
