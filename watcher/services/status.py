@@ -198,27 +198,32 @@ class _NetworkProbe:
     error: str | None = None
 
 
-async def _balances(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
-    """The vault's balance of each asset, then the hot wallet's gas: one batch, given
-    the probe's time limit (an endpoint that does not answer would only be retried)."""
-    requests = [balance_request(token, network.vault) for _, token, _ in vault_assets(network)]
-    if hot:
-        requests.append(balance_request(ZERO_ADDRESS, hot))
-    result = _NetworkProbe([])
+async def _read_amounts(
+    app: App, network: NetworkConfig, requests: list[tuple[str, list[Any]]]
+) -> tuple[list[int] | None, str | None]:
+    """One balance batch within the probe's time limit (an endpoint that does not
+    answer would only be retried): the amounts, or the name of the error."""
     try:
         answers = await asyncio.wait_for(
             app.rpc[network.name].batch(requests), PROBE_TIMEOUT_SECONDS
         )
-        result.amounts = [int(r, 16) for r in answers]
+        return [int(r, 16) for r in answers], None
     except (RpcError, ValueError, TimeoutError) as exc:
-        result.error = type(exc).__name__
-    return result
+        return None, type(exc).__name__
+
+
+def _balance_requests(network: NetworkConfig, hot: str | None) -> list[tuple[str, list[Any]]]:
+    """The vault's balance of each asset, then the hot wallet's gas."""
+    requests = [balance_request(token, network.vault) for _, token, _ in vault_assets(network)]
+    if hot:
+        requests.append(balance_request(ZERO_ADDRESS, hot))
+    return requests
 
 
 async def _probe_network(app: App, network: NetworkConfig, hot: str | None) -> _NetworkProbe:
     """Every endpoint probed and the balances asked at the same time: one round trip,
     not two. The balances count only when an endpoint answered the probe."""
-    balances = asyncio.ensure_future(_balances(app, network, hot))
+    balances = asyncio.ensure_future(_read_amounts(app, network, _balance_requests(network, hot)))
     try:
         endpoints = list(
             await asyncio.gather(*(_probe(app.http, u, network.chain_id) for u in network.rpc_urls))
@@ -229,8 +234,8 @@ async def _probe_network(app: App, network: NetworkConfig, hot: str | None) -> _
     if not any(e.get("ok") for e in endpoints):
         balances.cancel()
         return _NetworkProbe(endpoints)
-    answer = await balances
-    return _NetworkProbe(endpoints, answer.amounts, answer.error)
+    amounts, error = await balances
+    return _NetworkProbe(endpoints, amounts, error)
 
 
 async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
@@ -551,14 +556,9 @@ async def collect_status(app: App, *, probe: bool = True) -> dict[str, Any]:
         item: dict[str, Any] = {"network": n.name, "hotWallet": hot, "assets": []}
         amounts, error = answer.amounts, answer.error
         if amounts is not None and hot and not hot_configured:
-            try:  # the hot wallet learnt from the heartbeat: its gas, asked now
-                gas = await asyncio.wait_for(
-                    app.rpc[n.name].batch([balance_request(ZERO_ADDRESS, hot)]),
-                    PROBE_TIMEOUT_SECONDS,
-                )
-                amounts = [*amounts, int(gas[0], 16)]
-            except (RpcError, ValueError, TimeoutError) as exc:
-                amounts, error = None, type(exc).__name__
+            # The hot wallet learnt from the heartbeat: its gas, asked now.
+            gas, error = await _read_amounts(app, n, [balance_request(ZERO_ADDRESS, hot)])
+            amounts = None if gas is None else [*amounts, *gas]
         tokens = vault_assets(n)
         if amounts is not None and len(amounts) != len(tokens) + (1 if hot else 0):
             amounts, error = None, "wrong number of answers"
