@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,7 @@ async def test_status_down_when_heartbeat_is_stale(app: App) -> None:
 async def test_status_down_when_no_rpc_answers(
     tmp_path: Path, db_url: str, deployment: Deployment
 ) -> None:
-    dead = deployment.__class__(
-        **{**deployment.__dict__, "rpc_url": f"http://127.0.0.1:{free_port()}"}
-    )
+    dead = replace(deployment, rpc_url=f"http://127.0.0.1:{free_port()}")
     app = await _app(tmp_path, db_url, dead)
     try:
         await beat(app)
@@ -136,7 +135,7 @@ async def test_status_shows_the_hot_wallets_gas_from_the_key_or_the_heartbeat(
         await keyless.close()
 
     async with FaultProxy(deployment.rpc_url) as proxy:
-        proxied = deployment.__class__(**{**deployment.__dict__, "rpc_url": proxy.url})
+        proxied = replace(deployment, rpc_url=proxy.url)
         broken = await _app(tmp_path / "proxied", db_url, proxied)
         try:
             proxy.fail_method("eth_call", code=-32000, message="execution aborted")
@@ -157,7 +156,7 @@ async def test_status_asks_probes_and_balances_in_one_round_trip(
     daemon's client has checked the endpoint's chain id long before (one status
     call does that here); a fresh process pays that one round trip more."""
     async with FaultProxy(deployment.rpc_url) as proxy:
-        slow = deployment.__class__(**{**deployment.__dict__, "rpc_url": proxy.url})
+        slow = replace(deployment, rpc_url=proxy.url)
         app = await _app(tmp_path, db_url, slow)
         try:
             await beat(app)
